@@ -1,0 +1,252 @@
+"""Engines, transactions and dialect differences, all in one place.
+
+SQLite: WAL, `synchronous=NORMAL`, a long `busy_timeout`, `BEGIN IMMEDIATE` for every write transaction
+(so two writers queue instead of deadlocking on a lock upgrade), periodic PASSIVE checkpoints and a
+TRUNCATE checkpoint on close. PostgreSQL: row locks (`FOR UPDATE`) where the store reads before it writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+
+from flowledger.tasks.errors import StorageUnavailable
+from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, schema_meta
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 30_000
+DEFAULT_STATE_DIR = "~/.flowledger"
+# Versioned DDL steps: MIGRATIONS[n] brings a database at version n-1 to version n. Version 1 is create_all.
+MIGRATIONS: dict[int, list[str]] = {}
+
+
+def resolve_state_dir(state_dir: str | os.PathLike[str] | None = None) -> Path:
+    raw = state_dir if state_dir is not None else os.environ.get("FLOWLEDGER_STATE_DIR") or DEFAULT_STATE_DIR
+    return Path(os.fspath(raw)).expanduser().resolve()
+
+
+def resolve_database_url(database_url: str | None, state_dir: Path) -> str:
+    url = database_url or os.environ.get("FLOWLEDGER_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{state_dir / 'tasks' / 'runs.sqlite'}"
+
+
+class Database:
+    """One engine and the transaction discipline every store call goes through."""
+
+    def __init__(self, engine: Engine, *, sqlite_path: Path | None) -> None:
+        self.engine = engine
+        self.sqlite_path = sqlite_path
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    # --- opening ------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, state_dir: Path | None = None, create: bool = True) -> Database:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StorageUnavailable(f"Storage unavailable: not a database URL: {url!r}") from None
+        sqlite_path: Path | None = None
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                sqlite_path = Path(parsed.database).expanduser().resolve()
+                _prepare_sqlite_dir(sqlite_path, state_dir)
+            engine = create_engine(
+                parsed, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+            )
+            _install_sqlite_discipline(engine)
+        elif parsed.get_backend_name() == "postgresql":
+            if parsed.drivername == "postgresql":
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        else:
+            raise StorageUnavailable(f"Storage unavailable: unsupported database {parsed.get_backend_name()!r}")
+        db = cls(engine, sqlite_path=sqlite_path)
+        try:
+            if create:
+                db.ensure_schema()
+            else:
+                with db.read() as conn:
+                    conn.execute(text("SELECT 1"))
+        except BaseException:
+            engine.dispose()
+            raise
+        db.secure_files()
+        return db
+
+    def ensure_schema(self) -> None:
+        """Create or migrate the schema once; cheap when it is already current."""
+        current = self._schema_version()
+        if current == SCHEMA_VERSION:
+            return
+        if current is not None and current > SCHEMA_VERSION:
+            raise StorageUnavailable(
+                f"Storage unavailable: database schema version {current} is newer than this flowledger "
+                f"(supports {SCHEMA_VERSION}); upgrade flowledger."
+            )
+        with self.write() as conn:
+            if self.is_postgres:  # several processes may start at once on one database
+                conn.execute(text("SELECT pg_advisory_xact_lock(7204117)"))
+            current = self._schema_version_in(conn)
+            if current is None:
+                METADATA.create_all(conn)
+                conn.execute(insert(schema_meta).values(meta_key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(version, []):
+                    conn.execute(text(statement))
+            conn.execute(
+                schema_meta.update().where(schema_meta.c.meta_key == "schema_version").values(value=str(SCHEMA_VERSION))
+            )
+
+    def _schema_version(self) -> int | None:
+        with self.read() as conn:
+            return self._schema_version_in(conn)
+
+    def _schema_version_in(self, conn: Connection) -> int | None:
+        if not conn.dialect.has_table(conn, "schema_meta"):
+            return None
+        value = conn.execute(select(schema_meta.c.value).where(schema_meta.c.meta_key == "schema_version")).scalar()
+        return int(value) if value is not None else None
+
+    # --- transactions -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction: BEGIN IMMEDIATE on SQLite, committed on success, rolled back on error."""
+        with (
+            self._translate_errors(),
+            self.engine.connect().execution_options(flowledger_write=True) as conn,
+            conn.begin(),
+        ):
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self._translate_errors(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def transact(self, fn: Callable[[Connection], T], *, attempts: int = 5) -> T:
+        """Run `fn` in a write transaction, retrying the whole unit if SQLite still reports a lock.
+
+        busy_timeout already waits up to 30 s; this is the belt to that pair of braces, so that
+        `database is locked` never reaches a user while another process holds a long write.
+        """
+        delay = 0.05
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.write() as conn:
+                    return fn(conn)
+            except StorageUnavailable as exc:
+                if attempt == attempts or not _is_lock_error(exc.__cause__):
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except StorageUnavailable:
+            raise
+        except (OperationalError, DBAPIError) as exc:
+            raise StorageUnavailable(f"Storage unavailable: {_one_line(exc)}") from exc
+        except SQLAlchemyError as exc:
+            raise StorageUnavailable(f"Storage unavailable: {_one_line(exc)}") from exc
+
+    # --- housekeeping -------------------------------------------------------------------------------
+
+    def checkpoint(self, mode: str = "PASSIVE") -> None:
+        """WAL checkpoint on SQLite (PASSIVE never waits on readers); a no-op elsewhere. Never raises."""
+        if not self.is_sqlite or mode not in {"PASSIVE", "FULL", "RESTART", "TRUNCATE"}:
+            return
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
+        except SQLAlchemyError as exc:
+            log.warning("wal checkpoint %s failed: %s", mode, _one_line(exc))
+
+    def secure_files(self) -> None:
+        """Database files 0600 (the directory was made 0700); warn when we cannot tighten them."""
+        if self.sqlite_path is None:
+            return
+        for suffix in ("", "-wal", "-shm"):
+            path = Path(f"{self.sqlite_path}{suffix}")
+            with contextlib.suppress(FileNotFoundError):
+                mode = stat.S_IMODE(path.stat().st_mode)
+                if mode & 0o077:
+                    try:
+                        path.chmod(0o600)
+                    except OSError:
+                        warnings.warn(f"{path} is readable by others (mode {mode:o})", stacklevel=2)
+
+    def close(self) -> None:
+        self.checkpoint("TRUNCATE")
+        self.engine.dispose()
+
+
+def _prepare_sqlite_dir(path: Path, state_dir: Path | None) -> None:
+    try:
+        if state_dir is not None and not state_dir.exists():
+            state_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise StorageUnavailable(f"Storage unavailable: cannot create {path.parent}: {exc.strerror}") from exc
+    for directory in {path.parent, state_dir} - {None}:
+        assert directory is not None
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(directory.stat().st_mode)
+            if mode & 0o077:
+                log.warning("%s is accessible by others (mode %o); flowledger expects 0700", directory, mode)
+    if not path.exists():
+        # Create the file 0600 before SQLite does, so it is never briefly world-readable.
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _install_sqlite_discipline(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Manual transaction control: the driver must not BEGIN on its own, we choose the kind below.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("flowledger_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _is_lock_error(exc: BaseException | None) -> bool:
+    return exc is not None and "locked" in str(exc).lower()
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    message = str(orig if orig is not None else exc).strip().splitlines()
+    return message[0] if message else type(exc).__name__

@@ -1,0 +1,68 @@
+"""One exception root, specific subclasses, each mapped to a CLI exit code once (CONTRACT §3)."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_NOT_FOUND_OR_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_STORAGE = 3
+
+
+class FlowledgerError(Exception):
+    """Root of every error flowledger raises on purpose."""
+
+    exit_code = EXIT_NOT_FOUND_OR_REFUSED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(FlowledgerError, ValueError):
+    """A value given by the caller is not acceptable (bad enum, naive time, bad duration…)."""
+
+    exit_code = EXIT_USAGE
+
+
+class TaskNotFound(FlowledgerError, LookupError):
+    def __init__(self, lookup: str) -> None:
+        super().__init__(f"Task not found: {lookup}.")
+        self.lookup = lookup
+
+
+class FlowNotFound(FlowledgerError, LookupError):
+    def __init__(self, lookup: str) -> None:
+        super().__init__(f"Flow not found: {lookup}.")
+        self.lookup = lookup
+
+
+class OperationRefused(FlowledgerError):
+    """The operation was understood but refused (already terminal, still active, …)."""
+
+
+class OwnerKeyRequired(InvalidInput):
+    def __init__(self, message: str = "Task ownerKey is required.") -> None:
+        super().__init__(message)
+
+
+class ParentFlowLinkError(FlowledgerError):
+    """A task cannot link to the parent flow it names; `code` says why (REFERENCE §2.2 step 7)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StorageUnavailable(FlowledgerError):
+    """The database cannot be opened, read or written."""
+
+    exit_code = EXIT_STORAGE
+
+
+class InvalidPersistedValue(StorageUnavailable):
+    """A row written outside flowledger holds a value we refuse to coerce; named, never guessed."""
+
+    def __init__(self, what: str, ident: str, column: str, value: object) -> None:
+        super().__init__(f"Invalid persisted {what} {ident}: {column}={value!r}")
+        self.column = column
+        self.value = value
