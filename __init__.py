@@ -1,1 +1,53 @@
-"""flowledger: a durable ledger of background work, and Task Flow on top of it."""
+"""flowledger: a durable ledger of background work, and Task Flow on top of it.
+
+    from flowledger import Ledger, FrozenClock
+    with Ledger.open() as ledger:
+        ledger.tasks.create(runtime="cli", task="nightly export", owner_key="agent:main:main")
+"""
+
+from flowledger.flows.ledger import Ledger
+from flowledger.tasks.clock import Clock, FrozenClock, SystemClock
+from flowledger.tasks.errors import (
+    FlowledgerError,
+    FlowNotFound,
+    InvalidInput,
+    OperationRefused,
+    ParentFlowLinkError,
+    StorageUnavailable,
+    TaskNotFound,
+)
+from flowledger.tasks.models import DeliveryOrigin, Task, TaskEvent
+from flowledger.tasks.service import CancelResult
+from flowledger.tasks.states import (
+    DeliveryStatus,
+    NotifyPolicy,
+    Runtime,
+    ScopeKind,
+    TaskStatus,
+    TerminalOutcome,
+)
+
+__all__ = [
+    "CancelResult",
+    "Clock",
+    "DeliveryOrigin",
+    "DeliveryStatus",
+    "FlowNotFound",
+    "FlowledgerError",
+    "FrozenClock",
+    "InvalidInput",
+    "Ledger",
+    "NotifyPolicy",
+    "OperationRefused",
+    "ParentFlowLinkError",
+    "Runtime",
+    "ScopeKind",
+    "StorageUnavailable",
+    "SystemClock",
+    "Task",
+    "TaskEvent",
+    "TaskNotFound",
+    "TaskStatus",
+    "TerminalOutcome",
+]
+__version__ = "0.1.0"

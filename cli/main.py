@@ -1,0 +1,84 @@
+"""The `flowledger` command: one root callback builds the configuration; command modules register."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from flowledger.cli import flow_cmd, gateway_cmd, health_cmd, sessions_cmd, tasks_cmd
+from flowledger.cli.context import AppContext
+from flowledger.cli.render import err
+from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, EXIT_USAGE, FlowledgerError
+
+app = typer.Typer(
+    name="flowledger",
+    help="A durable ledger of background work, and Task Flow on top of it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+tasks_app = tasks_cmd.build()
+app.add_typer(tasks_app, name="tasks")
+flow_cmd.register(app, tasks_app)
+health_cmd.register(app, tasks_app)
+sessions_cmd.register(app, tasks_app)
+gateway_cmd.register(app, tasks_app)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    state_dir: Annotated[str | None, typer.Option("--state-dir", help="State directory (env FLOWLEDGER_STATE_DIR).",
+                                                  show_default="~/.flowledger")] = None,
+    database_url: Annotated[str | None, typer.Option("--database-url",
+                                                     help="Database URL (env FLOWLEDGER_DATABASE_URL).")] = None,
+) -> None:
+    context = AppContext(state_dir=state_dir, database_url=database_url)
+    ctx.obj = context
+    ctx.call_on_close(context.close)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Entry point: every failure becomes one line on stderr and a documented exit code (CONTRACT §3)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="flowledger", standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        err("Aborted.")
+        return 130
+    except typer.TyperException as exc:  # click's usage errors (exit 2) and other click exceptions
+        code = int(getattr(exc, "exit_code", EXIT_USAGE))
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            err(exc.format_message())
+            return EXIT_USAGE
+        err(f"flowledger: error: {_one_line(exc.format_message())}")
+        return code
+    except FlowledgerError as exc:
+        err(exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err("Interrupted.")
+        return 130
+    except Exception as exc:  # never a traceback: one line, and the details at debug level
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        err(f"flowledger: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return EXIT_NOT_FOUND_OR_REFUSED
+    return int(result) if isinstance(result, int) else 0
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Where the upper layers attach their TaskHooks to a ledger's TaskService. Each layer adds one line."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flowledger.flows.ledger import Ledger
+
+
+def install(ledger: Ledger) -> None:
+    # Order matters: flow sync runs inside the task's transaction before delivery looks at the owner.
+    _ = ledger
