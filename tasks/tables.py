@@ -250,6 +250,20 @@ class CronRunLogRow(SQLModel, table=True):
     ts: datetime = Field(sa_column=Column(UTCMillis(), nullable=False))
 
 
+class TaskPayloadRow(SQLModel, table=True):
+    """What a queued `cli` task runs (argv, limits) and which gateway claimed it; 0..1 per task."""
+
+    __tablename__ = "task_payloads"
+
+    task_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    argv_json: str = Field(sa_column=Column(Text, nullable=False))
+    shell: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default="0"))
+    timeout_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
+    cwd: str | None = _text()
+    claimed_by: str | None = Field(default=None, sa_column=Column(String(64), index=True))
+    claimed_at: datetime | None = _ts()
+
+
 class SchemaMetaRow(SQLModel, table=True):
     __tablename__ = "schema_meta"
 
@@ -270,3 +284,4 @@ heartbeat_wakes = HeartbeatWakeRow.__table__  # type: ignore[attr-defined]
 cron_jobs = CronJobRow.__table__  # type: ignore[attr-defined]
 cron_run_log = CronRunLogRow.__table__  # type: ignore[attr-defined]
 schema_meta = SchemaMetaRow.__table__  # type: ignore[attr-defined]
+task_payloads = TaskPayloadRow.__table__  # type: ignore[attr-defined]
