@@ -1,0 +1,62 @@
+"""A gateway lease kept fresh by a background thread (CONTRACT §6.7): while it is fresh, the runs it owns
+count as live for every process that reads the database."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import timedelta
+
+from flowledger.flows.ledger import Ledger
+from flowledger.scheduler import knobs
+from flowledger.tasks import liveness
+from flowledger.tasks.errors import FlowledgerError
+
+log = logging.getLogger(__name__)
+
+
+def new_gateway_id(prefix: str = "gw") -> str:
+    host = socket.gethostname().split(".")[0][:20] or "host"
+    return f"{prefix}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"[:64]
+
+
+class LeaseKeeper:
+    def __init__(self, ledger: Ledger, gateway_id: str, *, ttl: timedelta | None = None,
+                 every: timedelta | None = None) -> None:
+        self.ledger = ledger
+        self.gateway_id = gateway_id
+        self.ttl = ttl or knobs.lease_ttl()
+        self.every = every or knobs.lease_renew_every()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def renew(self) -> None:
+        now = self.ledger.clock.now()
+        self.ledger.db.transact(lambda conn: liveness.renew_lease(
+            conn, self.gateway_id, now, host=socket.gethostname(), pid=os.getpid(), ttl=self.ttl))
+
+    def start(self) -> None:
+        self.renew()
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{self.gateway_id}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every.total_seconds()):
+            try:
+                self.renew()
+            except FlowledgerError as exc:  # a blip must not kill the keeper; the next renewal retries
+                log.warning("lease %s renewal failed: %s", self.gateway_id, exc.message)
+
+    def stop(self, *, release: bool = True) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if release:
+            now = self.ledger.clock.now()
+            try:
+                self.ledger.db.transact(lambda conn: liveness.release_lease(conn, self.gateway_id, now))
+            except FlowledgerError as exc:
+                log.warning("lease %s release failed: %s", self.gateway_id, exc.message)

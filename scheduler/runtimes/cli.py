@@ -1,0 +1,244 @@
+"""The `cli` runtime: a task owns a child process (CONTRACT §5b).
+
+Exit 0 → succeeded; non-zero → failed (`exit code N` and the tail of stderr); over its timeout →
+timed_out; cancelled — by `cancel()` or by the task turning `cancelled` in the database, e.g. a
+`flowledger tasks cancel` from another process — SIGTERM, then SIGKILL after the grace → cancelled.
+Each run holds a durable run context under a gateway id; without a gateway (an in-process
+`flowledger run`), the runtime holds a short-lived lease of its own so every process sees the run as live.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import IO, Any
+
+from sqlalchemy import select
+
+from flowledger.flows.ledger import Ledger
+from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
+from flowledger.scheduler.logs import log_dir, log_paths, tail
+from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn
+from flowledger.tasks import liveness
+from flowledger.tasks.durations import format_duration
+from flowledger.tasks.errors import FlowledgerError, InvalidInput
+from flowledger.tasks.models import Task
+from flowledger.tasks.service import CANCELLED_BY_OPERATOR
+from flowledger.tasks.states import Runtime, TaskStatus
+from flowledger.tasks.tables import task_runs
+
+log = logging.getLogger(__name__)
+WATCH_EVERY_S = 0.2
+
+
+@dataclass
+class _Run:
+    task: Task
+    run_id: str
+    proc: subprocess.Popen[bytes]
+    stopper: Stopper
+    deadline: float | None
+    files: list[IO[Any]]
+    done: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str | None = None  # "cancel" | "timeout" | "shutdown"
+    cancel_text: str | None = None
+
+
+class CliRuntime:
+    def __init__(self, ledger: Ledger, *, gateway_id: str | None = None,
+                 kill_grace: timedelta = timedelta(seconds=5)) -> None:
+        self.ledger = ledger
+        self.kill_grace = kill_grace
+        self._lease: LeaseKeeper | None = None
+        self.gateway_id = gateway_id or new_gateway_id("run")
+        self._own_lease = gateway_id is None
+        self._runs: dict[str, _Run] = {}
+        self._finished: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # --- starting -----------------------------------------------------------------------------------
+
+    def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
+              cwd: str | None = None, env: dict[str, str] | None = None) -> None:
+        """Start argv for `task` and return at once; a thread supervises the child to its end."""
+        if not argv:
+            raise InvalidInput(f"Task {task.task_id} has nothing to run.")
+        run_id = task.run_id or self._assign_run_id(task)
+        self._ensure_backing()
+        now = self.ledger.clock.now()
+        self.ledger.db.transact(lambda conn: liveness.register_run(conn, run_id, self.gateway_id, now,
+                                                                   task_id=task.task_id))
+        self.ledger.tasks.start(run_id, runtime=Runtime.CLI)
+        out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
+        log_dir(self.ledger.state_dir)
+        out_fh, err_fh = out_path.open("ab"), err_path.open("ab")
+        extra = {"FLOWLEDGER_TASK_ID": task.task_id, "FLOWLEDGER_RUN_ID": run_id, **(env or {})}
+        try:
+            proc = spawn(argv, shell=shell, cwd=cwd, env=extra, stdout=out_fh, stderr=err_fh)
+        except OSError as exc:
+            out_fh.close()
+            err_fh.close()
+            log.warning("task %s could not start %r: %s", task.task_id, argv[0], exc)
+            self.ledger.tasks.fail(run_id, error=f"cannot start {argv[0]!r}: {exc.strerror or exc}",
+                                   runtime=Runtime.CLI)
+            self._release(run_id)
+            self._finished.setdefault(task.task_id, threading.Event()).set()
+            return
+        deadline = time.monotonic() + timeout.total_seconds() if timeout is not None else None
+        run = _Run(task=task, run_id=run_id, proc=proc, stopper=Stopper(proc, self.kill_grace.total_seconds()),
+                   deadline=deadline, files=[out_fh, err_fh])
+        with self._lock:
+            self._runs[task.task_id] = run
+            self._finished[task.task_id] = run.done
+        with contextlib.suppress(FlowledgerError):
+            self.ledger.db.transact(lambda conn: liveness.register_run(
+                conn, run_id, self.gateway_id, now, task_id=task.task_id, pid=proc.pid))
+        log.info("task %s started pid %s run %s", task.task_id, proc.pid, run_id)
+        threading.Thread(target=self._supervise, args=(run, timeout), name=f"cli-{task.task_id[:8]}",
+                         daemon=True).start()
+
+    def _assign_run_id(self, task: Task) -> str:
+        run_id = f"cli:{task.task_id}"
+
+        def unit(conn: Any, now: Any) -> Any:
+            change = self.ledger.tasks.apply(conn, task, task.replace(run_id=run_id), expected={task.status}, now=now)
+            return [change] if change else []
+
+        self.ledger.tasks.run_unit(unit)
+        return run_id
+
+    def _ensure_backing(self) -> None:
+        with self._lock:
+            if self._own_lease and self._lease is None:
+                self._lease = LeaseKeeper(self.ledger, self.gateway_id)
+                self._lease.start()
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name="cli-watcher", daemon=True)
+                self._watcher.start()
+
+    # --- supervising --------------------------------------------------------------------------------
+
+    def _supervise(self, run: _Run, timeout: timedelta | None) -> None:
+        try:
+            while True:
+                try:
+                    code = run.proc.wait(timeout=0.05)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if run.deadline is not None and time.monotonic() >= run.deadline and not run.stopper.requested:
+                    run.stop_reason = run.stop_reason or "timeout"
+                    run.stopper.request()
+                run.stopper.poll()
+            for fh in run.files:
+                fh.close()
+            self._record_end(run, code, timeout)
+        except Exception:  # the record must still end; log the real cause
+            log.exception("task %s supervision failed", run.task.task_id)
+            with contextlib.suppress(FlowledgerError):
+                self.ledger.tasks.fail(run.run_id, error="cli runtime error", runtime=Runtime.CLI)
+        finally:
+            self._release(run.run_id)
+            with self._lock:
+                self._runs.pop(run.task.task_id, None)
+            run.done.set()
+
+    def _record_end(self, run: _Run, code: int, timeout: timedelta | None) -> None:
+        tid = run.task.task_id
+        if run.stop_reason == "timeout":
+            limit = format_duration(timeout) if timeout is not None else "its timeout"
+            self.ledger.tasks.fail(run.run_id, error=f"timed out after {limit}", status=TaskStatus.TIMED_OUT,
+                                   runtime=Runtime.CLI)
+            log.info("task %s timed out", tid)
+        elif run.stop_reason in ("cancel", "shutdown"):
+            self.ledger.tasks.fail(run.run_id, error=run.cancel_text or CANCELLED_BY_OPERATOR,
+                                   status=TaskStatus.CANCELLED, runtime=Runtime.CLI)
+            log.info("task %s cancelled (%s)", tid, exit_text(code))
+        elif code == 0:
+            out_path, _ = log_paths(self.ledger.state_dir, tid)
+            last = tail(out_path, max_lines=1)
+            self.ledger.tasks.complete(run.run_id, summary=last[:500] or None, runtime=Runtime.CLI)
+            log.info("task %s succeeded", tid)
+        else:
+            _, err_path = log_paths(self.ledger.state_dir, tid)
+            stderr_tail = tail(err_path)
+            error = exit_text(code) + (f": {stderr_tail}" if stderr_tail else "")
+            self.ledger.tasks.fail(run.run_id, error=error, runtime=Runtime.CLI)
+            log.info("task %s failed: %s", tid, exit_text(code))
+
+    def _watch(self) -> None:
+        """Notice cancellations recorded by other processes and stop those children."""
+        while not self._closed.wait(WATCH_EVERY_S):
+            with self._lock:
+                ids = list(self._runs)
+            if not ids:
+                continue
+            try:
+                with self.ledger.db.read() as conn:
+                    rows = conn.execute(select(task_runs.c.task_id, task_runs.c.status)
+                                        .where(task_runs.c.task_id.in_(ids))).all()
+            except FlowledgerError as exc:
+                log.warning("cli watcher read failed: %s", exc.message)
+                continue
+            for task_id, status in rows:
+                if status == TaskStatus.CANCELLED.value:
+                    self._stop(task_id, "cancel", None)
+
+    def _stop(self, task_id: str, why: str, text: str | None) -> bool:
+        with self._lock:
+            run = self._runs.get(task_id)
+        if run is None:
+            return False
+        if run.stop_reason is None:
+            run.stop_reason = why
+            run.cancel_text = text
+        run.stopper.request()
+        return True
+
+    def _release(self, run_id: str) -> None:
+        with contextlib.suppress(FlowledgerError):
+            self.ledger.db.transact(lambda conn: liveness.release_run(conn, run_id))
+
+    # --- control ------------------------------------------------------------------------------------
+
+    def cancel(self, task: Task, reason: str | None) -> str | None:
+        """CancelAdapter: stop our child if we run it; otherwise let the registry record the cancel (a
+        gateway that runs it notices and stops it)."""
+        self._stop(task.task_id, "cancel", reason)
+        return None
+
+    def owns(self, task_id: str) -> bool:
+        with self._lock:
+            return task_id in self._runs
+
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._runs)
+
+    def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
+        with self._lock:
+            done = self._finished.get(task_id)
+        if done is not None and not done.wait(timeout):
+            return None
+        return self.ledger.tasks.get(task_id)
+
+    def shutdown(self, *, reason: str = "Cancelled: the gateway shut down.", wait_s: float | None = None) -> None:
+        """Stop every child (SIGTERM, SIGKILL after the grace), record them cancelled, drop the lease."""
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            self._stop(run.task.task_id, "shutdown", reason)
+        limit = wait_s if wait_s is not None else self.kill_grace.total_seconds() + 5
+        for run in runs:
+            run.done.wait(limit)
+        self._closed.set()
+        if self._lease is not None:
+            self._lease.stop(release=True)
+            self._lease = None
