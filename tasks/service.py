@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -253,6 +253,12 @@ class TaskService:
         result = self.db.transact(unit)
         self.hooks.after_commit(changes)
         return result
+
+    def create_many(self, records: Iterable[Mapping[str, Any]], *, batch_size: int = 5000) -> int:
+        """Bulk-create brand-new tasks, one transaction per batch (see tasks/bulk.py); returns how many."""
+        from flowledger.tasks import bulk
+
+        return bulk.bulk_create(self, records, batch_size=batch_size)
 
     def _draft(self, args: dict[str, Any]) -> Task:
         rt = parse_enum(Runtime, args["runtime"], "runtime")
