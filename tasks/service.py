@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
-from flowledger.tasks import rules, store
+from flowledger.tasks import flowlinks, rules, store
 from flowledger.tasks.clock import Clock, SystemClock, from_ms, normalize
 from flowledger.tasks.db import Database
 from flowledger.tasks.errors import InvalidInput, OperationRefused, OwnerKeyRequired, TaskNotFound
@@ -223,26 +223,33 @@ class TaskService:
         def unit(conn: Connection) -> Task:
             now = self.clock.now()
             if draft.parent_flow_id:
-                self.hooks.validate_parent_flow(conn, flow_id=draft.parent_flow_id, owner_key=draft.owner_key,
-                                                scope_kind=draft.scope_kind)
+                self._validate_parent_flow(conn, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
+            if draft.run_id and self.db.is_postgres:
+                # Two creates of one run scope must not both miss each other's row and insert twice.
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"task-run:{draft.run_id}"})
             existing = self._dedupe(conn, draft) if draft.run_id else None
             if existing is not None:
                 merged = self._merge(existing, draft, prefer_metadata=prefer_metadata)
                 if merged == existing:
                     return existing
                 if merged.parent_flow_id and merged.parent_flow_id != existing.parent_flow_id:
-                    self.hooks.validate_parent_flow(conn, flow_id=merged.parent_flow_id,
-                                                    owner_key=merged.owner_key, scope_kind=merged.scope_kind)
+                    self._validate_parent_flow(conn, merged.parent_flow_id, merged.owner_key, merged.scope_kind)
                 change = self._write(conn, existing, merged, now=now, expected={existing.status})
                 if change is None:
                     raise OperationRefused(f"Task {existing.task_id} changed while it was being merged.")
                 changes.append(change)
                 return change.task
-            created = rules.prepare_write(draft.replace(created_at=now, last_event_at=draft.last_event_at
-                                                        or draft.started_at or now), self.retention)
+            last_event = draft.last_event_at or draft.started_at or now
+            # A task created already terminal ended when it was last heard of, so retention counts from there.
+            ended = draft.ended_at or (last_event if is_terminal(draft.status) else None)
+            created = rules.prepare_write(draft.replace(created_at=now, last_event_at=last_event, ended_at=ended),
+                                          self.retention)
             store.insert_task(conn, created)
+            summary = created.error if created.status == TaskStatus.FAILED else None
+            if created.status == TaskStatus.SUCCEEDED:
+                summary = created.terminal_summary
             event = TaskEvent(task_id=created.task_id, at=created.created_at, kind=created.status.value,
-                              summary=created.error if created.status == TaskStatus.FAILED else None)
+                              summary=summary)
             store.append_event(conn, event)
             change = Change(created, None, event)
             self.hooks.on_written(conn, change, now)
@@ -259,6 +266,10 @@ class TaskService:
         from flowledger.tasks import bulk
 
         return bulk.bulk_create(self, records, batch_size=batch_size)
+
+    def _validate_parent_flow(self, conn: Connection, flow_id: str, owner_key: str, scope_kind: ScopeKind) -> None:
+        flowlinks.check_parent_flow(conn, flow_id=flow_id, owner_key=owner_key, scope_kind=scope_kind)
+        self.hooks.validate_parent_flow(conn, flow_id=flow_id, owner_key=owner_key, scope_kind=scope_kind)
 
     def _draft(self, args: dict[str, Any]) -> Task:
         rt = parse_enum(Runtime, args["runtime"], "runtime")
@@ -294,6 +305,8 @@ class TaskService:
         if args["terminal_outcome"] is not None:
             outcome = parse_enum(TerminalOutcome, args["terminal_outcome"], "terminal_outcome")
         origin = DeliveryOrigin.from_mapping(args["requester_origin"])
+        if args["ended_at"] is not None and status in ACTIVE:
+            raise InvalidInput(f"ended_at is only accepted for a task created terminal, not {status.value}.")
         return Task(
             task_id=trimmed(args["task_id"]) or str(uuid.uuid4()),
             runtime=rt,
