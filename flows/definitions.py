@@ -1,0 +1,396 @@
+"""The flow-file format (CONTRACT §5): TOML in, frozen `FlowDefinition` out, or one clear line of error.
+
+Everything is checked before anything is written: TOML syntax, every key and type, step ids, runtimes, `needs`
+that name no step, and cycles. `FlowDefinition.to_document()` gives back the same shape as the file (plain JSON
+values), and `flow_from_document()` reads it through the same checks, so a controller can persist a definition in
+a flow's state and rebuild it later. Pure: the only I/O is `load_flow_file` reading its one file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shlex
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+from flowledger.tasks.durations import format_duration, parse_duration
+from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.states import NotifyPolicy, Runtime
+
+DEFAULT_OWNER = "agent:main:main"
+DEFAULT_NOTIFY = NotifyPolicy.DONE_ONLY
+DEFAULT_MAX_PARALLEL = 4
+MAX_RETRIES = 100
+# `cron` is a schedule, not something a flow step can run.
+STEP_RUNTIMES: tuple[Runtime, ...] = (Runtime.CLI, Runtime.SUBAGENT, Runtime.ACP)
+SHELL = "/bin/sh"
+
+TOP_KEYS = ("flow", "step")
+FLOW_KEYS = ("goal", "owner", "notify", "max_parallel")
+STEP_KEYS = ("id", "runtime", "run", "shell", "needs", "timeout", "retries", "label", "cwd", "env")
+
+# Letters, digits and `_ . : -`; no spaces and no `>`, so `a -> b` in a cycle message is never ambiguous.
+_STEP_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}$")
+
+
+class FlowFileError(InvalidInput):
+    """A flow file (or document) that cannot be used; the message is one line, prefixed by its source."""
+
+    def __init__(self, detail: str, source: str | None = None) -> None:
+        detail = " ".join(detail.split())
+        super().__init__(f"{source}: {detail}" if source else detail)
+        self.detail = detail
+        self.source = source
+
+
+class FlowCycleError(FlowFileError):
+    """The steps' `needs` form a cycle; `cycle` lists it in order, first step repeated at the end."""
+
+    def __init__(self, cycle: Sequence[str], source: str | None = None) -> None:
+        super().__init__("Flow has a cycle: " + " -> ".join(cycle), source)
+        self.cycle = tuple(cycle)
+
+
+class UnknownStepError(FlowFileError):
+    """A step `needs` a step id that the flow does not define."""
+
+    def __init__(self, step_id: str, unknown: str, known: Sequence[str], source: str | None = None) -> None:
+        super().__init__(f"Step {step_id!r} needs unknown step {unknown!r}{_hint(unknown, known)}", source)
+        self.step_id = step_id
+        self.unknown = unknown
+
+
+def _empty_env() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class StepDefinition:
+    """One `[[step]]`. `run` is the argv; with `shell = true` it holds the one command string instead."""
+
+    id: str
+    _: KW_ONLY
+    run: tuple[str, ...]
+    runtime: Runtime = Runtime.CLI
+    shell: bool = False
+    needs: tuple[str, ...] = ()
+    timeout: timedelta | None = None
+    retries: int = 0
+    label: str | None = None
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=_empty_env, hash=False)
+
+    def __post_init__(self) -> None:
+        # Accept lists and dicts from hand-written code; store immutable values.
+        object.__setattr__(self, "run", tuple(self.run))
+        object.__setattr__(self, "needs", tuple(self.needs))
+        object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """What to execute: `run` itself, or `/bin/sh -c <command>` for a shell step."""
+        return (SHELL, "-c", self.run[0]) if self.shell else self.run
+
+    @property
+    def command(self) -> str:
+        """The command as one line for people (task text, logs)."""
+        return self.run[0] if self.shell else shlex.join(self.run)
+
+    @property
+    def display_label(self) -> str:
+        return self.label or self.id
+
+    def to_document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"id": self.id, "runtime": self.runtime.value}
+        doc["run"] = self.run[0] if self.shell else list(self.run)
+        if self.shell:
+            doc["shell"] = True
+        if self.needs:
+            doc["needs"] = list(self.needs)
+        if self.timeout is not None:
+            doc["timeout"] = format_duration(self.timeout)
+        if self.retries:
+            doc["retries"] = self.retries
+        for key, value in (("label", self.label), ("cwd", self.cwd)):
+            if value is not None:
+                doc[key] = value
+        if self.env:
+            doc["env"] = dict(self.env)
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class FlowDefinition:
+    """A whole flow file. `steps` keep file order; ids are unique and `needs` form a DAG (when parsed)."""
+
+    goal: str
+    _: KW_ONLY
+    owner: str = DEFAULT_OWNER
+    notify: NotifyPolicy = DEFAULT_NOTIFY
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    steps: tuple[StepDefinition, ...] = ()
+    _by_id: Mapping[str, StepDefinition] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(self.steps))
+        object.__setattr__(self, "_by_id", MappingProxyType({s.id: s for s in self.steps}))
+
+    @property
+    def step_ids(self) -> tuple[str, ...]:
+        return tuple(s.id for s in self.steps)
+
+    def step(self, step_id: str) -> StepDefinition:
+        """The step with this id; KeyError if there is none."""
+        return self._by_id[step_id]
+
+    def to_document(self) -> dict[str, Any]:
+        """The flow as plain JSON/TOML values, in the file's own shape."""
+        flow: dict[str, Any] = {"goal": self.goal, "owner": self.owner, "notify": self.notify.value,
+                                "max_parallel": self.max_parallel}
+        return {"flow": flow, "step": [s.to_document() for s in self.steps]}
+
+
+# --- entry points -------------------------------------------------------------------------------------
+
+
+def load_flow_file(path: str | os.PathLike[str]) -> FlowDefinition:
+    """Read and check a flow file; raise FlowFileError (exit code 2) with one line naming the file."""
+    source = os.fspath(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise FlowFileError(f"Cannot read flow file: {exc.strerror or exc}", source) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FlowFileError("Flow file is not UTF-8 text", source) from None
+    return parse_flow(text, source=source)
+
+
+def parse_flow(text: str, source: str = "<string>") -> FlowDefinition:
+    """Parse TOML text into a checked FlowDefinition. `source` prefixes every error message."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise FlowFileError(f"Invalid TOML: {exc}", source) from None
+    return flow_from_document(data, source=source)
+
+
+def flow_from_document(data: Mapping[str, Any], source: str = "<document>") -> FlowDefinition:
+    """Check a decoded document (TOML tables, or JSON from `to_document`) and build the definition."""
+    return _Checker(source).flow(data)
+
+
+# --- checking -----------------------------------------------------------------------------------------
+
+
+def _hint(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _toml_type(value: object) -> str:
+    kinds: tuple[tuple[type, str], ...] = (
+        (bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"), (list, "array"),
+        (dict, "table"), (datetime, "datetime"), (date, "date"), (time, "time"),
+    )
+    for kind, name in kinds:
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+class _Checker:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, detail: str) -> NoReturn:
+        raise FlowFileError(detail, self.source)
+
+    def keys(self, table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                self.fail(f"Unknown key {key!r} {where}{_hint(str(key), allowed)}")
+
+    def text(self, value: object, what: str) -> str:
+        if not isinstance(value, str):
+            self.fail(f"{what} must be a string, got {_toml_type(value)}")
+        if not value.strip():
+            self.fail(f"{what} must not be empty")
+        if "\x00" in value:
+            self.fail(f"{what} contains a NUL character")
+        return value.strip()
+
+    def integer(self, value: object, what: str, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(f"{what} must be an integer, got {_toml_type(value)}")
+        if not low <= value <= high:
+            self.fail(f"{what} must be between {low} and {high}, got {value}")
+        return value
+
+    # flow ----------------------------------------------------------------------------------------------
+
+    def flow(self, data: Mapping[str, Any]) -> FlowDefinition:
+        if not isinstance(data, Mapping):
+            self.fail(f"A flow document must be a table, got {_toml_type(data)}")
+        self.keys(data, TOP_KEYS, "at top level")
+        head = data.get("flow")
+        if head is None:
+            self.fail("Missing [flow] table (it needs at least a goal)")
+        if not isinstance(head, Mapping):
+            self.fail(f"'flow' must be a table ([flow]), got {_toml_type(head)}")
+        self.keys(head, FLOW_KEYS, "in [flow]")
+        if "goal" not in head:
+            self.fail("Missing key 'goal' in [flow]")
+        goal = self.text(head["goal"], "[flow] goal")
+        owner = self.text(head.get("owner", DEFAULT_OWNER), "[flow] owner")
+        notify = self.notify(head.get("notify", DEFAULT_NOTIFY.value))
+        max_parallel = self.integer(head.get("max_parallel", DEFAULT_MAX_PARALLEL), "[flow] max_parallel", 1, 10_000)
+
+        raw_steps = data.get("step", [])
+        if not isinstance(raw_steps, list):
+            self.fail(f"'step' must be an array of tables (write [[step]]), got {_toml_type(raw_steps)}")
+        if not raw_steps:
+            self.fail("Flow has no steps: add at least one [[step]]")
+        steps: list[StepDefinition] = []
+        first_seen: dict[str, int] = {}
+        for number, raw in enumerate(raw_steps, start=1):
+            step = self.step(raw, number)
+            if step.id in first_seen:
+                self.fail(f"Duplicate step id {step.id!r} (steps #{first_seen[step.id]} and #{number})")
+            first_seen[step.id] = number
+            steps.append(step)
+        definition = FlowDefinition(goal, owner=owner, notify=notify, max_parallel=max_parallel, steps=tuple(steps))
+        self.graph(definition)
+        return definition
+
+    def notify(self, value: object) -> NotifyPolicy:
+        choices = "|".join(p.value for p in NotifyPolicy)
+        if not isinstance(value, str):
+            self.fail(f"[flow] notify must be a string ({choices}), got {_toml_type(value)}")
+        try:
+            return NotifyPolicy(value.strip())
+        except ValueError:
+            self.fail(f"Invalid [flow] notify {value!r}: expected one of {choices}")
+
+    def graph(self, definition: FlowDefinition) -> None:
+        known = definition.step_ids
+        ids = set(known)
+        for step in definition.steps:
+            for need in step.needs:
+                if need not in ids:
+                    raise UnknownStepError(step.id, need, known, self.source)
+        # graph.py builds on this module's types, so it is imported here rather than at the top.
+        from flowledger.flows.graph import build_graph, find_cycle
+
+        cycle = find_cycle(build_graph(definition))
+        if cycle is not None:
+            raise FlowCycleError(cycle, self.source)
+
+    # step ----------------------------------------------------------------------------------------------
+
+    def step(self, raw: object, number: int) -> StepDefinition:
+        if not isinstance(raw, Mapping):
+            self.fail(f"Step #{number} must be a table ([[step]]), got {_toml_type(raw)}")
+        if "id" not in raw:
+            self.fail(f"Missing key 'id' in step #{number}")
+        step_id = self.text(raw["id"], f"Step #{number} id")
+        if not _STEP_ID.match(step_id):
+            self.fail(f"Invalid step id {step_id!r}: use letters, digits and _ . : - (at most 100 characters)")
+        name = f"step {step_id!r}"
+        self.keys(raw, STEP_KEYS, f"in {name}")
+        prefix = f"Step {step_id!r}:"
+
+        runtime = self.runtime(raw.get("runtime", Runtime.CLI.value), step_id)
+        shell = raw.get("shell", False)
+        if not isinstance(shell, bool):
+            self.fail(f"{prefix} shell must be true or false, got {_toml_type(shell)}")
+        if "run" not in raw:
+            self.fail(f"Missing key 'run' in {name}")
+        run = self.run(raw["run"], shell, prefix)
+        needs = self.needs(raw.get("needs", []), prefix)
+        timeout = None
+        if "timeout" in raw:
+            value = raw["timeout"]
+            if not isinstance(value, str):
+                self.fail(f"{prefix} timeout must be a duration string such as \"10m\", got {_toml_type(value)}")
+            try:
+                timeout = parse_duration(value, what="timeout")
+            except InvalidInput as exc:
+                self.fail(f"{prefix} {exc.message.rstrip('.')}")
+        retries = self.integer(raw.get("retries", 0), f"{prefix} retries", 0, MAX_RETRIES)
+        label = self.text(raw["label"], f"{prefix} label") if "label" in raw else None
+        cwd = self.text(raw["cwd"], f"{prefix} cwd") if "cwd" in raw else None
+        env = self.env(raw.get("env", {}), prefix)
+        return StepDefinition(step_id, run=run, runtime=runtime, shell=shell, needs=needs, timeout=timeout,
+                              retries=retries, label=label, cwd=cwd, env=env)
+
+    def runtime(self, value: object, step_id: str) -> Runtime:
+        choices = "|".join(r.value for r in STEP_RUNTIMES)
+        if not isinstance(value, str):
+            self.fail(f"Step {step_id!r}: runtime must be a string ({choices}), got {_toml_type(value)}")
+        cleaned = value.strip()
+        if cleaned == Runtime.CRON.value:
+            self.fail(f"Step {step_id!r} cannot use runtime 'cron' (schedules belong to 'flowledger cron add'): "
+                      f"expected one of {choices}")
+        for runtime in STEP_RUNTIMES:
+            if cleaned == runtime.value:
+                return runtime
+        self.fail(f"Step {step_id!r} has unknown runtime {value!r}: expected one of {choices}")
+
+    def run(self, value: object, shell: bool, prefix: str) -> tuple[str, ...]:
+        if shell:
+            if not isinstance(value, str):
+                self.fail(f"{prefix} with shell = true, run must be one command string, got {_toml_type(value)}")
+            return (self.text(value, f"{prefix} run"),)
+        if isinstance(value, str):
+            self.fail(f"{prefix} run must be an argv list such as [\"make\", \"test\"] "
+                      "(a single command string needs shell = true)")
+        if not isinstance(value, list):
+            self.fail(f"{prefix} run must be an argv list of strings, got {_toml_type(value)}")
+        if not value:
+            self.fail(f"{prefix} run is an empty argv list")
+        argv: list[str] = []
+        for index, arg in enumerate(value):
+            if not isinstance(arg, str):
+                self.fail(f"{prefix} run[{index}] must be a string, got {_toml_type(arg)}")
+            if "\x00" in arg:
+                self.fail(f"{prefix} run[{index}] contains a NUL character")
+            argv.append(arg)
+        if not argv[0].strip():
+            self.fail(f"{prefix} run[0] (the program) is empty")
+        return tuple(argv)
+
+    def needs(self, value: object, prefix: str) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            self.fail(f"{prefix} needs must be an array of step ids such as [\"build\"], got {_toml_type(value)}")
+        seen: list[str] = []
+        for index, need in enumerate(value):
+            if not isinstance(need, str):
+                self.fail(f"{prefix} needs[{index}] must be a step id string, got {_toml_type(need)}")
+            cleaned = need.strip()
+            if cleaned in seen:
+                self.fail(f"{prefix} needs lists {cleaned!r} twice")
+            seen.append(cleaned)
+        return tuple(seen)
+
+    def env(self, value: object, prefix: str) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            self.fail(f"{prefix} env must be a table of strings, got {_toml_type(value)}")
+        env: dict[str, str] = {}
+        for key, item in value.items():
+            if not key or "=" in key or "\x00" in key:
+                self.fail(f"{prefix} env key {key!r} is not a valid variable name")
+            if not isinstance(item, str):
+                self.fail(f"{prefix} env {key!r} must be a string, got {_toml_type(item)}")
+            if "\x00" in item:
+                self.fail(f"{prefix} env {key!r} contains a NUL character")
+            env[key] = item
+        return env
