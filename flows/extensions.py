@@ -11,3 +11,6 @@ if TYPE_CHECKING:
 def install(ledger: Ledger) -> None:
     # Order matters: flow sync runs inside the task's transaction before delivery looks at the owner.
     _ = ledger
+    from flowledger.flows.mirror import FlowHooks
+
+    ledger.tasks.hooks.members.insert(0, FlowHooks())

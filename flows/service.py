@@ -1,13 +1,498 @@
-"""FlowService: managed and mirrored flows (filled in by the Task Flow issue)."""
+"""FlowService: the only door to flow records (REFERENCE §9.3, §9.5).
+
+Every controller-facing operation is revision-checked: the caller names the revision it read, the write is a
+compare-and-set on it, and the result says `applied` or why not (`not_found`, `revision_conflict` with the
+current flow, `persist_failed`). Mirrored flows are never written from here: they follow their tasks
+(flows/mirror.py).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from flowledger.flows import store
+from flowledger.flows.models import (
+    ABSENT,
+    LINK_TERMINAL,
+    Flow,
+    FlowCancelResult,
+    FlowStatus,
+    FlowUpdate,
+    RunTaskResult,
+    SyncMode,
+    UpdateReason,
+)
+from flowledger.tasks import store as task_store
+from flowledger.tasks.clock import from_ms, normalize
+from flowledger.tasks.errors import (
+    FlowNotFound,
+    InvalidInput,
+    ParentFlowLinkError,
+    StorageUnavailable,
+    TaskNotFound,
+)
+from flowledger.tasks.models import DeliveryOrigin, Task, trimmed
+from flowledger.tasks.service import Changes
+from flowledger.tasks.states import ACTIVE, FAILURES, NotifyPolicy, Runtime, TaskStatus, parse_enum
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+# A keyword left at KEEP leaves the field as it is; None clears it (for state/wait: an explicit JSON null).
+KEEP: Any = type("Keep", (), {"__repr__": lambda self: "KEEP"})()
+
+CONTROLLER_REQUIRED = "Managed flow controllerId is required."
+_PATCHABLE = frozenset({"status", "notify_policy", "goal", "current_step", "blocked_task_id", "blocked_summary",
+                        "state", "wait", "cancel_requested_at", "ended_at", "controller_id", "updated_at"})
+_LINK_REASONS = {
+    "cancel_requested": "Flow cancellation has already been requested.",
+    "parent_flow_not_found": "Flow not found.",
+}
+
+
+def when(value: Any, what: str) -> datetime | None:
+    """A timestamp from the API: aware datetime, or epoch milliseconds (the reference's unit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidInput(f"{what} must be a datetime")
+    if isinstance(value, int | float):
+        return from_ms(int(value))
+    return normalize(value, what)
+
+
+def task_summary(tasks: Sequence[Task]) -> dict[str, Any]:
+    """The contract's Summary object over `tasks` (REFERENCE §8)."""
+    by_status = {s.value: 0 for s in TaskStatus}
+    by_runtime = {r.value: 0 for r in Runtime}
+    for task in tasks:
+        by_status[task.status.value] += 1
+        by_runtime[task.runtime.value] += 1
+    active = sum(by_status[s.value] for s in ACTIVE)
+    return {"total": len(tasks), "active": active, "terminal": len(tasks) - active,
+            "failures": sum(by_status[s.value] for s in FAILURES), "by_status": by_status,
+            "by_runtime": by_runtime}
+
+
+def apply_patch(flow: Flow, patch: Mapping[str, Any], now: datetime) -> Flow:
+    """REFERENCE §9.3 patch semantics: status/notify/goal only when truthy; other keys present = set/clear."""
+    unknown = set(patch) - _PATCHABLE
+    if unknown:
+        raise InvalidInput(f"Unknown flow field(s): {', '.join(sorted(unknown))}.")
+    changes: dict[str, Any] = {}
+    if patch.get("status"):
+        changes["status"] = parse_enum(FlowStatus, patch["status"], "flow status")
+    if patch.get("notify_policy"):
+        changes["notify_policy"] = parse_enum(NotifyPolicy, patch["notify_policy"], "notify policy")
+    if patch.get("goal"):
+        changes["goal"] = str(patch["goal"]).strip() or flow.goal
+    for name in ("current_step", "blocked_task_id", "blocked_summary"):
+        if name in patch and patch[name] is not KEEP:
+            changes[name] = trimmed(patch[name])
+    for name in ("state", "wait"):
+        if name in patch and patch[name] is not KEEP:
+            changes[name] = patch[name]
+    for name in ("cancel_requested_at", "ended_at"):
+        if name in patch and patch[name] is not KEEP:
+            changes[name] = when(patch[name], name)
+    if "controller_id" in patch and patch["controller_id"] is not KEEP:
+        controller = trimmed(patch["controller_id"])
+        if controller is None and flow.sync_mode == SyncMode.MANAGED:
+            raise InvalidInput(CONTROLLER_REQUIRED)
+        changes["controller_id"] = controller
+    changes["updated_at"] = when(patch.get("updated_at"), "updated_at") or now
+    return flow.replace(**changes)
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not KEEP}
 
 
 class FlowService:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
+        self.db = ledger.db
+
+    # --- reads --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def resolve(conn: Connection, lookup: str) -> Flow | None:
+        """Flow id, else the owner's newest live flow, else its newest flow (reference-bugs 119129)."""
+        token = (lookup or "").strip()
+        if not token:
+            return None
+        found = store.get(conn, token)
+        if found is not None:
+            return found
+        owned = store.list_flows(conn, owner_key=token)
+        live = [f for f in owned if f.status not in LINK_TERMINAL]
+        return (live or owned or [None])[0]
+
+    def get(self, lookup: str) -> Flow | None:
+        with self.db.read() as conn:
+            return self.resolve(conn, lookup)
+
+    def get_by_id(self, flow_id: str) -> Flow | None:
+        with self.db.read() as conn:
+            return store.get(conn, flow_id)
+
+    def require(self, lookup: str) -> Flow:
+        flow = self.get(lookup)
+        if flow is None:
+            raise FlowNotFound(lookup)
+        return flow
+
+    def list(self, status: FlowStatus | str | None = None, *, owner_key: str | None = None,
+             controller_id: str | None = None) -> list[Flow]:
+        st = parse_enum(FlowStatus, status, "flow status") if status is not None else None
+        with self.db.read() as conn:
+            return store.list_flows(conn, status=st, owner_key=owner_key, controller_id=controller_id)
+
+    def linked_tasks(self, flow_id: str) -> list[Task]:
+        with self.db.read() as conn:
+            return store.linked_tasks(conn, flow_id)
+
+    def linked_for(self, flow_ids: Sequence[str]) -> dict[str, list[Task]]:
+        with self.db.read() as conn:
+            return store.linked_for(conn, flow_ids)
+
+    # --- create -------------------------------------------------------------------------------------
+
+    def create_managed(self, owner_key: str, controller_id: str | None, goal: str, *,
+                       status: FlowStatus | str | None = None, notify_policy: NotifyPolicy | str | None = None,
+                       current_step: str | None = None, state: Any = ABSENT, wait: Any = ABSENT,
+                       cancel_requested_at: Any = None, created_at: Any = None, updated_at: Any = None,
+                       ended_at: Any = None, requester_origin: Mapping[str, Any] | DeliveryOrigin | None = None,
+                       revision: int = 0, flow_id: str | None = None) -> Flow:
+        """A new managed flow at revision 0 (or `revision`); its controller alone drives its status."""
+        if not trimmed(controller_id):
+            raise InvalidInput(CONTROLLER_REQUIRED)
+        return self._create(SyncMode.MANAGED, owner_key, goal, controller_id=trimmed(controller_id),
+                            status=status, notify_policy=notify_policy, current_step=current_step, state=state,
+                            wait=wait, cancel_requested_at=cancel_requested_at, created_at=created_at,
+                            updated_at=updated_at, ended_at=ended_at, requester_origin=requester_origin,
+                            revision=revision, flow_id=flow_id)
+
+    def create_mirrored(self, owner_key: str, goal: str, *, notify_policy: NotifyPolicy | str | None = None,
+                        requester_origin: Mapping[str, Any] | DeliveryOrigin | None = None,
+                        flow_id: str | None = None) -> Flow:
+        """An empty mirrored flow; tasks created elsewhere link to it and its status follows them all."""
+        return self._create(SyncMode.MIRRORED, owner_key, goal, notify_policy=notify_policy,
+                            requester_origin=requester_origin, flow_id=flow_id)
+
+    def _create(self, mode: SyncMode, owner_key: str, goal: str, **fields: Any) -> Flow:
+        owner = trimmed(owner_key)
+        if owner is None:
+            raise InvalidInput("Flow ownerKey is required.")
+        text = trimmed(goal)
+        if text is None:
+            raise InvalidInput("Flow goal is required.")
+        now = self.ledger.clock.now()
+        created = when(fields.get("created_at"), "created_at") or now
+        st = fields.get("status")
+        policy = fields.get("notify_policy")
+        revision = int(fields.get("revision") or 0)
+        flow = Flow(
+            flow_id=trimmed(fields.get("flow_id")) or str(uuid.uuid4()),
+            sync_mode=mode,
+            owner_key=owner,
+            controller_id=fields.get("controller_id"),
+            revision=max(0, revision),
+            status=parse_enum(FlowStatus, st, "flow status") if st else FlowStatus.QUEUED,
+            notify_policy=parse_enum(NotifyPolicy, policy, "notify policy") if policy else NotifyPolicy.DONE_ONLY,
+            goal=text,
+            current_step=trimmed(fields.get("current_step")),
+            state=fields.get("state", ABSENT),
+            wait=fields.get("wait", ABSENT),
+            cancel_requested_at=when(fields.get("cancel_requested_at"), "cancel_requested_at"),
+            created_at=created,
+            updated_at=when(fields.get("updated_at"), "updated_at") or created,
+            ended_at=when(fields.get("ended_at"), "ended_at"),
+            requester_origin=DeliveryOrigin.from_mapping(fields.get("requester_origin")),
+        )
+
+        def unit(conn: Connection) -> None:
+            store.insert_flow(conn, flow)
+
+        self.db.transact(unit)
+        log.info("flow %s created (%s, %s)", flow.flow_id, flow.sync_mode, flow.status)
+        return flow
+
+    # --- revision-checked operations ----------------------------------------------------------------
+
+    def _update(self, flow_id: str, expected_revision: int, build: Callable[[Flow, datetime], Flow]) -> FlowUpdate:
+        def unit(conn: Connection) -> FlowUpdate:
+            now = self.ledger.clock.now()
+            current = store.get(conn, flow_id, for_update=True)
+            if current is None:
+                return FlowUpdate(applied=False, reason=UpdateReason.NOT_FOUND)
+            if current.revision != expected_revision:
+                return FlowUpdate(applied=False, reason=UpdateReason.REVISION_CONFLICT, current=current)
+            new = build(current, now).replace(revision=current.revision + 1)
+            if not store.compare_and_set(conn, new, expected_revision=expected_revision):
+                return FlowUpdate(applied=False, reason=UpdateReason.REVISION_CONFLICT,
+                                  current=store.get(conn, flow_id))
+            return FlowUpdate(applied=True, flow=new)
+
+        try:
+            result = self.db.transact(unit)
+        except StorageUnavailable:
+            # Reported like the reference's persist_failed when the flow can still be read; else it propagates.
+            current = self.get_by_id(flow_id)
+            log.warning("flow %s update failed to persist", flow_id)
+            return FlowUpdate(applied=False, reason=UpdateReason.PERSIST_FAILED, current=current)
+        if result.applied and result.flow is not None:
+            log.info("flow %s revision %d status %s", flow_id, result.flow.revision, result.flow.status)
+        return result
+
+    def update(self, flow_id: str, expected_revision: int, patch: Mapping[str, Any]) -> FlowUpdate:
+        """The generic patch (REFERENCE §9.3); a managed flow's controller can never be cleared."""
+        if "controller_id" in patch and patch["controller_id"] is None:
+            current = self.get_by_id(flow_id)
+            if current is not None and current.sync_mode == SyncMode.MANAGED:
+                raise InvalidInput(CONTROLLER_REQUIRED)
+        return self._update(flow_id, expected_revision, lambda f, now: apply_patch(f, patch, now))
+
+    def set_waiting(self, flow_id: str, expected_revision: int, *, current_step: Any = KEEP, state: Any = KEEP,
+                    wait: Any = KEEP, blocked_task_id: str | None = None, blocked_summary: str | None = None,
+                    updated_at: Any = None) -> FlowUpdate:
+        """`blocked` when a blocking task or summary is given, else `waiting`; ended_at is cleared."""
+        blocked = bool(trimmed(blocked_task_id) or trimmed(blocked_summary))
+        patch = _given(current_step=current_step, state=state, wait=wait)
+        patch.update(status=FlowStatus.BLOCKED if blocked else FlowStatus.WAITING, blocked_task_id=blocked_task_id,
+                     blocked_summary=blocked_summary, ended_at=None, updated_at=updated_at)
+        return self._update(flow_id, expected_revision, lambda f, now: apply_patch(f, patch, now))
+
+    def resume(self, flow_id: str, expected_revision: int, *, status: FlowStatus | str = FlowStatus.QUEUED,
+               current_step: Any = KEEP, state: Any = KEEP, updated_at: Any = None) -> FlowUpdate:
+        target = parse_enum(FlowStatus, status, "flow status")
+        if target not in (FlowStatus.QUEUED, FlowStatus.RUNNING):
+            raise InvalidInput(f"A resumed flow is queued or running, not {target.value}.")
+        patch = _given(current_step=current_step, state=state)
+        patch.update(status=target, wait=None, blocked_task_id=None, blocked_summary=None, ended_at=None,
+                     updated_at=updated_at)
+        return self._update(flow_id, expected_revision, lambda f, now: apply_patch(f, patch, now))
+
+    def finish(self, flow_id: str, expected_revision: int, *, state: Any = KEEP, current_step: Any = KEEP,
+               ended_at: Any = None, updated_at: Any = None) -> FlowUpdate:
+        def build(flow: Flow, now: datetime) -> Flow:
+            end = when(ended_at, "ended_at") or when(updated_at, "updated_at") or now
+            patch = _given(state=state, current_step=current_step)
+            patch.update(status=FlowStatus.SUCCEEDED, ended_at=end, wait=None, blocked_task_id=None,
+                         blocked_summary=None, updated_at=updated_at)
+            return apply_patch(flow, patch, now)
+
+        return self._update(flow_id, expected_revision, build)
+
+    def fail(self, flow_id: str, expected_revision: int, *, state: Any = KEEP, current_step: Any = KEEP,
+             blocked_task_id: Any = KEEP, blocked_summary: Any = KEEP, ended_at: Any = None,
+             updated_at: Any = None) -> FlowUpdate:
+        def build(flow: Flow, now: datetime) -> Flow:
+            end = when(ended_at, "ended_at") or when(updated_at, "updated_at") or now
+            patch = _given(state=state, current_step=current_step, blocked_task_id=blocked_task_id,
+                           blocked_summary=blocked_summary)
+            patch.update(status=FlowStatus.FAILED, ended_at=end, wait=None, updated_at=updated_at)
+            return apply_patch(flow, patch, now)
+
+        return self._update(flow_id, expected_revision, build)
+
+    def request_cancel(self, flow_id: str, expected_revision: int, *, cancel_requested_at: Any = None,
+                       updated_at: Any = None) -> FlowUpdate:
+        """The sticky cancel intent; the status is left as it is."""
+        def build(flow: Flow, now: datetime) -> Flow:
+            at = when(cancel_requested_at, "cancel_requested_at") or when(updated_at, "updated_at") or now
+            return apply_patch(flow, {"cancel_requested_at": at, "updated_at": updated_at}, now)
+
+        return self._update(flow_id, expected_revision, build)
+
+    def delete(self, flow_id: str) -> bool:
+        """Removes the flow only; linked tasks keep their dangling parent_flow_id (REFERENCE §9.3)."""
+        return bool(self.db.transact(lambda conn: store.delete_flows(conn, [flow_id])))
+
+    def link_task(self, flow_id: str, task_lookup: str) -> Task:
+        """Link an existing task to a flow, with the same checks as creating it linked."""
+        def unit(conn: Connection, now: datetime) -> Changes:
+            tasks = self.ledger.tasks
+            found = tasks.resolve(conn, task_lookup)
+            if found is None:
+                raise TaskNotFound(task_lookup)
+            current = task_store.get(conn, found.task_id, for_update=True) or found
+            if current.parent_flow_id == flow_id:
+                return []
+            tasks.hooks.validate_parent_flow(conn, flow_id=flow_id, owner_key=current.owner_key,
+                                             scope_kind=current.scope_kind)
+            change = tasks.apply(conn, current, current.replace(parent_flow_id=flow_id), expected={current.status},
+                                 now=now)
+            return [change] if change else []
+
+        changes = self.ledger.tasks.run_unit(unit)
+        return changes[0].task if changes else self.ledger.tasks.require(task_lookup)
+
+    # --- child tasks and cancel (REFERENCE §9.2, §9.5) ------------------------------------------------
+
+    def run_task(self, flow_id: str, *, runtime: Runtime | str, task: str, **fields: Any) -> RunTaskResult:
+        """Create a child task of a managed flow; it inherits the owner, origin and session scope."""
+        flow = self.get_by_id(flow_id)
+        if flow is None:
+            return RunTaskResult(found=False, created=False, reason="Flow not found.")
+        refusal = run_refusal(flow)
+        if refusal is not None:
+            return RunTaskResult(found=True, created=False, reason=refusal, flow=flow)
+        for name in ("owner_key", "scope_kind", "parent_flow_id"):
+            fields.pop(name, None)
+        origin = fields.pop("requester_origin", None) or flow.requester_origin
+        try:
+            created = self.ledger.tasks.create(runtime=runtime, task=task, owner_key=flow.owner_key,
+                                               scope_kind="session", parent_flow_id=flow.flow_id,
+                                               requester_origin=origin, **fields)
+        except ParentFlowLinkError as exc:
+            latest = self.get_by_id(flow_id)
+            reason = _LINK_REASONS.get(exc.code) or (run_refusal(latest) if latest else None) or exc.message
+            return RunTaskResult(found=latest is not None, created=False, reason=reason, flow=latest)
+        except StorageUnavailable:
+            return RunTaskResult(found=True, created=False, reason="Task persistence failed.", flow=flow)
+        return RunTaskResult(found=True, created=True, task=created, flow=self.get_by_id(flow_id))
+
+    def cancel(self, lookup: str, reason: str | None = None) -> FlowCancelResult:
+        """Sticky intent, then cancel every active child; the flow ends cancelled once none is active."""
+        flow = self.get(lookup)
+        if flow is None:
+            return FlowCancelResult(found=False, cancelled=False, reason="Flow not found.")
+        if flow.is_link_terminal:
+            return FlowCancelResult(found=True, cancelled=False, reason=f"Flow is already {flow.status.value}.",
+                                    flow=flow)
+        if flow.cancel_requested_at is None:
+            requested = self.request_cancel(flow.flow_id, flow.revision)
+            if not requested.applied or requested.flow is None:
+                text = {UpdateReason.REVISION_CONFLICT: "Flow changed while cancellation was in progress.",
+                        UpdateReason.PERSIST_FAILED: "Flow persistence failed."}.get(
+                            requested.reason or UpdateReason.NOT_FOUND, "Flow not found.")
+                return FlowCancelResult(found=requested.reason != UpdateReason.NOT_FOUND, cancelled=False,
+                                        reason=text, flow=requested.current or flow)
+            flow = requested.flow
+        for child in self.linked_tasks(flow.flow_id):
+            if child.status in ACTIVE:
+                result = self.ledger.tasks.cancel(child.task_id, reason)
+                if not result.cancelled:
+                    log.info("flow %s: child task %s not cancelled: %s", flow.flow_id, child.task_id, result.reason)
+        return self._finalise_cancel(flow.flow_id)
+
+    def _finalise_cancel(self, flow_id: str) -> FlowCancelResult:
+        def unit(conn: Connection) -> FlowCancelResult:
+            now = self.ledger.clock.now()
+            flow = store.get(conn, flow_id, for_update=True)
+            if flow is None:
+                return FlowCancelResult(found=False, cancelled=False, reason="Flow not found.")
+            children = store.linked_tasks(conn, flow_id)
+            if any(t.status in ACTIVE for t in children):
+                return FlowCancelResult(found=True, cancelled=False,
+                                        reason="One or more child tasks are still active.", flow=flow,
+                                        tasks=children)
+            if flow.is_link_terminal:  # a child's last update may already have finalised it
+                done = flow.status == FlowStatus.CANCELLED
+                return FlowCancelResult(found=True, cancelled=done, flow=flow, tasks=children,
+                                        reason=None if done else f"Flow is already {flow.status.value}.")
+            new = flow.replace(status=FlowStatus.CANCELLED, blocked_task_id=None, blocked_summary=None, wait=None,
+                               current_step=None, ended_at=now, updated_at=now, revision=flow.revision + 1)
+            store.compare_and_set(conn, new, expected_revision=flow.revision)
+            log.info("flow %s cancelled", flow_id)
+            return FlowCancelResult(found=True, cancelled=True, flow=new, tasks=children)
+
+        return self.db.transact(unit)
+
+    def bind(self, owner_key: str) -> OwnerFlows:
+        """An owner-scoped view: other owners' flows look like they do not exist."""
+        return OwnerFlows(self, owner_key)
+
+
+def run_refusal(flow: Flow) -> str | None:
+    """Why a flow refuses a new child task, or None (REFERENCE §9.2)."""
+    if flow.sync_mode != SyncMode.MANAGED:
+        return "Flow does not accept managed child tasks."
+    if flow.cancel_requested_at is not None:
+        return "Flow cancellation has already been requested."
+    if flow.status in LINK_TERMINAL:
+        return f"Flow is already {flow.status.value}."
+    return None
+
+
+class OwnerFlows:
+    """`FlowService` seen by one owner (REFERENCE §9.3 bound runtime): a flow of another owner is `not_found`,
+    and controller operations on a mirrored flow are refused with `not_managed`."""
+
+    def __init__(self, service: FlowService, owner_key: str) -> None:
+        owner = trimmed(owner_key)
+        if owner is None:
+            raise InvalidInput("Flow ownerKey is required.")
+        self.service = service
+        self.owner_key = owner
+
+    def _own(self, flow_id: str) -> Flow | None:
+        flow = self.service.get_by_id(flow_id)
+        return flow if flow is not None and flow.owner_key == self.owner_key else None
+
+    def create_managed(self, controller_id: str, goal: str, **fields: Any) -> Flow:
+        return self.service.create_managed(self.owner_key, controller_id, goal, **fields)
+
+    def get(self, flow_id: str) -> Flow | None:
+        return self._own(flow_id)
+
+    def list(self, status: FlowStatus | str | None = None) -> list[Flow]:
+        return self.service.list(status, owner_key=self.owner_key)
+
+    def resolve(self, token: str) -> Flow | None:
+        """A flow id this owner holds, or the owner's own key (its newest live flow, else newest)."""
+        token = (token or "").strip()
+        if token == self.owner_key:
+            return self.service.get(token)
+        return self._own(token)
+
+    def _controlled(self, flow_id: str, op: Callable[[], FlowUpdate]) -> FlowUpdate:
+        flow = self._own(flow_id)
+        if flow is None:
+            return FlowUpdate(applied=False, reason=UpdateReason.NOT_FOUND)
+        if flow.sync_mode != SyncMode.MANAGED:
+            return FlowUpdate(applied=False, reason=UpdateReason.NOT_MANAGED, current=flow)
+        return op()
+
+    def set_waiting(self, flow_id: str, expected_revision: int, **kw: Any) -> FlowUpdate:
+        return self._controlled(flow_id, lambda: self.service.set_waiting(flow_id, expected_revision, **kw))
+
+    def resume(self, flow_id: str, expected_revision: int, **kw: Any) -> FlowUpdate:
+        return self._controlled(flow_id, lambda: self.service.resume(flow_id, expected_revision, **kw))
+
+    def finish(self, flow_id: str, expected_revision: int, **kw: Any) -> FlowUpdate:
+        return self._controlled(flow_id, lambda: self.service.finish(flow_id, expected_revision, **kw))
+
+    def fail(self, flow_id: str, expected_revision: int, **kw: Any) -> FlowUpdate:
+        return self._controlled(flow_id, lambda: self.service.fail(flow_id, expected_revision, **kw))
+
+    def request_cancel(self, flow_id: str, expected_revision: int, **kw: Any) -> FlowUpdate:
+        return self._controlled(flow_id, lambda: self.service.request_cancel(flow_id, expected_revision, **kw))
+
+    def update(self, flow_id: str, expected_revision: int, patch: Mapping[str, Any]) -> FlowUpdate:
+        return self._controlled(flow_id, lambda: self.service.update(flow_id, expected_revision, patch))
+
+    def cancel(self, token: str, reason: str | None = None) -> FlowCancelResult:
+        flow = self.resolve(token)
+        if flow is None:
+            return FlowCancelResult(found=False, cancelled=False, reason="Flow not found.")
+        return self.service.cancel(flow.flow_id, reason)
+
+    def run_task(self, flow_id: str, *, runtime: Runtime | str, task: str, **fields: Any) -> RunTaskResult:
+        if self._own(flow_id) is None:
+            return RunTaskResult(found=False, created=False, reason="Flow not found.")
+        return self.service.run_task(flow_id, runtime=runtime, task=task, **fields)
+
+    def task_summary(self, flow_id: str) -> dict[str, Any] | None:
+        if self._own(flow_id) is None:
+            return None
+        return task_summary(self.service.linked_tasks(flow_id))

@@ -73,6 +73,11 @@ class TaskHooks:
     def validate_parent_flow(self, conn: Connection, *, flow_id: str, owner_key: str, scope_kind: ScopeKind) -> None:
         """Raise ParentFlowLinkError when a task may not link to `flow_id`."""
 
+    def prepare_insert(self, conn: Connection, task: Task, now: datetime) -> Task:
+        """Runs inside the creating transaction just before a new task row is inserted; may return a changed task
+        (the flow layer links a new acp/subagent task to its one-task mirrored flow here)."""
+        return task
+
     def on_written(self, conn: Connection, change: Change, now: datetime) -> None:
         """Runs inside the writing transaction (flow sync must commit or fail with the task)."""
 
@@ -93,6 +98,11 @@ class CompositeHooks(TaskHooks):
     def validate_parent_flow(self, conn: Connection, *, flow_id: str, owner_key: str, scope_kind: ScopeKind) -> None:
         for hook in self.members:
             hook.validate_parent_flow(conn, flow_id=flow_id, owner_key=owner_key, scope_kind=scope_kind)
+
+    def prepare_insert(self, conn: Connection, task: Task, now: datetime) -> Task:
+        for hook in self.members:
+            task = hook.prepare_insert(conn, task, now)
+        return task
 
     def on_written(self, conn: Connection, change: Change, now: datetime) -> None:
         for hook in self.members:
@@ -244,6 +254,7 @@ class TaskService:
             ended = draft.ended_at or (last_event if is_terminal(draft.status) else None)
             created = rules.prepare_write(draft.replace(created_at=now, last_event_at=last_event, ended_at=ended),
                                           self.retention)
+            created = self.hooks.prepare_insert(conn, created, now)
             store.insert_task(conn, created)
             summary = created.error if created.status == TaskStatus.FAILED else None
             if created.status == TaskStatus.SUCCEEDED:

@@ -1,0 +1,190 @@
+"""Row mapping and queries for flow records. Every function takes an open connection: the service owns
+transactions, the store owns SQL. Writes are compare-and-set on `revision`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
+from sqlalchemy.sql import Select
+
+from flowledger.flows.models import ABSENT, LEGACY_CONTROLLER, Flow, FlowStatus, SyncMode, parse_sync_mode
+from flowledger.tasks import store as task_store
+from flowledger.tasks.errors import InvalidPersistedValue
+from flowledger.tasks.models import DeliveryOrigin, Task
+from flowledger.tasks.states import ACTIVE, NotifyPolicy
+from flowledger.tasks.tables import flow_runs, task_runs
+
+_COLUMNS = [c for c in flow_runs.c if c.name != "seq"]
+NEWEST_FIRST = (flow_runs.c.created_at.desc(), flow_runs.c.seq.desc())
+
+
+def dump_json(value: Any) -> str | None:
+    """ABSENT → SQL NULL; an explicit None → the text 'null'; anything else → its JSON text."""
+    if value is ABSENT:
+        return None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def load_json(text: str | None, ident: str, column: str) -> Any:
+    if text is None:
+        return ABSENT
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise InvalidPersistedValue("flow", ident, column, text[:40]) from None
+
+
+def row_to_flow(row: Row[Any]) -> Flow:
+    m = row._mapping
+    ident = m["flow_id"]
+    mode = parse_sync_mode(m["sync_mode"])
+    controller = m["controller_id"]
+    if mode == SyncMode.MANAGED and not (controller or "").strip():
+        controller = LEGACY_CONTROLLER
+    try:
+        status = FlowStatus(m["status"])
+    except ValueError:
+        raise InvalidPersistedValue("flow", ident, "status", m["status"]) from None
+    try:
+        policy = NotifyPolicy(m["notify_policy"])
+    except ValueError:
+        raise InvalidPersistedValue("flow", ident, "notify_policy", m["notify_policy"]) from None
+    origin = None
+    if m["requester_origin_json"]:
+        try:
+            origin = DeliveryOrigin.from_mapping(json.loads(m["requester_origin_json"]))
+        except ValueError:
+            origin = None
+    return Flow(
+        flow_id=ident,
+        sync_mode=mode,
+        owner_key=m["owner_key"],
+        controller_id=controller,
+        revision=max(0, int(m["revision"] or 0)),
+        status=status,
+        notify_policy=policy,
+        goal=m["goal"],
+        current_step=m["current_step"],
+        blocked_task_id=m["blocked_task_id"],
+        blocked_summary=m["blocked_summary"],
+        state=load_json(m["state_json"], ident, "state_json"),
+        wait=load_json(m["wait_json"], ident, "wait_json"),
+        cancel_requested_at=m["cancel_requested_at"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"] or m["created_at"],
+        ended_at=m["ended_at"],
+        requester_origin=origin,
+    )
+
+
+def flow_values(flow: Flow) -> dict[str, Any]:
+    return {
+        "flow_id": flow.flow_id,
+        "sync_mode": flow.sync_mode.value,
+        "owner_key": flow.owner_key,
+        "requester_origin_json": json.dumps(flow.requester_origin.to_json()) if flow.requester_origin else None,
+        "controller_id": flow.controller_id,
+        "revision": flow.revision,
+        "status": flow.status.value,
+        "notify_policy": flow.notify_policy.value,
+        "goal": flow.goal,
+        "current_step": flow.current_step,
+        "blocked_task_id": flow.blocked_task_id,
+        "blocked_summary": flow.blocked_summary,
+        "state_json": dump_json(flow.state),
+        "wait_json": dump_json(flow.wait),
+        "cancel_requested_at": flow.cancel_requested_at,
+        "created_at": flow.created_at,
+        "updated_at": flow.updated_at,
+        "ended_at": flow.ended_at,
+    }
+
+
+def _select() -> Select[Any]:
+    return select(*_COLUMNS, flow_runs.c.seq)
+
+
+def get(conn: Connection, flow_id: str, *, for_update: bool = False) -> Flow | None:
+    stmt = _select().where(flow_runs.c.flow_id == flow_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
+    return row_to_flow(row) if row is not None else None
+
+
+def list_flows(conn: Connection, *, status: FlowStatus | None = None, owner_key: str | None = None,
+               controller_id: str | None = None, limit: int | None = None) -> list[Flow]:
+    stmt = _select()
+    if status is not None:
+        stmt = stmt.where(flow_runs.c.status == status.value)
+    if owner_key is not None:
+        stmt = stmt.where(flow_runs.c.owner_key == owner_key)
+    if controller_id is not None:
+        stmt = stmt.where(flow_runs.c.controller_id == controller_id)
+    stmt = stmt.order_by(*NEWEST_FIRST)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [row_to_flow(row) for row in conn.execute(stmt)]
+
+
+def stream(conn: Connection, *, after_seq: int, batch: int) -> list[tuple[int, Flow]]:
+    """One keyset batch in insertion order, for maintenance and audit passes over every flow."""
+    stmt = _select().where(flow_runs.c.seq > after_seq).order_by(flow_runs.c.seq).limit(batch)
+    return [(row._mapping["seq"], row_to_flow(row)) for row in conn.execute(stmt)]
+
+
+def insert_flow(conn: Connection, flow: Flow) -> None:
+    conn.execute(insert(flow_runs).values(**flow_values(flow)))
+
+
+def compare_and_set(conn: Connection, flow: Flow, *, expected_revision: int) -> bool:
+    """Write `flow` only if the stored revision is still `expected_revision`."""
+    values = flow_values(flow)
+    del values["flow_id"]
+    result = conn.execute(
+        update(flow_runs)
+        .where(and_(flow_runs.c.flow_id == flow.flow_id, flow_runs.c.revision == expected_revision))
+        .values(**values)
+    )
+    return bool(result.rowcount)
+
+
+def delete_flows(conn: Connection, flow_ids: Sequence[str]) -> int:
+    if not flow_ids:
+        return 0
+    return int(conn.execute(delete(flow_runs).where(flow_runs.c.flow_id.in_(list(flow_ids)))).rowcount)
+
+
+# --- linked tasks -----------------------------------------------------------------------------------------
+
+
+def linked_tasks(conn: Connection, flow_id: str) -> list[Task]:
+    """Every task whose parent_flow_id is this flow, newest first."""
+    return task_store.list_tasks(conn, parent_flow_ids=[flow_id])
+
+
+def linked_for(conn: Connection, flow_ids: Sequence[str]) -> dict[str, list[Task]]:
+    out: dict[str, list[Task]] = {fid: [] for fid in flow_ids}
+    if not flow_ids:
+        return out
+    for task in task_store.list_tasks(conn, parent_flow_ids=list(flow_ids)):
+        if task.parent_flow_id is not None:
+            out.setdefault(task.parent_flow_id, []).append(task)
+    return out
+
+
+def active_linked_count(conn: Connection, flow_id: str) -> int:
+    stmt = select(func.count()).select_from(task_runs).where(
+        and_(task_runs.c.parent_flow_id == flow_id, task_runs.c.status.in_([s.value for s in ACTIVE]))
+    )
+    return int(conn.execute(stmt).scalar() or 0)
+
+
+def existing_task_ids(conn: Connection, task_ids: Sequence[str]) -> set[str]:
+    if not task_ids:
+        return set()
+    stmt = select(task_runs.c.task_id).where(task_runs.c.task_id.in_(list(task_ids)))
+    return {row[0] for row in conn.execute(stmt)}
