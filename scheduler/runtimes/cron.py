@@ -1,0 +1,204 @@
+"""The `cron` runtime: one execution of a cron job, recorded as a `cron` task (system scope, silent).
+
+The runner keeps the in-memory set of active runs, which only a gateway is authoritative for; the durable
+side is the run context (while running), `cron_jobs.running_at`, then the run-log entry and job state written
+before the task turns terminal, so a crash in between is repaired by durable cron recovery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Connection, select
+
+from flowledger.flows.ledger import Ledger
+from flowledger.scheduler import cron
+from flowledger.scheduler.logs import log_dir, log_paths, tail
+from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn
+from flowledger.tasks import liveness
+from flowledger.tasks.clock import to_ms
+from flowledger.tasks.errors import FlowledgerError
+from flowledger.tasks.models import Task
+from flowledger.tasks.service import CANCELLED_BY_OPERATOR
+from flowledger.tasks.states import NotifyPolicy, Runtime, ScopeKind, TaskStatus
+from flowledger.tasks.tables import cron_jobs, task_runs
+
+log = logging.getLogger(__name__)
+DEFAULT_TIMEOUT = timedelta(hours=1)
+CHECK_CANCEL_EVERY_S = 0.2
+
+
+@dataclass
+class _Active:
+    task: Task
+    stopper: Stopper | None = None
+    cancel_text: str | None = None
+    cancelled: bool = False
+
+
+class CronRunner:
+    def __init__(self, ledger: Ledger, gateway_id: str, *, kill_grace: timedelta = timedelta(seconds=5),
+                 timeout: timedelta = DEFAULT_TIMEOUT) -> None:
+        self.ledger = ledger
+        self.gateway_id = gateway_id
+        self.kill_grace = kill_grace
+        self.timeout = timeout
+        self._active: dict[str, _Active] = {}  # run id -> active run
+        self._lock = threading.Lock()
+
+    def is_job_active(self, job_id: str) -> bool:
+        with self._lock:
+            return any(a.task.source_id == job_id for a in self._active.values())
+
+    def active_run_ids(self) -> set[str]:
+        with self._lock:
+            return set(self._active)
+
+    def run_job(self, job_id: str) -> Task | None:
+        """Execute one run of `job_id` to its end (called from an APScheduler worker thread)."""
+        job = cron.get_job(self.ledger, job_id)
+        if job is None:
+            return None
+        started = self.ledger.clock.now()
+        run_id = cron.run_id_for(job.job_id, started)
+        if job.isolated:
+            child = cron.isolated_session_key(job.agent_id, job.job_id)
+        else:
+            child = cron.main_session_child_key(job.agent_id, job.job_id, started)
+
+        def begin(conn: Connection) -> None:
+            conn.execute(cron_jobs.update().where(cron_jobs.c.job_id == job.job_id).values(running_at=started))
+            liveness.register_run(conn, run_id, self.gateway_id, started)
+            if job.isolated:
+                liveness.upsert_session(conn, child, started, agent_id=job.agent_id, kind="cron",
+                                        spawned_by=f"cron:{job.job_id}", gateway_id=self.gateway_id)
+
+        self.ledger.db.transact(begin)
+        task = self.ledger.tasks.create(
+            runtime=Runtime.CRON, task=job.describe(), label=job.name, run_id=run_id, source_id=job.job_id,
+            scope_kind=ScopeKind.SYSTEM, child_session_key=child, agent_id=job.agent_id, status=TaskStatus.RUNNING,
+            started_at=started, notify_policy=NotifyPolicy.SILENT, task_kind="cron-job",
+        )
+        active = _Active(task=task)
+        with self._lock:
+            self._active[run_id] = active
+        log.info("task %s cron job %s (%s) started run %s", task.task_id, job.name, job.job_id, run_id)
+        try:
+            self._execute(job, task, active)
+        finally:
+            with self._lock:
+                self._active.pop(run_id, None)
+            with contextlib.suppress(FlowledgerError):
+                self.ledger.db.transact(lambda conn: liveness.release_run(conn, run_id))
+        return self.ledger.tasks.get(task.task_id)
+
+    def _execute(self, job: cron.CronJob, task: Task, active: _Active) -> None:
+        assert task.run_id is not None
+        out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
+        log_dir(self.ledger.state_dir)
+        t0 = time.monotonic()
+        timed_out = False
+        with out_path.open("ab") as out_fh, err_path.open("ab") as err_fh:
+            try:
+                proc = spawn(job.argv, shell=False, cwd=None, stdout=out_fh, stderr=err_fh, env={
+                    "FLOWLEDGER_TASK_ID": task.task_id, "FLOWLEDGER_RUN_ID": task.run_id,
+                    "FLOWLEDGER_CRON_JOB": job.name})
+                code: int | None = None
+            except OSError as exc:
+                proc = None
+                code = 127
+                err_fh.write(f"cannot start {job.argv[0]!r}: {exc.strerror or exc}\n".encode())
+            if proc is not None:
+                active.stopper = Stopper(proc, self.kill_grace.total_seconds())
+                if active.cancelled:
+                    active.stopper.request()
+                deadline = t0 + self.timeout.total_seconds()
+                next_check = t0
+                while code is None:
+                    try:
+                        code = proc.wait(timeout=0.05)
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
+                    now_m = time.monotonic()
+                    if now_m >= deadline and not active.stopper.requested:
+                        timed_out = True
+                        active.stopper.request()
+                    if now_m >= next_check:
+                        next_check = now_m + CHECK_CANCEL_EVERY_S
+                        if self._cancelled_in_db(task.task_id):
+                            active.cancelled = True
+                            active.stopper.request()
+                    active.stopper.poll()
+        assert code is not None
+        duration_ms = int((time.monotonic() - t0) * 1000)
+        self._finish(job, task, active, code, timed_out, duration_ms)
+
+    def _cancelled_in_db(self, task_id: str) -> bool:
+        try:
+            with self.ledger.db.read() as conn:
+                status = conn.execute(select(task_runs.c.status).where(task_runs.c.task_id == task_id)).scalar()
+        except FlowledgerError:
+            return False
+        return status == TaskStatus.CANCELLED.value
+
+    def _finish(self, job: cron.CronJob, task: Task, active: _Active, code: int, timed_out: bool,
+                duration_ms: int) -> None:
+        assert task.run_id is not None and task.started_at is not None
+        _, err_path = log_paths(self.ledger.state_dir, task.task_id)
+        out_path, _ = log_paths(self.ledger.state_dir, task.task_id)
+        summary = tail(out_path, max_lines=1)[:500] or None
+        if active.cancelled:
+            status, error = "error", active.cancel_text or CANCELLED_BY_OPERATOR
+        elif timed_out:
+            status, error = "error", cron.TIMED_OUT_ERROR
+        elif code == 0:
+            status, error = "ok", None
+        else:
+            err_tail = tail(err_path)
+            status, error = "error", exit_text(code) + (f": {err_tail}" if err_tail else "")
+        now = self.ledger.clock.now()
+        started_at = task.started_at
+        self.ledger.db.transact(lambda conn: cron.record_run_end(
+            conn, job.job_id, started_at, status=status, error=error, summary=summary, duration_ms=duration_ms,
+            now=now))
+        if job.isolated and task.child_session_key:
+            with contextlib.suppress(FlowledgerError):
+                self.ledger.db.transact(lambda conn: liveness.upsert_session(conn, task.child_session_key or "",
+                                                                             now))
+        if active.cancelled:
+            self.ledger.tasks.fail(task.run_id, error=error, status=TaskStatus.CANCELLED, runtime=Runtime.CRON)
+        elif timed_out:
+            self.ledger.tasks.fail(task.run_id, error=error, status=TaskStatus.TIMED_OUT, runtime=Runtime.CRON)
+        elif status == "ok":
+            self.ledger.tasks.complete(task.run_id, summary=summary, runtime=Runtime.CRON)
+        else:
+            self.ledger.tasks.fail(task.run_id, error=error, runtime=Runtime.CRON)
+        log.info("task %s cron job %s finished %s in %d ms (run %s, started %d)", task.task_id, job.name, status,
+                 duration_ms, task.run_id, to_ms(started_at))
+
+    # --- CancelAdapter for Runtime.CRON -------------------------------------------------------------
+
+    def cancel(self, task: Task, reason: str | None) -> str | None:
+        """Stop the run if this gateway runs it; otherwise the registry records the cancel (whichever
+        gateway runs it sees the cancelled status and stops it; a run nobody owns just ends)."""
+        with self._lock:
+            active = self._active.get(task.run_id or "")
+        if active is not None:
+            active.cancelled = True
+            active.cancel_text = reason
+            if active.stopper is not None:
+                active.stopper.request()
+        return None
+
+    def shutdown(self, reason: str = "Cancelled: the gateway shut down.") -> None:
+        with self._lock:
+            actives = list(self._active.values())
+        for active in actives:
+            self.cancel(active.task, reason)
