@@ -118,8 +118,9 @@ def _new_record(service: TaskService, conn: Connection, draft: Task, now: dateti
         service._validate_parent_flow(conn, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
     last_event = draft.last_event_at or draft.started_at or now
     ended = draft.ended_at or (last_event if is_terminal(draft.status) else None)
-    return rules.prepare_write(draft.replace(created_at=now, last_event_at=last_event, ended_at=ended),
-                               service.retention)
+    created = rules.prepare_write(draft.replace(created_at=now, last_event_at=last_event, ended_at=ended),
+                                  service.retention)
+    return service.hooks.prepare_insert(conn, created, now)
 
 
 def _first_summary(task: Task) -> str | None:
