@@ -14,3 +14,7 @@ def install(ledger: Ledger) -> None:
     from flowledger.flows.mirror import FlowHooks
 
     ledger.tasks.hooks.members.insert(0, FlowHooks())
+    from flowledger.tasks.config import load_config
+    from flowledger.tasks.delivery import DeliveryHooks
+
+    ledger.tasks.hooks.members.append(DeliveryHooks.from_config(ledger.tasks, load_config(ledger.state_dir)))
