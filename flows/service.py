@@ -58,6 +58,10 @@ _LINK_REASONS = {
 }
 
 
+FlowList = list[Flow]
+TaskList = list[Task]
+
+
 def when(value: Any, what: str) -> datetime | None:
     """A timestamp from the API: aware datetime, or epoch milliseconds (the reference's unit)."""
     if value is None:
@@ -134,7 +138,8 @@ class FlowService:
             return found
         owned = store.list_flows(conn, owner_key=token)
         live = [f for f in owned if f.status not in LINK_TERMINAL]
-        return (live or owned or [None])[0]
+        pool = live or owned
+        return pool[0] if pool else None
 
     def get(self, lookup: str) -> Flow | None:
         with self.db.read() as conn:
@@ -151,16 +156,16 @@ class FlowService:
         return flow
 
     def list(self, status: FlowStatus | str | None = None, *, owner_key: str | None = None,
-             controller_id: str | None = None) -> list[Flow]:
+             controller_id: str | None = None) -> FlowList:
         st = parse_enum(FlowStatus, status, "flow status") if status is not None else None
         with self.db.read() as conn:
             return store.list_flows(conn, status=st, owner_key=owner_key, controller_id=controller_id)
 
-    def linked_tasks(self, flow_id: str) -> list[Task]:
+    def linked_tasks(self, flow_id: str) -> TaskList:
         with self.db.read() as conn:
             return store.linked_tasks(conn, flow_id)
 
-    def linked_for(self, flow_ids: Sequence[str]) -> dict[str, list[Task]]:
+    def linked_for(self, flow_ids: Sequence[str]) -> dict[str, TaskList]:
         with self.db.read() as conn:
             return store.linked_for(conn, flow_ids)
 
@@ -445,7 +450,7 @@ class OwnerFlows:
     def get(self, flow_id: str) -> Flow | None:
         return self._own(flow_id)
 
-    def list(self, status: FlowStatus | str | None = None) -> list[Flow]:
+    def list(self, status: FlowStatus | str | None = None) -> FlowList:
         return self.service.list(status, owner_key=self.owner_key)
 
     def resolve(self, token: str) -> Flow | None:
