@@ -1,9 +1,176 @@
-"""Commands registered by this module (filled in by its issue)."""
+"""`flowledger tasks audit|maintenance|board` and `flowledger status`: parse, call flows.health, render."""
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Annotated
+
 import typer
+
+from flowledger.cli.context import app_context
+from flowledger.cli.render import cut, emit_json, out, safe, table, when
+from flowledger.flows import health
+from flowledger.tasks import board
+from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.findings import Finding, Severity
+from flowledger.tasks.models import Task
+from flowledger.tasks.sessionkeys import parse_agent_id
+from flowledger.tasks.summary import Summary
+
+SeverityOpt = StrEnum("SeverityOpt", {s.value: s.value for s in Severity})  # type: ignore[misc]
+JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+LIMIT_MESSAGE = "--limit must be a positive integer, for example --limit 25."
 
 
 def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
-    _ = (app, tasks_app)
+    @tasks_app.command("audit")
+    def audit_cmd(
+        ctx: typer.Context,
+        severity: Annotated[SeverityOpt | None, typer.Option("--severity", help="warn | error")] = None,
+        code: Annotated[str | None, typer.Option("--code", help="Only this finding code.")] = None,
+        limit: Annotated[str | None, typer.Option("--limit", help="Show at most N findings.")] = None,
+        json_out: JsonFlag = False,
+    ) -> None:
+        """Task and flow findings: stale, lost, undelivered, uncleaned, inconsistent."""
+        report = health.run_audit(app_context(ctx).ledger(), severity=severity.value if severity else None,
+                                  code=code, limit=parse_limit(limit))
+        if json_out:
+            emit_json(report.to_json())
+            return
+        for line in audit_lines(report):
+            out(line)
+
+    @tasks_app.command("maintenance")
+    def maintenance_cmd(
+        ctx: typer.Context,
+        apply: Annotated[bool, typer.Option("--apply", help="Write the changes (default: preview only).")] = False,
+        json_out: JsonFlag = False,
+    ) -> None:
+        """Reconcile lost tasks, recover cron runs, stamp and prune; a preview unless --apply."""
+        report = app_context(ctx).ledger().maintenance(apply=apply)
+        if json_out:
+            emit_json(report.to_json())
+            return
+        for line in maintenance_lines(report):
+            out(line)
+
+    @tasks_app.command("board")
+    def board_cmd(
+        ctx: typer.Context,
+        session: Annotated[str, typer.Option("--session", help="The session key whose board to show.")],
+    ) -> None:
+        """The /tasks board of one session; agent-local counts when nothing is linked to it."""
+        key = session.strip()
+        if not key:
+            raise InvalidInput("--session must name a session key.")
+        ledger = app_context(ctx).ledger()
+        now = ledger.clock.now()
+        tasks = ledger.tasks.list(related_session=key)
+        agent_tasks: list[Task] = []
+        if not board.snapshot(tasks, now).visible:
+            agent = parse_agent_id(key)
+            agent_tasks = ledger.tasks.list(agent_id=agent) if agent else []
+        for line in board.render(tasks, now, agent_tasks=agent_tasks):
+            out(safe(line))
+
+    @app.command("status")
+    def status_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
+        """Task pressure: queued, running, issues, by runtime, audit counts."""
+        report = health.status(app_context(ctx).ledger())
+        if json_out:
+            emit_json(report.to_json())
+            return
+        for line in status_lines(report):
+            out(line)
+
+
+def parse_limit(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not text.isdigit() or int(text) < 1:
+        raise InvalidInput(LIMIT_MESSAGE)
+    return int(text)
+
+
+def age_text(age_ms: int | None) -> str:
+    if age_ms is None:
+        return "n/a"
+    if age_ms < 1000:
+        return "fresh"
+    seconds = age_ms // 1000
+    days, hours, minutes = seconds // 86_400, (seconds // 3600) % 24, (seconds // 60) % 60
+    if days:
+        return f"{days}d{hours}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{minutes}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+def audit_lines(report: health.AuditReport) -> list[str]:
+    combined = report.summary.combined
+    lines = [f"Tasks audit: {combined['total']} findings · {combined['errors']} errors · "
+             f"{combined['warnings']} warnings"]
+    filters = report.filters
+    if filters["severity"] or filters["code"] or filters["limit"]:
+        lines.append(f"Showing {report.displayed} matching findings.")
+        if filters["severity"]:
+            lines.append(f"Severity filter: {filters['severity']}")
+        if filters["code"]:
+            lines.append(f"Code filter: {safe(filters['code'])}")
+        if filters["limit"]:
+            lines.append(f"Limit: {filters['limit']}")
+    lines.append(f"Task findings: {report.summary.tasks.total} · TaskFlow findings: {report.summary.task_flows.total}")
+    if not report.findings:
+        lines.append("No tasks audit findings.")
+        return lines
+    headers = [("Scope", 8), ("Severity", 8), ("Code", 22), ("Item", 10), ("Status", 10), ("Age", 8), ("Detail", 88)]
+    return lines + table(headers, [_row(f) for f in report.findings])
+
+
+def _row(finding: Finding) -> list[object]:
+    scope = "Task" if finding.kind == "task" else "TaskFlow"
+    return [scope, finding.severity.value, finding.code, finding.token or "n/a", finding.status,
+            age_text(finding.age_ms), cut(finding.detail, 88)]
+
+
+def _health(summary: Summary, audit: health.AuditSummary) -> str:
+    combined = audit.combined
+    return (f"{summary.queued} queued · {summary.running} running · {combined['errors']} audit errors · "
+            f"{combined['warnings']} audit warnings")
+
+
+def maintenance_lines(report: health.MaintenanceReport) -> list[str]:
+    counts = report.maintenance
+    t, f, s = counts.tasks, counts.task_flows, counts.sessions
+    applied = report.mode == "apply"
+    lines = [
+        f"Tasks maintenance ({'applied' if applied else 'preview'}): tasks {t.reconciled} reconcile · "
+        f"{t.recovered} recovered · {t.cleanup_stamped} cleanup stamp · {t.pruned} prune; "
+        f"task-flows {f.reconciled} reconcile · {f.pruned} prune",
+        f"Session registry: {s.pruned} prune · {s.running_cron_jobs} running cron jobs",
+        f"Tasks health{' after apply' if applied else ''}: {_health(report.tasks, report.audit_after)}",
+    ]
+    retained = report.retained_lost
+    if retained.count:
+        lines.append(f"Retained lost tasks: {retained.count} retained until {when(retained.next_cleanup_after)}; "
+                     "maintenance will prune after cleanupAfter.")
+    if applied:
+        lines.append(f"Tasks health before apply: {_health(report.tasks_before, report.audit_before)}")
+    else:
+        lines.append("Dry run only. Re-run with `flowledger tasks maintenance --apply` to write changes.")
+    return lines
+
+
+def status_lines(report: health.StatusReport) -> list[str]:
+    summary = report.tasks
+    runtimes = " · ".join(f"{name} {count}" for name, count in summary.by_runtime.items())
+    audit = report.audit
+    lines = [report.line, f"By runtime: {runtimes}",
+             f"Audit: {audit['errors']} errors · {audit['warnings']} warnings" if audit["total"] else "Audit: clean"]
+    if report.retained_lost is not None:
+        lines.append(f"Retained lost tasks: {report.retained_lost.count} retained until "
+                     f"{when(report.retained_lost.next_cleanup_after)}.")
+    return lines

@@ -1,36 +1,284 @@
-"""Health of the whole ledger: the reconciled projection, maintenance, audit and summary.
+"""Health of the whole ledger: the reconciled projection, maintenance, audit, summary and status.
 
-Composes the task half (tasks.maintenance / tasks.audit) with the flow half (flows.maintenance /
-flows.audit). Until those land, the projection is the stored record.
+Composes the task half (tasks.projection / maintenance / audit / summary) with the flow half
+(flows.audit.audit_flows, flows.maintenance.plan_flows / apply_flows). The flow half is looked up at call
+time; until it exists it counts as empty, so the task half works on its own.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from flowledger.tasks import backing, maintenance, session_sweep
+from flowledger.tasks.audit import CodeSummary, RetainedLost, TaskAudit, sort_findings
+from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.findings import Finding, Severity
 from flowledger.tasks.models import Task
+from flowledger.tasks.projection import project_all, project_batch, stream_projected
+from flowledger.tasks.states import Runtime, TaskStatus, parse_enum
+from flowledger.tasks.summary import Summary, count_stored
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
 
+FLOW_CODES = ("restore_failed", "stale_running", "stale_waiting", "stale_blocked", "cancel_stuck",
+              "missing_linked_tasks", "blocked_task_missing", "inconsistent_timestamps")
+
+
+# --- result types (attributes named like the CLI JSON keys, CONTRACT §4) ------------------------------
+
+
+@dataclass
+class AuditSummary:
+    """Task summary (six codes), the flow summary (eight codes) and the combined counts."""
+
+    tasks: CodeSummary
+    task_flows: CodeSummary
+
+    @property
+    def total(self) -> int:
+        return self.tasks.total
+
+    @property
+    def warnings(self) -> int:
+        return self.tasks.warnings
+
+    @property
+    def errors(self) -> int:
+        return self.tasks.errors
+
+    @property
+    def by_code(self) -> dict[str, int]:
+        return self.tasks.by_code
+
+    @property
+    def combined(self) -> dict[str, int]:
+        return {"total": self.tasks.total + self.task_flows.total,
+                "warnings": self.tasks.warnings + self.task_flows.warnings,
+                "errors": self.tasks.errors + self.task_flows.errors}
+
+    def to_json(self) -> dict[str, Any]:
+        flows = self.task_flows.to_json()
+        return {**self.tasks.to_json(), "task_flows": flows, "combined": self.combined}
+
+
+@dataclass
+class AuditReport:
+    count: int
+    filtered_count: int
+    displayed: int
+    filters: dict[str, Any]
+    summary: AuditSummary
+    findings: list[Finding]
+
+    @property
+    def task_count(self) -> int:
+        return sum(f.kind == "task" for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "filtered_count": self.filtered_count, "displayed": self.displayed,
+                "filters": dict(self.filters), "summary": self.summary.to_json(),
+                "findings": [f.to_json() for f in self.findings]}
+
+
+@dataclass
+class FlowCounts:
+    reconciled: int = 0
+    pruned: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"reconciled": self.reconciled, "pruned": self.pruned}
+
+
+@dataclass
+class MaintenanceCounts:
+    tasks: maintenance.TaskCounts
+    task_flows: FlowCounts
+    sessions: session_sweep.SessionPruneCounts
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tasks": self.tasks.to_json(), "task_flows": self.task_flows.to_json(),
+                "sessions": self.sessions.to_json()}
+
+
+@dataclass
+class MaintenanceReport:
+    mode: str  # "preview" | "apply"
+    maintenance: MaintenanceCounts
+    tasks: Summary
+    audit_before: AuditSummary
+    audit_after: AuditSummary
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    retained_lost: RetainedLost = field(default_factory=RetainedLost)
+    tasks_before: Summary = field(default_factory=Summary)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "maintenance": self.maintenance.to_json(), "tasks": self.tasks.to_json(),
+                "audit_before": self.audit_before.to_json(), "audit_after": self.audit_after.to_json(),
+                "diagnostics": self.diagnostics}
+
+
+@dataclass
+class StatusReport:
+    line: str
+    tasks: Summary
+    audit: dict[str, int]
+    retained_lost: RetainedLost | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"line": self.line, "tasks": self.tasks.to_json(), "audit": dict(self.audit),
+                "retained_lost": self.retained_lost.to_json() if self.retained_lost else None}
+
+
+# --- projection ------------------------------------------------------------------------------------
+
 
 def project_one(ledger: Ledger, task: Task) -> Task:
     """What maintenance would make of `task`, without writing."""
-    _ = ledger
-    return task
+    with ledger.db.read() as conn:
+        return project_batch(conn, [task], ledger.clock.now(), authoritative=ledger.authoritative,
+                             retention=ledger.tasks.retention)[0]
 
 
 def project_list(ledger: Ledger, *, runtime: str | None = None, status: str | None = None) -> list[Task]:
-    return ledger.tasks.list(runtime=runtime, status=status)
+    """Newest first, reconciled; the status filter applies to the projected status."""
+    wanted = parse_enum(TaskStatus, status, "status") if status is not None else None
+    rt = parse_enum(Runtime, runtime, "runtime") if runtime is not None else None
+    tasks = ledger.tasks.list(runtime=rt)
+    with ledger.db.read() as conn:
+        projected = project_all(conn, tasks, ledger.clock.now(), authoritative=ledger.authoritative,
+                                retention=ledger.tasks.retention)
+    return [t for t in projected if wanted is None or t.status == wanted]
 
 
-def run_maintenance(ledger: Ledger, *, apply: bool) -> Any:
-    raise NotImplementedError
+# --- inspection: one streamed pass for summary + audit ---------------------------------------------
 
 
-def run_audit(ledger: Ledger) -> Any:
-    raise NotImplementedError
+@dataclass
+class Inspection:
+    summary: Summary
+    tasks: TaskAudit
+    flow_findings: list[Finding]
+
+    def audit_summary(self) -> AuditSummary:
+        flows = CodeSummary(FLOW_CODES)
+        for finding in self.flow_findings:
+            flows.add(finding)
+        return AuditSummary(self.tasks.summary, flows)
 
 
-def summarize(ledger: Ledger) -> Any:
-    raise NotImplementedError
+def inspect(ledger: Ledger, now: datetime, *, keep: bool) -> Inspection:
+    """Reconciled summary and audit; with keep=False only counts are held, so memory stays flat."""
+    with ledger.db.read() as conn:
+        summary = count_stored(conn)
+    audit = TaskAudit(now, ledger.tasks.retention, keep=keep)
+    for stored, projected in stream_projected(ledger.db, now, authoritative=ledger.authoritative,
+                                              retention=ledger.tasks.retention):
+        summary.shift(stored, projected)
+        audit.add_tasks([projected])
+    return Inspection(summary, audit, flow_findings(ledger, now))
+
+
+def _flow_function(module: str, name: str) -> Callable[..., Any] | None:
+    try:
+        found = getattr(importlib.import_module(f"flowledger.flows.{module}"), name)
+    except (ImportError, AttributeError):
+        return None
+    return found if callable(found) else None
+
+
+def flow_findings(ledger: Ledger, now: datetime) -> list[Finding]:
+    audit_flows = _flow_function("audit", "audit_flows")
+    if audit_flows is None:
+        return []
+    with ledger.db.read() as conn:
+        return list(audit_flows(conn, now))
+
+
+def _plan_counts(plan: Any) -> FlowCounts:
+    """Counts of a flow maintenance plan, whichever shape of counters or step lists it carries."""
+    def count(*names: str) -> int:
+        for name in names:
+            value = getattr(plan, name, None)
+            if isinstance(value, int):
+                return value
+            if value is not None and hasattr(value, "__len__"):
+                return len(value)
+        return 0
+
+    return FlowCounts(count("reconciled", "reconcile", "to_reconcile"), count("pruned", "prune", "to_prune"))
+
+
+def flow_maintenance(ledger: Ledger, now: datetime, *, apply: bool) -> FlowCounts:
+    plan_flows = _flow_function("maintenance", "plan_flows")
+    apply_flows = _flow_function("maintenance", "apply_flows")
+    if plan_flows is None or apply_flows is None:
+        return FlowCounts()
+    with ledger.db.read() as conn:
+        plan = plan_flows(conn, now)
+    if not apply:
+        return _plan_counts(plan)
+    reconciled, pruned = apply_flows(ledger, plan, now)
+    return FlowCounts(int(reconciled), int(pruned))
+
+
+# --- the entry points the façade delegates to --------------------------------------------------------
+
+
+def run_maintenance(ledger: Ledger, *, apply: bool) -> MaintenanceReport:
+    """Audit before → task sweep (+ diagnostics, ACP repair) → flows → session registry → summary, audit after."""
+    now = ledger.clock.now()
+    before = inspect(ledger, now, keep=False)
+    swept = maintenance.sweep(ledger.tasks, now, apply=apply, authoritative=ledger.authoritative)
+    acp = session_sweep.repair_acp_sessions(ledger.db, apply=apply)
+    flows = flow_maintenance(ledger, now, apply=apply)
+    with ledger.db.read() as conn:
+        running = backing.running_cron_jobs(conn)
+    sessions = session_sweep.prune_cron_run_sessions(ledger.db, now, running, apply=apply)
+    after = inspect(ledger, now, keep=False) if apply else before
+    diagnostics = {"stale_running_tasks": swept.stale_running, "stale_running_total": swept.stale_running_total,
+                   "acp_sessions": acp.to_json()}
+    return MaintenanceReport(
+        mode="apply" if apply else "preview",
+        maintenance=MaintenanceCounts(swept.counts, flows, sessions),
+        tasks=after.summary, audit_before=before.audit_summary(), audit_after=after.audit_summary(),
+        diagnostics=diagnostics, retained_lost=after.tasks.retained, tasks_before=before.summary,
+    )
+
+
+def run_audit(ledger: Ledger, *, severity: str | None = None, code: str | None = None,
+              limit: int | None = None) -> AuditReport:
+    """Task and flow findings over the reconciled view; filters first, then the limit (REFERENCE §7.3)."""
+    sev = parse_enum(Severity, severity, "severity") if severity is not None else None
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidInput("--limit must be a positive integer, for example --limit 25.")
+    now = ledger.clock.now()
+    found = inspect(ledger, now, keep=True)
+    combined = sort_findings([*found.tasks.findings, *found.flow_findings])
+    matching = [f for f in combined if (sev is None or f.severity == sev) and (code is None or f.code == code)]
+    shown = matching[:limit] if limit is not None else matching
+    return AuditReport(count=len(combined), filtered_count=len(matching), displayed=len(shown),
+                       filters={"severity": sev.value if sev else None, "code": code, "limit": limit},
+                       summary=found.audit_summary(), findings=shown)
+
+
+def summarize(ledger: Ledger) -> Summary:
+    return inspect(ledger, ledger.clock.now(), keep=False).summary
+
+
+def status(ledger: Ledger) -> StatusReport:
+    """Task pressure: failures exclude retained lost tasks; audit counts are the actionable ones."""
+    found = inspect(ledger, ledger.clock.now(), keep=False)
+    summary = found.summary
+    retained = found.tasks.retained
+    summary.failures_offset = retained.count
+    flows = found.audit_summary().task_flows
+    actionable = found.tasks.actionable
+    audit = {"total": actionable.total + flows.total, "warnings": actionable.warnings + flows.warnings,
+             "errors": actionable.errors + flows.errors}
+    line = f"Tasks: {summary.queued} queued · {summary.running} running · {summary.failures} issues"
+    return StatusReport(line=line, tasks=summary, audit=audit, retained_lost=retained if retained.count else None)

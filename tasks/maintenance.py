@@ -1,0 +1,209 @@
+"""The per-task sweep (REFERENCE §6.5) as plan (pure) + apply (guarded writes).
+
+For each task the first step that applies wins: cron recovery → lost → prune → cleanup stamp. The preview
+counts the plan; `apply` applies the very same plan batch by batch, re-reading every record inside the write
+transaction and skipping any that changed since it was planned (and re-checking backing before `lost`).
+
+Records are streamed in keyset batches (only rows that can need work: active, lost, unstamped or due), so
+memory stays flat however large the ledger is, and each write transaction touches at most `write_batch`
+records, so a concurrent writer never waits long for the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, or_
+
+from flowledger.tasks import cron_recovery, rules, store
+from flowledger.tasks.backing import BackingView, judge, should_mark_lost
+from flowledger.tasks.clock import to_ms
+from flowledger.tasks.models import Task
+from flowledger.tasks.projection import effective_cleanup_after, marked_lost, recovered
+from flowledger.tasks.service import Change, TaskService
+from flowledger.tasks.states import ACTIVE, TaskStatus, is_terminal
+from flowledger.tasks.tables import task_runs
+
+log = logging.getLogger(__name__)
+
+READ_BATCH = 500
+WRITE_BATCH = 100
+STALE_RUNNING = timedelta(minutes=30)
+DIAGNOSTICS_LIMIT = 100
+
+
+class Step(StrEnum):
+    RECOVER = "recover"
+    LOST = "lost"
+    PRUNE = "prune"
+    STAMP = "stamp"
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    step: Step
+    current: Task
+    new: Task | None  # None for prune
+
+
+@dataclass
+class TaskCounts:
+    reconciled: int = 0
+    recovered: int = 0
+    cleanup_stamped: int = 0
+    pruned: int = 0
+
+    def add(self, step: Step, n: int = 1) -> None:
+        if step == Step.RECOVER:
+            self.recovered += n
+        elif step == Step.LOST:
+            self.reconciled += n
+        elif step == Step.PRUNE:
+            self.pruned += n
+        else:
+            self.cleanup_stamped += n
+
+    def to_json(self) -> dict[str, int]:
+        return {"reconciled": self.reconciled, "recovered": self.recovered,
+                "cleanup_stamped": self.cleanup_stamped, "pruned": self.pruned}
+
+
+@dataclass
+class SweepResult:
+    counts: TaskCounts = field(default_factory=TaskCounts)
+    stale_running: list[dict[str, Any]] = field(default_factory=list)
+    stale_running_total: int = 0
+
+
+def decide(task: Task, view: BackingView, recovery: cron_recovery.Recovery | None, now: datetime,
+           retention: timedelta) -> Planned | None:
+    """The one step maintenance takes for `task` now, or None (pure)."""
+    if recovery is not None:
+        return Planned(Step.RECOVER, task, recovered(task, recovery, retention))
+    verdict = should_mark_lost(task, view)
+    if verdict is not None:
+        return Planned(Step.LOST, task, marked_lost(task, verdict, now, retention))
+    if not is_terminal(task.status):
+        return None
+    if task.cleanup_after is not None or task.status == TaskStatus.LOST:
+        if now >= effective_cleanup_after(task, retention):
+            return Planned(Step.PRUNE, task, None)
+    elif now - task.terminal_at >= retention:
+        return Planned(Step.PRUNE, task, None)
+    if task.cleanup_after is None:
+        return Planned(Step.STAMP, task, rules.with_cleanup_stamp(task, retention))
+    return None
+
+
+def stale_running_entry(task: Task, view: BackingView) -> dict[str, Any] | None:
+    """Diagnostics for a running task aged ≥ 30 min (REFERENCE §6.7): retained or would_reconcile, and why."""
+    if task.status != TaskStatus.RUNNING:
+        return None
+    age = view.now - task.last_activity_at
+    if age < STALE_RUNNING:
+        return None
+    verdict = judge(task, view)
+    lost = should_mark_lost(task, view)
+    reason = "lost_grace_pending" if not verdict.backed and lost is None else verdict.reason
+    entry: dict[str, Any] = {"task_id": task.task_id, "runtime": task.runtime.value,
+                             "decision": "would_reconcile" if lost is not None else "retained",
+                             "reason": reason, "age_ms": to_ms(view.now) - to_ms(task.last_activity_at),
+                             "child_session_key": task.child_session_key, "run_id": task.run_id}
+    if lost is not None:
+        entry["detail"] = lost.lost_error
+    return entry
+
+
+def candidates(conn: Connection, *, after_seq: int, batch: int, now: datetime) -> list[tuple[int, Task]]:
+    """One keyset batch of the rows that can need work; fresh stamped terminal rows never leave the database."""
+    active = [s.value for s in ACTIVE]
+    stmt = (store.task_select()
+            .where(task_runs.c.seq > after_seq)
+            .where(or_(task_runs.c.status.in_([*active, TaskStatus.LOST.value]),
+                       task_runs.c.cleanup_after.is_(None), task_runs.c.cleanup_after <= now))
+            .order_by(task_runs.c.seq).limit(batch))
+    return [(row._mapping["seq"], store.row_to_task(row)) for row in conn.execute(stmt)]
+
+
+def plan_batches(service: TaskService, now: datetime, *, authoritative: bool, result: SweepResult,
+                 batch: int = READ_BATCH) -> Iterator[list[Planned]]:
+    """Stream the plan, one read transaction per batch; diagnostics accumulate in `result`."""
+    after = 0
+    while True:
+        with service.db.read() as conn:
+            rows = candidates(conn, after_seq=after, batch=batch, now=now)
+            if not rows:
+                return
+            tasks = [t for _, t in rows]
+            view = BackingView.load(conn, tasks, now, authoritative=authoritative)
+            recoveries = cron_recovery.load(conn, tasks)
+        after = rows[-1][0]
+        planned: list[Planned] = []
+        for task in tasks:
+            recovery = recoveries.get(task.task_id)
+            step = decide(task, view, recovery, now, service.retention)
+            if step is not None:
+                planned.append(step)
+            entry = None if recovery is not None else stale_running_entry(task, view)
+            if entry is not None:
+                result.stale_running_total += 1
+                if len(result.stale_running) < DIAGNOSTICS_LIMIT:
+                    result.stale_running.append(entry)
+        yield planned
+
+
+def sweep(service: TaskService, now: datetime, *, apply: bool, authoritative: bool,
+          read_batch: int = READ_BATCH, write_batch: int = WRITE_BATCH) -> SweepResult:
+    """Preview (count the plan) or apply it; the numbers of the two agree when nothing moves meanwhile."""
+    result = SweepResult()
+    for planned in plan_batches(service, now, authoritative=authoritative, result=result, batch=read_batch):
+        if not apply:
+            for step in planned:
+                result.counts.add(step.step)
+            continue
+        for start in range(0, len(planned), write_batch):
+            applied = apply_steps(service, planned[start:start + write_batch], now, authoritative=authoritative)
+            for step_kind, n in applied.items():
+                result.counts.add(step_kind, n)
+    return result
+
+
+def apply_steps(service: TaskService, steps: Sequence[Planned], now: datetime, *,
+                authoritative: bool) -> dict[Step, int]:
+    """Apply planned steps in one short write transaction; records that changed since planning are skipped."""
+    applied: dict[Step, int] = {}
+
+    def unit(conn: Connection, _now: datetime) -> list[Change]:
+        applied.clear()
+        ids = [s.current.task_id for s in steps]
+        stmt = store.task_select().where(task_runs.c.task_id.in_(ids)).with_for_update(of=task_runs)
+        current = {t.task_id: t for t in (store.row_to_task(r) for r in conn.execute(stmt))}
+        unchanged = [s for s in steps if current.get(s.current.task_id) == s.current]
+        lost = [s.current for s in unchanged if s.step == Step.LOST]
+        view = BackingView.load(conn, lost, now, authoritative=authoritative) if lost else None
+        changes: list[Change] = []
+        prune: list[str] = []
+        for s in unchanged:
+            if s.step == Step.PRUNE:
+                prune.append(s.current.task_id)
+                continue
+            if s.step == Step.LOST and (view is None or should_mark_lost(s.current, view) is None):
+                continue  # backing came back between plan and apply
+            assert s.new is not None
+            change = service.apply(conn, s.current, s.new, expected={s.current.status}, now=now)
+            if change is not None:
+                changes.append(change)
+                applied[s.step] = applied.get(s.step, 0) + 1
+                if s.step == Step.LOST:
+                    log.info("task %s marked lost: %s", s.current.task_id, change.task.error)
+        if prune:
+            applied[Step.PRUNE] = store.delete_tasks(conn, prune)
+        return changes
+
+    service.run_unit(unit)
+    return applied
