@@ -1,9 +1,153 @@
-"""Commands registered by this module (filled in by its issue)."""
+"""`flowledger gateway`, `flowledger run` and `flowledger tasks logs`; cron commands live in cron_cmd."""
 
 from __future__ import annotations
 
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, TextIO
+
 import typer
+
+from flowledger.cli import cron_cmd
+from flowledger.cli.context import app_context
+from flowledger.cli.render import emit_json, err, safe
+from flowledger.tasks.durations import parse_duration
+from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, InvalidInput, TaskNotFound
+from flowledger.tasks.states import TaskStatus, is_terminal
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
-    _ = (app, tasks_app)
+    app.command("gateway")(gateway_cmd)
+    app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd)
+    tasks_app.command("logs")(logs_cmd)
+    cron_cmd.register(app, tasks_app)
+
+
+def gateway_cmd(
+    ctx: typer.Context,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug | info | warning | error")] = "info",
+) -> None:
+    """Run the gateway in the foreground: sweep, cron jobs, runtimes. Stops cleanly on SIGTERM/SIGINT."""
+    level = log_level.strip().lower()
+    if level not in LOG_LEVELS:
+        raise InvalidInput(f"Invalid --log-level {log_level!r}: expected one of {' | '.join(LOG_LEVELS)}.")
+    logging.basicConfig(level=getattr(logging, level.upper()), force=True, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, getattr(logging, level.upper())))
+    from flowledger.flows.ledger import Ledger
+    from flowledger.scheduler.gateway import Gateway
+    from flowledger.scheduler.lease import new_gateway_id
+
+    config = app_context(ctx)
+    gateway_id = new_gateway_id("gw")
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    ledger = Ledger.open(state_dir=config.state_dir, database_url=config.database_url, authoritative=True,
+                         gateway_id=gateway_id)
+    gateway = Gateway(ledger, gateway_id=gateway_id)
+    try:
+        gateway.start()
+        err("gateway ready")
+        while not stop.wait(0.5):
+            pass
+    finally:
+        gateway.stop()
+        ledger.close()  # TRUNCATE checkpoint
+
+
+def run_cmd(
+    ctx: typer.Context,
+    argv: Annotated[list[str] | None, typer.Argument(help="The command, after `--`.", show_default=False)] = None,
+    label: Annotated[str | None, typer.Option("--label", help="A short name for the task.")] = None,
+    session: Annotated[str | None, typer.Option("--session", help="Owner session key (else system scope).")] = None,
+    timeout: Annotated[str | None, typer.Option("--timeout", help="e.g. 30s, 5m; the task ends timed_out.")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Hand it over and return at once.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the Task as JSON.")] = False,
+) -> None:
+    """Run a command as a `cli` task: handed to a running gateway, else run in this process."""
+    from flowledger.scheduler.logs import log_paths
+    from flowledger.scheduler.runner import run_command
+
+    limit = parse_duration(timeout, what="timeout") if timeout is not None else None
+    ledger = app_context(ctx).ledger()
+    try:
+        outcome = run_command(ledger, argv or [], label=label, session_key=session, timeout=limit, detach=detach)
+    except KeyboardInterrupt:
+        err("Interrupted: the task was cancelled.")
+        raise typer.Exit(130) from None
+    task = outcome.task
+    if json_out:
+        emit_json(task.to_json())
+    elif detach:
+        where = "handed to the gateway" if outcome.handled_by == "gateway" else \
+            "queued; no gateway is running (start one with `flowledger gateway`)"
+        err(f"Task {task.task_id} {where}.")
+    else:
+        out_path, err_path = log_paths(ledger.state_dir, task.task_id)
+        _copy(out_path, sys.stdout)
+        _copy(err_path, sys.stderr)
+        if task.status != TaskStatus.SUCCEEDED:
+            err(f"Task {task.task_id} {task.status.value}: {safe(task.error or '')}".rstrip(": "))
+    if not detach and task.status != TaskStatus.SUCCEEDED:
+        raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
+
+
+def logs_cmd(
+    ctx: typer.Context,
+    lookup: Annotated[str, typer.Argument(help="Task id, run id or session key.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the task ends.")] = False,
+) -> None:
+    """The captured stdout (to stdout) and stderr (to stderr) of a task's run."""
+    from flowledger.scheduler.logs import log_paths
+
+    ledger = app_context(ctx).ledger()
+    task = ledger.tasks.get(lookup)
+    if task is None:
+        raise TaskNotFound(lookup)
+    out_path, err_path = log_paths(ledger.state_dir, task.task_id)
+    if not follow and not out_path.exists() and not err_path.exists():
+        err(f"No captured output for task {task.task_id}.")
+        return
+    offsets = [0, 0]
+    while True:
+        offsets[0] = _copy(out_path, sys.stdout, offsets[0], whole=not follow)
+        offsets[1] = _copy(err_path, sys.stderr, offsets[1], whole=not follow)
+        if not follow:
+            return
+        current = ledger.tasks.get(task.task_id)
+        if current is None or is_terminal(current.status):
+            offsets[0] = _copy(out_path, sys.stdout, offsets[0])
+            offsets[1] = _copy(err_path, sys.stderr, offsets[1])
+            return
+        time.sleep(0.2)
+
+
+def _copy(path: Path, stream: TextIO, offset: int = 0, *, whole: bool = True) -> int:
+    """Write what `path` gained since `offset`, terminal-safe line by line; return the new offset.
+    Unless `whole`, a trailing partial line waits for the next call."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:
+        return offset
+    if not whole:
+        data = data[: data.rfind(b"\n") + 1]
+    if data:
+        text = data.decode("utf-8", "replace")
+        stream.write("\n".join(safe(line) for line in text.split("\n")))
+        stream.flush()
+    return offset + len(data)

@@ -60,3 +60,13 @@ class LeaseKeeper:
                 self.ledger.db.transact(lambda conn: liveness.release_lease(conn, self.gateway_id, now))
             except FlowledgerError as exc:
                 log.warning("lease %s release failed: %s", self.gateway_id, exc.message)
+
+
+GATEWAY_PREFIX = "gw-"
+
+
+def gateway_running(ledger: Ledger) -> bool:
+    """Whether some gateway (not an in-process `run`) holds a fresh lease and will claim queued work."""
+    now = ledger.clock.now()
+    with ledger.db.read() as conn:
+        return any(g.startswith(GATEWAY_PREFIX) for g in liveness.fresh_gateways(conn, now))

@@ -71,7 +71,7 @@ class CliRuntime:
         if not argv:
             raise InvalidInput(f"Task {task.task_id} has nothing to run.")
         run_id = task.run_id or self._assign_run_id(task)
-        self._ensure_backing()
+        self.ensure_backing()
         now = self.ledger.clock.now()
         self.ledger.db.transact(lambda conn: liveness.register_run(conn, run_id, self.gateway_id, now,
                                                                    task_id=task.task_id))
@@ -85,7 +85,7 @@ class CliRuntime:
         except OSError as exc:
             out_fh.close()
             err_fh.close()
-            log.warning("task %s could not start %r: %s", task.task_id, argv[0], exc)
+            log.info("task %s could not start %r: %s", task.task_id, argv[0], exc)
             self.ledger.tasks.fail(run_id, error=f"cannot start {argv[0]!r}: {exc.strerror or exc}",
                                    runtime=Runtime.CLI)
             self._release(run_id)
@@ -114,7 +114,7 @@ class CliRuntime:
         self.ledger.tasks.run_unit(unit)
         return run_id
 
-    def _ensure_backing(self) -> None:
+    def ensure_backing(self) -> None:
         with self._lock:
             if self._own_lease and self._lease is None:
                 self._lease = LeaseKeeper(self.ledger, self.gateway_id)

@@ -1,0 +1,209 @@
+"""The gateway: the long-running process that runs background work and keeps the ledger healthy.
+
+APScheduler (a BackgroundScheduler) pulls the triggers: the maintenance sweep every 60 s (first after 5 s),
+a PASSIVE WAL checkpoint every 30 min, cron-run session pruning, the cron jobs themselves and a cron
+reload every 2 s (so added/removed jobs are picked up within 5 s). A lease row, renewed every 30 s, tells
+every other process that the runs this gateway owns are live. A queue thread claims queued `cli` work.
+Only the leader (see leader.py) sweeps and fires cron jobs; every gateway claims queued work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from flowledger.flows.ledger import Ledger
+from flowledger.scheduler import cron, knobs, queue
+from flowledger.scheduler.leader import Leadership
+from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
+from flowledger.scheduler.registry import prune_cron_run_sessions, tombstone_orphans
+from flowledger.scheduler.runtimes.cli import CliRuntime
+from flowledger.scheduler.runtimes.cron import CronRunner
+from flowledger.tasks.errors import FlowledgerError
+from flowledger.tasks.states import Runtime
+
+log = logging.getLogger(__name__)
+CRON_PREFIX = "cron:"
+MISFIRE_GRACE_S = 30
+
+
+class Gateway:
+    def __init__(self, ledger: Ledger, *, gateway_id: str | None = None,
+                 kill_grace: timedelta = timedelta(seconds=5)) -> None:
+        self.ledger = ledger
+        self.gateway_id = gateway_id or ledger.gateway_id or new_gateway_id("gw")
+        self.lease = LeaseKeeper(ledger, self.gateway_id)
+        self.leader = Leadership(ledger)
+        self.cli = CliRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace)
+        self.cron = CronRunner(ledger, self.gateway_id, kill_grace=kill_grace)
+        self.extra_runtimes: dict[Runtime, Any] = {}
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(4), "cron": ThreadPoolExecutor(8)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_S},
+            timezone="UTC",
+        )
+        self._cron_loaded: dict[str, tuple[Any, ...]] = {}
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._queue_thread: threading.Thread | None = None
+        self._flow_resumer: Callable[..., Any] | None = _find_flow_resumer()
+        self.sweeps = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        queue.ensure_table(self.ledger)
+        self.lease.start()
+        self._install_runtimes()
+        tombstone_orphans(self.ledger, self.gateway_id)
+        self.leader.try_acquire()
+        now = self.ledger.clock.now()
+        s = self.scheduler
+        s.add_job(self.sweep, "interval", seconds=knobs.sweep_every().total_seconds(), id="sweep",
+                  next_run_time=now + knobs.sweep_first_after())
+        s.add_job(self.checkpoint, "interval", seconds=knobs.CHECKPOINT_EVERY.total_seconds(), id="checkpoint")
+        s.add_job(self.sync_cron_jobs, "interval", seconds=knobs.CRON_RELOAD_EVERY.total_seconds(), id="cron-sync",
+                  next_run_time=now)
+        s.start()
+        self._queue_thread = threading.Thread(target=self._queue_loop, name="queue", daemon=True)
+        self._queue_thread.start()
+        log.info("gateway %s serving (leader=%s)", self.gateway_id, self.leader.held)
+
+    def _install_runtimes(self) -> None:
+        adapters = self.ledger.tasks.cancel_adapters
+        adapters[Runtime.CLI] = self.cli
+        adapters[Runtime.CRON] = self.cron
+        with contextlib.suppress(ImportError):
+            from flowledger.scheduler.runtimes.subagent import SubagentRuntime
+
+            sub = SubagentRuntime(self.ledger, gateway_id=self.gateway_id)
+            self.extra_runtimes[Runtime.SUBAGENT] = sub
+            adapters[Runtime.SUBAGENT] = sub
+        with contextlib.suppress(ImportError):
+            from flowledger.scheduler.runtimes.acp import AcpRuntime
+
+            acp = AcpRuntime(self.ledger, gateway_id=self.gateway_id)
+            self.extra_runtimes[Runtime.ACP] = acp
+            adapters[Runtime.ACP] = acp
+
+    def stop(self) -> None:
+        """Stop firing, stop running work (recorded cancelled), release the lease. Idempotent."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._wake.set()
+        with contextlib.suppress(Exception):
+            self.scheduler.shutdown(wait=False)
+        if self._queue_thread is not None:
+            self._queue_thread.join(timeout=5)
+        self.cron.shutdown()
+        for runtime in self.extra_runtimes.values():
+            with contextlib.suppress(Exception):
+                runtime.shutdown()
+        self.cli.shutdown()
+        self.lease.stop(release=True)
+        self.leader.release()
+        log.info("gateway %s stopped", self.gateway_id)
+
+    # --- scheduled jobs -----------------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        if not self.leader.try_acquire():
+            return
+        try:
+            tombstone_orphans(self.ledger, self.gateway_id)
+            pruned = prune_cron_run_sessions(self.ledger)
+            if pruned:
+                log.info("pruned %d cron run sessions", pruned)
+            report = self.ledger.maintenance(apply=True)
+            self.sweeps += 1
+            log.info("sweep done: %s", _counts(report))
+        except NotImplementedError:
+            self.sweeps += 1
+            log.debug("maintenance is not available yet; sweep skipped")
+        except FlowledgerError as exc:
+            log.warning("sweep failed: %s", exc.message)
+
+    def checkpoint(self) -> None:
+        self.ledger.db.checkpoint("PASSIVE")
+
+    def sync_cron_jobs(self) -> None:
+        """Load added jobs, drop removed ones, reschedule changed ones (run every 2 s)."""
+        self.leader.try_acquire()
+        try:
+            jobs = {j.job_id: j for j in cron.list_jobs(self.ledger)}
+        except FlowledgerError as exc:
+            log.warning("cron reload failed: %s", exc.message)
+            return
+        for job_id in list(self._cron_loaded):
+            if job_id not in jobs or jobs[job_id].signature != self._cron_loaded[job_id]:
+                with contextlib.suppress(Exception):
+                    self.scheduler.remove_job(CRON_PREFIX + job_id)
+                del self._cron_loaded[job_id]
+                log.info("cron job %s unloaded", job_id)
+        now = self.ledger.clock.now()
+        for job_id, job in jobs.items():
+            if job_id in self._cron_loaded:
+                continue
+            start = now + job.every if job.every is not None else None
+            self.scheduler.add_job(self._fire_cron, job.trigger(start), args=[job_id], id=CRON_PREFIX + job_id,
+                                   executor="cron", name=job.name)
+            self._cron_loaded[job_id] = job.signature
+            log.info("cron job %s (%s) loaded: %s", job.name, job_id, cron.format_every(job))
+
+    def _fire_cron(self, job_id: str) -> None:
+        if self._stopping.is_set() or not self.leader.try_acquire():
+            return
+        try:
+            self.cron.run_job(job_id)
+        except FlowledgerError as exc:
+            log.warning("cron job %s run failed: %s", job_id, exc.message)
+
+    # --- the work queue -----------------------------------------------------------------------------
+
+    def _queue_loop(self) -> None:
+        limit = knobs.max_parallel_runs()
+        last_flow_poll = 0.0
+        while not self._stopping.is_set():
+            claimed = 0
+            try:
+                free = limit - self.cli.running_count()
+                for task, payload in queue.claim(self.ledger, self.gateway_id, free):
+                    claimed += 1
+                    log.info("task %s claimed by %s", task.task_id, self.gateway_id)
+                    self.cli.start(task, payload.argv, shell=payload.shell, timeout=payload.timeout, cwd=payload.cwd)
+                if self._flow_resumer is not None:
+                    import time
+
+                    if time.monotonic() - last_flow_poll >= knobs.QUEUE_POLL_EVERY.total_seconds():
+                        last_flow_poll = time.monotonic()
+                        self._flow_resumer(self.ledger, self.cli)
+            except FlowledgerError as exc:
+                log.warning("queue poll failed: %s", exc.message)
+            except Exception:
+                log.exception("queue poll failed")
+            if claimed == 0 or self.cli.running_count() >= limit:
+                self._wake.wait(0.1 if claimed else 0.25)
+                self._wake.clear()
+
+
+def _find_flow_resumer() -> Callable[..., Any] | None:
+    try:
+        module = importlib.import_module("flowledger.flows.controller")
+    except ImportError:
+        return None
+    fn = getattr(module, "resume_graph_flows", None)
+    return fn if callable(fn) else None
+
+
+def _counts(report: Any) -> str:
+    to_json = getattr(report, "to_json", None)
+    return str(to_json()) if callable(to_json) else repr(report)
