@@ -1,0 +1,320 @@
+"""The built-in graph controller: drives a managed flow made from a flow file (CONTRACT §5).
+
+Each step becomes a child task of the flow (runtime from the step, label = step id, run id unique per attempt)
+once every step it needs has succeeded; a `StepLauncher` runs it and reports through `ledger.tasks`, and the
+controller watches task statuses in the database. Per-step status lives in the flow's `state`:
+
+    {"version": 1, "definition": <the flow file as a document>,
+     "steps": {"<id>": {"status": "pending|running|succeeded|…", "attempts": n, "task_id": "…"}}}
+
+so a controller in another process (the gateway, after `flow run --detach`) can pick the flow up. Readiness
+bookkeeping is `flows.graph.Readiness`: finishing a step costs O(its out-edges). A failed step (after its
+retries) stops new starts, cancels the steps not yet started, lets running ones end, then fails the flow with
+the blocked fields naming the step. A cancel request on the flow stops everything and ends it cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from flowledger.flows.definitions import FlowDefinition, flow_from_document
+from flowledger.flows.graph import Readiness, StepStatus
+from flowledger.flows.models import GRAPH_CONTROLLER, Flow, FlowStatus
+from flowledger.tasks import store as task_store
+from flowledger.tasks.errors import FlowledgerError, FlowNotFound, InvalidInput
+from flowledger.tasks.models import Task
+from flowledger.tasks.states import ACTIVE, TaskStatus, TerminalOutcome
+
+if TYPE_CHECKING:
+    from flowledger.flows.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+POLL_INTERVAL_S = 0.02
+_SAVE_ATTEMPTS = 20
+
+
+class StepLauncher(Protocol):
+    """Runs one step's task without blocking; it moves the task to running and then to a terminal status
+    (succeeded/failed/timed_out/cancelled) through `ledger.tasks`. `shell=True` means `argv == [command]`."""
+
+    def start(self, task: Task, argv: list[str], *, shell: bool, timeout: timedelta | None, cwd: str | None,
+              env: dict[str, str] | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepEvent:
+    """A progress notice: kind is flow_started, step_started, step_retry, step_finished or flow_finished."""
+
+    kind: str
+    flow: Flow
+    step_id: str | None = None
+    task: Task | None = None
+    status: str | None = None
+    done: int = 0
+    total: int = 0
+
+
+ProgressCallback = Callable[[StepEvent], None]
+
+
+def step_status_of(task: Task) -> StepStatus | None:
+    """What a step's task says about the step; None while it is still active."""
+    if task.status in ACTIVE:
+        return None
+    if task.status == TaskStatus.SUCCEEDED:
+        return StepStatus.FAILED if task.terminal_outcome == TerminalOutcome.BLOCKED else StepStatus.SUCCEEDED
+    if task.status == TaskStatus.TIMED_OUT:
+        return StepStatus.TIMED_OUT
+    if task.status == TaskStatus.CANCELLED:
+        return StepStatus.CANCELLED
+    return StepStatus.FAILED  # failed, lost
+
+
+def initial_state(definition: FlowDefinition) -> dict[str, Any]:
+    snapshot = Readiness(definition).snapshot()
+    return {"version": STATE_VERSION, "definition": definition.to_document(), "steps": snapshot["steps"]}
+
+
+def define_flow(ledger: Ledger, definition: FlowDefinition) -> Flow:
+    """Record the flow (queued, nothing started) for a controller to drive later, e.g. the gateway's."""
+    return ledger.flows.create_managed(definition.owner, GRAPH_CONTROLLER, definition.goal,
+                                       notify_policy=definition.notify, state=initial_state(definition))
+
+
+def run_flow(ledger: Ledger, definition: FlowDefinition, launcher: StepLauncher, *,
+             on_progress: ProgressCallback | None = None, poll_interval: float = POLL_INTERVAL_S) -> Flow:
+    """Define the flow and drive it to its end in this thread; returns the final flow."""
+    flow = define_flow(ledger, definition)
+    return GraphController(ledger, flow, launcher, on_progress=on_progress, poll_interval=poll_interval).run()
+
+
+def resume_graph_flows(ledger: Ledger, launcher: StepLauncher, *, on_progress: ProgressCallback | None = None,
+                       poll_interval: float = POLL_INTERVAL_S) -> list[Flow]:
+    """Drive every queued graph flow (oldest first) to its end; a flow another process claimed first is skipped."""
+    finished: list[Flow] = []
+    for flow in reversed(ledger.flows.list(FlowStatus.QUEUED, controller_id=GRAPH_CONTROLLER)):
+        controller = GraphController(ledger, flow, launcher, on_progress=on_progress, poll_interval=poll_interval)
+        if controller.claim():
+            finished.append(controller.run())
+    return finished
+
+
+class GraphController:
+    def __init__(self, ledger: Ledger, flow: Flow, launcher: StepLauncher, *,
+                 on_progress: ProgressCallback | None = None, poll_interval: float = POLL_INTERVAL_S) -> None:
+        state = flow.state if isinstance(flow.state, dict) else None
+        if state is None or state.get("version") != STATE_VERSION or "definition" not in state:
+            raise InvalidInput(f"Flow {flow.flow_id} is not a graph flow (no step state).")
+        self.ledger = ledger
+        self.flow = flow
+        self.launcher = launcher
+        self.on_progress = on_progress
+        self.poll_interval = poll_interval
+        self.definition = flow_from_document(state["definition"], source=f"flow {flow.flow_id}")
+        steps = state.get("steps") or {}
+        self.readiness = Readiness.restore(self.definition, {"version": 1, "steps": steps})
+        self.task_ids: dict[str, str] = {k: v["task_id"] for k, v in steps.items() if v.get("task_id")}
+        self._started_at: dict[str, Any] = {}
+        self._claimed = flow.status == FlowStatus.RUNNING
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    def claim(self) -> bool:
+        """Move the queued flow to running; False when another controller got there first."""
+        if self._claimed:
+            return True
+        result = self.ledger.flows.resume(self.flow.flow_id, self.flow.revision, status=FlowStatus.RUNNING)
+        if not result.applied or result.flow is None:
+            return False
+        self.flow = result.flow
+        self._claimed = True
+        self._emit("flow_started")
+        return True
+
+    def run(self) -> Flow:
+        if not self.claim():
+            return self.ledger.flows.get_by_id(self.flow.flow_id) or self.flow
+        while True:
+            flow = self._reload()
+            if flow.cancel_requested_at is not None or flow.is_link_terminal:
+                return self._stop()
+            changed = self._collect()
+            if self.readiness.is_done():
+                return self._conclude()
+            changed = self._start_ready() or changed
+            if changed:
+                self._save()
+            else:
+                time.sleep(self.poll_interval)
+
+    # --- steps ----------------------------------------------------------------------------------------
+
+    def _start_ready(self) -> bool:
+        started = False
+        for step_id in self.readiness.next_to_start():
+            step = self.definition.step(step_id)
+            attempt = self.readiness.attempts(step_id) + 1
+            result = self.ledger.flows.run_task(
+                self.flow.flow_id, runtime=step.runtime, task=step.command, label=step.id,
+                run_id=f"flow:{self.flow.flow_id}:{step.id}:{attempt}", notify_policy="silent", status="queued")
+            if not result.created or result.task is None:
+                log.info("flow %s: step %s not started: %s", self.flow.flow_id, step_id, result.reason)
+                return started  # a cancel request or a terminal flow: the loop notices next turn
+            task = result.task
+            self.readiness.mark_started(step_id)
+            self.task_ids[step_id] = task.task_id
+            self._started_at[step_id] = self.ledger.clock.now()
+            self._save()  # the task id is durable before the launcher can finish it
+            self._emit("step_started", step_id, task)
+            try:
+                self.launcher.start(task, list(step.run), shell=step.shell, timeout=step.timeout, cwd=step.cwd,
+                                    env=dict(step.env) or None)
+            except Exception as exc:  # a launcher that cannot start the step fails that step, not the controller
+                log.warning("flow %s: step %s failed to launch: %s", self.flow.flow_id, step_id, exc)
+                if task.run_id:
+                    self.ledger.tasks.fail(task.run_id, error=f"launch failed: {exc}")
+            started = True
+        return started
+
+    def _running_tasks(self) -> dict[str, Task]:
+        running = self.readiness.running()
+        out: dict[str, Task] = {}
+        with self.ledger.db.read() as conn:
+            for step_id in running:
+                task = task_store.get(conn, self.task_ids[step_id])
+                if task is not None:
+                    out[step_id] = task
+        return out
+
+    def _collect(self) -> bool:
+        """Fold finished step tasks into the readiness tracker; True when anything changed."""
+        changed = False
+        now = self.ledger.clock.now()
+        for step_id, task in self._running_tasks().items():
+            status = step_status_of(task)
+            if status is None:
+                self._enforce_timeout(step_id, task, now)
+                continue
+            changed = True
+            if self.readiness.can_retry(step_id, status):
+                self.readiness.mark_retry(step_id)
+                self._emit("step_retry", step_id, task, status.value)
+                continue
+            self.readiness.mark_finished(step_id, status)
+            self._emit("step_finished", step_id, task, status.value)
+            if self.readiness.halted:
+                for pending in self.readiness.steps_not_started():
+                    self.readiness.mark_finished(pending, StepStatus.CANCELLED)
+        for step_id in self.readiness.running():
+            if step_id not in self.task_ids:  # pragma: no cover - a state written by a broken controller
+                self.readiness.mark_finished(step_id, StepStatus.FAILED)
+                changed = True
+        return changed
+
+    def _enforce_timeout(self, step_id: str, task: Task, now: Any) -> None:
+        """The launcher owns timeouts; this is the backstop when it missed one (measured on the ledger clock)."""
+        timeout = self.definition.step(step_id).timeout
+        started = task.started_at or self._started_at.get(step_id)
+        if timeout is None or started is None or task.status != TaskStatus.RUNNING or task.run_id is None:
+            return
+        if now - started >= timeout:
+            self.ledger.tasks.fail(task.run_id, error=f"step timed out after {timeout}", status="timed_out")
+
+    # --- ending ---------------------------------------------------------------------------------------
+
+    def _conclude(self) -> Flow:
+        outcome = self.readiness.outcome()
+        flow = self._save()
+        if outcome == StepStatus.SUCCEEDED:
+            result = self._retrying(lambda f: self.ledger.flows.finish(f.flow_id, f.revision, current_step=None))
+        else:
+            failed = self.readiness.failed_steps() or [s for s, st in self.readiness.statuses().items()
+                                                       if st == StepStatus.CANCELLED]
+            step_id = failed[0] if failed else None
+            blocked_task = self.task_ids.get(step_id) if step_id else None
+            summary = self._failure_summary(step_id, blocked_task)
+            result = self._retrying(lambda f: self.ledger.flows.fail(
+                f.flow_id, f.revision, current_step=None, blocked_task_id=blocked_task, blocked_summary=summary))
+        flow = result or self._reload()
+        self.flow = flow
+        self._emit("flow_finished")
+        return flow
+
+    def _failure_summary(self, step_id: str | None, task_id: str | None) -> str:
+        if step_id is None:
+            return "A step did not succeed."
+        status = self.readiness.status(step_id).value.replace("_", " ")
+        task = self.ledger.tasks.get(task_id) if task_id else None
+        detail = f": {task.error}" if task is not None and task.error else ""
+        return f"Step {step_id} {status}{detail}"
+
+    def _stop(self) -> Flow:
+        """A cancel request (or someone else ended the flow): nothing new starts, running steps are cancelled."""
+        for pending in self.readiness.steps_not_started():
+            self.readiness.mark_finished(pending, StepStatus.CANCELLED)
+        self._save()
+        while True:
+            flow = self._reload()
+            if flow.cancel_requested_at is not None and not flow.is_link_terminal:
+                self.ledger.flows.cancel(flow.flow_id)
+            self._collect()
+            if not self.readiness.running():
+                break
+            time.sleep(self.poll_interval)
+        self._save()
+        flow = self._reload()
+        if flow.cancel_requested_at is not None and not flow.is_link_terminal:
+            flow = self.ledger.flows.cancel(flow.flow_id).flow or self._reload()
+        self.flow = flow
+        self._emit("flow_finished")
+        return flow
+
+    # --- persistence ----------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        steps = self.readiness.snapshot()["steps"]
+        for step_id, task_id in self.task_ids.items():
+            steps[step_id]["task_id"] = task_id
+        return {"version": STATE_VERSION, "definition": self.definition.to_document(), "steps": steps}
+
+    def _reload(self) -> Flow:
+        flow = self.ledger.flows.get_by_id(self.flow.flow_id)
+        if flow is None:
+            raise FlowNotFound(self.flow.flow_id)
+        self.flow = flow
+        return flow
+
+    def _retrying(self, op: Callable[[Flow], Any]) -> Flow | None:
+        """Run a revision-checked op on the latest flow; a cancel request racing us only costs a retry."""
+        for _ in range(_SAVE_ATTEMPTS):
+            flow = self._reload()
+            result = op(flow)
+            if result.applied:
+                self.flow = result.flow
+                return result.flow  # type: ignore[no-any-return]
+            if result.reason != "revision_conflict":
+                raise FlowledgerError(f"Flow {flow.flow_id} update failed: {result.reason}.")
+        return None
+
+    def _save(self) -> Flow:
+        running = self.readiness.running()
+        patch = {"state": self.state(), "current_step": ", ".join(running) if running else None}
+        return self._retrying(lambda f: self.ledger.flows.update(f.flow_id, f.revision, patch)) or self.flow
+
+    def _emit(self, kind: str, step_id: str | None = None, task: Task | None = None,
+              status: str | None = None) -> None:
+        if self.on_progress is None:
+            return
+        counts = self.readiness.counts()
+        done = sum(n for s, n in counts.items() if s not in (StepStatus.PENDING.value, StepStatus.RUNNING.value))
+        try:
+            self.on_progress(StepEvent(kind, self.flow, step_id, task, status, done, len(self.readiness.order)))
+        except Exception:  # a broken progress display must not stop the flow
+            log.exception("flow %s: progress callback failed", self.flow.flow_id)
