@@ -1,9 +1,266 @@
-"""Commands registered by this module (filled in by its issue)."""
+"""`flowledger tasks flow list|show|cancel|validate|run`: parse, call one service method, render.
+
+Texts follow REFERENCE §10.7; JSON follows CONTRACT §3 (Flow keys plus `tasks` and `task_summary`).
+`flow run` drives the flow in this process through the `cli` runtime, with live progress on stderr.
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from flowledger.cli.context import app_context
+from flowledger.cli.render import cut, emit_json, err, out, safe, table, when
+from flowledger.flows.definitions import FlowDefinition, load_flow_file
+from flowledger.flows.models import ABSENT, LINK_TERMINAL, Flow, FlowStatus
+from flowledger.flows.service import task_summary
+from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, FlowNotFound, OperationRefused
+from flowledger.tasks.models import Task
+from flowledger.tasks.states import ACTIVE, FAILURES
+
+if TYPE_CHECKING:
+    from flowledger.flows.controller import StepEvent
+    from flowledger.flows.ledger import Ledger
+
+FlowStatusOpt = StrEnum("FlowStatusOpt", {s.value: s.value for s in FlowStatus})  # type: ignore[misc]
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+Lookup = Annotated[str, typer.Argument(help="Flow id, or an owner key (its newest live flow).")]
+FlowFile = Annotated[Path, typer.Argument(help="A flow file (TOML).", dir_okay=False)]
 
 
 def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
-    _ = (app, tasks_app)
+    _ = app
+    flow_app = typer.Typer(help="Inspect, cancel and run flows (Task Flow).", no_args_is_help=True)
+    tasks_app.add_typer(flow_app, name="flow")
+
+    @flow_app.command("list")
+    def list_cmd(ctx: typer.Context,
+                 status: Annotated[FlowStatusOpt | None, typer.Option("--status", help="Only this status.")] = None,
+                 json_out: JsonFlag = False) -> None:
+        """Flows, newest first, with their linked tasks."""
+        ledger = app_context(ctx).ledger()
+        st = status.value if status else None
+        flows = ledger.flows.list(st)
+        linked = ledger.flows.linked_for([f.flow_id for f in flows])
+        if json_out:
+            emit_json({"count": len(flows), "status": st,
+                       "flows": [flow_document(f, linked.get(f.flow_id, [])) for f in flows]})
+            return
+        for line in list_lines(flows, linked, st):
+            out(line)
+
+    @flow_app.command("show")
+    def show_cmd(ctx: typer.Context, lookup: Lookup, json_out: JsonFlag = False) -> None:
+        """One flow: status, goal, step, timing and its linked tasks."""
+        ledger = app_context(ctx).ledger()
+        flow = ledger.flows.require(lookup)
+        tasks = ledger.flows.linked_tasks(flow.flow_id)
+        if json_out:
+            emit_json(flow_document(flow, tasks))
+            return
+        for line in show_lines(flow, tasks):
+            out(line)
+
+    @flow_app.command("cancel")
+    def cancel_cmd(ctx: typer.Context, lookup: Lookup) -> None:
+        """Request cancellation (sticky) and cancel every active child task."""
+        result = app_context(ctx).ledger().flows.cancel(lookup)
+        if not result.found:
+            raise FlowNotFound(lookup)
+        if not result.cancelled or result.flow is None:
+            err(result.reason or f"Could not cancel flow: {lookup}")
+            raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
+        flow = result.flow
+        out(f"Cancelled {flow.flow_id} ({flow.sync_mode.value}) with status {flow.status.value}.")
+
+    @flow_app.command("validate")
+    def validate_cmd(path: FlowFile) -> None:
+        """Check a flow file: syntax, keys, runtimes, unknown or duplicate steps, cycles."""
+        definition = load_flow_file(path)
+        out(f"Flow file OK: {safe(definition.goal)} ({len(definition.steps)} steps).")
+
+    @flow_app.command("run")
+    def run_cmd(ctx: typer.Context, path: FlowFile,
+                detach: Annotated[bool, typer.Option("--detach", help="Queue it for the gateway and return.")] = False,
+                json_out: JsonFlag = False) -> None:
+        """Define a graph flow from a file and run it to the end (or hand it to the gateway with --detach)."""
+        definition = load_flow_file(path)
+        ledger = app_context(ctx).ledger()
+        from flowledger.flows.controller import define_flow
+
+        if detach:
+            flow = define_flow(ledger, definition)
+            if json_out:
+                emit_json(flow_document(flow, []))
+            else:
+                out(f"Queued flow {flow.flow_id} ({len(definition.steps)} steps); a running gateway will run it.")
+                err(f"Follow it with: flowledger tasks flow show {flow.flow_id}")
+            return
+        flow = _run_here(ledger, definition, live=not json_out)
+        tasks = ledger.flows.linked_tasks(flow.flow_id)
+        if json_out:
+            emit_json(flow_document(flow, tasks))
+        else:
+            for line in run_summary(flow, tasks):
+                out(line)
+        if flow.status != FlowStatus.SUCCEEDED:
+            raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
+
+
+def _run_here(ledger: Ledger, definition: FlowDefinition, *, live: bool) -> Flow:
+    try:
+        from flowledger.scheduler.runtimes.cli import CliRuntime
+    except ImportError as exc:
+        raise OperationRefused(f"Cannot run flows here: the cli runtime is unavailable ({exc}). "
+                               "Use --detach to hand the flow to a gateway.") from None
+    from flowledger.flows.controller import GraphController, define_flow
+
+    runtime = CliRuntime(ledger)
+    flow = define_flow(ledger, definition)
+    progress = _LiveProgress(definition, flow) if live else None
+    try:
+        controller = GraphController(ledger, flow, runtime, on_progress=progress.update if progress else None)
+        try:
+            return controller.run()
+        except KeyboardInterrupt:
+            err(f"Interrupted: cancelling flow {flow.flow_id}.")
+            ledger.flows.cancel(flow.flow_id)
+            raise
+    finally:
+        if progress is not None:
+            progress.close()
+        runtime.shutdown()
+
+
+class _LiveProgress:
+    """A rich progress bar for the flow and one stderr line per step start and end."""
+
+    def __init__(self, definition: FlowDefinition, flow: Flow) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True, highlight=False)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=self.console, transient=False)
+        self.bar = self.progress.add_task(self._escape(cut(definition.goal, 60)), total=len(definition.steps))
+        self.progress.start()
+        self.console.print(f"Flow {flow.flow_id}: {self._escape(safe(definition.goal))}", markup=False)
+
+    @staticmethod
+    def _escape(text: str) -> str:
+        from rich.markup import escape
+
+        return escape(text)
+
+    def update(self, event: StepEvent) -> None:
+        self.progress.update(self.bar, completed=event.done, total=event.total)
+        step = safe(event.step_id or "")
+        task = event.task.task_id if event.task else ""
+        if event.kind == "step_started":
+            self.console.print(f"▶ {step} started (task {task})", markup=False)
+        elif event.kind == "step_retry":
+            self.console.print(f"↻ {step} {event.status}, retrying", markup=False)
+        elif event.kind == "step_finished":
+            mark = "✔" if event.status == "succeeded" else "✖"
+            self.console.print(f"{mark} {step} {event.status}", markup=False)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+# --- rendering ------------------------------------------------------------------------------------------
+
+
+def flow_document(flow: Flow, tasks: list[Task]) -> dict[str, Any]:
+    return {**flow.to_json(), "tasks": [t.to_json() for t in tasks], "task_summary": task_summary(tasks)}
+
+
+def list_lines(flows: list[Flow], linked: dict[str, list[Task]], status: str | None) -> list[str]:
+    active = sum(f.status in (FlowStatus.QUEUED, FlowStatus.RUNNING) for f in flows)
+    blocked = sum(f.status == FlowStatus.BLOCKED for f in flows)
+    # Only outstanding intent counts (reference-bugs 117713): requested and not yet terminal.
+    cancelling = sum(f.cancel_requested_at is not None and f.status not in LINK_TERMINAL for f in flows)
+    lines = [f"TaskFlows: {len(flows)}",
+             f"TaskFlow pressure: {active} active · {blocked} blocked · {cancelling} cancel-requested · "
+             f"{len(flows)} total"]
+    if status:
+        lines.append(f"Status filter: {status}")
+    if not flows:
+        lines.append("No TaskFlows found. Run flowledger tasks list to inspect standalone background tasks.")
+        return lines
+    headers = [("TaskFlow", 10), ("Mode", 14), ("Status", 10), ("Rev", 6), ("Controller", 20), ("Tasks", 18),
+               ("Goal", 80)]
+    rows = []
+    for flow in flows:
+        tasks = linked.get(flow.flow_id, [])
+        counts = f"{sum(t.status in ACTIVE for t in tasks)} active/{len(tasks)} total"
+        rows.append([flow.flow_id, flow.sync_mode.value, flow.status.value, str(flow.revision),
+                     flow.controller_id or "n/a", counts, cut(flow.goal, 80)])
+    return lines + table(headers, rows)
+
+
+def state_line(flow: Flow) -> str | None:
+    if flow.status == FlowStatus.BLOCKED:
+        if flow.blocked_summary:
+            return safe(flow.blocked_summary)
+        return f"blocked by {safe(flow.blocked_task_id)}" if flow.blocked_task_id else "blocked"
+    if flow.status == FlowStatus.WAITING and flow.wait is not ABSENT and flow.wait is not None:
+        wait = flow.wait
+        if isinstance(wait, list):
+            return f"array({len(wait)})"
+        if isinstance(wait, dict):
+            return safe(", ".join(sorted(str(k) for k in wait)))
+        return safe(wait)
+    return None
+
+
+def show_lines(flow: Flow, tasks: list[Task]) -> list[str]:
+    lines = [
+        "TaskFlow:",
+        f"flowId: {flow.flow_id}",
+        f"status: {flow.status.value}",
+        f"goal: {safe(flow.goal)}",
+        f"currentStep: {safe(flow.current_step or 'n/a')}",
+        f"owner: {safe(flow.owner_key)}",
+        f"notify: {flow.notify_policy.value}",
+    ]
+    state = state_line(flow)
+    if state is not None:
+        lines.append(f"state: {state}")
+    if flow.cancel_requested_at is not None:
+        lines.append(f"cancelRequestedAt: {when(flow.cancel_requested_at)}")
+    active = sum(t.status in ACTIVE for t in tasks)
+    issues = sum(t.status in FAILURES for t in tasks)
+    lines += [
+        f"createdAt: {when(flow.created_at)}",
+        f"updatedAt: {when(flow.updated_at)}",
+        f"endedAt: {when(flow.ended_at)}",
+        f"tasks: {len(tasks)} total · {active} active · {issues} issues",
+    ]
+    if not tasks:
+        lines.append("Linked tasks: none")
+        return lines
+    lines.append("Linked tasks:")
+    for task in tasks:
+        lines.append(f"- {task.task_id} {task.status.value} {safe(task.run_id or 'n/a')} "
+                     f"{safe(task.label or task.task)}")
+    return lines
+
+
+def run_summary(flow: Flow, tasks: list[Task]) -> list[str]:
+    summary = task_summary(tasks)
+    lines = [f"Flow {flow.flow_id} {flow.status.value}: {safe(flow.goal)}",
+             f"Steps: {summary['by_status']['succeeded']} succeeded · {summary['failures']} failed · "
+             f"{summary['by_status']['cancelled']} cancelled · {summary['total']} tasks"]
+    if flow.blocked_summary:
+        lines.append(f"Reason: {safe(flow.blocked_summary)}")
+    lines.append(f"Details: flowledger tasks flow show {flow.flow_id}")
+    if flow.blocked_task_id:
+        lines.append(f"Logs: flowledger tasks logs {flow.blocked_task_id}")
+    elif tasks:
+        lines.append(f"Logs: flowledger tasks logs <task>  (e.g. {tasks[0].task_id})")
+    return lines
