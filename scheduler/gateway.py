@@ -28,6 +28,7 @@ from flowledger.scheduler.registry import prune_cron_run_sessions, tombstone_orp
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.cron import CronRunner
 from flowledger.tasks.errors import FlowledgerError
+from flowledger.tasks.models import Task
 from flowledger.tasks.states import Runtime
 
 log = logging.getLogger(__name__)
@@ -169,17 +170,33 @@ class Gateway:
 
     # --- the work queue -----------------------------------------------------------------------------
 
+    def running_count(self) -> int:
+        return self.cli.running_count() + sum(int(r.running_count()) for r in self.extra_runtimes.values())
+
+    def _launch(self, task: Task, payload: queue.Payload) -> None:
+        launcher: Any = self.cli if task.runtime == Runtime.CLI else self.extra_runtimes.get(task.runtime)
+        if launcher is None:
+            assert task.run_id is not None
+            self.ledger.tasks.fail(task.run_id, error=f"no {task.runtime.value} runtime in this gateway")
+            return
+        try:
+            launcher.start(task, payload.argv, shell=payload.shell, timeout=payload.timeout, cwd=payload.cwd)
+        except FlowledgerError as exc:
+            log.warning("task %s could not start: %s", task.task_id, exc.message)
+            if task.run_id:
+                self.ledger.tasks.fail(task.run_id, error=exc.message)
+
     def _queue_loop(self) -> None:
         limit = knobs.max_parallel_runs()
         last_flow_poll = 0.0
         while not self._stopping.is_set():
             claimed = 0
             try:
-                free = limit - self.cli.running_count()
+                free = limit - self.running_count()
                 for task, payload in queue.claim(self.ledger, self.gateway_id, free):
                     claimed += 1
                     log.info("task %s claimed by %s", task.task_id, self.gateway_id)
-                    self.cli.start(task, payload.argv, shell=payload.shell, timeout=payload.timeout, cwd=payload.cwd)
+                    self._launch(task, payload)
                 if self._flow_resumer is not None:
                     import time
 
@@ -190,7 +207,7 @@ class Gateway:
                 log.warning("queue poll failed: %s", exc.message)
             except Exception:
                 log.exception("queue poll failed")
-            if claimed == 0 or self.cli.running_count() >= limit:
+            if claimed == 0 or self.running_count() >= limit:
                 self._wake.wait(0.1 if claimed else 0.25)
                 self._wake.clear()
 
@@ -206,4 +223,7 @@ def _find_flow_resumer() -> Callable[..., Any] | None:
 
 def _counts(report: Any) -> str:
     to_json = getattr(report, "to_json", None)
-    return str(to_json()) if callable(to_json) else repr(report)
+    document = to_json() if callable(to_json) else None
+    if isinstance(document, dict) and "maintenance" in document:
+        return str(document["maintenance"])
+    return repr(report)[:500]

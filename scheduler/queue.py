@@ -47,10 +47,19 @@ def describe(argv: Sequence[str], shell: bool = False) -> str:
 
 
 def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, session_key: str | None = None,
-            timeout: timedelta | None = None, shell: bool = False, cwd: str | None = None) -> Task:
-    """Record a queued `cli` task (run id `cli:<uuid>`) and what it runs."""
+            timeout: timedelta | None = None, shell: bool = False, cwd: str | None = None,
+            runtime: Runtime | str = Runtime.CLI, task_text: str | None = None, agent_id: str = "main") -> Task:
+    """Record queued work and what it runs; a gateway (or `run` in-process) claims it.
+
+    `cli`: argv is the command (run id `cli:<task id>`, system scope unless a session key is given).
+    `subagent` / `acp`: argv is the child (a `module:function` target or a command; for acp the agent's
+    command) and `task_text` the task; a session key is required and a child session key is assigned.
+    """
+    rt = Runtime(runtime)
     if not argv or not all(isinstance(a, str) for a in argv) or not argv[0].strip():
         raise InvalidInput("Nothing to run: give the command after `--`, e.g. `flowledger run -- echo hi`.")
+    if rt == Runtime.CRON:
+        raise InvalidInput("Cron runs are started by their job's schedule, not queued.")
     task_id = str(uuid.uuid4())
     timeout_ms = int(timeout.total_seconds() * 1000) if timeout is not None else None
 
@@ -59,10 +68,18 @@ def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, se
                                                   timeout_ms=timeout_ms, cwd=cwd))
 
     ledger.db.transact(write)
+    if rt == Runtime.CLI:
+        return ledger.tasks.create(
+            runtime=rt, task=task_text or describe(argv, shell), task_id=task_id, run_id=f"cli:{task_id}",
+            source_id=task_id, label=label, owner_key=session_key, requester_session_key=session_key,
+            notify_policy=NotifyPolicy.SILENT, task_kind="command",
+        )
+    if not session_key:
+        raise InvalidInput(f"A {rt.value} task needs the requester's session key.")
     return ledger.tasks.create(
-        runtime=Runtime.CLI, task=describe(argv, shell), task_id=task_id, run_id=f"cli:{task_id}",
+        runtime=rt, task=task_text or describe(argv, shell), task_id=task_id, run_id=f"{rt.value}:{task_id}",
         source_id=task_id, label=label, owner_key=session_key, requester_session_key=session_key,
-        notify_policy=NotifyPolicy.SILENT, task_kind="command",
+        child_session_key=f"agent:{agent_id}:{rt.value}:{task_id}", agent_id=agent_id,
     )
 
 
@@ -81,7 +98,8 @@ def get_payload(ledger: Ledger, task_id: str) -> Payload | None:
 
 def claim(ledger: Ledger, gateway_id: str, limit: int = 1, *, task_id: str | None = None
           ) -> list[tuple[Task, Payload]]:
-    """Claim up to `limit` queued `cli` tasks for `gateway_id`, oldest first; each is claimed exactly once."""
+    """Claim up to `limit` queued tasks that carry a payload for `gateway_id`, oldest first; each is claimed
+    exactly once."""
     if limit <= 0:
         return []
     claimed: list[tuple[Task, Payload]] = []
@@ -90,8 +108,7 @@ def claim(ledger: Ledger, gateway_id: str, limit: int = 1, *, task_id: str | Non
         claimed.clear()
         stmt = (select(task_runs.c.task_id)
                 .select_from(task_runs.join(task_payloads, task_payloads.c.task_id == task_runs.c.task_id))
-                .where(and_(task_runs.c.runtime == Runtime.CLI.value, task_runs.c.status == TaskStatus.QUEUED.value,
-                            task_payloads.c.claimed_by.is_(None)))
+                .where(and_(task_runs.c.status == TaskStatus.QUEUED.value, task_payloads.c.claimed_by.is_(None)))
                 .order_by(task_runs.c.created_at, task_runs.c.seq).limit(limit))
         if task_id is not None:
             stmt = stmt.where(task_runs.c.task_id == task_id)

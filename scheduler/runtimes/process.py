@@ -11,6 +11,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
+from sqlalchemy import select
+
+from flowledger.flows.ledger import Ledger
+from flowledger.tasks.errors import FlowledgerError
+from flowledger.tasks.states import TaskStatus
+from flowledger.tasks.tables import task_runs
+
 
 def spawn(argv: Sequence[str], *, shell: bool, cwd: str | None, env: Mapping[str, str] | None,
           stdout: IO[Any] | int, stderr: IO[Any] | int, stdin: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
@@ -62,3 +69,13 @@ def exit_text(code: int) -> str:
             name = f"signal {-code}"
         return f"killed by {name}"
     return f"exit code {code}"
+
+
+def cancelled_in_db(ledger: Ledger, task_id: str) -> bool:
+    """Whether another process recorded a cancel for this task (its runtime then stops the work)."""
+    try:
+        with ledger.db.read() as conn:
+            status = conn.execute(select(task_runs.c.status).where(task_runs.c.task_id == task_id)).scalar()
+    except FlowledgerError:
+        return False
+    return bool(status == TaskStatus.CANCELLED.value)

@@ -1,0 +1,237 @@
+"""The `subagent` runtime: a child session running a Python callable (`"package.module:function"`, called
+with the task text in a fresh `python -c` process) or a command.
+
+The child has a session row (kind `subagent`, parent = the requester) and a run context under the gateway.
+Lines it prints starting with `PROGRESS:` feed the task's progress summary; the lines it prints after its
+last progress report are its result (the terminal summary). Cancel kills it. A child whose gateway died
+cannot be resumed: the next gateway tombstones its session row (registry.tombstone_orphans) so the sweep
+marks the task lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import Connection
+
+from flowledger.flows.ledger import Ledger
+from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
+from flowledger.scheduler.logs import log_dir, log_paths, tail
+from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn
+from flowledger.tasks import liveness
+from flowledger.tasks.errors import FlowledgerError, InvalidInput
+from flowledger.tasks.models import Task
+from flowledger.tasks.service import CANCELLED_BY_OPERATOR
+from flowledger.tasks.states import Runtime, TaskStatus
+
+log = logging.getLogger(__name__)
+PROGRESS_PREFIX = "PROGRESS:"
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_CALL = (
+    "import importlib, sys\n"
+    "mod, _, fn = sys.argv[1].partition(':')\n"
+    "result = getattr(importlib.import_module(mod), fn)(sys.argv[2])\n"
+    "if result is not None:\n"
+    "    print(result, flush=True)\n"
+)
+RESULT_MAX = 4000
+
+
+def child_argv(target: list[str], task_text: str) -> list[str]:
+    """A `module:function` target runs in a fresh interpreter; anything else is a command."""
+    if len(target) == 1 and _TARGET.match(target[0]):
+        return [sys.executable, "-c", _CALL, target[0], task_text]
+    return list(target)
+
+
+@dataclass
+class _Child:
+    task: Task
+    run_id: str
+    proc: subprocess.Popen[bytes]
+    stopper: Stopper
+    deadline: float | None
+    done: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str | None = None
+    stop_text: str | None = None
+    result_lines: list[str] = field(default_factory=list)
+
+
+class SubagentRuntime:
+    def __init__(self, ledger: Ledger, *, gateway_id: str | None = None,
+                 kill_grace: timedelta = timedelta(seconds=5)) -> None:
+        self.ledger = ledger
+        self.kill_grace = kill_grace
+        self.gateway_id = gateway_id or new_gateway_id("run")
+        self._lease = LeaseKeeper(ledger, self.gateway_id) if gateway_id is None else None
+        self._lease_started = False
+        self._children: dict[str, _Child] = {}
+        self._done: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def spawn(self, *, task: str, target: list[str], requester_session_key: str, agent_id: str = "main",
+              label: str | None = None, timeout: timedelta | None = None) -> Task:
+        """Record a subagent task for `requester_session_key` and start its child at once."""
+        if not requester_session_key.strip():
+            raise InvalidInput("A subagent task needs the requester's session key.")
+        ident = str(uuid.uuid4())
+        created = self.ledger.tasks.create(
+            runtime=Runtime.SUBAGENT, task=task, task_id=ident, run_id=f"subagent:{ident}", source_id=ident,
+            owner_key=requester_session_key, child_session_key=f"agent:{agent_id}:subagent:{ident}",
+            agent_id=agent_id, label=label)
+        self.start(created, target, timeout=timeout)
+        return self.ledger.tasks.require(ident)
+
+    def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
+              cwd: str | None = None, env: dict[str, str] | None = None) -> None:
+        if not task.child_session_key or not task.run_id:
+            raise InvalidInput(f"Subagent task {task.task_id} needs a child session key and a run id.")
+        if self._lease is not None and not self._lease_started:
+            self._lease.start()
+            self._lease_started = True
+        run_id, child_key = task.run_id, task.child_session_key
+        now = self.ledger.clock.now()
+
+        def begin(conn: Connection) -> None:
+            liveness.upsert_session(conn, child_key, now, agent_id=task.agent_id, kind="subagent",
+                                    parent_session_key=task.requester_session_key or task.owner_key,
+                                    spawned_by=task.owner_key, gateway_id=self.gateway_id, tombstone=None)
+            liveness.register_run(conn, run_id, self.gateway_id, now, task_id=task.task_id)
+
+        self.ledger.db.transact(begin)
+        self.ledger.tasks.start(run_id, runtime=Runtime.SUBAGENT)
+        log_dir(self.ledger.state_dir)
+        out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
+        err_fh = err_path.open("ab")
+        extra = {"FLOWLEDGER_TASK_ID": task.task_id, "FLOWLEDGER_RUN_ID": run_id,
+                 "FLOWLEDGER_SESSION_KEY": child_key, "PYTHONUNBUFFERED": "1", **(env or {})}
+        try:
+            proc = spawn(child_argv(argv, task.task), shell=shell, cwd=cwd, env=extra,
+                         stdout=subprocess.PIPE, stderr=err_fh)
+        except OSError as exc:
+            err_fh.close()
+            self.ledger.tasks.fail(run_id, error=f"cannot start {argv[0]!r}: {exc.strerror or exc}",
+                                   runtime=Runtime.SUBAGENT)
+            self._release(run_id)
+            self._done.setdefault(task.task_id, threading.Event()).set()
+            return
+        err_fh.close()
+        child = _Child(task=task, run_id=run_id, proc=proc, stopper=Stopper(proc, self.kill_grace.total_seconds()),
+                       deadline=time.monotonic() + timeout.total_seconds() if timeout else None)
+        with self._lock:
+            self._children[task.task_id] = child
+            self._done[task.task_id] = child.done
+        log.info("task %s subagent child %s started pid %s", task.task_id, child_key, proc.pid)
+        threading.Thread(target=self._read, args=(child, out_path), daemon=True).start()
+        threading.Thread(target=self._supervise, args=(child,), daemon=True).start()
+
+    def _read(self, child: _Child, out_path: object) -> None:
+        assert child.proc.stdout is not None
+        with open(str(out_path), "ab") as out_fh:
+            for raw in child.proc.stdout:
+                out_fh.write(raw)
+                out_fh.flush()
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if line.startswith(PROGRESS_PREFIX):
+                    child.result_lines.clear()
+                    text = line[len(PROGRESS_PREFIX):].strip()
+                    if text:
+                        with contextlib.suppress(FlowledgerError):
+                            self.ledger.tasks.progress(child.run_id, text, runtime=Runtime.SUBAGENT)
+                elif line.strip():
+                    child.result_lines.append(line)
+
+    def _supervise(self, child: _Child) -> None:
+        next_check = time.monotonic()
+        try:
+            while True:
+                try:
+                    code = child.proc.wait(timeout=0.05)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if child.deadline is not None and time.monotonic() >= child.deadline and not child.stopper.requested:
+                    child.stop_reason = child.stop_reason or "timeout"
+                    child.stopper.request()
+                if time.monotonic() >= next_check:  # a cancel recorded by another process
+                    next_check = time.monotonic() + 0.2
+                    if not child.stopper.requested and cancelled_in_db(self.ledger, child.task.task_id):
+                        child.stop_reason = "cancel"
+                        child.stopper.request()
+                child.stopper.poll()
+            time.sleep(0.05)  # let the reader drain the pipe's last lines
+            self._record_end(child, code)
+        except Exception:
+            log.exception("task %s subagent supervision failed", child.task.task_id)
+        finally:
+            self._release(child.run_id)
+            with self._lock:
+                self._children.pop(child.task.task_id, None)
+            child.done.set()
+
+    def _record_end(self, child: _Child, code: int) -> None:
+        run_id, tid = child.run_id, child.task.task_id
+        if child.stop_reason == "timeout":
+            self.ledger.tasks.fail(run_id, error="subagent timed out", status=TaskStatus.TIMED_OUT,
+                                   runtime=Runtime.SUBAGENT)
+        elif child.stop_reason is not None:
+            self.ledger.tasks.fail(run_id, error=child.stop_text or CANCELLED_BY_OPERATOR,
+                                   status=TaskStatus.CANCELLED, runtime=Runtime.SUBAGENT)
+        elif code == 0:
+            result = "\n".join(child.result_lines).strip()[:RESULT_MAX] or None
+            self.ledger.tasks.complete(run_id, summary=result, runtime=Runtime.SUBAGENT)
+        else:
+            # A failure is announced without replaying the child's reply text (SPEC §5): stderr only.
+            err_tail = tail(log_paths(self.ledger.state_dir, tid)[1])
+            self.ledger.tasks.fail(run_id, error=exit_text(code) + (f": {err_tail}" if err_tail else ""),
+                                   runtime=Runtime.SUBAGENT)
+        log.info("task %s subagent ended (%s)", tid, child.stop_reason or exit_text(code))
+
+    def _release(self, run_id: str) -> None:
+        with contextlib.suppress(FlowledgerError):
+            self.ledger.db.transact(lambda conn: liveness.release_run(conn, run_id))
+
+    # --- control ------------------------------------------------------------------------------------
+
+    def cancel(self, task: Task, reason: str | None) -> str | None:
+        """Admin kill (REFERENCE §3.6): refused when this runtime is not running the child."""
+        with self._lock:
+            child = self._children.get(task.task_id)
+        if child is None:
+            return "Subagent was not running."
+        child.stop_reason = child.stop_reason or "cancel"
+        child.stop_text = reason
+        child.stopper.request()
+        return None
+
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._children)
+
+    def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
+        with self._lock:
+            done = self._done.get(task_id)
+        if done is not None and not done.wait(timeout):
+            return None
+        return self.ledger.tasks.get(task_id)
+
+    def shutdown(self, reason: str = "Cancelled: the gateway shut down.") -> None:
+        with self._lock:
+            children = list(self._children.values())
+        for child in children:
+            child.stop_reason = child.stop_reason or "shutdown"
+            child.stop_text = reason
+            child.stopper.request()
+        for child in children:
+            child.done.wait(self.kill_grace.total_seconds() + 5)
+        if self._lease is not None and self._lease_started:
+            self._lease.stop(release=True)
