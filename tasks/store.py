@@ -4,6 +4,7 @@ transactions, the store owns SQL. Enum columns are parsed strictly and bad value
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ from flowledger.tasks.states import (
 )
 from flowledger.tasks.tables import task_delivery_state, task_events, task_runs
 
+log = logging.getLogger(__name__)
 _TASK_COLUMNS = [c for c in task_runs.c if c.name != "seq"]
 _ORIGIN = task_delivery_state.c.requester_origin_json
 NEWEST_FIRST = (task_runs.c.created_at.desc(), task_runs.c.seq.desc())
@@ -56,6 +58,10 @@ def row_to_task(row: Row[Any]) -> Task:
         try:
             origin = DeliveryOrigin.from_mapping(json.loads(m[_ORIGIN.name]))
         except ValueError:
+            # The record stays readable without its origin (delivery falls back to the session queue), but the
+            # damage is named rather than silently dropped.
+            log.warning("task %s: ignoring unreadable persisted requester_origin_json %r", ident,
+                        str(m[_ORIGIN.name])[:40])
             origin = None
     return Task(
         task_id=ident,

@@ -16,6 +16,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from flowledger.tasks.clock import from_ms, require_aware, to_ms
+from flowledger.tasks.errors import StorageUnavailable
 
 SCHEMA_VERSION = 1
 
@@ -34,7 +35,12 @@ class UTCMillis(TypeDecorator[datetime]):
         return to_ms(require_aware(value))
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        return None if value is None else from_ms(int(value))
+        if value is None:
+            return None
+        try:
+            return from_ms(int(value))
+        except (TypeError, ValueError, OverflowError):  # SQLite keeps whatever a hand edit stored
+            raise StorageUnavailable(f"Invalid persisted timestamp {value!r}: expected epoch milliseconds.") from None
 
 
 def _ts(*, nullable: bool = True, index: bool = False) -> Any:
