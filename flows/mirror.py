@@ -68,17 +68,25 @@ def mirrored_status(tasks: Sequence[Task]) -> FlowStatus | None:
     return FlowStatus.SUCCEEDED
 
 
-def derive_mirrored(flow: Flow, tasks: Sequence[Task]) -> Flow:
-    """The mirrored flow as its linked tasks say it is (revision untouched). Pure."""
+def _goal(task: Task) -> str:
+    return task.label or task.task or DEFAULT_GOAL
+
+
+def derive_mirrored(flow: Flow, tasks: Sequence[Task], previous: Task | None = None) -> Flow:
+    """The mirrored flow as its linked tasks say it is (revision untouched); `previous` is the written task as
+    it was before the write. Pure."""
     status = mirrored_status(tasks)
     if status is None:
         return flow
     changes: dict[str, object] = {"status": status, "wait": None, "blocked_task_id": None, "blocked_summary": None}
-    if len(tasks) == 1:
-        # A one-task flow is its task (the reference's mirror); a many-task flow keeps its own goal and policy.
+    if len(tasks) == 1 and previous is not None and previous.task_id == tasks[0].task_id:
+        # A one-task flow is its task (the reference's mirror): goal and policy follow the task while they still
+        # match what the task said before this write. A flow given its own goal or policy keeps them.
         only = tasks[0]
-        changes["goal"] = only.label or only.task or DEFAULT_GOAL
-        changes["notify_policy"] = only.notify_policy
+        if flow.goal == _goal(previous):
+            changes["goal"] = _goal(only)
+        if flow.notify_policy == previous.notify_policy:
+            changes["notify_policy"] = only.notify_policy
     if status == FlowStatus.BLOCKED:
         blocker = max((t for t in tasks if _blocked(t)), key=lambda t: t.terminal_at)
         changes["blocked_task_id"] = blocker.task_id
@@ -98,7 +106,7 @@ def one_task_flow(task: Task) -> Flow:
     """The mirrored flow created together with a new acp/subagent task."""
     base = Flow(flow_id=str(uuid.uuid4()), sync_mode=SyncMode.MIRRORED, owner_key=task.owner_key,
                 status=FlowStatus.QUEUED, notify_policy=task.notify_policy,
-                goal=task.label or task.task or DEFAULT_GOAL,
+                goal=_goal(task),
                 created_at=task.created_at, updated_at=task.created_at, requester_origin=task.requester_origin)
     return derive_mirrored(base, [task.replace(parent_flow_id=base.flow_id)])
 
@@ -118,19 +126,20 @@ class FlowHooks(TaskHooks):
         task = change.task
         before = change.previous.parent_flow_id if change.previous is not None else None
         if task.parent_flow_id:
-            sync_flow(conn, task.parent_flow_id, task, now)
+            sync_flow(conn, task.parent_flow_id, task, now, change.previous)
         if before and before != task.parent_flow_id:
             sync_flow(conn, before, None, now)  # the task moved away: its old flow re-derives without it
 
 
-def sync_flow(conn: Connection, flow_id: str, task: Task | None, now: datetime) -> Flow | None:
+def sync_flow(conn: Connection, flow_id: str, task: Task | None, now: datetime,
+              previous: Task | None = None) -> Flow | None:
     """Bring one flow in line with its tasks after `task` was written; returns the flow as stored."""
     flow = store.get(conn, flow_id, for_update=True)
     if flow is None:
         return None
     linked = store.linked_tasks(conn, flow_id)
     if flow.sync_mode == SyncMode.MIRRORED:
-        new = derive_mirrored(flow, linked)
+        new = derive_mirrored(flow, linked, previous)
     else:
         new = _cancel_finalised(flow, linked, task, now)
     if new == flow:
