@@ -24,9 +24,10 @@ from flowledger.flows.ledger import Ledger
 from flowledger.scheduler import cron, knobs, queue
 from flowledger.scheduler.leader import Leadership
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.registry import prune_cron_run_sessions, tombstone_orphans
+from flowledger.scheduler.registry import tombstone_orphans
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.cron import CronRunner
+from flowledger.tasks import session_sweep
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
 from flowledger.tasks.states import Runtime
@@ -55,6 +56,7 @@ class Gateway:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._queue_thread: threading.Thread | None = None
+        self._flows_thread: threading.Thread | None = None
         self._flow_resumer: Callable[..., Any] | None = _find_flow_resumer()
         self.sweeps = 0
 
@@ -70,12 +72,17 @@ class Gateway:
         s = self.scheduler
         s.add_job(self.sweep, "interval", seconds=knobs.sweep_every().total_seconds(), id="sweep",
                   next_run_time=now + knobs.sweep_first_after())
+        s.add_job(self.prune_sessions, "interval", seconds=knobs.SESSION_PRUNE_EVERY.total_seconds(),
+                  id="session-prune", next_run_time=now + knobs.sweep_first_after())
         s.add_job(self.checkpoint, "interval", seconds=knobs.CHECKPOINT_EVERY.total_seconds(), id="checkpoint")
         s.add_job(self.sync_cron_jobs, "interval", seconds=knobs.CRON_RELOAD_EVERY.total_seconds(), id="cron-sync",
                   next_run_time=now)
         s.start()
         self._queue_thread = threading.Thread(target=self._queue_loop, name="queue", daemon=True)
         self._queue_thread.start()
+        if self._flow_resumer is not None:
+            self._flows_thread = threading.Thread(target=self._flows_loop, name="flows", daemon=True)
+            self._flows_thread.start()
         log.info("gateway %s serving (leader=%s)", self.gateway_id, self.leader.held)
 
     def _install_runtimes(self) -> None:
@@ -121,9 +128,6 @@ class Gateway:
             return
         try:
             tombstone_orphans(self.ledger, self.gateway_id)
-            pruned = prune_cron_run_sessions(self.ledger)
-            if pruned:
-                log.info("pruned %d cron run sessions", pruned)
             report = self.ledger.maintenance(apply=True)
             self.sweeps += 1
             log.info("sweep done: %s", _counts(report))
@@ -132,6 +136,20 @@ class Gateway:
             log.debug("maintenance is not available yet; sweep skipped")
         except FlowledgerError as exc:
             log.warning("sweep failed: %s", exc.message)
+
+    def prune_sessions(self) -> None:
+        """Isolated cron-run session rows older than 7 days go; running jobs' rows stay (REFERENCE §6.6)."""
+        if not self.leader.try_acquire():
+            return
+        try:
+            with self.ledger.db.read() as conn:
+                running = cron.running_job_ids(conn)
+            counts = session_sweep.prune_cron_run_sessions(self.ledger.db, self.ledger.clock.now(), running,
+                                                           apply=True)
+            if counts.pruned:
+                log.info("pruned %d cron run sessions", counts.pruned)
+        except FlowledgerError as exc:
+            log.warning("session pruning failed: %s", exc.message)
 
     def checkpoint(self) -> None:
         self.ledger.db.checkpoint("PASSIVE")
@@ -168,6 +186,17 @@ class Gateway:
         except FlowledgerError as exc:
             log.warning("cron job %s run failed: %s", job_id, exc.message)
 
+    def _flows_loop(self) -> None:
+        """Queued managed graph flows run here, one at a time, their steps through the cli runtime."""
+        assert self._flow_resumer is not None
+        while not self._stopping.wait(knobs.QUEUE_POLL_EVERY.total_seconds()):
+            try:
+                self._flow_resumer(self.ledger, self.cli)
+            except FlowledgerError as exc:
+                log.warning("flow resume failed: %s", exc.message)
+            except Exception:
+                log.exception("flow resume failed")
+
     # --- the work queue -----------------------------------------------------------------------------
 
     def running_count(self) -> int:
@@ -188,7 +217,6 @@ class Gateway:
 
     def _queue_loop(self) -> None:
         limit = knobs.max_parallel_runs()
-        last_flow_poll = 0.0
         while not self._stopping.is_set():
             claimed = 0
             try:
@@ -197,12 +225,6 @@ class Gateway:
                     claimed += 1
                     log.info("task %s claimed by %s", task.task_id, self.gateway_id)
                     self._launch(task, payload)
-                if self._flow_resumer is not None:
-                    import time
-
-                    if time.monotonic() - last_flow_poll >= knobs.QUEUE_POLL_EVERY.total_seconds():
-                        last_flow_poll = time.monotonic()
-                        self._flow_resumer(self.ledger, self.cli)
             except FlowledgerError as exc:
                 log.warning("queue poll failed: %s", exc.message)
             except Exception:

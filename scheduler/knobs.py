@@ -11,6 +11,7 @@ from flowledger.tasks.liveness import LEASE_RENEW_EVERY, LEASE_TTL
 SWEEP_EVERY = timedelta(seconds=60)
 SWEEP_FIRST_AFTER = timedelta(seconds=5)
 CHECKPOINT_EVERY = timedelta(minutes=30)
+SESSION_PRUNE_EVERY = timedelta(minutes=10)
 QUEUE_POLL_EVERY = timedelta(seconds=1)
 CRON_RELOAD_EVERY = timedelta(seconds=2)
 MAX_PARALLEL_RUNS = 8

@@ -1,22 +1,17 @@
-"""Gateway-side care of the session registry: restart-recovery tombstones and cron-run row pruning."""
+"""Gateway-side care of the session registry: restart-recovery tombstones for children it cannot resume."""
 
 from __future__ import annotations
 
 import logging
-import re
-from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, delete, select, update
+from sqlalchemy import Connection, and_, select, update
 
 from flowledger.flows.ledger import Ledger
-from flowledger.scheduler.cron import running_job_ids
 from flowledger.tasks import liveness
 from flowledger.tasks.states import ACTIVE
 from flowledger.tasks.tables import sessions, task_runs
 
 log = logging.getLogger(__name__)
-SESSION_RETENTION = timedelta(days=7)
-_CRON_RUN = re.compile(r"^cron:([^:]+):run:[^:]+$")
 RESUMABLE_KINDS = ("subagent", "acp")
 
 
@@ -47,30 +42,5 @@ def tombstone_orphans(ledger: Ledger, current_gateway: str) -> int:
             log.info("task %s child session %s tombstoned (gateway %s gone)", active[0], key, gateway_id)
             count += 1
         return count
-
-    return ledger.db.transact(unit)
-
-
-def prune_cron_run_sessions(ledger: Ledger, now: datetime | None = None) -> int:
-    """Remove `agent:<id>:cron:<job>:run:<uuid>` rows older than 7 days, keeping running jobs' rows,
-    protected rows and every non-cron row (REFERENCE §6.6)."""
-    moment = now or ledger.clock.now()
-
-    def unit(conn: Connection) -> int:
-        running = running_job_ids(conn)
-        rows = conn.execute(select(sessions.c.session_key).where(and_(
-            sessions.c.updated_at < moment - SESSION_RETENTION, sessions.c.protected.is_(False)))).all()
-        doomed = []
-        for (key,) in rows:
-            parts = key.split(":", 2)
-            if len(parts) < 3 or parts[0] != "agent":
-                continue
-            match = _CRON_RUN.match(parts[2])
-            if match is None or match.group(1).lower() in running:
-                continue
-            doomed.append(key)
-        if doomed:
-            conn.execute(delete(sessions).where(sessions.c.session_key.in_(doomed)))
-        return len(doomed)
 
     return ledger.db.transact(unit)
