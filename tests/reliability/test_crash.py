@@ -21,12 +21,14 @@ from conftest import STRESS
 from sqlalchemy import select
 
 from flowledger import FrozenClock, Ledger
+from flowledger.tasks.bulk import bulk_create
 from flowledger.tasks.clock import SystemClock
 from flowledger.tasks.states import ACTIVE, TaskStatus
 from flowledger.tasks.tables import task_runs
 
 HARNESS = Path(harness.__file__)
 KILLS = 300 if STRESS else 30
+PRUNE_SEED = 2000 if STRESS else 350
 LOST_GRACE = timedelta(minutes=5)
 
 
@@ -143,9 +145,12 @@ def test_killed_sweeps_racing_writers_never_downgrade_or_lose_records(
     # A sweeper 6 minutes ahead marks interrupted work lost while a live writer races it on the same rows.
     mixed = zygote.storm(KILLS // 3, f"write+sweep:{6 * 60}", seed=17)
     with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
+        # Enough finished records that a prune pass spans several write batches (maintenance.WRITE_BATCH).
+        bulk_create(ledger.tasks, [{"runtime": "cli", "task": f"old {n}", "owner_key": harness.OWNER,
+                                    "run_id": f"old-{n}", "status": "succeeded"} for n in range(PRUNE_SEED)])
         before = snapshot(ledger)
-    # A sweeper 8 days ahead prunes in batches and is killed part-way through.
-    pruned = zygote.storm(KILLS // 3, f"sweep:{8 * 86400}", seed=19, max_delay_ms=30.0)
+    # A sweeper 8 days ahead prunes in batches and is killed part-way through; the last round runs to the end.
+    pruned = zygote.storm(KILLS // 3, f"sweep:{8 * 86400}", seed=19, max_delay_ms=400.0)
     reported = harness.read_reported(zygote.events_dir)
     with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
         assert harness.integrity_ok(ledger) == "ok"
@@ -156,6 +161,7 @@ def test_killed_sweeps_racing_writers_never_downgrade_or_lose_records(
     # Only terminal records were due: the +8 d sweeper sees every ended task past its 7 d (or 24 h) retention.
     wrongly = {t for t in vanished if TaskStatus(before[t][0]) in ACTIVE}
     assert wrongly == set()
+    assert vanished, "the +8 d sweeper should have pruned some finished records before a kill"
     engine = "sqlite" if database_url.startswith("sqlite") else "postgres"
     report(capsys, f"{engine}: mixed kills={mixed['killed']} prune kills={pruned['killed']} "
                    f"pruned={len(vanished)} of {len(before)} violations={len(verdict.violations)}")
