@@ -1,0 +1,307 @@
+"""The graph controller: steps start only when their needs succeeded, max_parallel, retries, timeouts, failure and
+cancel — with a scripted in-process launcher (a fake runtime, never a fake store), a real-subprocess launcher,
+and hypothesis over random DAGs and random step outcomes."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowledger import FrozenClock, Ledger, Task, TaskStatus
+from flowledger.flows.controller import GraphController, define_flow, resume_graph_flows, run_flow
+from flowledger.flows.definitions import FlowDefinition, StepDefinition, parse_flow
+from flowledger.flows.models import GRAPH_CONTROLLER, FlowStatus, SyncMode
+from flowledger.tasks.states import ACTIVE
+
+OWNER = "agent:main:main"
+POLL = 0.001
+
+
+class ScriptedLauncher:
+    """Ends each attempt at once with a scripted status ("hang" leaves it running), after checking in the ledger
+    that every step it needs has succeeded."""
+
+    def __init__(self, ledger: Ledger, definition: FlowDefinition, script: dict[str, list[str]] | None = None,
+                 *, cancel_on_start: int | None = None) -> None:
+        self.ledger = ledger
+        self.definition = definition
+        self.script = script or {}
+        self.started: list[str] = []
+        self.running_peak = 0
+        self.cancel_on_start = cancel_on_start
+        self.violations: list[str] = []
+
+    def start(self, task: Task, argv: list[str], *, shell: bool, timeout: timedelta | None, cwd: str | None,
+              env: dict[str, str] | None) -> None:
+        step = task.label or ""
+        assert task.parent_flow_id and task.run_id
+        siblings = self.ledger.flows.linked_tasks(task.parent_flow_id)
+        succeeded = {t.label for t in siblings if t.status == TaskStatus.SUCCEEDED}
+        for need in self.definition.step(step).needs:
+            if need not in succeeded:
+                self.violations.append(f"{step} started before {need} succeeded")
+        attempt = sum(1 for s in self.started if s == step)
+        self.started.append(step)
+        active = sum(t.status in ACTIVE for t in siblings)
+        self.running_peak = max(self.running_peak, active)
+        outcomes = self.script.get(step, ["succeeded"])
+        outcome = outcomes[min(attempt, len(outcomes) - 1)]
+        self.ledger.tasks.start(task.run_id)
+        if self.cancel_on_start is not None and len(self.started) == self.cancel_on_start:
+            self.ledger.flows.cancel(task.parent_flow_id)
+            return
+        if outcome == "hang":
+            return
+        if outcome == "succeeded":
+            self.ledger.tasks.complete(task.run_id)
+        else:
+            self.ledger.tasks.fail(task.run_id, error=f"{step} {outcome}", status=outcome)
+
+
+def definition(steps: list[tuple[str, list[str]]], *, max_parallel: int = 4, retries: int = 0,
+               timeout: timedelta | None = None) -> FlowDefinition:
+    return FlowDefinition("Graph", owner=OWNER, max_parallel=max_parallel,
+                          steps=tuple(StepDefinition(s, run=("true",), needs=tuple(n), retries=retries,
+                                                     timeout=timeout) for s, n in steps))
+
+
+DIAMOND = [("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"])]
+
+
+def test_all_steps_succeed_in_dependency_order(ledger: Ledger) -> None:
+    spec = definition(DIAMOND)
+    launcher = ScriptedLauncher(ledger, spec)
+    events: list[tuple[str, str | None]] = []
+    flow = run_flow(ledger, spec, launcher, on_progress=lambda e: events.append((e.kind, e.step_id)),
+                    poll_interval=POLL)
+    assert flow.status == FlowStatus.SUCCEEDED and flow.sync_mode == SyncMode.MANAGED
+    assert flow.controller_id == GRAPH_CONTROLLER and flow.current_step is None and flow.ended_at is not None
+    assert launcher.violations == [] and launcher.started[0] == "a" and launcher.started[-1] == "d"
+    assert {k: v["status"] for k, v in flow.state["steps"].items()} == dict.fromkeys("abcd", "succeeded")
+    tasks = ledger.flows.linked_tasks(flow.flow_id)
+    assert sorted(t.label or "" for t in tasks) == ["a", "b", "c", "d"]
+    assert all(t.run_id == f"flow:{flow.flow_id}:{t.label}:1" for t in tasks)
+    assert all(t.notify_policy.value == "silent" and t.owner_key == OWNER for t in tasks)
+    assert events[0] == ("flow_started", None) and events[-1] == ("flow_finished", None)
+
+
+def test_failure_cancels_unstarted_steps_and_fails_flow(ledger: Ledger) -> None:
+    spec = definition(DIAMOND, max_parallel=1)
+    launcher = ScriptedLauncher(ledger, spec, {"b": ["failed"]})
+    flow = run_flow(ledger, spec, launcher, poll_interval=POLL)
+    statuses = {k: v["status"] for k, v in flow.state["steps"].items()}
+    assert flow.status == FlowStatus.FAILED
+    assert statuses == {"a": "succeeded", "b": "failed", "c": "cancelled", "d": "cancelled"}
+    b_task = ledger.tasks.get(flow.state["steps"]["b"]["task_id"])
+    assert b_task is not None and flow.blocked_task_id == b_task.task_id
+    assert flow.blocked_summary == "Step b failed: b failed"
+    assert "c" not in launcher.started
+
+
+def test_retries_then_success(ledger: Ledger) -> None:
+    spec = definition([("a", []), ("b", ["a"])], retries=2)
+    launcher = ScriptedLauncher(ledger, spec, {"a": ["failed", "timed_out", "succeeded"]})
+    flow = run_flow(ledger, spec, launcher, poll_interval=POLL)
+    assert flow.status == FlowStatus.SUCCEEDED
+    assert launcher.started == ["a", "a", "a", "b"]
+    assert flow.state["steps"]["a"]["attempts"] == 3
+    runs = sorted(t.run_id or "" for t in ledger.flows.linked_tasks(flow.flow_id))
+    assert runs == sorted(f"flow:{flow.flow_id}:{s}" for s in ("a:1", "a:2", "a:3", "b:1"))
+
+
+def test_max_parallel_is_honoured(ledger: Ledger) -> None:
+    spec = definition([(f"s{i}", []) for i in range(6)], max_parallel=2)
+    launcher = ScriptedLauncher(ledger, spec, {f"s{i}": ["hang"] for i in range(6)})
+    flow = define_flow(ledger, spec)
+    controller = GraphController(ledger, flow, launcher, poll_interval=POLL)
+    assert controller.claim()
+    controller._start_ready()
+    assert launcher.started == ["s0", "s1"]
+    current = ledger.flows.get(flow.flow_id)
+    assert current is not None and current.current_step == "s0, s1" and current.status == FlowStatus.RUNNING
+    ledger.tasks.complete(f"flow:{flow.flow_id}:s0:1")
+    controller._collect()
+    controller._start_ready()
+    assert launcher.started == ["s0", "s1", "s2"]
+
+
+def test_step_timeout_backstop_at_exact_boundary(ledger: Ledger, clock: FrozenClock) -> None:
+    spec = definition([("slow", [])], timeout=timedelta(minutes=10))
+    launcher = ScriptedLauncher(ledger, spec, {"slow": ["hang"]})
+    flow = define_flow(ledger, spec)
+    controller = GraphController(ledger, flow, launcher, poll_interval=POLL)
+    controller.claim()
+    controller._start_ready()
+    run_id = f"flow:{flow.flow_id}:slow:1"
+    clock.advance(timedelta(minutes=10) - timedelta(milliseconds=1))
+    controller._collect()
+    assert ledger.tasks.get(run_id).status == TaskStatus.RUNNING  # type: ignore[union-attr]
+    clock.advance(timedelta(milliseconds=1))
+    controller._collect()
+    assert ledger.tasks.get(run_id).status == TaskStatus.TIMED_OUT  # type: ignore[union-attr]
+    final = controller.run()
+    assert final.status == FlowStatus.FAILED and final.blocked_summary is not None
+    assert final.blocked_summary.startswith("Step slow timed out")
+
+
+def test_cancel_request_stops_the_flow(ledger: Ledger) -> None:
+    spec = definition([("a", []), ("b", []), ("c", ["a"])], max_parallel=2)
+    launcher = ScriptedLauncher(ledger, spec, {"a": ["hang"], "b": ["hang"]}, cancel_on_start=2)
+    flow = run_flow(ledger, spec, launcher, poll_interval=POLL)
+    assert flow.status == FlowStatus.CANCELLED and flow.cancel_requested_at is not None
+    tasks = ledger.flows.linked_tasks(flow.flow_id)
+    assert {t.status for t in tasks} == {TaskStatus.CANCELLED}
+    assert launcher.started == ["a", "b"]
+    assert flow.state["steps"]["c"]["status"] == "cancelled"
+
+
+def test_detached_flow_is_resumed_once(ledger: Ledger) -> None:
+    spec = definition(DIAMOND)
+    queued = define_flow(ledger, spec)
+    assert queued.status == FlowStatus.QUEUED and queued.state["steps"]["a"]["status"] == "pending"
+    launcher = ScriptedLauncher(ledger, spec)
+    [done] = resume_graph_flows(ledger, launcher, poll_interval=POLL)
+    assert done.flow_id == queued.flow_id and done.status == FlowStatus.SUCCEEDED
+    assert resume_graph_flows(ledger, launcher, poll_interval=POLL) == []
+    stale = GraphController(ledger, queued, launcher, poll_interval=POLL)
+    assert not stale.claim()  # another controller already moved it on
+
+
+# --- a real runtime: subprocesses in threads ----------------------------------------------------------------
+
+
+class ThreadLauncher:
+    """Runs each step's argv in a thread and reports through ledger.tasks (a test runtime, not CliRuntime)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.threads: list[threading.Thread] = []
+
+    def start(self, task: Task, argv: list[str], *, shell: bool, timeout: timedelta | None, cwd: str | None,
+              env: dict[str, str] | None) -> None:
+        assert task.run_id
+        run_id = task.run_id
+        self.ledger.tasks.start(run_id)
+
+        def work() -> None:
+            try:
+                proc = subprocess.run(argv[0] if shell else argv, shell=shell, cwd=cwd, capture_output=True,
+                                      timeout=timeout.total_seconds() if timeout else None, check=False)
+            except subprocess.TimeoutExpired:
+                self.ledger.tasks.fail(run_id, error="timed out", status="timed_out")
+                return
+            if proc.returncode == 0:
+                self.ledger.tasks.complete(run_id, summary=proc.stdout.decode().strip() or None)
+            else:
+                self.ledger.tasks.fail(run_id, error=f"exit code {proc.returncode}")
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+
+@pytest.fixture
+def real_ledger(sqlite_ledger: Ledger) -> Iterator[Ledger]:
+    yield sqlite_ledger
+
+
+def test_real_processes_with_retry_and_timeout(real_ledger: Ledger, tmp_path: Path) -> None:
+    marker = tmp_path / "attempted"
+    text = f"""
+[flow]
+goal = "Real processes"
+[[step]]
+id = "flaky"
+run = "test -e {marker} || {{ touch {marker}; exit 1; }}"
+shell = true
+retries = 1
+[[step]]
+id = "slow"
+needs = ["flaky"]
+run = ["sleep", "5"]
+timeout = "200ms"
+"""
+    launcher = ThreadLauncher(real_ledger)
+    flow = run_flow(real_ledger, parse_flow(text), launcher, poll_interval=0.01)
+    for thread in launcher.threads:
+        thread.join(5)
+    steps = flow.state["steps"]
+    assert (steps["flaky"]["status"], steps["flaky"]["attempts"]) == ("succeeded", 2)
+    assert steps["slow"]["status"] == "timed_out" and flow.status == FlowStatus.FAILED
+
+
+# --- hypothesis: random DAGs, random outcomes ---------------------------------------------------------------
+
+OUTCOMES = st.sampled_from(["succeeded", "succeeded", "succeeded", "failed", "timed_out"])
+
+
+@st.composite
+def graphs(draw: st.DrawFn) -> tuple[FlowDefinition, dict[str, list[str]]]:
+    n = draw(st.integers(1, 7))
+    names = [f"s{i}" for i in range(n)]
+    steps = []
+    for i, name in enumerate(names):
+        needs = draw(st.lists(st.sampled_from(names[:i]), unique=True, max_size=3)) if i else []
+        steps.append((name, needs))
+    retries = draw(st.integers(0, 2))
+    spec = definition(steps, max_parallel=draw(st.integers(1, 3)), retries=retries)
+    script = {name: draw(st.lists(OUTCOMES, min_size=1, max_size=retries + 1)) for name in names}
+    return spec, script
+
+
+def _fresh(tmp_path: Path, clock: FrozenClock) -> Ledger:
+    state = tmp_path / uuid.uuid4().hex
+    return Ledger.open(state_dir=state, database_url=f"sqlite:///{state / 'runs.sqlite'}", clock=clock)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=graphs())
+def test_random_dags_end_as_the_rules_say(tmp_path: Path, clock: FrozenClock,
+                                          case: tuple[FlowDefinition, dict[str, list[str]]]) -> None:
+    spec, script = case
+    with _fresh(tmp_path, clock) as ledger:
+        launcher = ScriptedLauncher(ledger, spec, script)
+        flow = run_flow(ledger, spec, launcher, poll_interval=POLL)
+        # A step succeeds iff "succeeded" comes up within its attempts (the last scripted outcome repeats).
+        def succeeds(step: StepDefinition) -> bool:
+            outcomes = script[step.id]
+            attempts = [outcomes[min(i, len(outcomes) - 1)] for i in range(step.retries + 1)]
+            return "succeeded" in attempts
+
+        expected = FlowStatus.SUCCEEDED if all(succeeds(s) for s in spec.steps) else FlowStatus.FAILED
+        assert flow.status == expected
+        assert launcher.violations == []
+        assert launcher.running_peak <= spec.max_parallel
+        tasks = ledger.flows.linked_tasks(flow.flow_id)
+        assert not [t for t in tasks if t.status in ACTIVE]
+        if expected == FlowStatus.FAILED:
+            assert flow.blocked_task_id in {t.task_id for t in tasks}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=graphs(), data=st.data())
+def test_random_cancel_leaves_no_active_child(tmp_path: Path, clock: FrozenClock,
+                                              case: tuple[FlowDefinition, dict[str, list[str]]],
+                                              data: st.DataObject) -> None:
+    spec, _ = case
+    # Every step hangs, so only the roots (up to max_parallel) ever start; the cancel comes at one of them.
+    roots = sum(1 for s in spec.steps if not s.needs)
+    cancel_at = data.draw(st.integers(1, min(roots, spec.max_parallel)))
+    hanging = {s.id: ["hang"] for s in spec.steps}
+    with _fresh(tmp_path, clock) as ledger:
+        launcher = ScriptedLauncher(ledger, spec, hanging, cancel_on_start=cancel_at)
+        flow = run_flow(ledger, spec, launcher, poll_interval=POLL)
+        tasks = ledger.flows.linked_tasks(flow.flow_id)
+        assert not [t for t in tasks if t.status in ACTIVE]
+        assert flow.status == FlowStatus.CANCELLED
+        assert len(launcher.started) == cancel_at  # nothing starts after the request
+        assert all(v["status"] == "cancelled" for v in flow.state["steps"].values())
+        assert launcher.violations == []
