@@ -81,7 +81,8 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
     def validate_cmd(path: FlowFile) -> None:
         """Check a flow file: syntax, keys, runtimes, unknown or duplicate steps, cycles."""
         definition = load_flow_file(path)
-        out(f"Flow file OK: {safe(definition.goal)} ({len(definition.steps)} steps).")
+        count = len(definition.steps)
+        out(f"Flow file OK: {safe(definition.goal)} ({count} step{'' if count == 1 else 's'}).")
 
     @flow_app.command("run")
     def run_cmd(ctx: typer.Context, path: FlowFile,
