@@ -130,6 +130,9 @@ class SubagentRuntime:
         with self._lock:
             self._children[task.task_id] = child
             self._done[task.task_id] = child.done
+        with contextlib.suppress(FlowledgerError):
+            self.ledger.db.transact(lambda conn: liveness.register_run(conn, run_id, self.gateway_id, now,
+                                                                       task_id=task.task_id, pid=proc.pid))
         log.info("task %s subagent child %s started pid %s", task.task_id, child_key, proc.pid)
         threading.Thread(target=self._read, args=(child, out_path), daemon=True).start()
         threading.Thread(target=self._supervise, args=(child,), daemon=True).start()
