@@ -44,7 +44,8 @@ class Gateway:
         self.gateway_id = gateway_id or ledger.gateway_id or new_gateway_id("gw")
         self.lease = LeaseKeeper(ledger, self.gateway_id)
         self.leader = Leadership(ledger)
-        self.cli = CliRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace)
+        self._wake = threading.Event()
+        self.cli = CliRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace, on_finish=self._wake.set)
         self.cron = CronRunner(ledger, self.gateway_id, kill_grace=kill_grace)
         self.extra_runtimes: dict[Runtime, Any] = {}
         self.scheduler = BackgroundScheduler(
@@ -54,7 +55,6 @@ class Gateway:
         )
         self._cron_loaded: dict[str, tuple[Any, ...]] = {}
         self._stopping = threading.Event()
-        self._wake = threading.Event()
         self._queue_thread: threading.Thread | None = None
         self._flows_thread: threading.Thread | None = None
         self._flow_resumer: Callable[..., Any] | None = _find_flow_resumer()
@@ -230,7 +230,8 @@ class Gateway:
             except Exception:
                 log.exception("queue poll failed")
             if claimed == 0 or self.running_count() >= limit:
-                self._wake.wait(0.1 if claimed else 0.25)
+                # A finished run sets _wake, so a free slot is refilled at once; otherwise poll.
+                self._wake.wait(0.25)
                 self._wake.clear()
 
 

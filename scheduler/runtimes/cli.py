@@ -14,6 +14,7 @@ import logging
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import IO, Any
@@ -51,9 +52,10 @@ class _Run:
 
 class CliRuntime:
     def __init__(self, ledger: Ledger, *, gateway_id: str | None = None,
-                 kill_grace: timedelta = timedelta(seconds=5)) -> None:
+                 kill_grace: timedelta = timedelta(seconds=5), on_finish: Callable[[], None] | None = None) -> None:
         self.ledger = ledger
         self.kill_grace = kill_grace
+        self.on_finish = on_finish  # e.g. wake the gateway's queue loop: a slot is free
         self._lease: LeaseKeeper | None = None
         self.gateway_id = gateway_id or new_gateway_id("run")
         self._own_lease = gateway_id is None
@@ -149,6 +151,8 @@ class CliRuntime:
             with self._lock:
                 self._runs.pop(run.task.task_id, None)
             run.done.set()
+            if self.on_finish is not None:
+                self.on_finish()
 
     def _record_end(self, run: _Run, code: int, timeout: timedelta | None) -> None:
         tid = run.task.task_id
