@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 POLL_INTERVAL_S = 0.02
+# The state document grows with the flow; writing it at most this often keeps big flows O(steps) overall.
+SAVE_EVERY_S = 0.25
 _SAVE_ATTEMPTS = 20
 
 
@@ -123,6 +125,10 @@ class GraphController:
         self.task_ids: dict[str, str] = {k: v["task_id"] for k, v in steps.items() if v.get("task_id")}
         self._started_at: dict[str, Any] = {}
         self._claimed = flow.status == FlowStatus.RUNNING
+        counts = self.readiness.counts()
+        self._done = sum(n for s, n in counts.items() if s not in (StepStatus.PENDING.value, StepStatus.RUNNING.value))
+        self._saved_at = 0.0
+        self._dirty = False
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -152,6 +158,8 @@ class GraphController:
             if changed:
                 self._save()
             else:
+                if self._dirty:
+                    self._save(force=True)
                 time.sleep(self.poll_interval)
 
     # --- steps ----------------------------------------------------------------------------------------
@@ -171,7 +179,6 @@ class GraphController:
             self.readiness.mark_started(step_id)
             self.task_ids[step_id] = task.task_id
             self._started_at[step_id] = self.ledger.clock.now()
-            self._save()  # the task id is durable before the launcher can finish it
             self._emit("step_started", step_id, task)
             try:
                 self.launcher.start(task, list(step.run), shell=step.shell, timeout=step.timeout, cwd=step.cwd,
@@ -207,16 +214,21 @@ class GraphController:
                 self.readiness.mark_retry(step_id)
                 self._emit("step_retry", step_id, task, status.value)
                 continue
-            self.readiness.mark_finished(step_id, status)
+            self._finish(step_id, status)
             self._emit("step_finished", step_id, task, status.value)
             if self.readiness.halted:
                 for pending in self.readiness.steps_not_started():
-                    self.readiness.mark_finished(pending, StepStatus.CANCELLED)
+                    self._finish(pending, StepStatus.CANCELLED)
         for step_id in self.readiness.running():
             if step_id not in self.task_ids:  # pragma: no cover - a state written by a broken controller
-                self.readiness.mark_finished(step_id, StepStatus.FAILED)
+                self._finish(step_id, StepStatus.FAILED)
                 changed = True
         return changed
+
+    def _finish(self, step_id: str, status: StepStatus) -> None:
+        if self.readiness.status(step_id) != status:
+            self.readiness.mark_finished(step_id, status)
+            self._done += 1
 
     def _enforce_timeout(self, step_id: str, task: Task, now: Any) -> None:
         """The launcher owns timeouts; this is the backstop when it missed one (measured on the ledger clock)."""
@@ -231,7 +243,7 @@ class GraphController:
 
     def _conclude(self) -> Flow:
         outcome = self.readiness.outcome()
-        flow = self._save()
+        self._save(force=True)
         if outcome == StepStatus.SUCCEEDED:
             result = self._retrying(lambda f: self.ledger.flows.finish(f.flow_id, f.revision, current_step=None))
         else:
@@ -258,8 +270,8 @@ class GraphController:
     def _stop(self) -> Flow:
         """A cancel request (or someone else ended the flow): nothing new starts, running steps are cancelled."""
         for pending in self.readiness.steps_not_started():
-            self.readiness.mark_finished(pending, StepStatus.CANCELLED)
-        self._save()
+            self._finish(pending, StepStatus.CANCELLED)
+        self._save(force=True)
         while True:
             flow = self._reload()
             if flow.cancel_requested_at is not None and not flow.is_link_terminal:
@@ -268,7 +280,7 @@ class GraphController:
             if not self.readiness.running():
                 break
             time.sleep(self.poll_interval)
-        self._save()
+        self._save(force=True)
         flow = self._reload()
         if flow.cancel_requested_at is not None and not flow.is_link_terminal:
             flow = self.ledger.flows.cancel(flow.flow_id).flow or self._reload()
@@ -303,7 +315,13 @@ class GraphController:
                 raise FlowledgerError(f"Flow {flow.flow_id} update failed: {result.reason}.")
         return None
 
-    def _save(self) -> Flow:
+    def _save(self, *, force: bool = False) -> Flow:
+        """Write the step state and current step; between forced saves, at most every SAVE_EVERY_S."""
+        if not force and time.monotonic() - self._saved_at < SAVE_EVERY_S:
+            self._dirty = True
+            return self.flow
+        self._saved_at = time.monotonic()
+        self._dirty = False
         running = self.readiness.running()
         patch = {"state": self.state(), "current_step": ", ".join(running) if running else None}
         return self._retrying(lambda f: self.ledger.flows.update(f.flow_id, f.revision, patch)) or self.flow
@@ -312,9 +330,8 @@ class GraphController:
               status: str | None = None) -> None:
         if self.on_progress is None:
             return
-        counts = self.readiness.counts()
-        done = sum(n for s, n in counts.items() if s not in (StepStatus.PENDING.value, StepStatus.RUNNING.value))
         try:
-            self.on_progress(StepEvent(kind, self.flow, step_id, task, status, done, len(self.readiness.order)))
+            self.on_progress(StepEvent(kind, self.flow, step_id, task, status, self._done,
+                                       len(self.readiness.order)))
         except Exception:  # a broken progress display must not stop the flow
             log.exception("flow %s: progress callback failed", self.flow.flow_id)

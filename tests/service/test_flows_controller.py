@@ -124,6 +124,7 @@ def test_max_parallel_is_honoured(ledger: Ledger) -> None:
     controller = GraphController(ledger, flow, launcher, poll_interval=POLL)
     assert controller.claim()
     controller._start_ready()
+    controller._save(force=True)
     assert launcher.started == ["s0", "s1"]
     current = ledger.flows.get(flow.flow_id)
     assert current is not None and current.current_step == "s0, s1" and current.status == FlowStatus.RUNNING
