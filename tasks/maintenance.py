@@ -12,6 +12,7 @@ records, so a concurrent writer never waits long for the lock.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +33,11 @@ from flowledger.tasks.tables import task_runs
 log = logging.getLogger(__name__)
 
 READ_BATCH = 500
-WRITE_BATCH = 100
+WRITE_BATCH = 25  # state changes: ~1 ms each through the guarded write path, so a transaction stays short
+PRUNE_BATCH = 500  # deletes are set-based: a few statements per transaction whatever the count
+# SQLite's busy handler polls a waiting writer at growing intervals and is not fair; after each write transaction
+# the sweep pauses about as long as it held the lock (capped), so a concurrent writer always finds a free window.
+MAX_YIELD = 0.05
 STALE_RUNNING = timedelta(minutes=30)
 DIAGNOSTICS_LIMIT = 100
 
@@ -166,10 +171,17 @@ def sweep(service: TaskService, now: datetime, *, apply: bool, authoritative: bo
             for step in planned:
                 result.counts.add(step.step)
             continue
-        for start in range(0, len(planned), write_batch):
-            applied = apply_steps(service, planned[start:start + write_batch], now, authoritative=authoritative)
+        prunes = [s for s in planned if s.step == Step.PRUNE]
+        changes = [s for s in planned if s.step != Step.PRUNE]
+        chunks = [changes[i:i + write_batch] for i in range(0, len(changes), write_batch)]
+        chunks += [prunes[i:i + PRUNE_BATCH] for i in range(0, len(prunes), PRUNE_BATCH)]
+        for chunk in chunks:
+            started = time.monotonic()
+            applied = apply_steps(service, chunk, now, authoritative=authoritative)
             for step_kind, n in applied.items():
                 result.counts.add(step_kind, n)
+            if not service.db.is_postgres:  # PostgreSQL locks rows, not the database: nobody waits on us
+                time.sleep(min(MAX_YIELD, time.monotonic() - started))
     return result
 
 
