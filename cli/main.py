@@ -10,7 +10,7 @@ import typer
 
 from flowledger.cli import flow_cmd, gateway_cmd, health_cmd, sessions_cmd, tasks_cmd
 from flowledger.cli.context import AppContext
-from flowledger.cli.render import err
+from flowledger.cli.render import err, safe
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, EXIT_USAGE, FlowledgerError
 
 app = typer.Typer(
@@ -57,17 +57,17 @@ def run(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "NoArgsIsHelpError":
             err(exc.format_message())
             return EXIT_USAGE
-        err(f"flowledger: error: {_one_line(exc.format_message())}")
+        err(f"flowledger: error: {safe(_one_line(exc.format_message()))}")
         return code
     except FlowledgerError as exc:
-        err(exc.message)
+        err(safe(exc.message))  # messages echo user input (a lookup, a path): never let it drive the terminal
         return exc.exit_code
     except KeyboardInterrupt:
         err("Interrupted.")
         return 130
     except Exception as exc:  # never a traceback: one line, and the details at debug level
         logging.getLogger(__name__).debug("unexpected error", exc_info=True)
-        err(f"flowledger: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        err(safe(f"flowledger: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
         return EXIT_NOT_FOUND_OR_REFUSED
     return int(result) if isinstance(result, int) else 0
 

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, insert, select,
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
-from flowledger.tasks.errors import StorageUnavailable
+from flowledger.tasks.errors import InvalidInput, StorageUnavailable
 from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, schema_meta
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class Database:
         self.sqlite_path = sqlite_path
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.is_postgres = engine.dialect.name == "postgresql"
+        _refuse_nul_text(engine)
 
     # --- opening ------------------------------------------------------------------------------------
 
@@ -240,6 +241,25 @@ def _install_sqlite_discipline(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get("flowledger_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _refuse_nul_text(engine: Engine) -> None:
+    """PostgreSQL cannot store NUL in text and SQLite silently can: refuse it as bad input on every engine,
+    so the same call behaves the same everywhere (exit 2, not a misleading "storage unavailable")."""
+
+    def has_nul(params: Any) -> bool:
+        if isinstance(params, str):
+            return "\x00" in params
+        if isinstance(params, dict):
+            return any(isinstance(v, str) and "\x00" in v for v in params.values())
+        if isinstance(params, list | tuple):
+            return any(has_nul(p) for p in params)
+        return False
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _check(_conn: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if parameters and has_nul(parameters):
+            raise InvalidInput("Text values may not contain NUL (\\x00) characters.")
 
 
 def _is_lock_error(exc: BaseException | None) -> bool:
