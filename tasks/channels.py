@@ -92,6 +92,33 @@ def retry_after_seconds(value: str | None, now_epoch: float) -> float | None:
     return max(0.0, when.timestamp() - now_epoch)
 
 
+class _ClientLogRedactor(logging.Filter):
+    """httpx logs every request URL at INFO, and a webhook URL's path or a bot token in it is the credential:
+    scrub every configured secret from those records before any handler (a gateway at --log-level info) sees
+    them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def guard(self, secrets: tuple[str, ...]) -> None:
+        self.secrets.update(secrets)
+        client_log = logging.getLogger("httpx")
+        if self not in client_log.filters:
+            client_log.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if any(secret in text for secret in self.secrets):
+            for secret in sorted(self.secrets, key=len, reverse=True):
+                text = text.replace(secret, "***")
+            record.msg, record.args = text, None
+        return True
+
+
+_CLIENT_LOG_REDACTOR = _ClientLogRedactor()
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     url: str
@@ -113,6 +140,7 @@ class HttpChannel:
         self.monotonic: Monotonic = monotonic or time.monotonic
         self.transport = transport
         self._secrets = tuple(s for s in secrets if s)
+        _CLIENT_LOG_REDACTOR.guard(self._secrets)
 
     def build(self, message: Message) -> Request:
         raise NotImplementedError

@@ -197,6 +197,8 @@ class Database:
                         path.chmod(0o600)
                     except OSError:
                         warnings.warn(f"{path} is readable by others (mode {mode:o})", stacklevel=2)
+                    else:  # say so at start-up: something (a copy, a restore) loosened it while we were away
+                        log.warning("%s was readable by others (mode %o); tightened to 0600", path, mode)
 
     def close(self) -> None:
         self.checkpoint("TRUNCATE")

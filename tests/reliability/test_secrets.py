@@ -1,0 +1,115 @@
+"""Credentials (a webhook secret, a webhook URL whose path is the credential, a Telegram bot token) never appear
+in logs, error lines or JSON — even when a delivery fails and every logger runs at DEBUG. And the state dir and
+database files are private, with a start-up warning when they were found looser."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+from sqlalchemy import select
+
+from flowledger import Ledger
+from flowledger.cli.main import run
+from flowledger.tasks.states import DeliveryStatus, TaskStatus
+from flowledger.tasks.tables import task_delivery_state
+
+WEBHOOK_SECRET = "whsec-7Hq2LxN9pQ"
+HOOK_PATH = "T000-B000-pathsecret-Zk31"
+TG_TOKEN = "123456:AAH-telegram-token-Vb8"
+SECRETS = (WEBHOOK_SECRET, HOOK_PATH, TG_TOKEN)
+
+
+def _config(state_dir: Path, base: str, *, broken: bool = False) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "config.toml").write_text(
+        f'[channels.webhook]\nurl = "{base}/hook/{HOOK_PATH}"\nsecret = "{WEBHOOK_SECRET}"\n'
+        f'[channels.telegram]\ntoken = "{TG_TOKEN}"\napi_base = "{base}/tg"\n'
+        + ("timeout = -1\n" if broken else ""),
+        encoding="utf-8",
+    )
+
+
+def _no_secret(where: str, text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, f"{where} leaks a credential: {text!r}"
+
+
+@pytest.mark.parametrize("channel", ["webhook", "telegram"])
+def test_failed_delivery_leaks_no_credential(
+    database_url: str, state_dir: Path, httpserver: HTTPServer, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str], channel: str
+) -> None:
+    # The server refuses and echoes the credential back in its body: a careless error path would repeat it.
+    httpserver.expect_request("/tg/bot" + TG_TOKEN + "/sendMessage").respond_with_data(
+        f"bad token {TG_TOKEN}", status=400)
+    httpserver.expect_request(f"/hook/{HOOK_PATH}").respond_with_data(f"bad {WEBHOOK_SECRET}", status=400)
+    _config(state_dir, httpserver.url_for("").rstrip("/"))
+    caplog.set_level(logging.DEBUG)
+    with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
+        ledger.tasks.create(runtime="acp", task="deliver me", owner_key="agent:main:main",
+                            child_session_key="agent:main:acp:c", run_id="run-s", status="running",
+                            requester_origin={"channel": channel, "to": f"{channel}:42"})
+        ledger.tasks.fail("run-s", error="Permission denied by ACP runtime")
+        task = ledger.tasks.get("run-s")
+        assert task is not None and task.status == TaskStatus.FAILED
+        assert task.delivery_status == DeliveryStatus.FAILED
+        with ledger.db.read() as conn:
+            row = conn.execute(select(task_delivery_state)).mappings().all()
+        url = ledger.db.engine.url.render_as_string(hide_password=False)
+    assert len(httpserver.log) >= 1  # the send really was attempted
+    _no_secret("delivery row", json.dumps([{k: str(v) for k, v in r.items()} for r in row]))
+    _no_secret("task JSON", json.dumps(task.to_json()))
+    ours = [r for r in caplog.records if not r.name.startswith("werkzeug")]  # werkzeug is the far end, not us
+    _no_secret("logs", "\n".join(r.getMessage() + str(r.args) for r in ours))
+    capsys.readouterr()
+    for args in (["tasks", "show", "run-s", "--json"], ["tasks", "audit", "--json"], ["tasks", "list"],
+                 ["sessions", "events", "agent:main:main", "--json"], ["status", "--json"]):
+        code = run(["--state-dir", str(state_dir), "--database-url", url, *args])
+        out, err = capsys.readouterr()
+        assert code in {0, 1}, (args, err)
+        _no_secret(" ".join(args), out + err)
+
+
+def test_broken_config_error_names_the_key_not_the_token(state_dir: Path, capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    _config(state_dir, "https://example.invalid", broken=True)
+    code = run(["--state-dir", str(state_dir), "tasks", "list"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "channels.telegram.timeout" in err and len(err.strip().splitlines()) == 1
+    _no_secret("config error", err)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A real process: its stderr is exactly what an operator sees at start-up."""
+    return subprocess.run([sys.executable, "-m", "flowledger.cli.main", "--state-dir", str(state), *args],
+                          capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_private_files_and_a_startup_warning_when_looser(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = _cli(state, "tasks", "list")
+    assert first.returncode == 0
+    assert first.stderr == ""  # a fresh state dir is private from the start: nothing to warn about
+    db = state / "tasks" / "runs.sqlite"
+    assert (_mode(state), _mode(state / "tasks"), _mode(db)) == (0o700, 0o700, 0o600)
+
+    state.chmod(0o755)
+    db.chmod(0o644)
+    second = _cli(state, "tasks", "list")
+    assert second.returncode == 0
+    assert f"{state} is accessible by others (mode 755)" in second.stderr
+    assert f"{db} was readable by others (mode 644)" in second.stderr
+    assert _mode(db) == 0o600  # the file is tightened; the directory is the operator's to fix
+    assert "Traceback" not in second.stderr
