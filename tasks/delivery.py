@@ -45,7 +45,7 @@ from flowledger.tasks.states import (
     TaskStatus,
     is_terminal,
 )
-from flowledger.tasks.tables import flow_runs, task_delivery_state
+from flowledger.tasks.tables import flow_runs, task_delivery_state, task_runs
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,22 @@ class DeliveryHooks(TaskHooks):
                             owner.origin.channel, outcome.error, owner.session_key)
                 plan = Settlement(DeliveryStatus.FAILED, queue, wake, outcome)
         return self._settle(claimed, plan)
+
+    def deliver_pending(self, limit: int = 100) -> int:
+        """Catch up on terminal tasks whose delivery never settled: the writer died between commit and send,
+        or mid-send (its claim goes stale after `claim_ttl`). For the gateway's sweep; returns how many settled."""
+        done = task_delivery_state.c.claimed_by
+        stmt = (select(task_runs.c.task_id)
+                .select_from(task_runs.outerjoin(task_delivery_state,
+                                                 task_delivery_state.c.task_id == task_runs.c.task_id))
+                .where(and_(task_runs.c.status.in_([s.value for s in TaskStatus if is_terminal(s)]),
+                            task_runs.c.delivery_status == DeliveryStatus.PENDING.value,
+                            task_runs.c.notify_policy != NotifyPolicy.SILENT.value,
+                            or_(done.is_(None), ~done.startswith(DONE_PREFIX))))
+                .order_by(task_runs.c.seq).limit(limit))
+        with self.service.db.read() as conn:
+            ids = [row[0] for row in conn.execute(stmt)]
+        return sum(self.deliver_terminal(task_id) is not None for task_id in ids)
 
     def _claim_terminal(self, conn: Connection, task_id: str) -> Claimed | DeliveryStatus | None:
         current = store.get(conn, task_id, for_update=True)  # serialises claimers on PostgreSQL

@@ -474,3 +474,23 @@ def test_the_heartbeat_command_fires_at_once(database_url: str, state_dir: Path,
         ledger.tasks.complete("run-wake")
         assert marker.read_text() == f"{OWNER}\n"
         assert wakes(ledger) == []  # fired, so no longer pending
+
+
+def test_deliver_pending_catches_up_and_takes_over_a_stale_claim_at_5_minutes(dl: Ledger, clock: FrozenClock) -> None:
+    now = clock.now()
+    orphan = _terminal_without_delivery(dl, runtime="cli", task="Crashed writer", owner_key=OWNER,
+                                        status="succeeded", started_at=now, ended_at=now)
+    stuck = _terminal_without_delivery(dl, runtime="cli", task="Crashed sender", owner_key=OWNER,
+                                       status="failed", started_at=now, ended_at=now)
+    dl.db.transact(lambda conn: conn.execute(task_delivery_state.insert().values(
+        task_id=stuck.task_id, claimed_by="dead-host:1:abcd", claimed_at=now)))
+    hooks = hooks_of(dl)
+    assert hooks.deliver_pending() == 1  # the orphan; the fresh claim is respected
+    assert dl.tasks.require(orphan.task_id).delivery_status == DeliveryStatus.SESSION_QUEUED
+    clock.advance(timedelta(minutes=5) - timedelta(milliseconds=1))
+    assert hooks.deliver_pending() == 0
+    clock.advance(timedelta(milliseconds=1))
+    assert hooks.deliver_pending() == 1
+    assert dl.tasks.require(stuck.task_id).delivery_status == DeliveryStatus.SESSION_QUEUED
+    assert hooks.deliver_pending() == 0
+    assert [c for c, _ in queued(dl)] == [f"task:{orphan.task_id}", f"task:{stuck.task_id}"]
