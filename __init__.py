@@ -5,6 +5,7 @@
         ledger.tasks.create(runtime="cli", task="nightly export", owner_key="agent:main:main")
 """
 
+from flowledger.flows.health import AuditReport, MaintenanceReport
 from flowledger.flows.ledger import Ledger
 from flowledger.tasks.clock import Clock, FrozenClock, SystemClock
 from flowledger.tasks.errors import (
@@ -26,8 +27,10 @@ from flowledger.tasks.states import (
     TaskStatus,
     TerminalOutcome,
 )
+from flowledger.tasks.summary import Summary
 
 __all__ = [
+    "AuditReport",
     "CancelResult",
     "Clock",
     "DeliveryOrigin",
@@ -37,12 +40,14 @@ __all__ = [
     "FrozenClock",
     "InvalidInput",
     "Ledger",
+    "MaintenanceReport",
     "NotifyPolicy",
     "OperationRefused",
     "ParentFlowLinkError",
     "Runtime",
     "ScopeKind",
     "StorageUnavailable",
+    "Summary",
     "SystemClock",
     "Task",
     "TaskEvent",
