@@ -494,3 +494,35 @@ def test_deliver_pending_catches_up_and_takes_over_a_stale_claim_at_5_minutes(dl
     assert dl.tasks.require(stuck.task_id).delivery_status == DeliveryStatus.SESSION_QUEUED
     assert hooks.deliver_pending() == 0
     assert [c for c, _ in queued(dl)] == [f"task:{orphan.task_id}", f"task:{stuck.task_id}"]
+
+
+def test_subagent_completions_are_left_to_the_subagent_registry_unless_cancelled(dl: Ledger) -> None:
+    done = dl.tasks.create(runtime="subagent", task="Research", owner_key=OWNER, run_id="run-sub",
+                           child_session_key="agent:research:subagent:1", status="running")
+    dl.tasks.complete("run-sub")
+    assert dl.tasks.require(done.task_id).delivery_status == DeliveryStatus.PENDING
+    stopped = dl.tasks.create(runtime="subagent", task="Research more", owner_key=OWNER, run_id="run-sub2",
+                              child_session_key="agent:research:subagent:2", status="running")
+    assert dl.tasks.cancel(stopped.task_id).cancelled
+    assert dl.tasks.require(stopped.task_id).delivery_status == DeliveryStatus.SESSION_QUEUED
+    assert queued(dl) == [(f"task:{stopped.task_id}", "Background task cancelled: Subagent task (run run-sub2).")]
+
+
+def test_a_failed_state_change_send_is_released_not_queued(dl: Ledger, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/discord").respond_with_data("down", status=500)
+    task = acp(dl, "run-flaky", status="queued", notify_policy="state_changes",
+               requester_origin={"channel": "discord", "to": "channel:42"})
+    dl.tasks.start("run-flaky")
+    assert len(httpserver.log) == 4  # retried, then given up
+    assert delivery_row(dl, task.task_id).last_notified_event_at is None
+    assert queued(dl) == []
+
+
+def test_the_heartbeat_webhook_is_posted_at_once(database_url: str, state_dir: Path, clock: FrozenClock,
+                                                 base: str, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/wake", method="POST").respond_with_data("", status=204)
+    write_config(state_dir, base, f'[heartbeat]\nwebhook = "{base}/wake"\n')
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+        blocked_task(ledger)
+        assert bodies(httpserver) == [{"session_key": OWNER, "reason": "background-task-blocked"}]
+        assert wakes(ledger) == []
