@@ -28,6 +28,7 @@ from flowledger.scheduler.registry import tombstone_orphans
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.cron import CronRunner
 from flowledger.tasks import session_sweep
+from flowledger.tasks.clock import SystemClock
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
 from flowledger.tasks.states import Runtime
@@ -68,7 +69,8 @@ class Gateway:
         self._install_runtimes()
         tombstone_orphans(self.ledger, self.gateway_id)
         self.leader.try_acquire()
-        now = self.ledger.clock.now()
+        # APScheduler fires on the wall clock whatever clock the ledger reads (tests freeze that one).
+        now = SystemClock().now()
         s = self.scheduler
         s.add_job(self.sweep, "interval", seconds=knobs.sweep_every().total_seconds(), id="sweep",
                   next_run_time=now + knobs.sweep_first_after())
@@ -168,7 +170,7 @@ class Gateway:
                     self.scheduler.remove_job(CRON_PREFIX + job_id)
                 del self._cron_loaded[job_id]
                 log.info("cron job %s unloaded", job_id)
-        now = self.ledger.clock.now()
+        now = SystemClock().now()
         for job_id, job in jobs.items():
             if job_id in self._cron_loaded:
                 continue
