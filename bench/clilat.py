@@ -1,0 +1,46 @@
+"""CLI latency: the real `flowledger` console script against a seeded database, median wall time per command
+(interpreter start included: that is what a person or a script waits for)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def flowledger_argv() -> list[str]:
+    script = Path(sys.executable).with_name("flowledger")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "flowledger.cli.main"]
+
+
+def time_command(args: list[str], *, state_dir: Path, url: str, repeat: int, timeout: float
+                 ) -> tuple[float | None, str, list[float]]:
+    """(median seconds, reason when None, samples). Stops repeating once one run takes over `timeout`/3."""
+    argv = [*flowledger_argv(), "--state-dir", str(state_dir), "--database-url", url, *args]
+    samples: list[float] = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+                                  check=False, env={**os.environ, "NO_COLOR": "1"})
+        except subprocess.TimeoutExpired:
+            return None, f"over {timeout:.0f} s", samples
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            detail = (proc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+            return None, f"exit {proc.returncode}: {detail[:100]}", samples
+        samples.append(elapsed)
+        if elapsed > timeout / 3:
+            break
+    return statistics.median(samples), "", samples
+
+
+def one_task_id(url: str, state_dir: Path) -> str:
+    from flowledger import Ledger
+
+    with Ledger.open(state_dir=state_dir, database_url=url) as ledger:
+        [task] = ledger.tasks.list(limit=1)
+        return task.task_id
