@@ -1,0 +1,73 @@
+"""`flowledger run` without a gateway (runs in-process, records everything) and `flowledger tasks logs`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from flowledger import Ledger
+from flowledger.cli.main import run
+from flowledger.scheduler import queue
+
+Invoke = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(database_url: str, state_dir: Path, capsys: pytest.CaptureFixture[str]) -> Invoke:
+    def invoke(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = run(["--state-dir", str(state_dir), "--database-url", database_url, *args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke
+
+
+def test_run_in_process_succeeds_and_shows_the_output(cli: Invoke) -> None:
+    code, out, err = cli("run", "--", "sh", "-c", "echo hello; echo careful >&2")
+    assert code == 0 and out == "hello\n" and err == "careful\n"
+
+
+def test_run_json_prints_the_final_task(cli: Invoke, database_url: str, state_dir: Path) -> None:
+    code, out, _ = cli("run", "--json", "--label", "greet", "--session", "agent:main:main", "--", "echo", "hi")
+    task = json.loads(out)
+    assert code == 0 and task["status"] == "succeeded" and task["runtime"] == "cli"
+    assert task["label"] == "greet" and task["owner_key"] == "agent:main:main"
+    assert task["run_id"] == f"cli:{task['task_id']}" and task["terminal_summary"] == "hi"
+    with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
+        payload = queue.get_payload(ledger, task["task_id"])
+        assert payload is not None and payload.claimed_by is not None and payload.claimed_by.startswith("run-")
+
+
+def test_run_exits_1_unless_the_task_succeeded(cli: Invoke) -> None:
+    code, out, err = cli("run", "--json", "--", "sh", "-c", "echo nope >&2; exit 4")
+    assert code == 1 and json.loads(out)["error"] == "exit code 4: nope"
+    code, _, err = cli("run", "--timeout", "200ms", "--", "sleep", "30")
+    assert code == 1 and "timed_out" in err and "Traceback" not in err
+
+
+def test_run_options_are_checked(cli: Invoke) -> None:
+    assert cli("run", "--timeout", "soon", "--", "true")[0] == 2
+    code, _, err = cli("run")
+    assert code == 2 and err.startswith("Nothing to run")
+
+
+def test_run_detach_without_a_gateway_leaves_it_queued(cli: Invoke) -> None:
+    code, out, err = cli("run", "--detach", "--json", "--", "true")
+    assert code == 0 and json.loads(out)["status"] == "queued"
+    code, _, err = cli("run", "--detach", "--", "true")
+    assert code == 0 and "no gateway is running" in err
+
+
+def test_tasks_logs_shows_stdout_and_stderr_terminal_safe(cli: Invoke) -> None:
+    _, out, _ = cli("run", "--json", "--", "sh", "-c", r"printf 'one\n\033[31mred\033[0m\n'; echo two >&2")
+    task_id = json.loads(out)["task_id"]
+    code, out, err = cli("tasks", "logs", task_id)
+    assert code == 0 and out == "one\nred\n" and err == "two\n"
+    code, out, err = cli("tasks", "logs", task_id, "--follow")  # a finished task: prints and returns
+    assert code == 0 and out == "one\nred\n"
+    code, _, err = cli("tasks", "logs", "no-such-task")
+    assert code == 1 and err.strip() == "Task not found: no-such-task."
