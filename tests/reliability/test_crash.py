@@ -27,8 +27,8 @@ from flowledger.tasks.states import ACTIVE, TaskStatus
 from flowledger.tasks.tables import task_runs
 
 HARNESS = Path(harness.__file__)
-KILLS = 300 if STRESS else 30
-PRUNE_SEED = 2000 if STRESS else 350
+KILLS = 300 if STRESS else 20
+PRUNE_SEED = 2000 if STRESS else 250
 LOST_GRACE = timedelta(minutes=5)
 
 
@@ -150,7 +150,7 @@ def test_killed_sweeps_racing_writers_never_downgrade_or_lose_records(
                                     "run_id": f"old-{n}", "status": "succeeded"} for n in range(PRUNE_SEED)])
         before = snapshot(ledger)
     # A sweeper 8 days ahead prunes in batches and is killed part-way through; the last round runs to the end.
-    pruned = zygote.storm(KILLS // 3, f"sweep:{8 * 86400}", seed=19, max_delay_ms=600.0)
+    pruned = zygote.storm(KILLS // 3, f"sweep:{8 * 86400}", seed=19, max_delay_ms=400.0)
     reported = harness.read_reported(zygote.events_dir)
     with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
         assert harness.integrity_ok(ledger) == "ok"

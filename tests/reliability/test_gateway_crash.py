@@ -23,7 +23,7 @@ from flowledger.scheduler import queue
 from flowledger.tasks.clock import SystemClock
 from flowledger.tasks.states import ACTIVE, TaskStatus
 
-KILLS = 30 if STRESS else 3
+KILLS = 30 if STRESS else 2
 # The gateway's testing knobs (docs/gateway.md): a short lease and fast sweeps so every kill lands mid-work.
 FAST = {"FLOWLEDGER_LEASE_TTL_MS": "1500", "FLOWLEDGER_SWEEP_FIRST_MS": "100", "FLOWLEDGER_SWEEP_INTERVAL_MS": "200"}
 
