@@ -171,7 +171,8 @@ class GraphController:
             attempt = self.readiness.attempts(step_id) + 1
             result = self.ledger.flows.run_task(
                 self.flow.flow_id, runtime=step.runtime, task=step.command, label=step.id,
-                run_id=f"flow:{self.flow.flow_id}:{step.id}:{attempt}", notify_policy="silent", status="queued")
+                run_id=f"flow:{self.flow.flow_id}:{step.id}:{attempt}", notify_policy="silent", status="queued",
+                refresh=False)
             if not result.created or result.task is None:
                 log.info("flow %s: step %s not started: %s", self.flow.flow_id, step_id, result.reason)
                 return started  # a cancel request or a terminal flow: the loop notices next turn

@@ -24,7 +24,6 @@ from flowledger.flows.models import MAINTENANCE_TERMINAL, Flow, FlowStatus, Sync
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import Change, TaskHooks
 from flowledger.tasks.states import (
-    ACTIVE,
     DeliveryStatus,
     Runtime,
     ScopeKind,
@@ -133,15 +132,19 @@ class FlowHooks(TaskHooks):
 
 def sync_flow(conn: Connection, flow_id: str, task: Task | None, now: datetime,
               previous: Task | None = None) -> Flow | None:
-    """Bring one flow in line with its tasks after `task` was written; returns the flow as stored."""
-    flow = store.get(conn, flow_id, for_update=True)
+    """Bring one flow in line with its tasks after `task` was written; returns the flow if it was read."""
+    head = store.head(conn, flow_id, for_update=True)
+    if head is None:
+        return None
+    if head.sync_mode == SyncMode.MANAGED and (head.cancel_requested_at is None or head.is_link_terminal):
+        return None  # task writes never move a managed flow, except to finish a cancel (checked cheaply first)
+    flow = store.get(conn, flow_id)
     if flow is None:
         return None
-    linked = store.linked_tasks(conn, flow_id)
     if flow.sync_mode == SyncMode.MIRRORED:
-        new = derive_mirrored(flow, linked, previous)
+        new = derive_mirrored(flow, store.linked_tasks(conn, flow_id), previous)
     else:
-        new = _cancel_finalised(flow, linked, task, now)
+        new = _cancel_finalised(flow, store.active_linked_count(conn, flow_id), task, now)
     if new == flow:
         return flow
     new = new.replace(revision=flow.revision + 1)
@@ -152,9 +155,9 @@ def sync_flow(conn: Connection, flow_id: str, task: Task | None, now: datetime,
     return new
 
 
-def _cancel_finalised(flow: Flow, linked: Sequence[Task], task: Task | None, now: datetime) -> Flow:
+def _cancel_finalised(flow: Flow, active_children: int, task: Task | None, now: datetime) -> Flow:
     """REFERENCE §9.5 step 6: a managed flow ends cancelled when its last active child ends after a cancel."""
-    if flow.cancel_requested_at is None or flow.is_link_terminal or any(t.status in ACTIVE for t in linked):
+    if flow.cancel_requested_at is None or flow.is_link_terminal or active_children:
         return flow
     end = (task.ended_at or task.last_event_at) if task is not None else None
     end = max(end or now, flow.created_at)

@@ -343,28 +343,35 @@ class FlowService:
 
     # --- child tasks and cancel (REFERENCE §9.2, §9.5) ------------------------------------------------
 
-    def run_task(self, flow_id: str, *, runtime: Runtime | str, task: str, **fields: Any) -> RunTaskResult:
-        """Create a child task of a managed flow; it inherits the owner, origin and session scope."""
-        flow = self.get_by_id(flow_id)
-        if flow is None:
+    def run_task(self, flow_id: str, *, runtime: Runtime | str, task: str, refresh: bool = True,
+                 **fields: Any) -> RunTaskResult:
+        """Create a child task of a managed flow; it inherits the owner, origin and session scope.
+
+        `refresh=False` leaves `flow` out of a successful result (a controller starting many steps skips the read).
+        """
+        with self.db.read() as conn:
+            head = store.head(conn, flow_id)
+            origin_json = store.origin_of(conn, flow_id) if head is not None else None
+        if head is None:
             return RunTaskResult(found=False, created=False, reason="Flow not found.")
-        refusal = run_refusal(flow)
+        refusal = run_refusal(head)
         if refusal is not None:
-            return RunTaskResult(found=True, created=False, reason=refusal, flow=flow)
+            return RunTaskResult(found=True, created=False, reason=refusal, flow=self.get_by_id(flow_id))
         for name in ("owner_key", "scope_kind", "parent_flow_id"):
             fields.pop(name, None)
-        origin = fields.pop("requester_origin", None) or flow.requester_origin
+        origin = fields.pop("requester_origin", None) or origin_json
         try:
-            created = self.ledger.tasks.create(runtime=runtime, task=task, owner_key=flow.owner_key,
-                                               scope_kind="session", parent_flow_id=flow.flow_id,
+            created = self.ledger.tasks.create(runtime=runtime, task=task, owner_key=head.owner_key,
+                                               scope_kind="session", parent_flow_id=flow_id,
                                                requester_origin=origin, **fields)
         except ParentFlowLinkError as exc:
             latest = self.get_by_id(flow_id)
             reason = _LINK_REASONS.get(exc.code) or (run_refusal(latest) if latest else None) or exc.message
             return RunTaskResult(found=latest is not None, created=False, reason=reason, flow=latest)
         except StorageUnavailable:
-            return RunTaskResult(found=True, created=False, reason="Task persistence failed.", flow=flow)
-        return RunTaskResult(found=True, created=True, task=created, flow=self.get_by_id(flow_id))
+            return RunTaskResult(found=True, created=False, reason="Task persistence failed.")
+        return RunTaskResult(found=True, created=True, task=created,
+                             flow=self.get_by_id(flow_id) if refresh else None)
 
     def cancel(self, lookup: str, reason: str | None = None) -> FlowCancelResult:
         """Sticky intent, then cancel every active child; the flow ends cancelled once none is active."""
@@ -418,7 +425,7 @@ class FlowService:
         return OwnerFlows(self, owner_key)
 
 
-def run_refusal(flow: Flow) -> str | None:
+def run_refusal(flow: Flow | store.FlowHead) -> str | None:
     """Why a flow refuses a new child task, or None (REFERENCE §9.2)."""
     if flow.sync_mode != SyncMode.MANAGED:
         return "Flow does not accept managed child tasks."

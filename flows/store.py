@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 from sqlalchemy.sql import Select
 
-from flowledger.flows.models import ABSENT, LEGACY_CONTROLLER, Flow, FlowStatus, SyncMode, parse_sync_mode
+from flowledger.flows.models import (
+    ABSENT,
+    LEGACY_CONTROLLER,
+    LINK_TERMINAL,
+    Flow,
+    FlowStatus,
+    SyncMode,
+    parse_sync_mode,
+)
 from flowledger.tasks import store as task_store
 from flowledger.tasks.errors import InvalidPersistedValue
 from flowledger.tasks.models import DeliveryOrigin, Task
@@ -101,6 +111,48 @@ def flow_values(flow: Flow) -> dict[str, Any]:
         "updated_at": flow.updated_at,
         "ended_at": flow.ended_at,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class FlowHead:
+    """The columns link checks and task-write syncs need, read without parsing the (possibly large) JSON."""
+
+    flow_id: str
+    sync_mode: SyncMode
+    owner_key: str
+    status: FlowStatus
+    revision: int
+    cancel_requested_at: datetime | None
+
+    @property
+    def is_link_terminal(self) -> bool:
+        return self.status in LINK_TERMINAL
+
+
+def head(conn: Connection, flow_id: str, *, for_update: bool = False) -> FlowHead | None:
+    stmt = select(flow_runs.c.flow_id, flow_runs.c.sync_mode, flow_runs.c.owner_key, flow_runs.c.status,
+                  flow_runs.c.revision, flow_runs.c.cancel_requested_at).where(flow_runs.c.flow_id == flow_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    try:
+        status = FlowStatus(row.status)
+    except ValueError:
+        raise InvalidPersistedValue("flow", flow_id, "status", row.status) from None
+    return FlowHead(row.flow_id, parse_sync_mode(row.sync_mode), row.owner_key, status, int(row.revision or 0),
+                    row.cancel_requested_at)
+
+
+def origin_of(conn: Connection, flow_id: str) -> DeliveryOrigin | None:
+    text = conn.execute(select(flow_runs.c.requester_origin_json).where(flow_runs.c.flow_id == flow_id)).scalar()
+    if not text:
+        return None
+    try:
+        return DeliveryOrigin.from_mapping(json.loads(text))
+    except ValueError:
+        return None
 
 
 def _select() -> Select[Any]:
