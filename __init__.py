@@ -7,6 +7,7 @@
 
 from flowledger.flows.health import AuditReport, MaintenanceReport
 from flowledger.flows.ledger import Ledger
+from flowledger.flows.models import Flow, FlowCancelResult, FlowStatus, FlowUpdate, RunTaskResult, SyncMode
 from flowledger.tasks.clock import Clock, FrozenClock, SystemClock
 from flowledger.tasks.errors import (
     FlowledgerError,
@@ -35,7 +36,11 @@ __all__ = [
     "Clock",
     "DeliveryOrigin",
     "DeliveryStatus",
+    "Flow",
+    "FlowCancelResult",
     "FlowNotFound",
+    "FlowStatus",
+    "FlowUpdate",
     "FlowledgerError",
     "FrozenClock",
     "InvalidInput",
@@ -44,10 +49,12 @@ __all__ = [
     "NotifyPolicy",
     "OperationRefused",
     "ParentFlowLinkError",
+    "RunTaskResult",
     "Runtime",
     "ScopeKind",
     "StorageUnavailable",
     "Summary",
+    "SyncMode",
     "SystemClock",
     "Task",
     "TaskEvent",
