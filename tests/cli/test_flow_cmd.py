@@ -190,3 +190,41 @@ def test_run_detach_queues_for_the_gateway(ledger: Ledger, cli, tmp_path: Path) 
     doc = json.loads(out)
     assert doc["status"] == "queued" and doc["controller_id"] == "flowledger/graph" and doc["tasks"] == []
     assert ledger.flows.list("queued")[0].flow_id == doc["flow_id"]
+
+
+def test_cancel_from_another_process_stops_a_running_flow(sqlite_url: str, state_dir: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "long.toml"
+    path.write_text('[flow]\ngoal="Long"\n[[step]]\nid="wait"\nrun=["sleep","30"]\n'
+                    '[[step]]\nid="after"\nneeds=["wait"]\nrun=["true"]\n')
+    args = [sys.executable, "-m", "flowledger.cli.main", "--state-dir", str(state_dir), "--database-url", sqlite_url,
+            "tasks", "flow", "run", str(path)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    try:
+        with Ledger.open(state_dir=state_dir, database_url=sqlite_url) as ledger:
+            deadline = time.monotonic() + 20
+            flow_id = None
+            while time.monotonic() < deadline:  # wait for the other process, not for domain time
+                running = [t for t in ledger.tasks.list(status="running") if t.label == "wait"]
+                if running:
+                    flow_id = running[0].parent_flow_id
+                    break
+                time.sleep(0.05)
+            assert flow_id is not None, proc.stderr.read1().decode() if proc.stderr else ""
+            result = ledger.flows.cancel(flow_id)
+            assert result.found
+            out, err = proc.communicate(timeout=30)
+            assert proc.returncode == 1, err.decode()
+            flow = ledger.flows.get(flow_id)
+            assert flow is not None and flow.status == FlowStatus.CANCELLED
+            tasks = ledger.flows.linked_tasks(flow_id)
+            assert [t.label for t in tasks] == ["wait"] and tasks[0].status.value == "cancelled"
+            assert b"cancelled" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

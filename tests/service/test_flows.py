@@ -329,3 +329,12 @@ def test_mirrored_all_cancelled_and_linking_existing_tasks(ledger: Ledger) -> No
     assert current is not None and current.status == FlowStatus.RUNNING and current.goal == "Adopted"
     result = ledger.flows.cancel(flow.flow_id)
     assert result.cancelled and result.flow is not None and result.flow.status == FlowStatus.CANCELLED
+
+
+def test_one_task_flow_follows_its_task_notify_policy(ledger: Ledger) -> None:
+    task = ledger.tasks.create(runtime="acp", task="Long job", owner_key=OWNER, child_session_key="agent:main:acp:n",
+                               run_id="run-n", status="running")
+    ledger.tasks.set_notify_policy(task.task_id, "state_changes")
+    flow = ledger.flows.get(task.parent_flow_id or "")
+    assert flow is not None and flow.notify_policy.value == "state_changes"
+    assert flow.to_json()["sync_mode"] == "mirrored" and flow.to_json()["controller_id"] is None
