@@ -12,6 +12,7 @@ names the record (by its position in `records`) that stopped the run.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from collections.abc import Iterable, Iterator, Mapping
@@ -61,7 +62,7 @@ def bulk_create(service: TaskService, records: Iterable[Mapping[str, Any]], *,
                   if r.get("task_id")}
         if len(chosen) < sum(1 for r in batch if r.get("task_id")):
             _name_repeat(drafts, batch, offset)
-        changes = service.db.transact(lambda conn, d=drafts, c=chosen: _write_batch(service, conn, d, c))
+        changes = service.db.transact(functools.partial(_write_batch, service, drafts=drafts, chosen=chosen))
         service.hooks.after_commit(changes)
         written += len(changes)
     return written
@@ -88,7 +89,7 @@ def _draft(service: TaskService, fields: dict[str, Any], record: Mapping[str, An
         raise InvalidInput(f"Record {index}: {exc.message}") from None
 
 
-def _write_batch(service: TaskService, conn: Connection, drafts: list[Task], chosen: dict[str, int]
+def _write_batch(service: TaskService, conn: Connection, *, drafts: list[Task], chosen: dict[str, int]
                  ) -> list[Change]:
     from flowledger.tasks.service import Change
 
