@@ -169,7 +169,13 @@ def _writer_child(args: argparse.Namespace, seed: int, ready_fd: int, mode: str)
     os.close(ready_fd)
     stats = WorkerStats(ops=rng.randrange(10_000) * 8)  # a fresh window of run ids per child
     while True:
-        if sweeping:
+        if mode == "deliver":  # finish work whose owner wants a direct notice: the send runs after commit
+            run_id = f"dl-{os.getpid()}-{stats.ops}"
+            stats.ops += 1
+            ledger.tasks.create(runtime="cli", task=f"deliver {run_id}", owner_key=OWNER, run_id=run_id,
+                                status="running", requester_origin={"channel": "webhook", "to": "hook"})
+            ledger.tasks.complete(run_id, summary="done")
+        elif sweeping:
             try:
                 ledger.maintenance(apply=True)
             except NotImplementedError:

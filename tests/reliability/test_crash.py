@@ -6,10 +6,13 @@ Smoke mode in CI (a few dozen kills per engine); FLOWLEDGER_STRESS=1 for a few h
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,12 +21,15 @@ from pathlib import Path
 import harness
 import pytest
 from conftest import STRESS
+from pytest_httpserver import HTTPServer
 from sqlalchemy import select
+from werkzeug import Request, Response
 
 from flowledger import FrozenClock, Ledger
 from flowledger.tasks.bulk import bulk_create
 from flowledger.tasks.clock import SystemClock
-from flowledger.tasks.states import ACTIVE, TaskStatus
+from flowledger.tasks.delivery import CLAIM_TTL, delivery_hooks
+from flowledger.tasks.states import ACTIVE, DeliveryStatus, TaskStatus
 from flowledger.tasks.tables import task_runs
 
 HARNESS = Path(harness.__file__)
@@ -58,6 +64,10 @@ class Zygote:
 
 @pytest.fixture
 def zygote(database_url: str, state_dir: Path, tmp_path: Path) -> Iterator[Zygote]:
+    yield from spawn_zygote(database_url, state_dir, tmp_path)
+
+
+def spawn_zygote(database_url: str, state_dir: Path, tmp_path: Path) -> Iterator[Zygote]:
     events_dir = tmp_path / "events"
     events_dir.mkdir()
     proc = subprocess.Popen(
@@ -158,7 +168,7 @@ def test_killed_sweeps_racing_writers_never_downgrade_or_lose_records(
         after_kills = snapshot(ledger)
     assert verdict.ok, verdict.violations[:20]
     vanished = set(before) - set(after_kills)
-    # Only terminal records were due: the +8 d sweeper sees every ended task past its 7 d (or 24 h) retention.
+    # Only terminal records were due: the +8 d sweeper sees every ended task past its 7 d retention.
     assert {t for t in vanished if TaskStatus(before[t][0]) in ACTIVE} == set()
     # A sweep that is allowed to finish after all those interruptions completes the job: nothing was wedged.
     future = FrozenClock(SystemClock().now() + timedelta(days=8))
@@ -170,3 +180,45 @@ def test_killed_sweeps_racing_writers_never_downgrade_or_lose_records(
     engine = "sqlite" if database_url.startswith("sqlite") else "postgres"
     report(capsys, f"{engine}: mixed kills={mixed['killed']} prune kills={pruned['killed']} "
                    f"pruned-before-kills={len(vanished)} of {len(before)} violations={len(verdict.violations)}")
+
+
+def test_killed_mid_delivery_every_notice_settles_with_one_idempotency_key(
+    database_url: str, state_dir: Path, tmp_path: Path, httpserver: HTTPServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    received: dict[str, list[str]] = collections.defaultdict(list)
+
+    def slow_ok(request: Request) -> Response:
+        body = json.loads(request.get_data())
+        received[body["task_id"]].append(request.headers["Idempotency-Key"])
+        time.sleep(0.05)  # the far end is slow, so a kill often lands while the send is in flight
+        return Response("ok", status=200)
+
+    httpserver.expect_request("/hook").respond_with_handler(slow_ok)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "config.toml").write_text(f'[channels.webhook]\nurl = "{httpserver.url_for("/hook")}"\n')
+    spawned = spawn_zygote(database_url, state_dir, tmp_path)
+    zyg = next(spawned)
+    try:
+        tally = zyg.storm(max(6, KILLS // 3), "deliver", seed=29, max_delay_ms=300.0)
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(spawned)
+    # Past the claim TTL, the catch-up pass (the gateway's sweep runs it) settles what the kills interrupted.
+    later = FrozenClock(SystemClock().now() + CLAIM_TTL + timedelta(seconds=1))
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=later) as ledger:
+        hooks = delivery_hooks(ledger.tasks)
+        assert hooks is not None
+        while hooks.deliver_pending():
+            pass
+        tasks = [t for t in ledger.tasks.list() if t.run_id and t.run_id.startswith("dl-")]
+        verdict = harness.verify(ledger)
+    assert verdict.ok, verdict.violations[:20]
+    finished = [t for t in tasks if t.status == TaskStatus.SUCCEEDED]
+    assert finished
+    assert {t.delivery_status for t in finished} == {DeliveryStatus.DELIVERED}  # nothing stuck pending
+    assert all(received[t.task_id] for t in finished)  # at least once…
+    assert all(len(set(received[t.task_id])) == 1 for t in finished)  # …with one key the far end can dedupe on
+    repeats = sum(len(received[t.task_id]) - 1 for t in finished)
+    engine = "sqlite" if database_url.startswith("sqlite") else "postgres"
+    report(capsys, f"{engine}: delivery kills={tally['killed']} delivered={len(finished)} "
+                   f"resent-after-kill={repeats} violations={len(verdict.violations)}")
