@@ -19,7 +19,7 @@ from flowledger.flows.models import ABSENT, LINK_TERMINAL, Flow, FlowStatus
 from flowledger.flows.service import task_summary
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, FlowNotFound, OperationRefused
 from flowledger.tasks.models import Task
-from flowledger.tasks.states import ACTIVE, FAILURES
+from flowledger.tasks.states import ACTIVE, FAILURES, Runtime
 
 if TYPE_CHECKING:
     from flowledger.flows.controller import StepEvent
@@ -120,6 +120,10 @@ def _run_here(ledger: Ledger, definition: FlowDefinition, *, live: bool) -> Flow
                                "Use --detach to hand the flow to a gateway.") from None
     from flowledger.flows.controller import GraphController, define_flow
 
+    other = [s for s in definition.steps if s.runtime != Runtime.CLI]
+    if other:
+        raise OperationRefused(f"Step {other[0].id!r} uses runtime {other[0].runtime.value!r}, which `flow run` cannot "
+                               "start in this process; use --detach to hand the flow to a gateway.")
     runtime = CliRuntime(ledger)
     flow = define_flow(ledger, definition)
     progress = _LiveProgress(definition, flow) if live else None
