@@ -39,8 +39,9 @@ class Leadership:
         try:
             if self._conn is None:
                 self._conn = self.ledger.db.engine.connect()
-            if self.held:
+            if self.held:  # the lock lives as long as this connection: prove it is still there
                 self._conn.execute(text("SELECT 1"))
+                self._conn.commit()
                 return True
             got = bool(self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY}).scalar())
             self._conn.commit()

@@ -32,7 +32,7 @@ def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None
     if gateway_running(ledger):
         if detach:
             return RunOutcome(task, "gateway")
-        return RunOutcome(_wait_in_db(ledger, task.task_id), "gateway")
+        return RunOutcome(_follow(ledger, task.task_id), "gateway")
     if detach:
         return RunOutcome(task, "queued")
     runtime = CliRuntime(ledger, kill_grace=kill_grace)
@@ -40,13 +40,22 @@ def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None
         runtime.ensure_backing()
         claimed = queue.claim(ledger, runtime.gateway_id, 1, task_id=task.task_id)
         if not claimed:  # a gateway appeared and took it: follow the record instead
-            return RunOutcome(_wait_in_db(ledger, task.task_id), "gateway")
+            return RunOutcome(_follow(ledger, task.task_id), "gateway")
         current, payload = claimed[0]
         runtime.start(current, payload.argv, shell=payload.shell, timeout=payload.timeout, cwd=payload.cwd)
         done = runtime.wait(task.task_id)
         return RunOutcome(done or ledger.tasks.require(task.task_id), "in-process")
     finally:
         runtime.shutdown(reason="Cancelled: `flowledger run` was interrupted.")
+
+
+def _follow(ledger: Ledger, task_id: str) -> Task:
+    """Wait for the gateway to finish the task; an interrupt cancels it (the gateway stops the child)."""
+    try:
+        return _wait_in_db(ledger, task_id)
+    except KeyboardInterrupt:
+        ledger.tasks.cancel(task_id, "Cancelled: `flowledger run` was interrupted.")
+        raise
 
 
 def _wait_in_db(ledger: Ledger, task_id: str) -> Task:

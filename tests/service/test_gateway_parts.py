@@ -218,3 +218,15 @@ def test_an_in_process_gateway_holds_a_lease_and_releases_it(ledger: Ledger, clo
     with ledger.db.read() as conn:
         assert not liveness.lease_is_fresh(conn, "gw-test", clock.now())
         assert conn.execute(select(gateway_leases.c.stopped_at)).scalar() is not None
+
+
+def test_the_gateway_loads_added_and_drops_removed_cron_jobs(ledger: Ledger) -> None:
+    gateway = Gateway(ledger, gateway_id="gw-test")
+    job = cron.add_job(ledger, "tick", ["true"], every=timedelta(seconds=1))
+    other = cron.add_job(ledger, "daily", ["true"], schedule="0 3 * * *", tz="Europe/Paris")
+    gateway.sync_cron_jobs()
+    assert {j.id for j in gateway.scheduler.get_jobs()} == {f"cron:{job.job_id}", f"cron:{other.job_id}"}
+    cron.remove_job(ledger, "tick")
+    gateway.sync_cron_jobs()
+    assert {j.id for j in gateway.scheduler.get_jobs()} == {f"cron:{other.job_id}"}
+    gateway.leader.release()
