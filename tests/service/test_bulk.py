@@ -29,8 +29,10 @@ def test_bulk_records_match_create(ledger: Ledger, clock: FrozenClock) -> None:
         {"runtime": "subagent", "task": "broken", "owner_key": "agent:main:main", "status": "failed",
          "error": "boom"},
     ]
-    # What create() makes of each record, recorded first and then removed, is the expectation.
-    expected = [_comparable(ledger.tasks.create(**r).to_json()) for r in records]
+    # What create() stores for each record (after its after-commit hooks: delivery), then removed, is the
+    # expectation.
+    made = [ledger.tasks.create(**r).task_id for r in records]
+    expected = [_comparable(ledger.tasks.require(task_id).to_json()) for task_id in made]
     with ledger.db.write() as conn:
         conn.exec_driver_sql("DELETE FROM task_events")
         conn.exec_driver_sql("DELETE FROM task_delivery_state")
