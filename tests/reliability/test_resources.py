@@ -167,3 +167,48 @@ def test_file_size_limit_cli_write_exits_3_with_one_line(tmp_path: Path) -> None
     assert line.startswith("Storage unavailable:"), line
     assert history(state_dir, task_id) == before
     assert cli(state_dir, "tasks", "cancel", task_id).returncode == 0
+
+
+def test_gateway_keeps_running_on_a_full_disk_and_recovers(small_disk: Path) -> None:
+    """A real gateway whose disk fills up: its sweeps and lease renewals fail, it stays up, and once space
+    returns it claims and finishes new work."""
+    state_dir = small_disk / "state"
+    seed_running(state_dir, "run-before")
+    log = small_disk.parent / "gateway.log"
+    env = {**os.environ, "FLOWLEDGER_LEASE_TTL_MS": "1500", "FLOWLEDGER_SWEEP_FIRST_MS": "100",
+           "FLOWLEDGER_SWEEP_INTERVAL_MS": "200"}
+    with log.open("wb") as sink:
+        gateway = subprocess.Popen([*CLI, "--state-dir", str(state_dir), "gateway", "--log-level", "info"],
+                                   stdout=subprocess.DEVNULL, stderr=sink, env=env)
+    try:
+        _poll(lambda: "gateway ready" in log.read_text(errors="replace"), gateway, log)
+        filler = fill(small_disk)
+        # It must notice (a lease renewal or a sweep write fails with one clear line) and stay up.
+        _poll(lambda: "Storage unavailable: database or disk is full" in log.read_text(errors="replace"),
+              gateway, log)
+        assert gateway.poll() is None, log.read_text(errors="replace")[-2000:]
+        filler.unlink()
+        with Ledger.open(state_dir=state_dir) as ledger:
+            from flowledger.scheduler import queue
+
+            task = queue.enqueue(ledger, ["true"], label="after the disk filled up")
+
+            def finished() -> bool:
+                current = ledger.tasks.get(task.task_id)
+                return current is not None and current.status == TaskStatus.SUCCEEDED
+
+            _poll(finished, gateway, log)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(30)
+    assert gateway.returncode == 0, log.read_text(errors="replace")[-2000:]
+
+
+def _poll(condition: object, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert proc.poll() is None, f"gateway exited {proc.returncode}: {log.read_text(errors='replace')[-2000:]}"
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+        time.sleep(0.05)
