@@ -11,8 +11,11 @@ a ratio, because absolute times on shared machines drift. The full mode writes d
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -56,8 +59,8 @@ QUICK = Sizes(lifecycles=200, rounds=1, peer_n=30, prefect_n=0, peer_box_s=30, b
               pg_sweep=(2000,), cli_records=2000, cli_repeat=1, cli_box_s=60, dag=500, controller_steps=(30,))
 # 1 M on PostgreSQL and 10,000 steps through the controller are left out: at the rates measured they take
 # tens of minutes each (see docs/performance.md); run them by hand with --only when the hot spots are fixed.
-FULL = Sizes(lifecycles=2000, rounds=3, peer_n=200, prefect_n=40, peer_box_s=600, bulk=100_000,
-             sweep=(100_000, 1_000_000), pg_sweep=(100_000,), cli_records=1_000_000, cli_repeat=5,
+FULL = Sizes(lifecycles=1000, rounds=2, peer_n=200, prefect_n=40, peer_box_s=600, bulk=100_000,
+             sweep=(100_000, 1_000_000), pg_sweep=(100_000,), cli_records=1_000_000, cli_repeat=3,
              cli_box_s=300, dag=10_000, controller_steps=(100, 300))
 
 
@@ -240,7 +243,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers-python", default=None, metavar="PY", help="interpreter with the peers installed")
     parser.add_argument("--write-docs", action="store_true", help="write docs/performance.md in --quick mode too")
     parser.add_argument("--docs", default=os.path.join(REPO, "docs", "performance.md"), help=argparse.SUPPRESS)
+    parser.add_argument("--save", metavar="JSON", help="also save the raw results here")
+    parser.add_argument("--render", metavar="JSON", help="only re-render docs/performance.md from saved results")
     args = parser.parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text(encoding="utf-8"))
+        rows = [Row(**r) for r in saved["rows"]]
+        Path(args.docs).write_text(report.markdown(rows, saved["machine"], quick=saved["quick"],
+                                                   elapsed=saved["elapsed"], sections=saved["sections"]),
+                                   encoding="utf-8")
+        print(f"wrote {args.docs}")
+        return 0
 
     logging.disable(logging.WARNING)
     warnings.simplefilter("ignore")  # temp dirs are 0755; the ledger's permission warning is noise here
@@ -250,14 +263,21 @@ def main(argv: list[str] | None = None) -> int:
         pg_admin = None
     bench = Bench(QUICK if args.quick else FULL, pg_admin, peers.peers_python(args.peers_python), args.quick)
     started = time.perf_counter()
-    for section in args.only or SECTIONS:
-        getattr(bench, section)()
+    try:
+        for section in args.only or SECTIONS:
+            getattr(bench, section)()
+    finally:
+        shutil.rmtree(bench.tmp, ignore_errors=True)  # the 1 M-record databases are gigabytes
     elapsed = time.perf_counter() - started
     print()
     print(report.table(bench.rows))
     print(f"\n{'quick' if args.quick else 'full'} run took {elapsed:.1f} s")
+    machine = report.machine(pg_admin, bench.meta)
+    if args.save:
+        Path(args.save).write_text(json.dumps({
+            "rows": [dataclasses.asdict(r) for r in bench.rows], "machine": machine, "quick": args.quick,
+            "elapsed": elapsed, "sections": args.only or list(SECTIONS)}, indent=1), encoding="utf-8")
     if not args.quick or args.write_docs:
-        machine = report.machine(pg_admin, bench.meta)
         Path(args.docs).write_text(report.markdown(bench.rows, machine, quick=args.quick, elapsed=elapsed,
                                                    sections=args.only or list(SECTIONS)), encoding="utf-8")
         print(f"wrote {args.docs}")

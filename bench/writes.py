@@ -26,7 +26,8 @@ def ledger_lifecycles(url: str, n: int, state_dir: Path) -> float:
         start = time.perf_counter()
         for i in range(n):
             run_id = f"run-{tag}-{i}"
-            tasks.create(runtime="acp", task=f"Summarise PR {i}", owner_key=OWNER,
+            # silent: the ledger's write path alone; done_only would add a delivery per task (peers have none).
+            tasks.create(runtime="acp", task=f"Summarise PR {i}", owner_key=OWNER, notify_policy="silent",
                          child_session_key=f"agent:main:acp:{tag}:{i}", run_id=run_id)
             tasks.start(run_id)
             tasks.complete(run_id, summary="ok")
@@ -39,7 +40,7 @@ _INSERT_TASK = (
     "delivery_status, notify_policy, created_at, started_at, ended_at, last_event_at, cleanup_after, error, "
     "progress_summary, terminal_summary, terminal_outcome) VALUES "
     "({p}, {p}, NULL, NULL, {p}, {p}, 'session', {p}, NULL, NULL, 'main', 'main', {p}, NULL, {p}, 'queued', "
-    "'pending', 'done_only', {p}, NULL, NULL, {p}, NULL, NULL, NULL, NULL, NULL)"
+    "'pending', 'silent', {p}, NULL, NULL, {p}, NULL, NULL, NULL, NULL, NULL)"
 )
 _START = ("UPDATE task_runs SET status = 'running', started_at = {p}, last_event_at = {p} "
           "WHERE task_id = {p} AND status IN ('queued', 'running')")
