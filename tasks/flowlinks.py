@@ -35,3 +35,12 @@ def check_parent_flow(conn: Connection, *, flow_id: str, owner_key: str, scope_k
         raise ParentFlowLinkError("cancel_requested", "Parent flow cancellation has already been requested.")
     if row.status in TERMINAL_FLOW_STATUSES:
         raise ParentFlowLinkError("terminal", f"Parent flow is already {row.status}.")
+
+
+def mirrored_flow_ids(conn: Connection, flow_ids: set[str]) -> set[str]:
+    """Which of `flow_ids` are mirrored one-task flows (linked by the flow layer, not by the producer)."""
+    if not flow_ids:
+        return set()
+    stmt = select(flow_runs.c.flow_id).where(flow_runs.c.flow_id.in_(sorted(flow_ids)),
+                                              flow_runs.c.sync_mode.in_(["mirrored", "task_mirrored"]))
+    return {row.flow_id for row in conn.execute(stmt)}

@@ -351,13 +351,18 @@ class TaskService:
 
     @staticmethod
     def _dedupe(conn: Connection, draft: Task) -> Task | None:
-        def scope(t: Task) -> tuple[object, ...]:
-            return (t.runtime, t.scope_kind, t.owner_key.strip(), (t.child_session_key or "").strip(),
-                    (t.parent_flow_id or "").strip())
-
         assert draft.run_id is not None
-        candidates = [t for t in store.dedupe_candidates(conn, draft.run_id, for_update=True)
-                      if scope(t) == scope(draft)]
+        found = store.dedupe_candidates(conn, draft.run_id, for_update=True)
+        # A task the flow layer linked to its own one-task flow is still the producer's unlinked task.
+        auto: set[str] = set()
+        if draft.parent_flow_id is None:
+            auto = flowlinks.mirrored_flow_ids(conn, {t.parent_flow_id for t in found if t.parent_flow_id})
+
+        def scope(t: Task) -> tuple[object, ...]:
+            flow = "" if t.parent_flow_id in auto else (t.parent_flow_id or "").strip()
+            return (t.runtime, t.scope_kind, t.owner_key.strip(), (t.child_session_key or "").strip(), flow)
+
+        candidates = [t for t in found if scope(t) == scope(draft)]
         for candidate in candidates:
             if candidate.label == draft.label and candidate.task == draft.task:
                 return candidate
@@ -402,7 +407,7 @@ class TaskService:
     ) -> Change | None:
         """Compare-and-set `new` over `current`, append the history row, run in-transaction hooks."""
         new = rules.prepare_write(new, self.retention)
-        if not store.compare_and_set(conn, new, expected=expected):
+        if not store.compare_and_set(conn, new, expected=expected, previous=current):
             return None
         if new.requester_origin != current.requester_origin:
             store.upsert_origin(conn, new.task_id, new.requester_origin)

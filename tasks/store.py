@@ -237,10 +237,18 @@ def upsert_origin(conn: Connection, task_id: str, origin: DeliveryOrigin | None)
         conn.execute(insert(task_delivery_state).values(task_id=task_id, requester_origin_json=payload))
 
 
-def compare_and_set(conn: Connection, task: Task, *, expected: Iterable[TaskStatus]) -> bool:
-    """Write `task` only if the stored status is still one of `expected`; True when it was written."""
+def compare_and_set(conn: Connection, task: Task, *, expected: Iterable[TaskStatus],
+                    previous: Task | None = None) -> bool:
+    """Write `task` only if the stored status is still one of `expected`; True when it was written.
+
+    Given the `previous` version the caller started from, only the columns that differ are written, so a
+    caller holding a slightly stale copy cannot revert a column another writer changed meanwhile.
+    """
     values = task_values(task)
     del values["task_id"]
+    if previous is not None:
+        before = task_values(previous)
+        values = {k: v for k, v in values.items() if k == "status" or before[k] != v}
     result = conn.execute(
         update(task_runs)
         .where(and_(task_runs.c.task_id == task.task_id, task_runs.c.status.in_([s.value for s in expected])))
