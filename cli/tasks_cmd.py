@@ -64,8 +64,7 @@ def build() -> typer.Typer:
             err(result.reason or f"Could not cancel task: {lookup}")
             raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
         task = result.task
-        suffix = f" run {task.run_id}" if task.run_id else ""
-        out(f"Cancelled {task.task_id} ({task.runtime.value}){suffix}.")
+        out(f"Cancelled {task.task_id} ({task.runtime.value}).")
 
     @tasks_app.command("notify")
     def notify_cmd(ctx: typer.Context, lookup: Lookup,
