@@ -264,8 +264,13 @@ def _refuse_nul_text(engine: Engine) -> None:
             raise InvalidInput("Text values may not contain NUL (\\x00) characters.")
 
 
+# SQLite's lock errors, and PostgreSQL's deadlock / serialization failures: each aborts only this
+# transaction, and running the unit again is the documented remedy.
+_RETRYABLE = ("locked", "deadlock detected", "could not serialize access")
+
+
 def _is_lock_error(exc: BaseException | None) -> bool:
-    return exc is not None and "locked" in str(exc).lower()
+    return exc is not None and any(marker in str(exc).lower() for marker in _RETRYABLE)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -231,6 +231,7 @@ class TaskService:
         changes: Changes = []
 
         def unit(conn: Connection) -> Task:
+            changes.clear()  # the database may run this unit again after a lock error
             now = self.clock.now()
             if draft.parent_flow_id:
                 self._validate_parent_flow(conn, draft.parent_flow_id, draft.owner_key, draft.scope_kind)

@@ -159,3 +159,33 @@ def test_close_truncates_wal(tmp_path: Path) -> None:
         wal = Path(f"{ledger.db.sqlite_path}-wal")
         assert wal.stat().st_size > 0
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+@pytest.mark.parametrize("message", ["database is locked", "deadlock detected", "could not serialize access"])
+def test_transact_reruns_a_unit_that_hit_a_lock(sqlite_ledger: Ledger, message: str) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    calls: list[int] = []
+
+    def unit(conn: object) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("UPDATE …", {}, Exception(message))
+        return "done"
+
+    assert sqlite_ledger.db.transact(unit) == "done"
+    assert len(calls) == 2
+
+
+def test_transact_does_not_rerun_other_errors(sqlite_ledger: Ledger) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    calls: list[int] = []
+
+    def unit(conn: object) -> None:
+        calls.append(1)
+        raise OperationalError("SELECT", {}, Exception("disk I/O error"))
+
+    with pytest.raises(StorageUnavailable, match="disk I/O error"):
+        sqlite_ledger.db.transact(unit)
+    assert len(calls) == 1
