@@ -1,8 +1,9 @@
 """The gateway: the long-running process that runs background work and keeps the ledger healthy.
 
-APScheduler (a BackgroundScheduler) pulls the triggers: the maintenance sweep every 60 s (first after 5 s),
-a PASSIVE WAL checkpoint every 30 min, cron-run session pruning, the cron jobs themselves and a cron
-reload every 2 s (so added/removed jobs are picked up within 5 s). A lease row, renewed every 30 s, tells
+APScheduler (a BackgroundScheduler) pulls the triggers: the maintenance sweep every 60 s (first after 5 s,
+with the catch-up of unsettled deliveries), heartbeat wakes every second, a PASSIVE WAL checkpoint every
+30 min, cron-run session pruning, the cron jobs themselves and a cron reload every 2 s (so added/removed
+jobs are picked up within 5 s). A lease row, renewed every 30 s, tells
 every other process that the runs this gateway owns are live. A queue thread claims queued `cli` work.
 Only the leader (see leader.py) sweeps and fires cron jobs; every gateway claims queued work.
 """
@@ -27,7 +28,7 @@ from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.registry import tombstone_orphans
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.cron import CronRunner
-from flowledger.tasks import session_sweep
+from flowledger.tasks import delivery, session_sweep
 from flowledger.tasks.clock import SystemClock
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
@@ -76,6 +77,7 @@ class Gateway:
                   next_run_time=now + knobs.sweep_first_after())
         s.add_job(self.prune_sessions, "interval", seconds=knobs.SESSION_PRUNE_EVERY.total_seconds(),
                   id="session-prune", next_run_time=now + knobs.sweep_first_after())
+        s.add_job(self.fire_wakes, "interval", seconds=1, id="heartbeat-wakes")
         s.add_job(self.checkpoint, "interval", seconds=knobs.CHECKPOINT_EVERY.total_seconds(), id="checkpoint")
         s.add_job(self.sync_cron_jobs, "interval", seconds=knobs.CRON_RELOAD_EVERY.total_seconds(), id="cron-sync",
                   next_run_time=now)
@@ -130,6 +132,7 @@ class Gateway:
             return
         try:
             tombstone_orphans(self.ledger, self.gateway_id)
+            self._deliver_pending()
             report = self.ledger.maintenance(apply=True)
             self.sweeps += 1
             log.info("sweep done: %s", _counts(report))
@@ -138,6 +141,29 @@ class Gateway:
             log.debug("maintenance is not available yet; sweep skipped")
         except FlowledgerError as exc:
             log.warning("sweep failed: %s", exc.message)
+
+    def _deliver_pending(self) -> None:
+        hooks = delivery.delivery_hooks(self.ledger.tasks)
+        if hooks is None:
+            return
+        try:
+            settled = hooks.deliver_pending()
+            if settled:
+                log.info("settled %d pending deliveries", settled)
+        except Exception:  # one bad channel must not stop the sweep
+            log.exception("pending deliveries failed")
+
+    def fire_wakes(self) -> None:
+        """Immediate heartbeat wakes: run the configured heartbeat hook once per pending wake."""
+        hooks = delivery.delivery_hooks(self.ledger.tasks)
+        if hooks is None or not self.leader.try_acquire():
+            return
+        try:
+            fired = hooks.fire_wakes()
+            if fired:
+                log.info("fired %d heartbeat wakes", fired)
+        except Exception:
+            log.exception("heartbeat wakes failed")
 
     def prune_sessions(self) -> None:
         """Isolated cron-run session rows older than 7 days go; running jobs' rows stay (REFERENCE §6.6)."""

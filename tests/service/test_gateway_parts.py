@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -18,6 +19,7 @@ from flowledger.scheduler.registry import tombstone_orphans
 from flowledger.scheduler.runtimes.cron import CronRunner
 from flowledger.tasks import liveness
 from flowledger.tasks.clock import to_ms
+from flowledger.tasks.session_events import request_heartbeat_wake
 from flowledger.tasks.states import Runtime
 from flowledger.tasks.tables import cron_jobs, cron_run_log, gateway_leases, run_contexts
 
@@ -230,3 +232,19 @@ def test_the_gateway_loads_added_and_drops_removed_cron_jobs(ledger: Ledger) -> 
     gateway.sync_cron_jobs()
     assert {j.id for j in gateway.scheduler.get_jobs()} == {f"cron:{other.job_id}"}
     gateway.leader.release()
+
+
+def test_the_gateway_fires_heartbeat_wakes_through_the_configured_hook(ledger: Ledger, tmp_path: Path,
+                                                                      database_url: str) -> None:
+    woke = tmp_path / "woke.txt"
+    ledger.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (ledger.state_dir / "config.toml").write_text(
+        f'[heartbeat]\ncommand = ["sh", "-c", "echo $FLOWLEDGER_SESSION_KEY >> {woke}"]\n')
+    with Ledger.open(state_dir=ledger.state_dir, database_url=database_url, clock=ledger.clock) as configured:
+        now = configured.clock.now()
+        configured.db.transact(lambda conn: request_heartbeat_wake(conn, SESSION, "task-done", now))
+        gateway = Gateway(configured, gateway_id="gw-test")
+        gateway.fire_wakes()
+        gateway.fire_wakes()  # a wake fires once
+        gateway.leader.release()
+    assert woke.read_text() == f"{SESSION}\n"
