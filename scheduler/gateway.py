@@ -26,8 +26,10 @@ from flowledger.scheduler import cron, knobs, queue
 from flowledger.scheduler.leader import Leadership
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.registry import tombstone_orphans
+from flowledger.scheduler.runtimes.acp import AcpRuntime
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.cron import CronRunner
+from flowledger.scheduler.runtimes.subagent import SubagentRuntime
 from flowledger.tasks import delivery, session_sweep
 from flowledger.tasks.clock import SystemClock
 from flowledger.tasks.errors import FlowledgerError
@@ -93,18 +95,10 @@ class Gateway:
         adapters = self.ledger.tasks.cancel_adapters
         adapters[Runtime.CLI] = self.cli
         adapters[Runtime.CRON] = self.cron
-        with contextlib.suppress(ImportError):
-            from flowledger.scheduler.runtimes.subagent import SubagentRuntime
-
-            sub = SubagentRuntime(self.ledger, gateway_id=self.gateway_id)
-            self.extra_runtimes[Runtime.SUBAGENT] = sub
-            adapters[Runtime.SUBAGENT] = sub
-        with contextlib.suppress(ImportError):
-            from flowledger.scheduler.runtimes.acp import AcpRuntime
-
-            acp = AcpRuntime(self.ledger, gateway_id=self.gateway_id)
-            self.extra_runtimes[Runtime.ACP] = acp
-            adapters[Runtime.ACP] = acp
+        sub = SubagentRuntime(self.ledger, gateway_id=self.gateway_id)
+        acp = AcpRuntime(self.ledger, gateway_id=self.gateway_id)
+        self.extra_runtimes[Runtime.SUBAGENT] = adapters[Runtime.SUBAGENT] = sub
+        self.extra_runtimes[Runtime.ACP] = adapters[Runtime.ACP] = acp
 
     def stop(self) -> None:
         """Stop firing, stop running work (recorded cancelled), release the lease. Idempotent."""

@@ -198,7 +198,11 @@ class CronRunner:
         return None
 
     def shutdown(self, reason: str = "Cancelled: the gateway shut down.") -> None:
+        """Stop every active run and wait (up to the grace and a margin) until each has been recorded."""
         with self._lock:
             actives = list(self._active.values())
         for active in actives:
             self.cancel(active.task, reason)
+        deadline = time.monotonic() + self.kill_grace.total_seconds() + 5
+        while self.active_run_ids() and time.monotonic() < deadline:
+            time.sleep(0.05)
