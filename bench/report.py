@@ -139,8 +139,9 @@ def markdown(rows: list[Row], info: dict[str, str], *, quick: bool, elapsed: flo
         section_rows = [r for r in rows if r.section == section]
         if not section_rows:
             continue
-        out += [f"### {section}", "", "| measure | value | unit |", "|---|---:|---|"]
-        out += [f"| {r.name.strip()} | {r.shown()} | {r.unit} |" for r in section_rows]
+        out += [f"### {section}", "", "| measure | value | unit | note |", "|---|---:|---|---|"]
+        out += [f"| {r.name.strip()} | {r.shown()} | {r.unit} | {r.note if r.value is not None else ''} |"
+                for r in section_rows]
         out.append("")
     out += ["## Targets (issue 7: the goal, not a test assertion)", "", *_target_lines(rows), ""]
     notes = Path(BENCH) / "NOTES.md"

@@ -99,7 +99,10 @@ class Bench:
         s = self.sizes
         print(f"Write path: {s.lifecycles} lifecycles × {s.rounds} round(s), create → start → complete", flush=True)
         got = writes.side_by_side(s.lifecycles, s.rounds, self.pg_admin)
-        self.add("write", "ledger lifecycles/s (SQLite)", writes.best_rate(s.lifecycles, got["ledger_sqlite"]), "/s")
+        self.add("write", "ledger lifecycles/s (SQLite)", writes.best_rate(s.lifecycles, got["ledger_sqlite"]), "/s",
+                 "cli task: the task write path alone")
+        self.add("write", "ledger lifecycles/s (SQLite, acp + one-task flow)",
+                 writes.best_rate(s.lifecycles, got["ledger_sqlite_acp"]), "/s")
         self.add("write", "raw sqlite3 lifecycles/s (floor)", writes.best_rate(s.lifecycles, got["raw_sqlite"]), "/s")
         self.ratio("write", "ledger ÷ raw sqlite3 floor", "ledger lifecycles/s (SQLite)",
                    "raw sqlite3 lifecycles/s (floor)")
@@ -116,7 +119,9 @@ class Bench:
             self.ratio("write", f"ledger ÷ {peer}", "ledger lifecycles/s (SQLite)", name)
         if self.pg_admin:
             self.add("write", "ledger lifecycles/s (PostgreSQL)", writes.best_rate(s.lifecycles, got["ledger_pg"]),
-                     "/s")
+                     "/s", "cli task")
+            self.add("write", "ledger lifecycles/s (PostgreSQL, acp + one-task flow)",
+                     writes.best_rate(s.lifecycles, got["ledger_pg_acp"]), "/s")
             self.add("write", "raw psycopg lifecycles/s (PostgreSQL floor)",
                      writes.best_rate(s.lifecycles, got["raw_pg"]), "/s")
             self.ratio("write", "ledger ÷ raw psycopg floor (PostgreSQL)", "ledger lifecycles/s (PostgreSQL)",
@@ -233,6 +238,33 @@ class Bench:
                      "ms/step")
 
 
+def save(path: str, rows: list[Row], machine: dict[str, str], quick: bool, elapsed: float,
+         sections: list[str]) -> None:
+    Path(path).write_text(json.dumps({"rows": [dataclasses.asdict(r) for r in rows], "machine": machine,
+                                      "quick": quick, "elapsed": elapsed, "sections": sections}, indent=1),
+                          encoding="utf-8")
+
+
+def render(paths: list[str], docs: str) -> None:
+    """Merge saved runs (e.g. one per section, run side by side) into docs/performance.md."""
+    rows: list[Row] = []
+    machine: dict[str, str] = {}
+    sections: list[str] = []
+    elapsed = 0.0
+    quick = False
+    for path in paths:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+        rows += [Row(**r) for r in saved["rows"]]
+        machine.update(saved["machine"])
+        sections += [s for s in saved["sections"] if s not in sections]
+        elapsed = max(elapsed, saved["elapsed"])
+        quick = quick or saved["quick"]
+    ordered = [s for s in SECTIONS if s in sections]
+    Path(docs).write_text(report.markdown(rows, machine, quick=quick, elapsed=elapsed, sections=ordered),
+                          encoding="utf-8")
+    print(f"wrote {docs}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, < 60 s (the CI smoke test)")
@@ -244,15 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-docs", action="store_true", help="write docs/performance.md in --quick mode too")
     parser.add_argument("--docs", default=os.path.join(REPO, "docs", "performance.md"), help=argparse.SUPPRESS)
     parser.add_argument("--save", metavar="JSON", help="also save the raw results here")
-    parser.add_argument("--render", metavar="JSON", help="only re-render docs/performance.md from saved results")
+    parser.add_argument("--render", metavar="JSON", nargs="+",
+                        help="only re-render docs/performance.md from saved results (several runs merge)")
     args = parser.parse_args(argv)
     if args.render:
-        saved = json.loads(Path(args.render).read_text(encoding="utf-8"))
-        rows = [Row(**r) for r in saved["rows"]]
-        Path(args.docs).write_text(report.markdown(rows, saved["machine"], quick=saved["quick"],
-                                                   elapsed=saved["elapsed"], sections=saved["sections"]),
-                                   encoding="utf-8")
-        print(f"wrote {args.docs}")
+        render(args.render, args.docs)
         return 0
 
     logging.disable(logging.WARNING)
@@ -263,9 +291,14 @@ def main(argv: list[str] | None = None) -> int:
         pg_admin = None
     bench = Bench(QUICK if args.quick else FULL, pg_admin, peers.peers_python(args.peers_python), args.quick)
     started = time.perf_counter()
+    machine = report.machine(pg_admin, bench.meta)
+    sections = args.only or list(SECTIONS)
     try:
-        for section in args.only or SECTIONS:
+        for section in sections:
             getattr(bench, section)()
+            if args.save:  # after every section, so a long run that is stopped keeps what it measured
+                machine.update({k: v for k, v in bench.meta.items() if k.endswith("version")})
+                save(args.save, bench.rows, machine, args.quick, time.perf_counter() - started, sections)
     finally:
         shutil.rmtree(bench.tmp, ignore_errors=True)  # the 1 M-record databases are gigabytes
     elapsed = time.perf_counter() - started
@@ -273,10 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(bench.rows))
     print(f"\n{'quick' if args.quick else 'full'} run took {elapsed:.1f} s")
     machine = report.machine(pg_admin, bench.meta)
-    if args.save:
-        Path(args.save).write_text(json.dumps({
-            "rows": [dataclasses.asdict(r) for r in bench.rows], "machine": machine, "quick": args.quick,
-            "elapsed": elapsed, "sections": args.only or list(SECTIONS)}, indent=1), encoding="utf-8")
     if not args.quick or args.write_docs:
         Path(args.docs).write_text(report.markdown(bench.rows, machine, quick=args.quick, elapsed=elapsed,
                                                    sections=args.only or list(SECTIONS)), encoding="utf-8")

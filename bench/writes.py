@@ -18,8 +18,12 @@ from flowledger.tasks.models import DEFAULT_RETENTION
 OWNER = "agent:main:main"
 
 
-def ledger_lifecycles(url: str, n: int, state_dir: Path) -> float:
-    """Seconds for `n` create → start → complete lifecycles, each call its own committed transaction."""
+def ledger_lifecycles(url: str, n: int, state_dir: Path, runtime: str = "acp") -> float:
+    """Seconds for `n` create → start → complete lifecycles, each call its own committed transaction.
+
+    `acp` (and `subagent`) tasks are linked to a one-task mirrored flow that is synced on every write; `cli`
+    tasks are not, so `cli` is the task write path alone, the one the raw floor mirrors statement for statement.
+    """
     with Ledger.open(state_dir=state_dir, database_url=url) as ledger:
         tasks = ledger.tasks
         tag = uuid.uuid4().hex[:8]
@@ -27,8 +31,9 @@ def ledger_lifecycles(url: str, n: int, state_dir: Path) -> float:
         for i in range(n):
             run_id = f"run-{tag}-{i}"
             # silent: the ledger's write path alone; done_only would add a delivery per task (peers have none).
-            tasks.create(runtime="acp", task=f"Summarise PR {i}", owner_key=OWNER, notify_policy="silent",
-                         child_session_key=f"agent:main:acp:{tag}:{i}", run_id=run_id)
+            child = f"agent:main:acp:{tag}:{i}" if runtime == "acp" else None
+            tasks.create(runtime=runtime, task=f"Summarise PR {i}", owner_key=OWNER, notify_policy="silent",
+                         child_session_key=child, run_id=run_id)
             tasks.start(run_id)
             tasks.complete(run_id, summary="ok")
         return time.perf_counter() - start
@@ -132,12 +137,16 @@ def raw_postgres_lifecycles(url: str, n: int, state_dir: Path) -> float:
 
 def side_by_side(n: int, rounds: int, pg_url: str | None) -> dict[str, list[float]]:
     """Alternate ledger and floor runs so machine drift hits both; returns seconds per run for each."""
-    out: dict[str, list[float]] = {"ledger_sqlite": [], "raw_sqlite": [], "ledger_pg": [], "raw_pg": []}
+    out: dict[str, list[float]] = {"ledger_sqlite": [], "ledger_sqlite_acp": [], "raw_sqlite": [], "ledger_pg": [],
+                                   "ledger_pg_acp": [], "raw_pg": []}
     with tempfile.TemporaryDirectory(prefix="flbench-") as tmp:
         root = Path(tmp)
         for r in range(rounds):
             state = root / f"ledger{r}"
-            out["ledger_sqlite"].append(ledger_lifecycles(f"sqlite:///{state / 'tasks' / 'runs.sqlite'}", n, state))
+            out["ledger_sqlite"].append(ledger_lifecycles(f"sqlite:///{state / 'tasks' / 'runs.sqlite'}", n, state,
+                                                          runtime="cli"))
+            out["ledger_sqlite_acp"].append(ledger_lifecycles(f"sqlite:///{state / 'tasks' / 'runs.sqlite'}", n,
+                                                              state, runtime="acp"))
             raw = root / f"raw{r}" / "runs.sqlite"
             raw.parent.mkdir(parents=True)
             out["raw_sqlite"].append(raw_sqlite_lifecycles(raw, n))
@@ -145,7 +154,8 @@ def side_by_side(n: int, rounds: int, pg_url: str | None) -> dict[str, list[floa
                 from measure import postgres_database
 
                 with postgres_database(pg_url) as url:
-                    out["ledger_pg"].append(ledger_lifecycles(url, n, root / f"pgstate{r}"))
+                    out["ledger_pg"].append(ledger_lifecycles(url, n, root / f"pgstate{r}", runtime="cli"))
+                    out["ledger_pg_acp"].append(ledger_lifecycles(url, n, root / f"pgstate{r}", runtime="acp"))
                 with postgres_database(pg_url) as url:
                     out["raw_pg"].append(raw_postgres_lifecycles(url, n, root / f"pgstate{r}"))
     return out
