@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 READ_BATCH = 500
 WRITE_BATCH = 25  # state changes: ~1 ms each through the guarded write path, so a transaction stays short
-PRUNE_BATCH = 500  # deletes are set-based: a few statements per transaction whatever the count
+PRUNE_BATCH = 200  # deletes are set-based (three statements per transaction) but touch three tables and their indexes
 # SQLite's busy handler polls a waiting writer at growing intervals and is not fair; after each write transaction
 # the sweep pauses about as long as it held the lock (capped), so a concurrent writer always finds a free window.
 MAX_YIELD = 0.05
