@@ -165,16 +165,19 @@ def _writer_child(args: argparse.Namespace, seed: int, ready_fd: int, mode: str)
     sweeping = mode.startswith("sweep")
     offset = float(mode.split(":", 1)[1]) if sweeping and ":" in mode else 0.0
     ledger = open_ledger(args.url, Path(args.state_dir), events, offset)
+    stats = WorkerStats(ops=rng.randrange(10_000) * 8)  # a fresh window of run ids per child
+    # One operation before "ready", so the kill window is spent working, not warming up (and a loaded machine
+    # still gets every child past its first commit).
+    if mode == "write":
+        ledger.tasks.create(runtime="cli", task=f"job run-{stats.ops}", owner_key=OWNER, run_id=f"run-{stats.ops}")
+    elif mode == "deliver":
+        _deliver_one(ledger, f"dl-{os.getpid()}-warm")
     os.write(ready_fd, b"r")
     os.close(ready_fd)
-    stats = WorkerStats(ops=rng.randrange(10_000) * 8)  # a fresh window of run ids per child
     while True:
-        if mode == "deliver":  # finish work whose owner wants a direct notice: the send runs after commit
-            run_id = f"dl-{os.getpid()}-{stats.ops}"
+        if mode == "deliver":
+            _deliver_one(ledger, f"dl-{os.getpid()}-{stats.ops}")
             stats.ops += 1
-            ledger.tasks.create(runtime="cli", task=f"deliver {run_id}", owner_key=OWNER, run_id=run_id,
-                                status="running", requester_origin={"channel": "webhook", "to": "hook"})
-            ledger.tasks.complete(run_id, summary="done")
         elif sweeping:
             try:
                 ledger.maintenance(apply=True)
@@ -188,6 +191,13 @@ def _writer_child(args: argparse.Namespace, seed: int, ready_fd: int, mode: str)
             if stats.errors:
                 sys.stderr.write(stats.errors[-1] + "\n")
                 os._exit(3)
+
+
+def _deliver_one(ledger: Ledger, run_id: str) -> None:
+    """Finish work whose owner wants a direct notice: the send runs after commit, in this process."""
+    ledger.tasks.create(runtime="cli", task=f"deliver {run_id}", owner_key=OWNER, run_id=run_id, status="running",
+                        requester_origin={"channel": "webhook", "to": "hook"})
+    ledger.tasks.complete(run_id, summary="done")
 
 
 def run_zygote(args: argparse.Namespace) -> int:

@@ -38,11 +38,15 @@ def start_gateway(state_dir: Path, url: str, log: Path) -> subprocess.Popen[byte
 
 
 def wait_ready(proc: subprocess.Popen[bytes], log: Path, already: int) -> None:
-    """The gateway announces itself on stderr; poll the log (an external process, not a time rule)."""
-    deadline = time.monotonic() + 30
-    while log.read_text(errors="replace").count("gateway ready") <= already:
+    wait_for_text(proc, log, "gateway ready", already + 1)
+
+
+def wait_for_text(proc: subprocess.Popen[bytes], log: Path, text: str, count: int) -> None:
+    """The gateway reports on stderr; poll its log (an external process, not a time rule)."""
+    deadline = time.monotonic() + 60
+    while log.read_text(errors="replace").count(text) < count:
         assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
-        assert time.monotonic() < deadline, "gateway never became ready"
+        assert time.monotonic() < deadline, f"gateway never logged {text!r} ×{count}"
         time.sleep(0.02)
 
 
@@ -60,10 +64,12 @@ def test_killed_gateways_leave_a_truthful_ledger(database_url: str, state_dir: P
                 task = queue.enqueue(ledger, argv, label=f"round {round_no}.{n}",
                                      session_key="agent:main:main" if n == 3 else None)
                 submitted.append(task.task_id)
+            claims = log.read_text(errors="replace").count("claimed by")
             proc = start_gateway(state_dir, database_url, log)
             try:
                 wait_ready(proc, log, round_no)
-                time.sleep(rng.uniform(0.05, 1.2))  # the random kill point: claims, runs, sweeps in flight
+                wait_for_text(proc, log, "claimed by", claims + 1)  # this gateway has started work
+                time.sleep(rng.uniform(0.0, 0.8))  # the random kill point: claims, runs, sweeps in flight
             finally:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(30)
