@@ -76,9 +76,11 @@ def test_processes_hammering_one_ledger_keep_every_history_legal(
     # Callers were told about real transitions and every one of them is in the log (checked in verify).
     assert len(reported) >= verdict.tasks
     engine = "sqlite" if database_url.startswith("sqlite") else "postgres"
+    refusals = sum(int(r["refusals"]) for r in results)  # "changed while …" answers: allowed, but counted
     with capsys.disabled():
         sys.stderr.write(
             f"\n[concurrency {engine}] {WORKERS} procs × {OPS_PER_WORKER} ops = {run['ops']} ops in "
             f"{float(str(run['wall_s'])):.2f}s → {float(str(run['ops_per_s'])):.0f} ops/s; tasks={verdict.tasks} "
-            f"events={verdict.events} terminal={verdict.terminal} violations={len(verdict.violations)}\n"
+            f"events={verdict.events} terminal={verdict.terminal} refusals={refusals} "
+            f"violations={len(verdict.violations)}\n"
         )
