@@ -76,3 +76,26 @@ def test_any_database_url_is_exit_3_or_2_with_one_line(
     assert code in {0, 2, 3}, (url, code, err)
     if code != 0:
         assert len([line for line in err.splitlines() if line.strip()]) == 1, err
+
+
+FLOW_LINES = st.sampled_from([
+    "[flow]", 'goal = "g"', "[[step]]", 'id = "a"', 'id = "b"', 'needs = ["a"]', 'needs = ["b"]', 'needs = ["zz"]',
+    'run = ["true"]', 'run = "true"', 'runtime = "cli"', 'runtime = "bogus"', 'timeout = "10m"', 'timeout = "-1s"',
+    "shell = true", 'notify = "loud"', "= broken", '"\x1b[31m" = 1', "[step]", "x = 1",
+])
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.one_of(FLOW_LINES, st.text(max_size=20)), max_size=12))
+def test_flow_validate_on_any_file_is_ok_or_one_line_exit_2(
+    seeded_state: Path, capsys: pytest.CaptureFixture[str], lines: list[str]
+) -> None:
+    path = seeded_state.parent / "fuzz-flow.toml"
+    path.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
+    code = run(["--state-dir", str(seeded_state), "tasks", "flow", "validate", str(path)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "internal error" not in err, (lines, err)
+    assert code in {0, 2}, (lines, code, err)
+    if code == 2:
+        assert len([line for line in err.splitlines() if line.strip()]) == 1, err
+        assert "\x1b" not in err
