@@ -189,3 +189,21 @@ def test_transact_does_not_rerun_other_errors(sqlite_ledger: Ledger) -> None:
     with pytest.raises(StorageUnavailable, match="disk I/O error"):
         sqlite_ledger.db.transact(unit)
     assert len(calls) == 1
+
+
+def test_older_database_is_migrated_on_open(sqlite_url: str, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database made by this version opens in the next: the versioned DDL steps run once, data kept."""
+    from flowledger.tasks import db as dbmod
+
+    with Ledger.open(state_dir=state_dir, database_url=sqlite_url) as ledger:
+        made = ledger.tasks.create(runtime="cli", task="before the upgrade", owner_key="agent:m:main")
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(dbmod.MIGRATIONS, SCHEMA_VERSION + 1, ["ALTER TABLE task_runs ADD COLUMN upgraded_note TEXT"])
+    for _ in range(2):  # the second open finds the current version and runs nothing
+        with Ledger.open(state_dir=state_dir, database_url=sqlite_url) as ledger:
+            assert ledger.tasks.get(made.task_id) == made
+            with ledger.db.read() as conn:
+                version = conn.execute(schema_meta.select()).mappings().one()["value"]
+                columns = [r[1] for r in conn.exec_driver_sql("PRAGMA table_info(task_runs)")]
+            assert version == str(SCHEMA_VERSION + 1)
+            assert columns.count("upgraded_note") == 1
