@@ -158,3 +158,30 @@ def test_cli_waits_for_a_held_write_lock(sqlite_url: str, state_dir: Path) -> No
     with Ledger.open(state_dir=state_dir, database_url=sqlite_url) as ledger:
         after = ledger.tasks.get(task.task_id)
     assert after is not None and (after.status, after.label) == (TaskStatus.CANCELLED, "held")  # both writes kept
+
+
+def test_concurrent_creates_of_one_run_scope_make_one_task(database_url: str, state_dir: Path) -> None:
+    """Producers racing to record the same run (same scope) end with one task per run, never two."""
+    with Ledger.open(state_dir=state_dir, database_url=database_url):
+        pass  # the schema exists before the race starts
+    ctx = multiprocessing.get_context("fork")
+    go = ctx.Event()
+
+    def producer(n: int) -> None:
+        go.wait(30)
+        with Ledger.open(state_dir=state_dir, database_url=database_url) as mine:
+            for r in range(10):
+                mine.tasks.create(runtime="acp", task=f"attempt {n}", owner_key="agent:main:main",
+                                  child_session_key=f"agent:main:acp:{r}", run_id=f"race-{r}",
+                                  delivery_status="not_applicable")
+
+    procs = [ctx.Process(target=producer, args=(n,)) for n in range(3)]
+    for p in procs:
+        p.start()
+    go.set()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * 3
+    with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
+        tasks = ledger.tasks.list(runtime="acp")
+    assert sorted(t.run_id or "" for t in tasks) == sorted(f"race-{r}" for r in range(10))
