@@ -39,8 +39,10 @@ def run_peer(python: str, peer: str, n: int, timeout: float) -> tuple[float | No
     if not installed(python, peer):
         return None, "", f"{peer} not installed in {python}"
     with tempfile.TemporaryDirectory(prefix=f"flbench-{peer}-") as workdir:
+        # A loaded machine needs longer than Prefect's default to bring its ephemeral server up (excluded anyway).
         env = {"PREFECT_HOME": workdir, "PREFECT_LOGGING_LEVEL": "ERROR", "DBOS__APPVERSION": "bench",
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(int(timeout))}
         result, reason = run_json([python, helper("peer_tasks.py"), peer, str(n), workdir], timeout=timeout,
                                   env=env, cwd=workdir)
     if result is None:
