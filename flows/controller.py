@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from flowledger.flows import store as flow_store
 from flowledger.flows.definitions import FlowDefinition, flow_from_document
 from flowledger.flows.graph import Readiness, StepStatus
 from flowledger.flows.models import GRAPH_CONTROLLER, Flow, FlowStatus
@@ -120,6 +121,7 @@ class GraphController:
         self.on_progress = on_progress
         self.poll_interval = poll_interval
         self.definition = flow_from_document(state["definition"], source=f"flow {flow.flow_id}")
+        self._document = self.definition.to_document()
         steps = state.get("steps") or {}
         self.readiness = Readiness.restore(self.definition, {"version": 1, "steps": steps})
         self.task_ids: dict[str, str] = {k: v["task_id"] for k, v in steps.items() if v.get("task_id")}
@@ -148,8 +150,11 @@ class GraphController:
         if not self.claim():
             return self.ledger.flows.get_by_id(self.flow.flow_id) or self.flow
         while True:
-            flow = self._reload()
-            if flow.cancel_requested_at is not None or flow.is_link_terminal:
+            with self.ledger.db.read() as conn:  # the head only: the state document can be large
+                head = flow_store.head(conn, self.flow.flow_id)
+            if head is None:
+                raise FlowNotFound(self.flow.flow_id)
+            if head.cancel_requested_at is not None or head.is_link_terminal:
                 return self._stop()
             changed = self._collect()
             if self.readiness.is_done():
@@ -295,7 +300,7 @@ class GraphController:
         steps = self.readiness.snapshot()["steps"]
         for step_id, task_id in self.task_ids.items():
             steps[step_id]["task_id"] = task_id
-        return {"version": STATE_VERSION, "definition": self.definition.to_document(), "steps": steps}
+        return {"version": STATE_VERSION, "definition": self._document, "steps": steps}
 
     def _reload(self) -> Flow:
         flow = self.ledger.flows.get_by_id(self.flow.flow_id)
