@@ -64,6 +64,7 @@ class _Child:
     stop_reason: str | None = None
     stop_text: str | None = None
     result_lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
 
 class SubagentRuntime:
@@ -134,7 +135,8 @@ class SubagentRuntime:
             self.ledger.db.transact(lambda conn: liveness.register_run(conn, run_id, self.gateway_id, now,
                                                                        task_id=task.task_id, pid=proc.pid))
         log.info("task %s subagent child %s started pid %s", task.task_id, child_key, proc.pid)
-        threading.Thread(target=self._read, args=(child, out_path), daemon=True).start()
+        child.reader = threading.Thread(target=self._read, args=(child, out_path), daemon=True)
+        child.reader.start()
         threading.Thread(target=self._supervise, args=(child,), daemon=True).start()
 
     def _read(self, child: _Child, out_path: object) -> None:
@@ -171,7 +173,8 @@ class SubagentRuntime:
                         child.stop_reason = "cancel"
                         child.stopper.request()
                 child.stopper.poll()
-            time.sleep(0.05)  # let the reader drain the pipe's last lines
+            if child.reader is not None:  # the result is the last lines: let the reader drain the pipe
+                child.reader.join(timeout=5)
             self._record_end(child, code)
         except Exception:
             log.exception("task %s subagent supervision failed", child.task.task_id)

@@ -63,7 +63,7 @@ def test_gateway_runs_every_runtime_and_stops_cleanly(tmp_path: Path,
             runs = json.loads(out.stdout)["runs"]
             return [r for r in runs if r["status"] == "succeeded"]
 
-        runs = wait_for(cron_runs, 10, 0.3, "a succeeded cron run")
+        runs = wait_for(cron_runs, 20, 0.3, "a succeeded cron run")
         run = runs[0]
         assert run["runtime"] == "cron" and run["source_id"] == job_id and run["scope_kind"] == "system"
         assert run["notify_policy"] == "silent" and run["delivery_status"] == "not_applicable"
@@ -77,7 +77,7 @@ def test_gateway_runs_every_runtime_and_stops_cleanly(tmp_path: Path,
                                      task_text="quote me")
         acp = queue.enqueue(ledger, ACP_AGENT, runtime="acp", session_key=SESSION, task_text="hello agent")
         refused = queue.enqueue(ledger, ACP_AGENT, runtime="acp", session_key=SESSION, task_text="refuse it")
-        finished = {t.task_id: wait_for(_terminal(ledger, t.task_id), 15, what=t.task)
+        finished = {t.task_id: wait_for(_terminal(ledger, t.task_id), 30, what=t.task)
                     for t in (sub, callable_sub, acp, refused)}
         assert finished[sub.task_id].status == TaskStatus.SUCCEEDED
         assert finished[sub.task_id].progress_summary == "half way"
@@ -90,10 +90,10 @@ def test_gateway_runs_every_runtime_and_stops_cleanly(tmp_path: Path,
         # A cancel from another process: the registry records it, the gateway stops the child.
         long = cli(state, url, "run", "--detach", "--json", "--", "sleep", "30")
         long_id = json.loads(long.stdout)["task_id"]
-        wait_for(lambda: ledger.tasks.require(long_id).status == TaskStatus.RUNNING, 10, what="running")
+        wait_for(lambda: ledger.tasks.require(long_id).status == TaskStatus.RUNNING, 20, what="running")
         cancelled = cli(state, url, "tasks", "cancel", long_id)
         assert cancelled.returncode == 0 and cancelled.stdout.startswith(f"Cancelled {long_id} (cli)")
-        wait_for(lambda: _no_run_context(ledger, f"cli:{long_id}"), 10, what="child stopped")
+        wait_for(lambda: _no_run_context(ledger, f"cli:{long_id}"), 20, what="child stopped")
         assert ledger.tasks.require(long_id).status == TaskStatus.CANCELLED
 
         assert gw.stop() == 0
@@ -120,17 +120,17 @@ def test_kill_9_then_restart_loses_no_record_and_nothing_runs_forever(
                 pids = [r[0] for r in conn.execute(select(run_contexts.c.pid)) if r[0]]
             return pids if len(pids) == 2 else []
 
-        pids = wait_for(child_pids, 10, what="children started")
+        pids = wait_for(child_pids, 20, what="children started")
         first.kill()
         later = queue.enqueue(ledger, ["sh", "-c", "echo after"])  # recorded while no gateway runs
         try:
             gateways(state, url)
-            assert wait_for(_terminal(ledger, later.task_id), 15).status == TaskStatus.SUCCEEDED
+            assert wait_for(_terminal(ledger, later.task_id), 30).status == TaskStatus.SUCCEEDED
 
             # The dead gateway's lease runs out, so its runs stop counting as live for every process ...
-            wait_for(lambda: not _live(ledger, cmd.run_id or ""), 10, what="lease expiry")
+            wait_for(lambda: not _live(ledger, cmd.run_id or ""), 20, what="lease expiry")
             # ... and the restarted gateway tombstones the subagent child it cannot resume.
-            wait_for(lambda: _tombstoned(ledger, sub.child_session_key or ""), 10, what="tombstone")
+            wait_for(lambda: _tombstoned(ledger, sub.child_session_key or ""), 20, what="tombstone")
             for t in (cmd, sub):
                 assert ledger.tasks.require(t.task_id).status == TaskStatus.RUNNING  # still inside the grace
         finally:
