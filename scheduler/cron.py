@@ -23,7 +23,7 @@ from sqlalchemy import Connection, and_, delete, insert, select
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.queue import describe
-from flowledger.tasks import store
+from flowledger.tasks import liveness, store
 from flowledger.tasks.clock import iso_z, to_ms
 from flowledger.tasks.durations import format_duration
 from flowledger.tasks.errors import InvalidInput, OperationRefused
@@ -198,3 +198,21 @@ def running_job_ids(conn: Connection) -> set[str]:
 
 def format_every(job: CronJob) -> str:
     return f"every {format_duration(job.every)}" if job.every is not None else f"{job.schedule} ({job.tz or 'UTC'})"
+
+
+def release_stale_running(conn: Connection, now: datetime) -> list[str]:
+    """Clear `running_at` of jobs whose run is no longer live (its gateway died mid-run).
+
+    `running_at` is what an authoritative sweep reads as "the cron runtime tracks this job as active"; left
+    set by a dead gateway it would keep that job's task backed forever. The runner writes `running_at` and
+    the run context in one transaction, so a live run always has both.
+    """
+    live = liveness.live_run_ids(conn, now)
+    released = []
+    rows = conn.execute(select(cron_jobs.c.job_id, cron_jobs.c.running_at).where(cron_jobs.c.running_at.is_not(None)))
+    for job_id, running_at in rows.all():
+        if run_id_for(job_id, running_at) not in live:
+            conn.execute(cron_jobs.update().where(and_(cron_jobs.c.job_id == job_id,
+                                                       cron_jobs.c.running_at == running_at)).values(running_at=None))
+            released.append(job_id)
+    return released

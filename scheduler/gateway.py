@@ -126,6 +126,9 @@ class Gateway:
             return
         try:
             tombstone_orphans(self.ledger, self.gateway_id)
+            now = self.ledger.clock.now()
+            for job_id in self.ledger.db.transact(lambda conn: cron.release_stale_running(conn, now)):
+                log.info("cron job %s: its run's gateway is gone; no longer running", job_id)
             self._deliver_pending()
             report = self.ledger.maintenance(apply=True)
             self.sweeps += 1

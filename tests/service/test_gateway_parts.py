@@ -248,3 +248,23 @@ def test_the_gateway_fires_heartbeat_wakes_through_the_configured_hook(ledger: L
         gateway.fire_wakes()  # a wake fires once
         gateway.leader.release()
     assert woke.read_text() == f"{SESSION}\n"
+
+
+def test_a_dead_gateways_cron_job_stops_counting_as_running(ledger: Ledger, clock: FrozenClock) -> None:
+    """Otherwise an authoritative sweep would keep that job's task backed forever."""
+    live_job = cron.add_job(ledger, "live", ["true"], every=timedelta(minutes=1))
+    dead_job = cron.add_job(ledger, "dead", ["true"], every=timedelta(minutes=1))
+    now = clock.now()
+
+    def setup(conn: object) -> None:
+        liveness.renew_lease(conn, "gw-alive", now)  # type: ignore[arg-type]
+        liveness.renew_lease(conn, "gw-dead", now - timedelta(minutes=3))  # type: ignore[arg-type]
+        for job, gateway in ((live_job, "gw-alive"), (dead_job, "gw-dead")):
+            conn.execute(cron_jobs.update().where(cron_jobs.c.job_id == job.job_id)  # type: ignore[attr-defined]
+                         .values(running_at=now))
+            liveness.register_run(conn, cron.run_id_for(job.job_id, now), gateway, now)  # type: ignore[arg-type]
+
+    ledger.db.transact(setup)
+    assert ledger.db.transact(lambda conn: cron.release_stale_running(conn, clock.now())) == [dead_job.job_id]
+    assert cron.get_job(ledger, "live").running_at == now  # type: ignore[union-attr]
+    assert cron.get_job(ledger, "dead").running_at is None  # type: ignore[union-attr]
