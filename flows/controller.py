@@ -130,6 +130,7 @@ class GraphController:
         counts = self.readiness.counts()
         self._done = sum(n for s, n in counts.items() if s not in (StepStatus.PENDING.value, StepStatus.RUNNING.value))
         self._saved_at = 0.0
+        self._save_every = SAVE_EVERY_S
         self._dirty = False
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -323,14 +324,18 @@ class GraphController:
 
     def _save(self, *, force: bool = False) -> Flow:
         """Write the step state and current step; between forced saves, at most every SAVE_EVERY_S."""
-        if not force and time.monotonic() - self._saved_at < SAVE_EVERY_S:
+        if not force and time.monotonic() - self._saved_at < self._save_every:
             self._dirty = True
             return self.flow
-        self._saved_at = time.monotonic()
+        began = time.monotonic()
         self._dirty = False
         running = self.readiness.running()
         patch = {"state": self.state(), "current_step": ", ".join(running) if running else None}
-        return self._retrying(lambda f: self.ledger.flows.update(f.flow_id, f.revision, patch)) or self.flow
+        saved = self._retrying(lambda f: self.ledger.flows.update(f.flow_id, f.revision, patch)) or self.flow
+        self._saved_at = time.monotonic()
+        # A big state costs more to write: space saves so they take at most a tenth of the controller's time.
+        self._save_every = max(SAVE_EVERY_S, 9 * (self._saved_at - began))
+        return saved
 
     def _emit(self, kind: str, step_id: str | None = None, task: Task | None = None,
               status: str | None = None) -> None:
