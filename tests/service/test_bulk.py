@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.errors import FlowledgerError, InvalidInput
 from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, ScopeKind, TaskStatus
 
 
@@ -113,3 +113,18 @@ def test_bulk_uses_the_clock_once_per_batch(ledger: Ledger, clock: FrozenClock) 
                               for i in range(3)])
     assert {t.created_at for t in ledger.tasks.list()} == {clock.now()}
     assert {t.last_event_at for t in ledger.tasks.list()} == {clock.now()}
+
+
+def test_parent_flow_links_are_checked_like_create(ledger: Ledger) -> None:
+    record = {"runtime": "cli", "task": "x", "owner_key": "agent:main:main", "parent_flow_id": "no-such-flow"}
+    with pytest.raises(FlowledgerError) as by_create:
+        ledger.tasks.create(**record)
+    with pytest.raises(type(by_create.value)) as by_bulk:
+        ledger.tasks.create_many([record])
+    assert by_bulk.value.message == by_create.value.message
+    assert ledger.tasks.list() == []
+
+    flow = ledger.flows.create_managed("agent:main:main", "bench", "a goal")
+    assert ledger.tasks.create_many([{**record, "parent_flow_id": flow.flow_id}]) == 1
+    [linked] = ledger.tasks.list()
+    assert linked.parent_flow_id == flow.flow_id
