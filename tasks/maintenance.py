@@ -19,13 +19,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, or_
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
 from flowledger.tasks import cron_recovery, rules, store
 from flowledger.tasks.backing import BackingView, judge, should_mark_lost
 from flowledger.tasks.clock import to_ms
 from flowledger.tasks.models import Task
-from flowledger.tasks.projection import effective_cleanup_after, marked_lost, recovered
+from flowledger.tasks.projection import active_may_change, effective_cleanup_after, marked_lost, recovered
 from flowledger.tasks.service import Change, TaskService
 from flowledger.tasks.states import ACTIVE, TaskStatus, is_terminal
 from flowledger.tasks.tables import task_runs
@@ -33,13 +33,18 @@ from flowledger.tasks.tables import task_runs
 log = logging.getLogger(__name__)
 
 READ_BATCH = 500
-WRITE_BATCH = 25  # state changes: ~1 ms each through the guarded write path, so a transaction stays short
-PRUNE_BATCH = 200  # deletes are set-based (three statements per transaction) but touch three tables and their indexes
-# SQLite's busy handler polls a waiting writer at growing intervals and is not fair; after each write transaction
-# the sweep pauses about as long as it held the lock (capped), so a concurrent writer always finds a free window.
+# Write transactions start at these sizes and are then sized to hold the lock about TARGET_HOLD seconds.
+WRITE_BATCH = 50
+PRUNE_BATCH = 500
+MAX_WRITE_BATCH = 2000
+MAX_PRUNE_BATCH = 5000
+TARGET_HOLD = 0.025
 MAX_YIELD = 0.05
 STALE_RUNNING = timedelta(minutes=30)
 DIAGNOSTICS_LIMIT = 100
+_ACTIVE_ORDER = (TaskStatus.QUEUED, TaskStatus.RUNNING)
+_ACTIVE = sorted(s.value for s in ACTIVE)
+_ACTIVE_OR_LOST = [*_ACTIVE, TaskStatus.LOST.value]
 
 
 class Step(StrEnum):
@@ -124,64 +129,145 @@ def stale_running_entry(task: Task, view: BackingView) -> dict[str, Any] | None:
     return entry
 
 
-def candidates(conn: Connection, *, after_seq: int, batch: int, now: datetime) -> list[tuple[int, Task]]:
-    """One keyset batch of the rows that can need work; fresh stamped terminal rows never leave the database."""
-    active = [s.value for s in ACTIVE]
-    stmt = (store.task_select()
-            .where(task_runs.c.seq > after_seq)
-            .where(or_(task_runs.c.status.in_([*active, TaskStatus.LOST.value]),
-                       task_runs.c.cleanup_after.is_(None), task_runs.c.cleanup_after <= now))
-            .order_by(task_runs.c.seq).limit(batch))
+def _per_task_kinds(now: datetime, *, include_due: bool) -> list[ColumnElement[bool]]:
+    """Each kind of row that needs a per-task decision, as one index-friendly filter (status or cleanup index)."""
+    c = task_runs.c
+    kinds: list[ColumnElement[bool]] = [and_(c.status == s.value, active_may_change(now)) for s in _ACTIVE_ORDER]
+    lost = c.status == TaskStatus.LOST.value
+    kinds.append(lost if include_due else and_(lost, or_(c.cleanup_after.is_(None), c.cleanup_after > now)))
+    kinds.append(and_(c.cleanup_after.is_(None), c.status.not_in(_ACTIVE_OR_LOST)))
+    if include_due:
+        kinds.append(due(now))
+    return kinds
+
+
+def due(now: datetime) -> ColumnElement[bool]:
+    """Stamped terminal rows whose stamp has passed: pruned whatever else they hold (`decide` agrees).
+
+    The status test is written as NOT IN on purpose: an engine without statistics would otherwise walk the
+    status index over every terminal row instead of the cleanup_after range.
+    """
+    c = task_runs.c
+    return and_(c.cleanup_after <= now, c.status.not_in(_ACTIVE))
+
+
+def candidates(conn: Connection, where: ColumnElement[bool], *, after_seq: int, batch: int) -> list[tuple[int, Task]]:
+    """One keyset batch of one kind of row; rows that cannot need work never leave the database."""
+    stmt = store.task_select().where(where, task_runs.c.seq > after_seq).order_by(task_runs.c.seq).limit(batch)
     return [(row._mapping["seq"], store.row_to_task(row)) for row in conn.execute(stmt)]
 
 
 def plan_batches(service: TaskService, now: datetime, *, authoritative: bool, result: SweepResult,
-                 batch: int = READ_BATCH) -> Iterator[list[Planned]]:
-    """Stream the plan, one read transaction per batch; diagnostics accumulate in `result`."""
-    after = 0
+                 batch: int = READ_BATCH, include_due: bool = True) -> Iterator[list[Planned]]:
+    """Stream the plan, one read transaction per batch; diagnostics accumulate in `result`.
+
+    With include_due=False the stamped rows already due are left out: `sweep` prunes them set-based.
+    """
+    for where in _per_task_kinds(now, include_due=include_due):
+        after = 0
+        while True:
+            with service.db.read() as conn:
+                rows = candidates(conn, where, after_seq=after, batch=batch)
+                if not rows:
+                    break
+                tasks = [t for _, t in rows]
+                view = BackingView.load(conn, tasks, now, authoritative=authoritative)
+                recoveries = cron_recovery.load(conn, tasks)
+            after = rows[-1][0]
+            planned: list[Planned] = []
+            for task in tasks:
+                recovery = recoveries.get(task.task_id)
+                step = decide(task, view, recovery, now, service.retention)
+                if step is not None:
+                    planned.append(step)
+                entry = None if recovery is not None else stale_running_entry(task, view)
+                if entry is not None:
+                    result.stale_running_total += 1
+                    if len(result.stale_running) < DIAGNOSTICS_LIMIT:
+                        result.stale_running.append(entry)
+            yield planned
+
+
+def count_due(service: TaskService, now: datetime) -> int:
+    with service.db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(task_runs).where(due(now))).scalar_one())
+
+
+class _Pacer:
+    """Sizes write transactions to a target lock hold and, on SQLite, leaves the lock free between them.
+
+    SQLite's busy handler polls a waiting writer at growing intervals and is not fair; after each write
+    transaction the sweep pauses about as long as it held the lock (capped), so a concurrent writer always
+    finds a free window. PostgreSQL locks rows, not the database: nobody waits on us there.
+    """
+
+    def __init__(self, service: TaskService, size: int, *, lo: int, hi: int) -> None:
+        self.pause = not service.db.is_postgres
+        self.size, self.lo, self.hi = size, lo, hi
+
+    def done(self, started: float, n: int) -> None:
+        held = time.monotonic() - started
+        if n >= self.size:  # only a full batch says how long a full batch takes
+            scaled = int(self.size * TARGET_HOLD / max(held, 1e-4))
+            self.size = max(self.lo, min(self.hi, scaled, self.size * 2))
+        if self.pause:
+            time.sleep(min(MAX_YIELD, held))
+
+
+def prune_due(service: TaskService, now: datetime, *, batch: int = PRUNE_BATCH) -> int:
+    """Delete every due row with its delivery row and events, set-based, in short write transactions.
+
+    Each transaction re-selects its rows with the due filter (locking them on PostgreSQL), so what it deletes is
+    due at that moment; a deleted row leaves the filter, so no keyset is needed.
+    """
+    pacer = _Pacer(service, batch, lo=min(batch, 50), hi=max(batch, MAX_PRUNE_BATCH))
+    pruned = 0
     while True:
-        with service.db.read() as conn:
-            rows = candidates(conn, after_seq=after, batch=batch, now=now)
-            if not rows:
-                return
-            tasks = [t for _, t in rows]
-            view = BackingView.load(conn, tasks, now, authoritative=authoritative)
-            recoveries = cron_recovery.load(conn, tasks)
-        after = rows[-1][0]
-        planned: list[Planned] = []
-        for task in tasks:
-            recovery = recoveries.get(task.task_id)
-            step = decide(task, view, recovery, now, service.retention)
-            if step is not None:
-                planned.append(step)
-            entry = None if recovery is not None else stale_running_entry(task, view)
-            if entry is not None:
-                result.stale_running_total += 1
-                if len(result.stale_running) < DIAGNOSTICS_LIMIT:
-                    result.stale_running.append(entry)
-        yield planned
+        size = pacer.size
+
+        def unit(conn: Connection, size: int = size) -> int:
+            stmt = select(task_runs.c.task_id).where(due(now)).limit(size)
+            if service.db.is_postgres:
+                stmt = stmt.with_for_update()
+            ids = list(conn.execute(stmt).scalars())
+            return store.delete_tasks(conn, ids)
+
+        started = time.monotonic()
+        n = service.db.transact(unit)
+        pruned += n
+        if n < size:
+            return pruned
+        pacer.done(started, n)
 
 
 def sweep(service: TaskService, now: datetime, *, apply: bool, authoritative: bool,
           read_batch: int = READ_BATCH, write_batch: int = WRITE_BATCH) -> SweepResult:
-    """Preview (count the plan) or apply it; the numbers of the two agree when nothing moves meanwhile."""
+    """Preview (count the plan) or apply it; the numbers of the two agree when nothing moves meanwhile.
+
+    Rows already due are pruned first, set-based (nothing else can happen to them this pass); then the rows that
+    need a per-task decision are planned and applied batch by batch, so a row changed this pass is never pruned
+    in the same pass.
+    """
     result = SweepResult()
-    for planned in plan_batches(service, now, authoritative=authoritative, result=result, batch=read_batch):
+    if apply:
+        result.counts.add(Step.PRUNE, prune_due(service, now))
+    else:
+        result.counts.add(Step.PRUNE, count_due(service, now))
+    pacer = _Pacer(service, write_batch, lo=min(write_batch, 10), hi=max(write_batch, MAX_WRITE_BATCH))
+    for planned in plan_batches(service, now, authoritative=authoritative, result=result, batch=read_batch,
+                                include_due=False):
         if not apply:
             for step in planned:
                 result.counts.add(step.step)
             continue
-        prunes = [s for s in planned if s.step == Step.PRUNE]
-        changes = [s for s in planned if s.step != Step.PRUNE]
-        chunks = [changes[i:i + write_batch] for i in range(0, len(changes), write_batch)]
-        chunks += [prunes[i:i + PRUNE_BATCH] for i in range(0, len(prunes), PRUNE_BATCH)]
-        for chunk in chunks:
+        rest = list(planned)
+        while rest:
+            chunk, rest = rest[:pacer.size], rest[pacer.size:]
             started = time.monotonic()
             applied = apply_steps(service, chunk, now, authoritative=authoritative)
             for step_kind, n in applied.items():
                 result.counts.add(step_kind, n)
-            if not service.db.is_postgres:  # PostgreSQL locks rows, not the database: nobody waits on us
-                time.sleep(min(MAX_YIELD, time.monotonic() - started))
+            pacer.done(started, len(chunk))
     return result
 
 
