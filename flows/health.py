@@ -18,12 +18,14 @@ from flowledger.tasks.audit import CodeSummary, RetainedLost, TaskAudit, sort_fi
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.findings import Finding, Severity
 from flowledger.tasks.models import Task
-from flowledger.tasks.projection import project_all, project_batch, stream_projected
+from flowledger.tasks.projection import project_all, project_batch, stream_newest, stream_projected
 from flowledger.tasks.states import Runtime, TaskStatus, parse_enum
 from flowledger.tasks.summary import Summary, count_stored
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
+
+LIST_PAGE = 200
 
 FLOW_CODES = ("restore_failed", "stale_running", "stale_waiting", "stale_blocked", "cancel_stuck",
               "missing_linked_tasks", "blocked_task_missing", "inconsistent_timestamps")
@@ -144,15 +146,31 @@ def project_one(ledger: Ledger, task: Task) -> Task:
                              retention=ledger.tasks.retention)[0]
 
 
-def project_list(ledger: Ledger, *, runtime: str | None = None, status: str | None = None) -> list[Task]:
-    """Newest first, reconciled; the status filter applies to the projected status."""
+def project_list(ledger: Ledger, *, runtime: str | None = None, status: str | None = None,
+                 limit: int | None = None) -> list[Task]:
+    """Newest first, reconciled; the status filter applies to the projected status, then the limit.
+
+    With a limit the rows are read newest first in pages and projected page by page until enough match, so a
+    million-row ledger costs a page or two, not a projection of every row.
+    """
     wanted = parse_enum(TaskStatus, status, "status") if status is not None else None
     rt = parse_enum(Runtime, runtime, "runtime") if runtime is not None else None
-    tasks = ledger.tasks.list(runtime=rt)
-    with ledger.db.read() as conn:
-        projected = project_all(conn, tasks, ledger.clock.now(), authoritative=ledger.authoritative,
-                                retention=ledger.tasks.retention)
-    return [t for t in projected if wanted is None or t.status == wanted]
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidInput("--limit must be a positive integer, for example --limit 25.")
+    now = ledger.clock.now()
+    if limit is None:
+        tasks = ledger.tasks.list(runtime=rt)
+        with ledger.db.read() as conn:
+            projected = project_all(conn, tasks, now, authoritative=ledger.authoritative,
+                                    retention=ledger.tasks.retention)
+        return [t for t in projected if wanted is None or t.status == wanted]
+    out: list[Task] = []
+    for page in stream_newest(ledger.db, now, runtime=rt, authoritative=ledger.authoritative,
+                              retention=ledger.tasks.retention, batch=max(limit, LIST_PAGE)):
+        out.extend(t for t in page if wanted is None or t.status == wanted)
+        if len(out) >= limit:
+            break
+    return out[:limit]
 
 
 # --- inspection: one streamed pass for summary + audit ---------------------------------------------

@@ -122,3 +122,25 @@ def stream_projected(db: Database, now: datetime, *, authoritative: bool,
             projected = project_batch(conn, stored, now, authoritative=authoritative, retention=retention)
         after = rows[-1][0]
         yield from zip(stored, projected, strict=True)
+
+
+def stream_newest(db: Database, now: datetime, *, runtime: Runtime | None, authoritative: bool,
+                  retention: timedelta = DEFAULT_RETENTION, batch: int = BATCH) -> Iterator[list[Task]]:
+    """Projected tasks newest first, one page per short read transaction (keyset on the created index)."""
+    c = task_runs.c
+    last: tuple[datetime, int] | None = None
+    while True:
+        with db.read() as conn:
+            stmt = store.task_select()
+            if runtime is not None:
+                stmt = stmt.where(c.runtime == runtime.value)
+            if last is not None:
+                stmt = stmt.where(or_(c.created_at < last[0], and_(c.created_at == last[0], c.seq < last[1])))
+            rows = [(r._mapping["seq"], store.row_to_task(r)) for r in conn.execute(stmt.order_by(*store.NEWEST_FIRST)
+                                                                                     .limit(batch))]
+            if not rows:
+                return
+            projected = project_batch(conn, [t for _, t in rows], now, authoritative=authoritative,
+                                      retention=retention)
+        last = (rows[-1][1].created_at, rows[-1][0])
+        yield projected
