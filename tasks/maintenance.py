@@ -4,9 +4,11 @@ For each task the first step that applies wins: cron recovery → lost → prune
 counts the plan; `apply` applies the very same plan batch by batch, re-reading every record inside the write
 transaction and skipping any that changed since it was planned (and re-checking backing before `lost`).
 
-Records are streamed in keyset batches (only rows that can need work: active, lost, unstamped or due), so
-memory stays flat however large the ledger is, and each write transaction touches at most `write_batch`
-records, so a concurrent writer never waits long for the lock.
+Stamped rows already due are pruned first, set-based through the cleanup_after index (nothing else can happen
+to them this pass); every other row that can need work (active past the grace or cron, lost, unstamped) is
+streamed in keyset batches, so memory stays flat and a steady-state pass is O(active + due), never a read of
+every row into Python. Write transactions are sized to hold the lock ~25 ms, and on SQLite the sweep leaves
+the lock free about as long after each, so a concurrent writer never waits long.
 """
 
 from __future__ import annotations
