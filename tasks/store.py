@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, or_, select, update
 from sqlalchemy.sql import Select
 
 from flowledger.tasks.errors import InvalidPersistedValue
@@ -30,11 +30,35 @@ _ORIGIN = task_delivery_state.c.requester_origin_json
 NEWEST_FIRST = (task_runs.c.created_at.desc(), task_runs.c.seq.desc())
 
 
+_TASK_SELECT: Select[Any] = select(*_TASK_COLUMNS, task_runs.c.seq, _ORIGIN).select_from(
+    task_runs.outerjoin(task_delivery_state, task_delivery_state.c.task_id == task_runs.c.task_id)
+)
+
+
 def task_select() -> Select[Any]:
-    """Tasks joined with their delivery origin: the shape every read returns."""
-    return select(*_TASK_COLUMNS, task_runs.c.seq, _ORIGIN).select_from(
-        task_runs.outerjoin(task_delivery_state, task_delivery_state.c.task_id == task_runs.c.task_id)
-    )
+    """Tasks joined with their delivery origin: the shape every read returns.
+
+    One shared statement: `Select` is immutable (every `.where()` returns a copy), and building it anew on
+    each call was a measurable share of every single-task write.
+    """
+    return _TASK_SELECT
+
+
+# The hot single-task statements are built once and executed with parameter dicts: building a Core statement
+# costs more than executing it, and SQLAlchemy caches the compiled form per statement and parameter keys.
+_GET = _TASK_SELECT.where(task_runs.c.task_id == bindparam("b_task_id"))
+_GET_FOR_UPDATE = _GET.with_for_update(of=task_runs)
+_BY_RUN_ID = _TASK_SELECT.where(task_runs.c.run_id == bindparam("b_run_id")).order_by(
+    task_runs.c.created_at, task_runs.c.seq
+)
+_BY_RUN_ID_FOR_UPDATE = _BY_RUN_ID.with_for_update(of=task_runs)
+_INSERT_TASK = insert(task_runs)
+_INSERT_EVENT = insert(task_events)
+# No .values(): the SET list is compiled from the parameter keys, so one statement serves every column subset.
+_GUARDED_UPDATE = update(task_runs).where(
+    task_runs.c.task_id == bindparam("b_task_id"),
+    task_runs.c.status.in_(bindparam("b_expected", expanding=True)),
+)
 
 
 def _enum(kind: Any, value: Any, ident: str, column: str, *, optional: bool = False) -> Any:
@@ -144,13 +168,14 @@ def _many(conn: Connection, stmt: Select[Any], *, for_update: bool = False) -> l
 
 
 def get(conn: Connection, task_id: str, *, for_update: bool = False) -> Task | None:
-    return _one(conn, task_select().where(task_runs.c.task_id == task_id), for_update=for_update)
+    row = conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"b_task_id": task_id}).first()
+    return row_to_task(row) if row is not None else None
 
 
 def by_run_id(conn: Connection, run_id: str, *, for_update: bool = False) -> list[Task]:
     """Tasks sharing a run id, oldest first (the order the preferred-task rule reads them)."""
-    stmt = task_select().where(task_runs.c.run_id == run_id).order_by(task_runs.c.created_at, task_runs.c.seq)
-    return _many(conn, stmt, for_update=for_update)
+    rows = conn.execute(_BY_RUN_ID_FOR_UPDATE if for_update else _BY_RUN_ID, {"b_run_id": run_id})
+    return [row_to_task(row) for row in rows]
 
 
 def newest_related(conn: Connection, session_key: str) -> Task | None:
@@ -222,7 +247,7 @@ def events_for(conn: Connection, task_id: str) -> list[TaskEvent]:
 
 
 def insert_task(conn: Connection, task: Task) -> None:
-    conn.execute(insert(task_runs).values(**task_values(task)))
+    conn.execute(_INSERT_TASK, task_values(task))
     if task.requester_origin is not None:
         upsert_origin(conn, task.task_id, task.requester_origin)
 
@@ -249,21 +274,14 @@ def compare_and_set(conn: Connection, task: Task, *, expected: Iterable[TaskStat
     if previous is not None:
         before = task_values(previous)
         values = {k: v for k, v in values.items() if k == "status" or before[k] != v}
-    result = conn.execute(
-        update(task_runs)
-        .where(and_(task_runs.c.task_id == task.task_id, task_runs.c.status.in_([s.value for s in expected])))
-        .values(**values)
-    )
-    return bool(result.rowcount)
+    values["b_task_id"] = task.task_id
+    values["b_expected"] = [s.value for s in expected]
+    return bool(conn.execute(_GUARDED_UPDATE, values).rowcount)
 
 
 def append_event(conn: Connection, event: TaskEvent) -> None:
-    conn.execute(
-        insert(task_events).values(
-            task_id=event.task_id, at=event.at, kind=event.kind, summary=event.summary,
-            previous_status=event.previous_status,
-        )
-    )
+    conn.execute(_INSERT_EVENT, {"task_id": event.task_id, "at": event.at, "kind": event.kind,
+                                 "summary": event.summary, "previous_status": event.previous_status})
 
 
 def delete_tasks(conn: Connection, task_ids: Sequence[str]) -> int:
