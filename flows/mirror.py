@@ -16,20 +16,32 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
 from flowledger.flows import store
-from flowledger.flows.models import MAINTENANCE_TERMINAL, Flow, FlowStatus, SyncMode
+from flowledger.flows.models import (
+    LINK_TERMINAL,
+    MAINTENANCE_TERMINAL,
+    Flow,
+    FlowStatus,
+    SyncMode,
+    parse_sync_mode,
+)
+from flowledger.tasks import store as task_store
+from flowledger.tasks.errors import InvalidPersistedValue
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import Change, TaskHooks
 from flowledger.tasks.states import (
     DeliveryStatus,
+    NotifyPolicy,
     Runtime,
     ScopeKind,
     TaskStatus,
     TerminalOutcome,
 )
+from flowledger.tasks.tables import flow_runs, task_runs
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +129,7 @@ class FlowHooks(TaskHooks):
         if not wants_one_task_flow(task):
             return task
         flow = one_task_flow(task)
-        store.insert_flow(conn, flow)
+        conn.execute(_INSERT_FLOW, store.flow_values(flow))
         log.info("flow %s created (mirrored) for task %s", flow.flow_id, task.task_id)
         return task.replace(parent_flow_id=flow.flow_id)
 
@@ -130,29 +142,84 @@ class FlowHooks(TaskHooks):
             sync_flow(conn, before, None, now)  # the task moved away: its old flow re-derives without it
 
 
+# Every task write syncs its flow, so the sync reads and writes through statements built once. The mirrored
+# path reads only the columns `derive_mirrored` looks at (never the state JSON) and writes only the columns it
+# changed, guarded on the revision it read under the row lock.
+_SYNC_COLUMNS = (flow_runs.c.flow_id, flow_runs.c.sync_mode, flow_runs.c.owner_key, flow_runs.c.status,
+                 flow_runs.c.revision, flow_runs.c.notify_policy, flow_runs.c.goal, flow_runs.c.blocked_task_id,
+                 flow_runs.c.blocked_summary, flow_runs.c.wait_json, flow_runs.c.cancel_requested_at,
+                 flow_runs.c.created_at, flow_runs.c.updated_at, flow_runs.c.ended_at)
+_SYNC_HEAD = select(*_SYNC_COLUMNS).where(flow_runs.c.flow_id == bindparam("b_flow_id")).with_for_update()
+_LINKED = task_store.task_select().where(task_runs.c.parent_flow_id == bindparam("b_flow_id")).order_by(
+    *task_store.NEWEST_FIRST
+)
+_INSERT_FLOW = insert(flow_runs)
+_FLOW_UPDATE = update(flow_runs).where(flow_runs.c.flow_id == bindparam("b_flow_id"),
+                                       flow_runs.c.revision == bindparam("b_revision"))
+# The fields derive_mirrored may change, with how each is stored.
+_DERIVED: dict[str, tuple[str, Any]] = {
+    "status": ("status", lambda v: v.value),
+    "notify_policy": ("notify_policy", lambda v: v.value),
+    "goal": ("goal", lambda v: v),
+    "wait": ("wait_json", store.dump_json),
+    "blocked_task_id": ("blocked_task_id", lambda v: v),
+    "blocked_summary": ("blocked_summary", lambda v: v),
+    "updated_at": ("updated_at", lambda v: v),
+    "ended_at": ("ended_at", lambda v: v),
+}
+
+
 def sync_flow(conn: Connection, flow_id: str, task: Task | None, now: datetime,
-              previous: Task | None = None) -> Flow | None:
-    """Bring one flow in line with its tasks after `task` was written; returns the flow if it was read."""
-    head = store.head(conn, flow_id, for_update=True)
-    if head is None:
-        return None
-    if head.sync_mode == SyncMode.MANAGED and (head.cancel_requested_at is None or head.is_link_terminal):
-        return None  # task writes never move a managed flow, except to finish a cancel (checked cheaply first)
+              previous: Task | None = None) -> None:
+    """Bring one flow in line with its tasks after `task` was written."""
+    row = conn.execute(_SYNC_HEAD, {"b_flow_id": flow_id}).first()
+    if row is None:
+        return
+    mode = parse_sync_mode(row.sync_mode)
+    status = _flow_status(row)
+    if mode == SyncMode.MIRRORED:
+        _sync_mirrored(conn, row, status, previous)
+        return
+    if row.cancel_requested_at is None or status in LINK_TERMINAL:
+        return  # task writes never move a managed flow, except to finish a cancel (checked cheaply first)
     flow = store.get(conn, flow_id)
     if flow is None:
-        return None
-    if flow.sync_mode == SyncMode.MIRRORED:
-        new = derive_mirrored(flow, store.linked_tasks(conn, flow_id), previous)
-    else:
-        new = _cancel_finalised(flow, store.active_linked_count(conn, flow_id), task, now)
+        return
+    new = _cancel_finalised(flow, store.active_linked_count(conn, flow_id), task, now)
     if new == flow:
-        return flow
+        return
     new = new.replace(revision=flow.revision + 1)
-    if not store.compare_and_set(conn, new, expected_revision=flow.revision):
-        return store.get(conn, flow_id)
-    if new.status != flow.status:
+    if store.compare_and_set(conn, new, expected_revision=flow.revision) and new.status != flow.status:
         log.info("flow %s %s -> %s", flow_id, flow.status, new.status)
-    return new
+
+
+def _flow_status(row: Row[Any]) -> FlowStatus:
+    try:
+        return FlowStatus(row.status)
+    except ValueError:
+        raise InvalidPersistedValue("flow", row.flow_id, "status", row.status) from None
+
+
+def _sync_mirrored(conn: Connection, row: Row[Any], status: FlowStatus, previous: Task | None) -> None:
+    try:
+        policy = NotifyPolicy(row.notify_policy)
+    except ValueError:
+        raise InvalidPersistedValue("flow", row.flow_id, "notify_policy", row.notify_policy) from None
+    # Only the derived fields are real; the rest are never compared or written below.
+    flow = Flow(flow_id=row.flow_id, sync_mode=SyncMode.MIRRORED, owner_key=row.owner_key, status=status,
+                notify_policy=policy, goal=row.goal, created_at=row.created_at,
+                updated_at=row.updated_at or row.created_at, revision=max(0, int(row.revision or 0)),
+                blocked_task_id=row.blocked_task_id, blocked_summary=row.blocked_summary,
+                wait=store.load_json(row.wait_json, row.flow_id, "wait_json"), ended_at=row.ended_at)
+    linked = [task_store.row_to_task(r) for r in conn.execute(_LINKED, {"b_flow_id": row.flow_id})]
+    new = derive_mirrored(flow, linked, previous)
+    values = {column: dump(getattr(new, name)) for name, (column, dump) in _DERIVED.items()
+              if getattr(new, name) != getattr(flow, name)}
+    if not values:
+        return
+    values.update(revision=flow.revision + 1, b_flow_id=flow.flow_id, b_revision=row.revision)
+    if conn.execute(_FLOW_UPDATE, values).rowcount and new.status != flow.status:
+        log.info("flow %s %s -> %s", flow.flow_id, flow.status, new.status)
 
 
 def _cancel_finalised(flow: Flow, active_children: int, task: Task | None, now: datetime) -> Flow:
