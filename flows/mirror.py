@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy.sql import Select
 
 from flowledger.flows import store
 from flowledger.flows.models import (
@@ -149,7 +150,7 @@ _SYNC_COLUMNS = (flow_runs.c.flow_id, flow_runs.c.sync_mode, flow_runs.c.owner_k
                  flow_runs.c.revision, flow_runs.c.notify_policy, flow_runs.c.goal, flow_runs.c.blocked_task_id,
                  flow_runs.c.blocked_summary, flow_runs.c.wait_json, flow_runs.c.cancel_requested_at,
                  flow_runs.c.created_at, flow_runs.c.updated_at, flow_runs.c.ended_at)
-_SYNC_HEAD = select(*_SYNC_COLUMNS).where(flow_runs.c.flow_id == bindparam("b_flow_id")).with_for_update()
+_SYNC_HEAD: Select[Any] = select(*_SYNC_COLUMNS).where(flow_runs.c.flow_id == bindparam("b_flow_id")).with_for_update()
 _LINKED = task_store.task_select().where(task_runs.c.parent_flow_id == bindparam("b_flow_id")).order_by(
     *task_store.NEWEST_FIRST
 )
