@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.sql import ClauseElement
 
 from flowledger.tasks.errors import InvalidInput, StorageUnavailable
 from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, schema_meta
@@ -275,7 +276,48 @@ def _refuse_nul_text(engine: Engine) -> None:
         else:
             found = set_has_nul(parameters) if isinstance(parameters, dict | list | tuple) else False
         if found:
-            raise InvalidInput("Text values may not contain NUL (\\x00) characters.")
+            raise InvalidInput(NUL_REFUSED)
+
+
+NUL_REFUSED = "Text values may not contain NUL (\\x00) characters."
+
+
+class Prepared:
+    """A Core statement compiled once per dialect and executed straight on the driver's connection.
+
+    For the few statements every single-task write runs: SQLAlchemy's execute path (cache key, parameter and
+    result processing, events, result wrapping) cost several times the statement itself. Callers pass
+    driver-ready values (times as epoch ms) and read the driver's cursor. What the execute path would have done
+    for them is done here: NUL in text is refused, driver errors are wrapped as SQLAlchemy's, so
+    `Database._translate_errors` and `transact`'s lock retry see them exactly as before.
+    """
+
+    __slots__ = ("_compiled", "_keys", "_stmt")
+
+    def __init__(self, stmt: ClauseElement, column_keys: list[str] | None = None) -> None:
+        self._stmt = stmt
+        self._keys = column_keys
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+
+    def _sql(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
+        hit = self._compiled.get(dialect.name)
+        if hit is None:
+            compiled: Any = self._stmt.compile(dialect=dialect, column_keys=self._keys)
+            order = tuple(compiled.positiontup or ()) if compiled.positional else None
+            hit = self._compiled[dialect.name] = (compiled.string, order)
+        return hit
+
+    def run(self, conn: Connection, params: dict[str, Any]) -> Any:
+        sql, order = self._sql(conn.dialect)
+        if any(type(v) is str and "\x00" in v for v in params.values()):
+            raise InvalidInput(NUL_REFUSED)
+        args: Any = params if order is None else tuple(params[k] for k in order)
+        driver: Any = conn.connection.driver_connection
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        try:
+            return driver.execute(sql, args)
+        except dbapi_error as exc:
+            raise DBAPIError.instance(sql, args, exc, dbapi_error, dialect=conn.dialect) from exc
 
 
 # SQLite's lock errors, and PostgreSQL's deadlock / serialization failures: each aborts only this

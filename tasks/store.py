@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, delete, insert, or_, select, update
 from sqlalchemy.sql import Select
 
+from flowledger.tasks.clock import require_aware, to_ms
+from flowledger.tasks.db import Prepared
 from flowledger.tasks.errors import InvalidPersistedValue
 from flowledger.tasks.models import DeliveryOrigin, Task, TaskEvent
 from flowledger.tasks.states import (
@@ -22,7 +24,7 @@ from flowledger.tasks.states import (
     TaskStatus,
     TerminalOutcome,
 )
-from flowledger.tasks.tables import task_delivery_state, task_events, task_runs
+from flowledger.tasks.tables import UTCMillis, task_delivery_state, task_events, task_runs
 
 log = logging.getLogger(__name__)
 _TASK_COLUMNS = [c for c in task_runs.c if c.name != "seq"]
@@ -52,13 +54,43 @@ _BY_RUN_ID = _TASK_SELECT.where(task_runs.c.run_id == bindparam("b_run_id")).ord
     task_runs.c.created_at, task_runs.c.seq
 )
 _BY_RUN_ID_FOR_UPDATE = _BY_RUN_ID.with_for_update(of=task_runs)
-_INSERT_TASK = insert(task_runs)
-_INSERT_EVENT = insert(task_events)
-# No .values(): the SET list is compiled from the parameter keys, so one statement serves every column subset.
-_GUARDED_UPDATE = update(task_runs).where(
-    task_runs.c.task_id == bindparam("b_task_id"),
-    task_runs.c.status.in_(bindparam("b_expected", expanding=True)),
-)
+# The statements of create → start → complete run on the driver directly (see db.Prepared).
+_P_GET = Prepared(_GET)
+_P_GET_FOR_UPDATE = Prepared(_GET_FOR_UPDATE)
+_P_BY_RUN_ID = Prepared(_BY_RUN_ID)
+_P_BY_RUN_ID_FOR_UPDATE = Prepared(_BY_RUN_ID_FOR_UPDATE)
+_EVENT_KEYS = ["task_id", "at", "kind", "summary", "previous_status"]
+_P_INSERT_EVENT = Prepared(insert(task_events), _EVENT_KEYS)
+_RAW_KEYS = [c.name for c in _TASK_COLUMNS] + ["seq", _ORIGIN.name]
+_TIME_KEYS = frozenset(c.name for c in task_runs.c if isinstance(c.type, UTCMillis))
+_P_INSERT_TASK: dict[tuple[str, ...], Prepared] = {}
+# One guarded UPDATE per (written columns, number of expected statuses): a stale copy writes only what it
+# changed, and each shape is compiled once.
+_P_GUARDED: dict[tuple[tuple[str, ...], int], Prepared] = {}
+_TIMESTAMP = UTCMillis()
+
+
+def _guarded_update(columns: tuple[str, ...], expected: int) -> Prepared:
+    prepared = _P_GUARDED.get((columns, expected))
+    if prepared is None:
+        stmt = update(task_runs).where(
+            task_runs.c.task_id == bindparam("b_task_id"),
+            task_runs.c.status.in_([bindparam(f"b_expected_{i}") for i in range(expected)]),
+        )
+        prepared = _P_GUARDED[(columns, expected)] = Prepared(stmt, list(columns))
+    return prepared
+
+
+def _driver_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Times as the epoch ms `UTCMillis` stores (naive datetimes refused the same way)."""
+    return {k: (to_ms(require_aware(v)) if isinstance(v, datetime) else v) for k, v in values.items()}
+
+
+def _raw_to_task(row: Sequence[Any]) -> Task:
+    m = dict(zip(_RAW_KEYS, row, strict=True))
+    for key in _TIME_KEYS:
+        m[key] = _TIMESTAMP.process_result_value(m[key], None)  # type: ignore[arg-type]
+    return mapping_to_task(m)
 
 
 def _enum(kind: Any, value: Any, ident: str, column: str, *, optional: bool = False) -> Any:
@@ -71,7 +103,10 @@ def _enum(kind: Any, value: Any, ident: str, column: str, *, optional: bool = Fa
 
 
 def row_to_task(row: Row[Any]) -> Task:
-    m = row._mapping
+    return mapping_to_task(row._mapping)
+
+
+def mapping_to_task(m: Any) -> Task:
     ident = m["task_id"]
     scope = _enum(ScopeKind, m["scope_kind"], ident, "scope_kind")
     requester = m["requester_session_key"] or ""
@@ -168,14 +203,14 @@ def _many(conn: Connection, stmt: Select[Any], *, for_update: bool = False) -> l
 
 
 def get(conn: Connection, task_id: str, *, for_update: bool = False) -> Task | None:
-    row = conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"b_task_id": task_id}).first()
-    return row_to_task(row) if row is not None else None
+    row = (_P_GET_FOR_UPDATE if for_update else _P_GET).run(conn, {"b_task_id": task_id}).fetchone()
+    return _raw_to_task(row) if row is not None else None
 
 
 def by_run_id(conn: Connection, run_id: str, *, for_update: bool = False) -> list[Task]:
     """Tasks sharing a run id, oldest first (the order the preferred-task rule reads them)."""
-    rows = conn.execute(_BY_RUN_ID_FOR_UPDATE if for_update else _BY_RUN_ID, {"b_run_id": run_id})
-    return [row_to_task(row) for row in rows]
+    cursor = (_P_BY_RUN_ID_FOR_UPDATE if for_update else _P_BY_RUN_ID).run(conn, {"b_run_id": run_id})
+    return [_raw_to_task(row) for row in cursor.fetchall()]
 
 
 def newest_related(conn: Connection, session_key: str) -> Task | None:
@@ -247,7 +282,12 @@ def events_for(conn: Connection, task_id: str) -> list[TaskEvent]:
 
 
 def insert_task(conn: Connection, task: Task) -> None:
-    conn.execute(_INSERT_TASK, task_values(task))
+    values = _driver_values(task_values(task))
+    keys = tuple(values)
+    prepared = _P_INSERT_TASK.get(keys)
+    if prepared is None:
+        prepared = _P_INSERT_TASK[keys] = Prepared(insert(task_runs), list(keys))
+    prepared.run(conn, values)
     if task.requester_origin is not None:
         upsert_origin(conn, task.task_id, task.requester_origin)
 
@@ -274,14 +314,18 @@ def compare_and_set(conn: Connection, task: Task, *, expected: Iterable[TaskStat
     if previous is not None:
         before = task_values(previous)
         values = {k: v for k, v in values.items() if k == "status" or before[k] != v}
+    statuses = sorted({s.value for s in expected})
+    prepared = _guarded_update(tuple(values), len(statuses))
+    values = _driver_values(values)
     values["b_task_id"] = task.task_id
-    values["b_expected"] = [s.value for s in expected]
-    return bool(conn.execute(_GUARDED_UPDATE, values).rowcount)
+    values.update({f"b_expected_{i}": status for i, status in enumerate(statuses)})
+    return bool(prepared.run(conn, values).rowcount)
 
 
 def append_event(conn: Connection, event: TaskEvent) -> None:
-    conn.execute(_INSERT_EVENT, {"task_id": event.task_id, "at": event.at, "kind": event.kind,
-                                 "summary": event.summary, "previous_status": event.previous_status})
+    at = _TIMESTAMP.process_bind_param(event.at, None)  # type: ignore[arg-type]
+    _P_INSERT_EVENT.run(conn, {"task_id": event.task_id, "at": at, "kind": event.kind, "summary": event.summary,
+                               "previous_status": event.previous_status})
 
 
 def delete_tasks(conn: Connection, task_ids: Sequence[str]) -> int:
