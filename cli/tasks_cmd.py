@@ -20,6 +20,10 @@ PolicyOpt = StrEnum("PolicyOpt", {p.value: p.value for p in NotifyPolicy})  # ty
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 RuntimeFilter = Annotated[RuntimeOpt | None, typer.Option("--runtime", help="Only this runtime.")]
 StatusFilter = Annotated[StatusOpt | None, typer.Option("--status", help="Only this status.")]
+# A ledger can hold millions of records; listing all of them is a request, not a default.
+DEFAULT_LIST_LIMIT = 100
+LimitOpt = Annotated[int, typer.Option("--limit", min=0,
+                                       help="Show at most N tasks, newest first (0 = all).")]
 Lookup = Annotated[str, typer.Argument(help="Task id, run id or session key.")]
 
 
@@ -29,16 +33,16 @@ def build() -> typer.Typer:
 
     @tasks_app.callback()
     def tasks_root(ctx: typer.Context, runtime: RuntimeFilter = None, status: StatusFilter = None,
-                   json_out: JsonFlag = False) -> None:
+                   json_out: JsonFlag = False, limit: LimitOpt = DEFAULT_LIST_LIMIT) -> None:
         """List tasks when no sub-command is given (same as `tasks list`)."""
         if ctx.invoked_subcommand is None:
-            list_tasks(ctx, runtime, status, json_out)
+            list_tasks(ctx, runtime, status, json_out, limit)
 
     @tasks_app.command("list")
     def list_cmd(ctx: typer.Context, runtime: RuntimeFilter = None, status: StatusFilter = None,
-                 json_out: JsonFlag = False) -> None:
+                 json_out: JsonFlag = False, limit: LimitOpt = DEFAULT_LIST_LIMIT) -> None:
         """Tasks, newest first."""
-        list_tasks(ctx, runtime, status, json_out)
+        list_tasks(ctx, runtime, status, json_out, limit)
 
     @tasks_app.command("show")
     def show_cmd(ctx: typer.Context, lookup: Lookup, json_out: JsonFlag = False) -> None:
@@ -100,18 +104,26 @@ def inspect_one(ctx: typer.Context, lookup: str) -> Task:
     return health.project_one(ledger, task)
 
 
-def list_tasks(ctx: typer.Context, runtime: RuntimeOpt | None, status: StatusOpt | None, json_out: bool) -> None:
+def list_tasks(ctx: typer.Context, runtime: RuntimeOpt | None, status: StatusOpt | None, json_out: bool,
+               limit: int = DEFAULT_LIST_LIMIT) -> None:
     ledger = app_context(ctx).ledger()
     from flowledger.flows import health
 
     rt = runtime.value if runtime else None
     st = status.value if status else None
-    tasks = health.project_list(ledger, runtime=rt, status=st)
+    # One row past the limit tells us whether the listing was cut, without counting every record.
+    tasks = health.project_list(ledger, runtime=rt, status=st, limit=limit + 1 if limit else None)
+    truncated = bool(limit) and len(tasks) > limit
+    tasks = tasks[:limit] if limit else tasks
     if json_out:
         emit_json({"count": len(tasks), "runtime": rt, "status": st, "tasks": [t.to_json() for t in tasks]})
+        if truncated:  # the document keeps the contract's keys; the hint goes to stderr
+            err(f"Showing the newest {limit}; use --limit N (0 = all) to see more.")
         return
     for line in list_lines(tasks, rt, st):
         out(line)
+    if truncated:
+        out(f"Showing the newest {limit}; use --limit N (0 = all) to see more.")
 
 
 def list_lines(tasks: list[Task], runtime: str | None, status: str | None) -> list[str]:
