@@ -16,10 +16,10 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
-from sqlalchemy.sql import Select
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from flowledger.flows import store
 from flowledger.flows.models import (
@@ -31,6 +31,7 @@ from flowledger.flows.models import (
     parse_sync_mode,
 )
 from flowledger.tasks import store as task_store
+from flowledger.tasks.db import Prepared
 from flowledger.tasks.errors import InvalidPersistedValue
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import Change, TaskHooks
@@ -42,7 +43,7 @@ from flowledger.tasks.states import (
     TaskStatus,
     TerminalOutcome,
 )
-from flowledger.tasks.tables import flow_runs, task_runs
+from flowledger.tasks.tables import UTCMillis, flow_runs
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,12 @@ class FlowHooks(TaskHooks):
         if not wants_one_task_flow(task):
             return task
         flow = one_task_flow(task)
-        conn.execute(_INSERT_FLOW, store.flow_values(flow))
+        values = task_store.driver_values(store.flow_values(flow))
+        shape = tuple(values)
+        prepared = _INSERT_FLOW.get(shape)
+        if prepared is None:
+            prepared = _INSERT_FLOW[shape] = Prepared(insert(flow_runs), list(shape))
+        prepared.run(conn, values)
         log.info("flow %s created (mirrored) for task %s", flow.flow_id, task.task_id)
         return task.replace(parent_flow_id=flow.flow_id)
 
@@ -150,13 +156,12 @@ _SYNC_COLUMNS = (flow_runs.c.flow_id, flow_runs.c.sync_mode, flow_runs.c.owner_k
                  flow_runs.c.revision, flow_runs.c.notify_policy, flow_runs.c.goal, flow_runs.c.blocked_task_id,
                  flow_runs.c.blocked_summary, flow_runs.c.wait_json, flow_runs.c.cancel_requested_at,
                  flow_runs.c.created_at, flow_runs.c.updated_at, flow_runs.c.ended_at)
-_SYNC_HEAD: Select[Any] = select(*_SYNC_COLUMNS).where(flow_runs.c.flow_id == bindparam("b_flow_id")).with_for_update()
-_LINKED = task_store.task_select().where(task_runs.c.parent_flow_id == bindparam("b_flow_id")).order_by(
-    *task_store.NEWEST_FIRST
-)
-_INSERT_FLOW = insert(flow_runs)
-_FLOW_UPDATE = update(flow_runs).where(flow_runs.c.flow_id == bindparam("b_flow_id"),
-                                       flow_runs.c.revision == bindparam("b_revision"))
+_SYNC_KEYS = [c.name for c in _SYNC_COLUMNS]
+_SYNC_TIMES = ("cancel_requested_at", "created_at", "updated_at", "ended_at")
+_SYNC_HEAD = Prepared(select(*_SYNC_COLUMNS).where(flow_runs.c.flow_id == bindparam("b_flow_id")).with_for_update())
+_INSERT_FLOW: dict[tuple[str, ...], Prepared] = {}
+_FLOW_UPDATE: dict[tuple[str, ...], Prepared] = {}
+_TIMESTAMP = UTCMillis()
 # The fields derive_mirrored may change, with how each is stored.
 _DERIVED: dict[str, tuple[str, Any]] = {
     "status": ("status", lambda v: v.value),
@@ -173,9 +178,12 @@ _DERIVED: dict[str, tuple[str, Any]] = {
 def sync_flow(conn: Connection, flow_id: str, task: Task | None, now: datetime,
               previous: Task | None = None) -> None:
     """Bring one flow in line with its tasks after `task` was written."""
-    row = conn.execute(_SYNC_HEAD, {"b_flow_id": flow_id}).first()
-    if row is None:
+    raw = _SYNC_HEAD.run(conn, {"b_flow_id": flow_id}).fetchone()
+    if raw is None:
         return
+    row = SimpleNamespace(**dict(zip(_SYNC_KEYS, raw, strict=True)))
+    for key in _SYNC_TIMES:
+        setattr(row, key, _TIMESTAMP.process_result_value(getattr(row, key), None))  # type: ignore[arg-type]
     mode = parse_sync_mode(row.sync_mode)
     status = _flow_status(row)
     if mode == SyncMode.MIRRORED:
@@ -194,14 +202,14 @@ def sync_flow(conn: Connection, flow_id: str, task: Task | None, now: datetime,
         log.info("flow %s %s -> %s", flow_id, flow.status, new.status)
 
 
-def _flow_status(row: Row[Any]) -> FlowStatus:
+def _flow_status(row: Any) -> FlowStatus:
     try:
         return FlowStatus(row.status)
     except ValueError:
         raise InvalidPersistedValue("flow", row.flow_id, "status", row.status) from None
 
 
-def _sync_mirrored(conn: Connection, row: Row[Any], status: FlowStatus, previous: Task | None) -> None:
+def _sync_mirrored(conn: Connection, row: Any, status: FlowStatus, previous: Task | None) -> None:
     try:
         policy = NotifyPolicy(row.notify_policy)
     except ValueError:
@@ -212,14 +220,21 @@ def _sync_mirrored(conn: Connection, row: Row[Any], status: FlowStatus, previous
                 updated_at=row.updated_at or row.created_at, revision=max(0, int(row.revision or 0)),
                 blocked_task_id=row.blocked_task_id, blocked_summary=row.blocked_summary,
                 wait=store.load_json(row.wait_json, row.flow_id, "wait_json"), ended_at=row.ended_at)
-    linked = [task_store.row_to_task(r) for r in conn.execute(_LINKED, {"b_flow_id": row.flow_id})]
+    linked = task_store.linked_to_flow(conn, row.flow_id)
     new = derive_mirrored(flow, linked, previous)
     values = {column: dump(getattr(new, name)) for name, (column, dump) in _DERIVED.items()
               if getattr(new, name) != getattr(flow, name)}
     if not values:
         return
+    shape = tuple(values)
+    prepared = _FLOW_UPDATE.get(shape)
+    if prepared is None:
+        stmt = update(flow_runs).where(flow_runs.c.flow_id == bindparam("b_flow_id"),
+                                       flow_runs.c.revision == bindparam("b_revision"))
+        prepared = _FLOW_UPDATE[shape] = Prepared(stmt, [*shape, "revision"])
+    values = task_store.driver_values(values)
     values.update(revision=flow.revision + 1, b_flow_id=flow.flow_id, b_revision=row.revision)
-    if conn.execute(_FLOW_UPDATE, values).rowcount and new.status != flow.status:
+    if prepared.run(conn, values).rowcount and new.status != flow.status:
         log.info("flow %s %s -> %s", flow.flow_id, flow.status, new.status)
 
 

@@ -63,6 +63,7 @@ _EVENT_KEYS = ["task_id", "at", "kind", "summary", "previous_status"]
 _P_INSERT_EVENT = Prepared(insert(task_events), _EVENT_KEYS)
 _RAW_KEYS = [c.name for c in _TASK_COLUMNS] + ["seq", _ORIGIN.name]
 _TIME_KEYS = frozenset(c.name for c in task_runs.c if isinstance(c.type, UTCMillis))
+_P_LINKED = Prepared(_TASK_SELECT.where(task_runs.c.parent_flow_id == bindparam("b_flow_id")).order_by(*NEWEST_FIRST))
 _P_INSERT_TASK: dict[tuple[str, ...], Prepared] = {}
 # One guarded UPDATE per (written columns, number of expected statuses): a stale copy writes only what it
 # changed, and each shape is compiled once.
@@ -81,7 +82,7 @@ def _guarded_update(columns: tuple[str, ...], expected: int) -> Prepared:
     return prepared
 
 
-def _driver_values(values: dict[str, Any]) -> dict[str, Any]:
+def driver_values(values: dict[str, Any]) -> dict[str, Any]:
     """Times as the epoch ms `UTCMillis` stores (naive datetimes refused the same way)."""
     return {k: (to_ms(require_aware(v)) if isinstance(v, datetime) else v) for k, v in values.items()}
 
@@ -213,6 +214,11 @@ def by_run_id(conn: Connection, run_id: str, *, for_update: bool = False) -> lis
     return [_raw_to_task(row) for row in cursor.fetchall()]
 
 
+def linked_to_flow(conn: Connection, flow_id: str) -> list[Task]:
+    """Every task whose parent_flow_id is `flow_id`, newest first (what a flow sync derives from)."""
+    return [_raw_to_task(row) for row in _P_LINKED.run(conn, {"b_flow_id": flow_id}).fetchall()]
+
+
 def newest_related(conn: Connection, session_key: str) -> Task | None:
     """The newest task whose owner key or child session key is `session_key`."""
     stmt = (
@@ -282,7 +288,7 @@ def events_for(conn: Connection, task_id: str) -> list[TaskEvent]:
 
 
 def insert_task(conn: Connection, task: Task) -> None:
-    values = _driver_values(task_values(task))
+    values = driver_values(task_values(task))
     keys = tuple(values)
     prepared = _P_INSERT_TASK.get(keys)
     if prepared is None:
@@ -316,7 +322,7 @@ def compare_and_set(conn: Connection, task: Task, *, expected: Iterable[TaskStat
         values = {k: v for k, v in values.items() if k == "status" or before[k] != v}
     statuses = sorted({s.value for s in expected})
     prepared = _guarded_update(tuple(values), len(statuses))
-    values = _driver_values(values)
+    values = driver_values(values)
     values["b_task_id"] = task.task_id
     values.update({f"b_expected_{i}": status for i, status in enumerate(statuses)})
     return bool(prepared.run(conn, values).rowcount)
