@@ -127,6 +127,12 @@ def one_task_flow(task: Task) -> Flow:
 class FlowHooks(TaskHooks):
     """Installed first on every ledger's TaskService (before delivery), see flows/extensions.py."""
 
+    def __init__(self) -> None:
+        # Flows created in prepare_insert, with the task they were derived from: when exactly that task is then
+        # written, the flow already says what a sync would, so the sync is skipped. An entry whose transaction
+        # failed before the write is never looked up again (flow ids are fresh uuids) and costs one small dict slot.
+        self._derived_from: dict[str, Task] = {}
+
     def prepare_insert(self, conn: Connection, task: Task, now: datetime) -> Task:
         if not wants_one_task_flow(task):
             return task
@@ -138,11 +144,17 @@ class FlowHooks(TaskHooks):
             prepared = _INSERT_FLOW[shape] = Prepared(insert(flow_runs), list(shape))
         prepared.run(conn, values)
         log.info("flow %s created (mirrored) for task %s", flow.flow_id, task.task_id)
-        return task.replace(parent_flow_id=flow.flow_id)
+        linked = task.replace(parent_flow_id=flow.flow_id)
+        self._derived_from[flow.flow_id] = linked
+        return linked
 
     def on_written(self, conn: Connection, change: Change, now: datetime) -> None:
         task = change.task
         before = change.previous.parent_flow_id if change.previous is not None else None
+        if change.previous is None and task.parent_flow_id:
+            derived_from = self._derived_from.pop(task.parent_flow_id, None)
+            if derived_from is not None and derived_from == task:
+                return
         if task.parent_flow_id:
             sync_flow(conn, task.parent_flow_id, task, now, change.previous)
         if before and before != task.parent_flow_id:
