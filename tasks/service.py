@@ -43,6 +43,8 @@ from flowledger.tasks.states import (
 log = logging.getLogger(__name__)
 
 CANCELLED_BY_OPERATOR = "Cancelled by operator."
+# The compare-and-set guard of each run-scoped target, computed once rather than on every write.
+_PREDECESSORS = {status: allowed_predecessors(status) for status in TaskStatus}
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,7 +463,7 @@ class TaskService:
                 if built is None:
                     continue
                 new, summary, progress = built
-                expected = allowed_predecessors(target) & {current.status} if target else {current.status}
+                expected = _PREDECESSORS[target] & {current.status} if target else {current.status}
                 change = self._write(conn, current, new, now=now, expected=expected, summary=summary,
                                      progress=progress)
                 if change is not None:
