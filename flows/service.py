@@ -29,7 +29,7 @@ from flowledger.flows.models import (
     UpdateReason,
 )
 from flowledger.tasks import store as task_store
-from flowledger.tasks.clock import from_ms, normalize
+from flowledger.tasks.clock import coerce_time
 from flowledger.tasks.errors import (
     FlowNotFound,
     InvalidInput,
@@ -62,15 +62,7 @@ FlowList = list[Flow]
 TaskList = list[Task]
 
 
-def when(value: Any, what: str) -> datetime | None:
-    """A timestamp from the API: aware datetime, or epoch milliseconds (the reference's unit)."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise InvalidInput(f"{what} must be a datetime")
-    if isinstance(value, int | float):
-        return from_ms(int(value))
-    return normalize(value, what)
+when = coerce_time
 
 
 def task_summary(tasks: Sequence[Task]) -> dict[str, Any]:

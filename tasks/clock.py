@@ -61,6 +61,19 @@ def normalize(value: datetime | None, what: str = "timestamp") -> datetime | Non
     return truncate_ms(require_aware(value, what))
 
 
+def coerce_time(value: object, what: str = "timestamp") -> datetime | None:
+    """A timestamp from the API: an aware datetime, or epoch milliseconds (the reference's unit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidInput(f"{what} must be a datetime")
+    if isinstance(value, int | float):
+        return from_ms(int(value))
+    if not isinstance(value, datetime):
+        raise InvalidInput(f"{what} must be a datetime, got {type(value).__name__}.")
+    return truncate_ms(require_aware(value, what))
+
+
 def to_ms(value: datetime) -> int:
     delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000

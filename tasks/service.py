@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, text
 
 from flowledger.tasks import flowlinks, rules, store
-from flowledger.tasks.clock import Clock, SystemClock, from_ms, normalize
+from flowledger.tasks.clock import Clock, SystemClock, coerce_time
 from flowledger.tasks.db import Database
 from flowledger.tasks.errors import InvalidInput, OperationRefused, OwnerKeyRequired, TaskNotFound
 from flowledger.tasks.models import (
@@ -118,14 +118,7 @@ class CompositeHooks(TaskHooks):
                 log.exception("after-commit hook %s failed", type(hook).__name__)
 
 
-def _time(value: Any, what: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise InvalidInput(f"{what} must be a datetime")
-    if isinstance(value, int | float):
-        return from_ms(int(value))
-    return normalize(value, what)
+_time = coerce_time
 
 
 class TaskService:
