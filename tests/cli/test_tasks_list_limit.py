@@ -39,7 +39,7 @@ def test_limit_exactly_at_the_count_is_not_truncated(ledger: Ledger, database_ur
     for i in range(3):
         ledger.tasks.create(runtime="cli", task=f"job {i}", owner_key="agent:main:main")
     code, out, err = _cli(capsys, state_dir, database_url, "tasks", "list", "--limit", "3")
-    assert code == 0
+    assert (code, err) == (0, "")
     assert "Background tasks: 3" in out
     assert "Showing the newest" not in out
     code, out, _ = _cli(capsys, state_dir, database_url, "tasks", "list", "--limit", "2")
