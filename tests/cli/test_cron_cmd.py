@@ -10,24 +10,14 @@ from pathlib import Path
 import pytest
 
 from flowledger import Ledger
-from flowledger.cli.main import run
 from flowledger.scheduler import cron
 from flowledger.scheduler.runtimes.cron import CronRunner
 
-Invoke = Callable[..., tuple[int, str, str]]
+Invoke = Callable[..., tuple[int, str, str]]  # the `cli` fixture (tests/cli/conftest.py)
+
 JOB_KEYS = {"name", "job_id", "schedule", "every", "tz", "isolated", "argv", "next_run_at", "last_run_at",
             "last_status"}
 
-
-@pytest.fixture
-def cli(database_url: str, state_dir: Path, capsys: pytest.CaptureFixture[str]) -> Invoke:
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = run(["--state-dir", str(state_dir), "--database-url", database_url, *args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 def test_add_list_remove(cli: Invoke) -> None:

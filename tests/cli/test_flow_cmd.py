@@ -8,21 +8,10 @@ from pathlib import Path
 import pytest
 
 from flowledger import Ledger
-from flowledger.cli.main import run
 from flowledger.flows.models import FlowStatus
 
 OWNER = "agent:main:main"
 
-
-@pytest.fixture
-def cli(database_url: str, state_dir: Path, capsys: pytest.CaptureFixture[str]):
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = run(["--state-dir", str(state_dir), "--database-url", database_url, *args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 def blocked_flow(ledger: Ledger) -> str:

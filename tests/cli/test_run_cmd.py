@@ -6,24 +6,12 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from flowledger import Ledger
-from flowledger.cli.main import run
 from flowledger.scheduler import queue
 
-Invoke = Callable[..., tuple[int, str, str]]
+Invoke = Callable[..., tuple[int, str, str]]  # the `cli` fixture (tests/cli/conftest.py)
 
 
-@pytest.fixture
-def cli(database_url: str, state_dir: Path, capsys: pytest.CaptureFixture[str]) -> Invoke:
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = run(["--state-dir", str(state_dir), "--database-url", database_url, *args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 def test_run_in_process_succeeds_and_shows_the_output(cli: Invoke) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from flowledger import Ledger
-from flowledger.cli.main import run
 
 CONTRACT_TASK_KEYS = {
     "task_id", "runtime", "task_kind", "source_id", "requester_session_key", "owner_key", "scope_kind",
@@ -28,15 +27,6 @@ def live(database_url: str, state_dir: Path) -> Iterator[Ledger]:
     with Ledger.open(state_dir=state_dir, database_url=database_url) as opened:
         yield opened
 
-
-@pytest.fixture
-def cli(database_url: str, state_dir: Path, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    def invoke(*argv: str) -> tuple[int, str, str]:
-        code = run(["--state-dir", str(state_dir), "--database-url", database_url, *argv])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 def _seed(ledger: Ledger) -> dict[str, str]:
