@@ -3,34 +3,19 @@ retained vs actionable lost (REFERENCE §11 scenarios 25, 31–34), and the reco
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import update
+from ledger_helpers import at, set_columns
 
 from flowledger import FrozenClock, Ledger
 from flowledger.flows import health
 from flowledger.tasks import liveness
 from flowledger.tasks.audit import TASK_CODES
-from flowledger.tasks.tables import task_runs
 
-T = TypeVar("T")
 MS = timedelta(milliseconds=1)
 
 
-def at(clock: FrozenClock, when: datetime, fn: Callable[[], T]) -> T:
-    saved = clock.now()
-    clock.set(when)
-    try:
-        return fn()
-    finally:
-        clock.set(saved)
-
-
-def set_columns(ledger: Ledger, task_id: str, **values: Any) -> None:
-    with ledger.db.write() as conn:
-        conn.execute(update(task_runs).where(task_runs.c.task_id == task_id).values(**values))
 
 
 def codes(ledger: Ledger) -> list[tuple[str, str]]:

@@ -3,34 +3,21 @@ at their boundaries, recheck before writing, preview = plan (REFERENCE §11 scen
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from ledger_helpers import at, set_columns
+from sqlalchemy import insert, select
 
 from flowledger import FrozenClock, Ledger, TaskStatus
 from flowledger.tasks import liveness, maintenance
 from flowledger.tasks.clock import to_ms
-from flowledger.tasks.tables import METADATA, cron_jobs, cron_run_log, task_delivery_state, task_events, task_runs
+from flowledger.tasks.tables import METADATA, cron_jobs, cron_run_log, task_delivery_state, task_events
 
-T = TypeVar("T")
 MS = timedelta(milliseconds=1)
 GRACE = timedelta(minutes=5)
 
 
-def at(clock: FrozenClock, when: datetime, fn: Callable[[], T]) -> T:
-    saved = clock.now()
-    clock.set(when)
-    try:
-        return fn()
-    finally:
-        clock.set(saved)
-
-
-def set_columns(ledger: Ledger, task_id: str, **values: Any) -> None:
-    with ledger.db.write() as conn:
-        conn.execute(update(task_runs).where(task_runs.c.task_id == task_id).values(**values))
 
 
 def counts(ledger: Ledger, *, apply: bool = False) -> dict[str, int]:

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, func, insert, select, update
+from ledger_helpers import set_columns
+from sqlalchemy import Connection, func, insert, select
 
 from flowledger import FrozenClock, Ledger, TaskStatus
 from flowledger.flows import health
@@ -23,10 +24,6 @@ MS = timedelta(milliseconds=1)
 GRACE = timedelta(minutes=5)
 RETENTION = timedelta(days=7)
 
-
-def set_columns(ledger: Ledger, task_id: str, **values: Any) -> None:
-    with ledger.db.write() as conn:
-        conn.execute(update(task_runs).where(task_runs.c.task_id == task_id).values(**values))
 
 
 def row_count(ledger: Ledger, table: Any, task_ids: Sequence[str]) -> int:

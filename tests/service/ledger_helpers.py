@@ -1,0 +1,30 @@
+"""Small helpers shared by the service tests: run at another moment, and hand-edit a stored row."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import update
+
+from flowledger import FrozenClock, Ledger
+from flowledger.tasks.tables import task_runs
+
+T = TypeVar("T")
+
+
+def at(clock: FrozenClock, when: datetime, fn: Callable[[], T]) -> T:
+    """Run `fn` with the clock set to `when`, then put the clock back."""
+    saved = clock.now()
+    clock.set(when)
+    try:
+        return fn()
+    finally:
+        clock.set(saved)
+
+
+def set_columns(ledger: Ledger, task_id: str, **values: Any) -> None:
+    """Write columns of a stored task directly, as an older version or an operator might have."""
+    with ledger.db.write() as conn:
+        conn.execute(update(task_runs).where(task_runs.c.task_id == task_id).values(**values))
