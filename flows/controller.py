@@ -4,7 +4,7 @@ Each step becomes a child task of the flow (runtime from the step, label = step 
 once every step it needs has succeeded; a `StepLauncher` runs it and reports through `ledger.tasks`, and the
 controller watches task statuses in the database. Per-step status lives in the flow's `state`:
 
-    {"version": 1, "definition": <the flow file as a document>,
+    {"version": 1, "definition": <the flow file as a document>, "driver": "<lease id of the driving process>",
      "steps": {"<id>": {"status": "pending|running|succeeded|…", "attempts": n, "task_id": "…"}}}
 
 so a controller in another process (the gateway, after `flow run --detach`) can pick the flow up. Readiness
@@ -26,6 +26,7 @@ from flowledger.flows import store as flow_store
 from flowledger.flows.definitions import FlowDefinition, flow_from_document
 from flowledger.flows.graph import Readiness, StepStatus
 from flowledger.flows.models import GRAPH_CONTROLLER, Flow, FlowStatus
+from flowledger.tasks import liveness
 from flowledger.tasks import store as task_store
 from flowledger.tasks.errors import FlowledgerError, FlowNotFound, InvalidInput
 from flowledger.tasks.models import Task
@@ -100,13 +101,57 @@ def run_flow(ledger: Ledger, definition: FlowDefinition, launcher: StepLauncher,
 
 def resume_graph_flows(ledger: Ledger, launcher: StepLauncher, *, on_progress: ProgressCallback | None = None,
                        poll_interval: float = POLL_INTERVAL_S) -> list[Flow]:
-    """Drive every queued graph flow (oldest first) to its end; a flow another process claimed first is skipped."""
+    """Drive every queued graph flow, then every running one whose driver's lease expired (oldest first), to its
+    end; a flow another process claimed or adopted first is skipped."""
     finished: list[Flow] = []
     for flow in reversed(ledger.flows.list(FlowStatus.QUEUED, controller_id=GRAPH_CONTROLLER)):
         controller = GraphController(ledger, flow, launcher, on_progress=on_progress, poll_interval=poll_interval)
         if controller.claim():
             finished.append(controller.run())
+    running = ledger.flows.list(FlowStatus.RUNNING, controller_id=GRAPH_CONTROLLER)
+    if not running:
+        return finished
+    with ledger.db.read() as conn:  # one lease read per pass, however many flows run
+        fresh = liveness.fresh_gateways(conn, ledger.clock.now())
+    for flow in reversed(running):
+        driver = driver_of(flow)
+        if driver is None or driver in fresh:
+            continue
+        controller = GraphController(ledger, flow, launcher, on_progress=on_progress, poll_interval=poll_interval)
+        if controller.adopt():
+            finished.append(controller.run())
     return finished
+
+
+def driver_of(flow: Flow) -> str | None:
+    state = flow.state if isinstance(flow.state, dict) else {}
+    driver = state.get("driver")
+    return driver if isinstance(driver, str) and driver else None
+
+
+def is_orphaned(ledger: Ledger, flow: Flow) -> bool:
+    """A running graph flow whose recorded driver no longer renews its lease. A flow with no recorded driver
+    (driven by a launcher without a lease) is never taken over: nothing says its driver is gone."""
+    driver = driver_of(flow)
+    if flow.status != FlowStatus.RUNNING or driver is None:
+        return False
+    now = ledger.clock.now()
+    with ledger.db.read() as conn:
+        return not liveness.lease_is_fresh(conn, driver, now)
+
+
+def _launcher_driver(ledger: Ledger, launcher: StepLauncher) -> str | None:
+    """The lease id that vouches for this process: the launcher's (the cli runtime renews one), else the
+    ledger's gateway id. Starting the launcher's backing first makes sure that lease is being renewed."""
+    ensure = getattr(launcher, "ensure_backing", None)
+    if callable(ensure):
+        ensure()
+    driver = getattr(launcher, "gateway_id", None) or ledger.gateway_id
+    return driver if isinstance(driver, str) and driver else None
+
+
+class _Displaced(Exception):
+    """Another controller adopted the flow (our lease lapsed while we were still alive): stop driving it."""
 
 
 class GraphController:
@@ -127,6 +172,7 @@ class GraphController:
         self.task_ids: dict[str, str] = {k: v["task_id"] for k, v in steps.items() if v.get("task_id")}
         self._started_at: dict[str, Any] = {}
         self._claimed = flow.status == FlowStatus.RUNNING
+        self.driver: str | None = driver_of(flow)
         counts = self.readiness.counts()
         self._done = sum(n for s, n in counts.items() if s not in (StepStatus.PENDING.value, StepStatus.RUNNING.value))
         self._saved_at = 0.0
@@ -139,7 +185,9 @@ class GraphController:
         """Move the queued flow to running; False when another controller got there first."""
         if self._claimed:
             return True
-        result = self.ledger.flows.resume(self.flow.flow_id, self.flow.revision, status=FlowStatus.RUNNING)
+        self.driver = _launcher_driver(self.ledger, self.launcher)
+        result = self.ledger.flows.resume(self.flow.flow_id, self.flow.revision, status=FlowStatus.RUNNING,
+                                          state=self.state())
         if not result.applied or result.flow is None:
             return False
         self.flow = result.flow
@@ -147,9 +195,47 @@ class GraphController:
         self._emit("flow_started")
         return True
 
+    def adopt(self) -> bool:
+        """Take over a running flow whose driver died; False when another controller adopted it first (the
+        driver swap is revision-checked, so exactly one adopter wins)."""
+        previous = self.driver
+        self.driver = _launcher_driver(self.ledger, self.launcher)
+        result = self.ledger.flows.update(self.flow.flow_id, self.flow.revision, {"state": self.state()})
+        if not result.applied or result.flow is None:
+            self.driver = previous
+            return False
+        self.flow = result.flow
+        self._claimed = True
+        log.info("flow %s: adopted from driver %s by %s", self.flow.flow_id, previous, self.driver)
+        self._reconcile()
+        self._emit("flow_started")
+        return True
+
+    def _reconcile(self) -> None:
+        """Steps the dead driver left running: a task that ended is folded in by the next collect; one still
+        active but no longer backed by a live run died with its driver, so it fails (and retries as usual)."""
+        now = self.ledger.clock.now()
+        for step_id, task in self._running_tasks().items():
+            if task.status not in ACTIVE or task.run_id is None:
+                continue
+            with self.ledger.db.read() as conn:
+                live = liveness.run_is_live(conn, task.run_id, now)
+            if not live:
+                try:
+                    self.ledger.tasks.fail(task.run_id, error="lost: its flow driver stopped")
+                except FlowledgerError as exc:  # it ended meanwhile; the collect reads what it became
+                    log.info("flow %s: step %s not failed: %s", self.flow.flow_id, step_id, exc)
+
     def run(self) -> Flow:
         if not self.claim():
             return self.ledger.flows.get_by_id(self.flow.flow_id) or self.flow
+        try:
+            return self._drive()
+        except _Displaced:
+            log.warning("flow %s: adopted by another driver; this one stops", self.flow.flow_id)
+            return self._reload()
+
+    def _drive(self) -> Flow:
         while True:
             with self.ledger.db.read() as conn:  # the head only: the state document can be large
                 head = flow_store.head(conn, self.flow.flow_id)
@@ -301,7 +387,10 @@ class GraphController:
         steps = self.readiness.snapshot()["steps"]
         for step_id, task_id in self.task_ids.items():
             steps[step_id]["task_id"] = task_id
-        return {"version": STATE_VERSION, "definition": self._document, "steps": steps}
+        state: dict[str, Any] = {"version": STATE_VERSION, "definition": self._document, "steps": steps}
+        if self.driver is not None:
+            state["driver"] = self.driver
+        return state
 
     def _reload(self) -> Flow:
         flow = self.ledger.flows.get_by_id(self.flow.flow_id)
@@ -331,7 +420,13 @@ class GraphController:
         self._dirty = False
         running = self.readiness.running()
         patch = {"state": self.state(), "current_step": ", ".join(running) if running else None}
-        saved = self._retrying(lambda f: self.ledger.flows.update(f.flow_id, f.revision, patch)) or self.flow
+
+        def op(f: Flow) -> Any:
+            if driver_of(f) != self.driver:
+                raise _Displaced(f.flow_id)
+            return self.ledger.flows.update(f.flow_id, f.revision, patch)
+
+        saved = self._retrying(op) or self.flow
         self._saved_at = time.monotonic()
         # A big state costs more to write: space saves so they take at most a tenth of the controller's time.
         self._save_every = max(SAVE_EVERY_S, 9 * (self._saved_at - began))

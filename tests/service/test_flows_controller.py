@@ -19,6 +19,7 @@ from flowledger import FrozenClock, Ledger, Task, TaskStatus
 from flowledger.flows.controller import GraphController, define_flow, resume_graph_flows, run_flow
 from flowledger.flows.definitions import FlowDefinition, StepDefinition, parse_flow
 from flowledger.flows.models import GRAPH_CONTROLLER, FlowStatus, SyncMode
+from flowledger.tasks import liveness
 from flowledger.tasks.states import ACTIVE
 
 OWNER = "agent:main:main"
@@ -306,3 +307,145 @@ def test_random_cancel_leaves_no_active_child(tmp_path: Path, clock: FrozenClock
         assert len(launcher.started) == cancel_at  # nothing starts after the request
         assert all(v["status"] == "cancelled" for v in flow.state["steps"].values())
         assert launcher.violations == []
+
+
+# --- a driver that dies mid-run -----------------------------------------------------------------------------
+
+
+class LeasedLauncher(ScriptedLauncher):
+    """A scripted launcher that vouches for its steps the way the cli runtime does: a gateway lease it renews
+    (on the ledger clock, so a test expires it by advancing the clock) and a run context per step."""
+
+    def __init__(self, ledger: Ledger, definition: FlowDefinition, script: dict[str, list[str]] | None = None,
+                 *, gateway_id: str) -> None:
+        super().__init__(ledger, definition, script)
+        self.gateway_id = gateway_id
+
+    def ensure_backing(self) -> None:
+        now = self.ledger.clock.now()
+        self.ledger.db.transact(lambda conn: liveness.renew_lease(conn, self.gateway_id, now))
+
+    def start(self, task: Task, argv: list[str], *, shell: bool, timeout: timedelta | None, cwd: str | None,
+              env: dict[str, str] | None) -> None:
+        now = self.ledger.clock.now()
+        assert task.run_id
+        run_id = task.run_id
+        self.ledger.db.transact(lambda conn: liveness.register_run(conn, run_id, self.gateway_id, now,
+                                                                   task_id=task.task_id))
+        super().start(task, argv, shell=shell, timeout=timeout, cwd=cwd, env=env)
+
+
+def _die_mid_run(ledger: Ledger, spec: FlowDefinition, script: dict[str, list[str]]) -> str:
+    """Drive the flow's first wave with a driver that then vanishes (no more loop, no more lease renewals)."""
+    dead = LeasedLauncher(ledger, spec, script, gateway_id="gw-dead")
+    controller = GraphController(ledger, define_flow(ledger, spec), dead, poll_interval=POLL)
+    assert controller.claim()
+    controller._start_ready()
+    controller._save(force=True)  # the steps are saved as running, whatever their tasks did since
+    flow = ledger.flows.get_by_id(controller.flow.flow_id)
+    assert flow is not None and flow.status == FlowStatus.RUNNING and flow.state["driver"] == "gw-dead"
+    return flow.flow_id
+
+
+def test_flow_whose_driver_died_is_adopted_once_and_runs_to_the_end(ledger: Ledger, clock: FrozenClock) -> None:
+    spec = definition([("a", []), ("b", []), ("c", ["a", "b"])], retries=1)
+    flow_id = _die_mid_run(ledger, spec, {"a": ["succeeded"], "b": ["hang"]})
+    adopter = LeasedLauncher(ledger, spec, gateway_id="gw-b")
+    clock.advance(liveness.LEASE_TTL - timedelta(milliseconds=1))
+    assert resume_graph_flows(ledger, adopter, poll_interval=POLL) == []  # the driver's lease is still fresh
+    assert adopter.started == []
+    clock.advance(timedelta(milliseconds=1))  # the lease expires exactly now
+    [done] = resume_graph_flows(ledger, adopter, poll_interval=POLL)
+    assert done.flow_id == flow_id and done.status == FlowStatus.SUCCEEDED
+    assert done.state["driver"] == "gw-b"
+    # a ended while nobody watched: folded in as succeeded; b died with its driver: failed, then retried.
+    assert adopter.started == ["b", "c"] and adopter.violations == []
+    tasks = {(t.label, t.run_id): t.status for t in ledger.flows.linked_tasks(flow_id)}
+    assert tasks == {("a", f"flow:{flow_id}:a:1"): TaskStatus.SUCCEEDED,
+                     ("b", f"flow:{flow_id}:b:1"): TaskStatus.FAILED,
+                     ("b", f"flow:{flow_id}:b:2"): TaskStatus.SUCCEEDED,
+                     ("c", f"flow:{flow_id}:c:1"): TaskStatus.SUCCEEDED}
+    lost = ledger.tasks.get(f"flow:{flow_id}:b:1")
+    assert lost is not None and lost.error is not None and "driver" in lost.error
+    assert resume_graph_flows(ledger, adopter, poll_interval=POLL) == []  # adopted exactly once
+
+
+def test_adopted_step_still_backed_is_watched_not_failed(ledger: Ledger, clock: FrozenClock) -> None:
+    spec = definition([("a", []), ("b", ["a"])])
+    flow_id = _die_mid_run(ledger, spec, {"a": ["hang"]})
+    run_id = f"flow:{flow_id}:a:1"
+    # The step's process is backed by a live lease of its own (e.g. a gateway that supervises it).
+    ledger.db.transact(lambda conn: liveness.register_run(conn, run_id, "gw-keeper", clock.now()))
+    clock.advance(liveness.LEASE_TTL)
+    ledger.db.transact(lambda conn: liveness.renew_lease(conn, "gw-keeper", clock.now()))
+    adopter = LeasedLauncher(ledger, spec, gateway_id="gw-b")
+    [stale] = ledger.flows.list(FlowStatus.RUNNING, controller_id=GRAPH_CONTROLLER)
+    controller = GraphController(ledger, stale, adopter, poll_interval=POLL)
+    assert controller.adopt()
+    assert ledger.tasks.get(run_id).status == TaskStatus.RUNNING  # type: ignore[union-attr]
+    ledger.tasks.complete(run_id)
+    final = controller.run()
+    assert final.status == FlowStatus.SUCCEEDED and adopter.started == ["b"]
+
+
+def test_flow_with_fresh_driver_or_no_driver_is_left_alone(ledger: Ledger, clock: FrozenClock) -> None:
+    spec = definition([("a", [])])
+    flow_id = _die_mid_run(ledger, spec, {"a": ["hang"]})
+    clock.advance(liveness.LEASE_TTL - timedelta(seconds=1))
+    ledger.db.transact(lambda conn: liveness.renew_lease(conn, "gw-dead", clock.now()))  # still alive
+    clock.advance(liveness.LEASE_TTL - timedelta(milliseconds=1))
+    adopter = LeasedLauncher(ledger, spec, gateway_id="gw-b")
+    assert resume_graph_flows(ledger, adopter, poll_interval=POLL) == []
+    flow = ledger.flows.get_by_id(flow_id)
+    assert flow is not None and flow.status == FlowStatus.RUNNING and flow.state["driver"] == "gw-dead"
+    assert ledger.tasks.get(f"flow:{flow_id}:a:1").status == TaskStatus.RUNNING  # type: ignore[union-attr]
+    # A flow whose driver left no lease id (a launcher without one) is never taken over.
+    plain = GraphController(ledger, define_flow(ledger, spec), ScriptedLauncher(ledger, spec, {"a": ["hang"]}),
+                            poll_interval=POLL)
+    assert plain.claim() and "driver" not in plain._reload().state
+    clock.advance(timedelta(hours=1))
+    assert [f.flow_id for f in resume_graph_flows(ledger, adopter, poll_interval=POLL)] == [flow_id]
+    assert plain._reload().status == FlowStatus.RUNNING
+
+
+@pytest.mark.parametrize("racers", [2, 4])
+def test_racing_adopters_exactly_one_wins(ledger: Ledger, clock: FrozenClock, racers: int) -> None:
+    spec = definition([("a", [])])
+    _die_mid_run(ledger, spec, {"a": ["hang"]})
+    clock.advance(liveness.LEASE_TTL)
+    [stale] = ledger.flows.list(FlowStatus.RUNNING, controller_id=GRAPH_CONTROLLER)
+    controllers = [GraphController(ledger, stale, LeasedLauncher(ledger, spec, gateway_id=f"gw-{i}"),
+                                   poll_interval=POLL) for i in range(racers)]
+    barrier = threading.Barrier(racers)
+    won: list[str] = []
+
+    def race(controller: GraphController) -> None:
+        barrier.wait()
+        if controller.adopt():
+            won.append(controller.driver or "")
+
+    threads = [threading.Thread(target=race, args=(c,)) for c in controllers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(won) == 1
+    flow = ledger.flows.get_by_id(stale.flow_id)
+    assert flow is not None and flow.state["driver"] == won[0]
+
+
+def test_displaced_driver_stops_without_ending_the_flow(ledger: Ledger, clock: FrozenClock) -> None:
+    spec = definition([("a", [])])
+    dead = LeasedLauncher(ledger, spec, {"a": ["hang"]}, gateway_id="gw-slow")
+    old = GraphController(ledger, define_flow(ledger, spec), dead, poll_interval=POLL)
+    assert old.claim()
+    old._start_ready()
+    old._save(force=True)
+    clock.advance(liveness.LEASE_TTL)  # its lease lapsed, but the process is only slow, not gone
+    [stale] = ledger.flows.list(FlowStatus.RUNNING, controller_id=GRAPH_CONTROLLER)
+    adopter = GraphController(ledger, stale, LeasedLauncher(ledger, spec, gateway_id="gw-b"), poll_interval=POLL)
+    assert adopter.adopt()
+    left = old.run()  # sees the step fail, tries to conclude, finds it was adopted: stops, ends nothing
+    assert left.status == FlowStatus.RUNNING and left.state["driver"] == "gw-b"
+    final = adopter.run()
+    assert final.status == FlowStatus.FAILED and final.blocked_summary is not None
