@@ -25,7 +25,7 @@ from sqlalchemy import Connection
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths
-from flowledger.scheduler.runtimes.process import cancelled_in_db
+from flowledger.scheduler.runtimes.process import cancelled_in_db, wait_for_end
 from flowledger.tasks import liveness
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
 from flowledger.tasks.models import Task
@@ -239,11 +239,7 @@ class AcpRuntime:
             return len(self._turns)
 
     def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
-        with self._lock:
-            done = self._done.get(task_id)
-        if done is not None and not done.wait(timeout):
-            return None
-        return self.ledger.tasks.get(task_id)
+        return wait_for_end(self.ledger, self._lock, self._done, task_id, timeout)
 
     def shutdown(self, reason: str = "Cancelled: the gateway shut down.") -> None:
         with self._lock:

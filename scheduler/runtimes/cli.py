@@ -24,7 +24,7 @@ from sqlalchemy import select
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths, tail
-from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn
+from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, wait_for_end
 from flowledger.tasks import liveness
 from flowledger.tasks.durations import format_duration
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
@@ -227,11 +227,7 @@ class CliRuntime:
             return len(self._runs)
 
     def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
-        with self._lock:
-            done = self._finished.get(task_id)
-        if done is not None and not done.wait(timeout):
-            return None
-        return self.ledger.tasks.get(task_id)
+        return wait_for_end(self.ledger, self._lock, self._finished, task_id, timeout)
 
     def shutdown(self, *, reason: str = "Cancelled: the gateway shut down.", wait_s: float | None = None) -> None:
         """Stop every child (SIGTERM, SIGKILL after the grace), record them cancelled, drop the lease."""

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
@@ -15,6 +16,7 @@ from sqlalchemy import select
 
 from flowledger.flows.ledger import Ledger
 from flowledger.tasks.errors import FlowledgerError
+from flowledger.tasks.models import Task
 from flowledger.tasks.states import TaskStatus
 from flowledger.tasks.tables import task_runs
 
@@ -79,3 +81,14 @@ def cancelled_in_db(ledger: Ledger, task_id: str) -> bool:
     except FlowledgerError:
         return False
     return bool(status == TaskStatus.CANCELLED.value)
+
+
+def wait_for_end(ledger: Ledger, lock: threading.Lock, ends: Mapping[str, threading.Event], task_id: str,
+                 timeout: float | None) -> Task | None:
+    """The task as stored once its run ended here (None on timeout); a task this runtime never ran is
+    returned as stored at once. Shared by every runtime's `wait`."""
+    with lock:
+        done = ends.get(task_id)
+    if done is not None and not done.wait(timeout):
+        return None
+    return ledger.tasks.get(task_id)
