@@ -84,14 +84,6 @@ def spawn_zygote(database_url: str, state_dir: Path, tmp_path: Path) -> Iterator
         assert "Traceback" not in errs, errs
 
 
-def maintenance_available(ledger: Ledger) -> bool:
-    try:
-        ledger.maintenance(apply=False)
-    except NotImplementedError:
-        return False
-    return True
-
-
 def snapshot(ledger: Ledger) -> dict[str, tuple[str, object]]:
     with ledger.db.read() as conn:
         rows = conn.execute(select(task_runs.c.task_id, task_runs.c.status, task_runs.c.cleanup_after))
@@ -128,8 +120,6 @@ def test_after_kills_nothing_stays_running_past_the_lost_grace(
     zygote.storm(KILLS // 2, "write", seed=11)
     clock = FrozenClock(SystemClock().now())
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
-        if not maintenance_available(ledger):
-            pytest.skip("ledger.maintenance() not implemented yet (issue 3)")
         active = [t for t in ledger.tasks.list() if t.status in ACTIVE]
         assert active, "the storm should leave interrupted work behind"
         newest = max(active, key=lambda t: t.last_activity_at)
@@ -148,9 +138,6 @@ def test_after_kills_nothing_stays_running_past_the_lost_grace(
 def test_killed_sweeps_racing_writers_never_downgrade_or_lose_records(
     database_url: str, state_dir: Path, zygote: Zygote, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
-        if not maintenance_available(ledger):
-            pytest.skip("ledger.maintenance() not implemented yet (issue 3)")
     zygote.storm(KILLS // 3, "write", seed=13)
     # A sweeper 6 minutes ahead marks interrupted work lost while a live writer races it on the same rows.
     mixed = zygote.storm(KILLS // 3, f"write+sweep:{6 * 60}", seed=17)
