@@ -13,7 +13,6 @@ else succeeded. With one child it is exactly the reference's mapping.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from types import SimpleNamespace
@@ -33,6 +32,7 @@ from flowledger.flows.models import (
 from flowledger.tasks import store as task_store
 from flowledger.tasks.db import Prepared
 from flowledger.tasks.errors import InvalidPersistedValue
+from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import Change, TaskHooks
 from flowledger.tasks.states import (
@@ -117,7 +117,7 @@ def derive_mirrored(flow: Flow, tasks: Sequence[Task], previous: Task | None = N
 
 def one_task_flow(task: Task) -> Flow:
     """The mirrored flow created together with a new acp/subagent task."""
-    base = Flow(flow_id=str(uuid.uuid4()), sync_mode=SyncMode.MIRRORED, owner_key=task.owner_key,
+    base = Flow(flow_id=new_id(), sync_mode=SyncMode.MIRRORED, owner_key=task.owner_key,
                 status=FlowStatus.QUEUED, notify_policy=task.notify_policy,
                 goal=_goal(task),
                 created_at=task.created_at, updated_at=task.created_at, requester_origin=task.requester_origin)

@@ -9,7 +9,6 @@ current flow, `persist_failed`). Mirrored flows are never written from here: the
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from flowledger.tasks.errors import (
     StorageUnavailable,
     TaskNotFound,
 )
+from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import DeliveryOrigin, Task, trimmed
 from flowledger.tasks.service import Changes
 from flowledger.tasks.states import ACTIVE, FAILURES, NotifyPolicy, Runtime, TaskStatus, parse_enum
@@ -198,7 +198,7 @@ class FlowService:
         policy = fields.get("notify_policy")
         revision = int(fields.get("revision") or 0)
         flow = Flow(
-            flow_id=trimmed(fields.get("flow_id")) or str(uuid.uuid4()),
+            flow_id=trimmed(fields.get("flow_id")) or new_id(),
             sync_mode=mode,
             owner_key=owner,
             controller_id=fields.get("controller_id"),

@@ -27,6 +27,7 @@ from flowledger.tasks import liveness, store
 from flowledger.tasks.clock import iso_z, to_ms
 from flowledger.tasks.durations import format_duration
 from flowledger.tasks.errors import InvalidInput, OperationRefused
+from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
 from flowledger.tasks.states import Runtime
 from flowledger.tasks.tables import cron_jobs, cron_run_log, task_runs
@@ -179,7 +180,7 @@ def _segment(value: str, fallback: str) -> str:
 
 
 def isolated_session_key(agent_id: str, job_id: str) -> str:
-    return f"agent:{agent_id}:cron:{job_id}:run:{uuid.uuid4()}"
+    return f"agent:{agent_id}:cron:{job_id}:run:{new_id()}"
 
 
 def record_run_end(conn: Connection, job_id: str, started_at: datetime, *, status: str, error: str | None,

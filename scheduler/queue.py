@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +20,7 @@ from sqlalchemy import Connection, and_, insert, select, update
 from flowledger.flows.ledger import Ledger
 from flowledger.tasks import liveness, store
 from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import Changes
 from flowledger.tasks.states import NotifyPolicy, Runtime, TaskStatus
@@ -60,7 +60,7 @@ def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, se
         raise InvalidInput("Nothing to run: give the command after `--`, e.g. `flowledger run -- echo hi`.")
     if rt == Runtime.CRON:
         raise InvalidInput("Cron runs are started by their job's schedule, not queued.")
-    task_id = str(uuid.uuid4())
+    task_id = new_id()
     timeout_ms = int(timeout.total_seconds() * 1000) if timeout is not None else None
 
     def write(conn: Connection) -> None:

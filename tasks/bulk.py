@@ -57,7 +57,7 @@ def bulk_create(service: TaskService, records: Iterable[Mapping[str, Any]], *,
     written = 0
     for offset, batch in _batches(records, batch_size):
         drafts = [_draft(service, fields, record, offset + i) for i, record in enumerate(batch)]
-        # Generated ids are fresh uuid4s; only ids the caller chose can clash, so only those are checked.
+        # Generated ids are fresh UUIDv7s; only ids the caller chose can clash, so only those are checked.
         chosen = {d.task_id: offset + i for i, (d, r) in enumerate(zip(drafts, batch, strict=True))
                   if r.get("task_id")}
         if len(chosen) < sum(1 for r in batch if r.get("task_id")):

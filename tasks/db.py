@@ -34,7 +34,16 @@ BUSY_TIMEOUT_MS = 30_000
 PING_AFTER_IDLE_S = 5.0
 DEFAULT_STATE_DIR = "~/.flowledger"
 # Versioned DDL steps: MIGRATIONS[n] brings a database at version n-1 to version n. Version 1 is create_all.
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    2: [
+        "DROP INDEX IF EXISTS ix_task_runs_status",
+        "DROP INDEX IF EXISTS idx_task_runs_runtime_status",
+        "DROP INDEX IF EXISTS ix_task_runs_last_event_at",
+        "CREATE INDEX IF NOT EXISTS idx_task_runs_status_runtime ON task_runs (status, runtime)",
+        "ALTER TABLE cron_jobs ADD COLUMN timeout_ms BIGINT",
+        "ALTER TABLE sessions ADD COLUMN last_route_json TEXT",
+    ],
+}
 
 
 def resolve_state_dir(state_dir: str | os.PathLike[str] | None = None) -> Path:

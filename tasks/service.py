@@ -4,7 +4,6 @@ compare-and-set update and an appended `task_events` row; side effects run after
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,6 +15,7 @@ from flowledger.tasks import flowlinks, rules, store
 from flowledger.tasks.clock import Clock, SystemClock, coerce_time
 from flowledger.tasks.db import Database
 from flowledger.tasks.errors import InvalidInput, OperationRefused, OwnerKeyRequired, TaskNotFound
+from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import (
     DEFAULT_RETENTION,
     DeliveryOrigin,
@@ -315,7 +315,7 @@ class TaskService:
         if args["ended_at"] is not None and status in ACTIVE:
             raise InvalidInput(f"ended_at is only accepted for a task created terminal, not {status.value}.")
         return Task(
-            task_id=trimmed(args["task_id"]) or str(uuid.uuid4()),
+            task_id=trimmed(args["task_id"]) or new_id(),
             runtime=rt,
             task_kind=trimmed(args["task_kind"]),
             source_id=trimmed(args["source_id"]),

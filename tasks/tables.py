@@ -18,7 +18,9 @@ from sqlmodel import Field, SQLModel
 from flowledger.tasks.clock import from_ms, require_aware, to_ms
 from flowledger.tasks.errors import StorageUnavailable
 
-SCHEMA_VERSION = 1
+# 2: task_runs indexes (status, runtime) instead of status + (runtime, status) + last_event_at;
+#    cron_jobs.timeout_ms; sessions.last_route_json
+SCHEMA_VERSION = 2
 
 
 class UTCMillis(TypeDecorator[datetime]):
@@ -54,7 +56,10 @@ def _text(*, nullable: bool = True) -> Any:
 class TaskRow(SQLModel, table=True):
     __tablename__ = "task_runs"
     __table_args__ = (
-        Index("idx_task_runs_runtime_status", "runtime", "status"),
+        # (status, runtime) serves every status filter, the queue and the status counts (a covering scan); a
+        # separate status index and a last_event_at index (no query can use it: activity is a coalesce) only
+        # cost every write and every pruned row an extra b-tree update.
+        Index("idx_task_runs_status_runtime", "status", "runtime"),
         Index("idx_task_runs_created", "created_at", "seq"),
     )
 
@@ -76,13 +81,13 @@ class TaskRow(SQLModel, table=True):
     run_id: str | None = Field(default=None, sa_column=Column(Text, index=True))
     label: str | None = _text()
     task: str = Field(sa_column=Column(Text, nullable=False))
-    status: str = Field(sa_column=Column(String(16), nullable=False, index=True))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
     delivery_status: str = Field(sa_column=Column(String(24), nullable=False))
     notify_policy: str = Field(sa_column=Column(String(24), nullable=False))
     created_at: datetime = Field(sa_column=Column(UTCMillis(), nullable=False))
     started_at: datetime | None = _ts()
     ended_at: datetime | None = _ts()
-    last_event_at: datetime | None = _ts(index=True)
+    last_event_at: datetime | None = _ts()
     cleanup_after: datetime | None = _ts(index=True)
     error: str | None = _text()
     progress_summary: str | None = _text()
@@ -164,6 +169,9 @@ class SessionRow(SQLModel, table=True):
     protected: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default="0"))
     created_at: datetime = Field(sa_column=Column(UTCMillis(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCMillis(), nullable=False, index=True))
+    # The session's last known chat route, JSON {"channel","to","account_id","thread_id"}: fills a sub-agent
+    # completion's missing `to`/account (SPEC §3).
+    last_route_json: str | None = _text()
 
 
 class RunContextRow(SQLModel, table=True):
@@ -236,6 +244,8 @@ class CronJobRow(SQLModel, table=True):
     last_status: str | None = Field(default=None, sa_column=Column(String(16)))
     last_error: str | None = _text()
     last_duration_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
+    # None: the runtime's default (1 h).
+    timeout_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
 
 
 class CronRunLogRow(SQLModel, table=True):

@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -28,6 +27,7 @@ from flowledger.scheduler.logs import log_dir, log_paths
 from flowledger.scheduler.runtimes.process import cancelled_in_db, wait_for_end
 from flowledger.tasks import liveness
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
+from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import CANCELLED_BY_OPERATOR
 from flowledger.tasks.states import Runtime, TaskStatus
@@ -96,7 +96,7 @@ class AcpRuntime:
     def spawn(self, *, task: str, agent: list[str], requester_session_key: str, agent_id: str = "main",
               label: str | None = None, timeout: timedelta | None = None, mode: str = "oneshot") -> Task:
         """Record an acp task for `requester_session_key` and start the agent's turn at once."""
-        ident = str(uuid.uuid4())
+        ident = new_id()
         created = self.ledger.tasks.create(
             runtime=Runtime.ACP, task=task, task_id=ident, run_id=f"acp:{ident}", source_id=ident,
             owner_key=requester_session_key, child_session_key=f"agent:{agent_id}:acp:{ident}", agent_id=agent_id,

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -29,6 +28,7 @@ from flowledger.scheduler.logs import log_dir, log_paths, tail
 from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, wait_for_end
 from flowledger.tasks import liveness
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
+from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import CANCELLED_BY_OPERATOR
 from flowledger.tasks.states import Runtime, TaskStatus
@@ -84,7 +84,7 @@ class SubagentRuntime:
         """Record a subagent task for `requester_session_key` and start its child at once."""
         if not requester_session_key.strip():
             raise InvalidInput("A subagent task needs the requester's session key.")
-        ident = str(uuid.uuid4())
+        ident = new_id()
         created = self.ledger.tasks.create(
             runtime=Runtime.SUBAGENT, task=task, task_id=ident, run_id=f"subagent:{ident}", source_id=ident,
             owner_key=requester_session_key, child_session_key=f"agent:{agent_id}:subagent:{ident}",

@@ -1,0 +1,53 @@
+"""A database at schema version 1 opens under version 2 on both engines: indexes replaced, columns added, data kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import inspect, text
+
+from flowledger import FrozenClock, Ledger
+from flowledger.tasks.tables import SCHEMA_VERSION, schema_meta
+
+# What version 1 created that version 2 no longer has, and the reverse.
+V1_SHAPE = [
+    "DROP INDEX idx_task_runs_status_runtime",
+    "CREATE INDEX ix_task_runs_status ON task_runs (status)",
+    "CREATE INDEX idx_task_runs_runtime_status ON task_runs (runtime, status)",
+    "CREATE INDEX ix_task_runs_last_event_at ON task_runs (last_event_at)",
+    "ALTER TABLE cron_jobs DROP COLUMN timeout_ms",
+    "ALTER TABLE sessions DROP COLUMN last_route_json",
+    "UPDATE schema_meta SET value = '1' WHERE meta_key = 'schema_version'",
+]
+
+
+def _task_run_indexes(ledger: Ledger) -> set[str]:
+    with ledger.db.read() as conn:
+        return {str(ix["name"]) for ix in inspect(conn).get_indexes("task_runs")}
+
+
+def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, clock: FrozenClock) -> None:
+    assert SCHEMA_VERSION == 2
+    state_dir = tmp_path / "state"
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+        made = ledger.tasks.create(runtime="cli", task="made under version 1", owner_key="agent:m:main",
+                                   status="running")
+        with ledger.db.write() as conn:
+            for statement in V1_SHAPE:
+                conn.execute(text(statement))
+        assert "ix_task_runs_status" in _task_run_indexes(ledger)
+
+    for _ in range(2):  # the second open finds version 2 and runs nothing
+        with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+            indexes = _task_run_indexes(ledger)
+            assert "idx_task_runs_status_runtime" in indexes
+            assert not indexes & {"ix_task_runs_status", "idx_task_runs_runtime_status", "ix_task_runs_last_event_at"}
+            with ledger.db.read() as conn:
+                version = conn.execute(schema_meta.select()).mappings().one()["value"]
+                cron_columns = {c["name"] for c in inspect(conn).get_columns("cron_jobs")}
+                session_columns = {c["name"] for c in inspect(conn).get_columns("sessions")}
+            assert version == "2"
+            assert "timeout_ms" in cron_columns
+            assert "last_route_json" in session_columns
+            assert ledger.tasks.get(made.task_id) == made
+            assert [t.task_id for t in ledger.tasks.list(status="running")] == [made.task_id]
