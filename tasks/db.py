@@ -36,10 +36,7 @@ DEFAULT_STATE_DIR = "~/.flowledger"
 # Versioned DDL steps: MIGRATIONS[n] brings a database at version n-1 to version n. Version 1 is create_all.
 MIGRATIONS: dict[int, list[str]] = {
     2: [
-        "DROP INDEX IF EXISTS ix_task_runs_status",
-        "DROP INDEX IF EXISTS idx_task_runs_runtime_status",
         "DROP INDEX IF EXISTS ix_task_runs_last_event_at",
-        "CREATE INDEX IF NOT EXISTS idx_task_runs_status_runtime ON task_runs (status, runtime)",
         "ALTER TABLE cron_jobs ADD COLUMN timeout_ms BIGINT",
         "ALTER TABLE sessions ADD COLUMN last_route_json TEXT",
     ],

@@ -18,8 +18,7 @@ from sqlmodel import Field, SQLModel
 from flowledger.tasks.clock import from_ms, require_aware, to_ms
 from flowledger.tasks.errors import StorageUnavailable
 
-# 2: task_runs indexes (status, runtime) instead of status + (runtime, status) + last_event_at;
-#    cron_jobs.timeout_ms; sessions.last_route_json
+# 2: no task_runs.last_event_at index; cron_jobs.timeout_ms; sessions.last_route_json
 SCHEMA_VERSION = 2
 
 
@@ -56,10 +55,9 @@ def _text(*, nullable: bool = True) -> Any:
 class TaskRow(SQLModel, table=True):
     __tablename__ = "task_runs"
     __table_args__ = (
-        # (status, runtime) serves every status filter, the queue and the status counts (a covering scan); a
-        # separate status index and a last_event_at index (no query can use it: activity is a coalesce) only
-        # cost every write and every pruned row an extra b-tree update.
-        Index("idx_task_runs_status_runtime", "status", "runtime"),
+        # Covers the status counts. The plain status index stays too: its (status, seq) order is what the
+        # sweep's and the projection's keyset batches walk without sorting.
+        Index("idx_task_runs_runtime_status", "runtime", "status"),
         Index("idx_task_runs_created", "created_at", "seq"),
     )
 
@@ -81,13 +79,13 @@ class TaskRow(SQLModel, table=True):
     run_id: str | None = Field(default=None, sa_column=Column(Text, index=True))
     label: str | None = _text()
     task: str = Field(sa_column=Column(Text, nullable=False))
-    status: str = Field(sa_column=Column(String(16), nullable=False))
+    status: str = Field(sa_column=Column(String(16), nullable=False, index=True))
     delivery_status: str = Field(sa_column=Column(String(24), nullable=False))
     notify_policy: str = Field(sa_column=Column(String(24), nullable=False))
     created_at: datetime = Field(sa_column=Column(UTCMillis(), nullable=False))
     started_at: datetime | None = _ts()
     ended_at: datetime | None = _ts()
-    last_event_at: datetime | None = _ts()
+    last_event_at: datetime | None = _ts()  # not indexed: no query can use it (activity is a coalesce)
     cleanup_after: datetime | None = _ts(index=True)
     error: str | None = _text()
     progress_summary: str | None = _text()
