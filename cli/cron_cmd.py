@@ -8,7 +8,7 @@ import typer
 
 from flowledger.cli.context import app_context
 from flowledger.cli.render import emit_json, err, out, table, when
-from flowledger.tasks.durations import parse_duration
+from flowledger.tasks.durations import format_duration, parse_duration
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
@@ -32,18 +32,23 @@ def add_cmd(
     every: Annotated[str | None, typer.Option("--every", help="Interval, e.g. 1s, 5m, 2h.")] = None,
     tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone of --schedule (default UTC).")] = None,
     isolated: Annotated[bool, typer.Option("--isolated", help="Each run gets its own session row.")] = False,
+    timeout: Annotated[str | None, typer.Option("--timeout", help="Stop a run after this long, e.g. 90s, 2h "
+                                                                  "(default 1h).")] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Add a cron job."""
     from flowledger.scheduler import cron
 
     interval = parse_duration(every, what="--every") if every is not None else None
+    limit = parse_duration(timeout, what="--timeout") if timeout is not None else None
     ledger = app_context(ctx).ledger()
-    job = cron.add_job(ledger, name, argv or [], schedule=schedule, every=interval, tz=tz, isolated=isolated)
+    job = cron.add_job(ledger, name, argv or [], schedule=schedule, every=interval, tz=tz, isolated=isolated,
+                       timeout=limit)
     if json_out:
         emit_json(job.to_json(ledger.clock.now()))
     else:
-        out(f"Added cron job {job.name} ({job.job_id}): {cron.format_every(job)}.")
+        out(f"Added cron job {job.name} ({job.job_id}): {cron.format_every(job)}, "
+            f"timeout {format_duration(job.effective_timeout)}.")
 
 
 def list_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
@@ -59,10 +64,10 @@ def list_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     if not jobs:
         err("No cron jobs.")
         return
-    headers = [("Name", 20), ("Job ID", 12), ("Schedule", 24), ("Next run", 24), ("Last run", 24), ("Last", 8),
-               ("Command", 0)]
-    rows = [[j.name, j.job_id, cron.format_every(j), when(j.next_run_at(now)), when(j.last_run_at),
-             j.last_status or "-", j.describe()] for j in jobs]
+    headers = [("Name", 20), ("Job ID", 12), ("Schedule", 24), ("Timeout", 8), ("Next run", 24), ("Last run", 24),
+               ("Last", 8), ("Command", 0)]
+    rows = [[j.name, j.job_id, cron.format_every(j), format_duration(j.effective_timeout), when(j.next_run_at(now)),
+             when(j.last_run_at), j.last_status or "-", j.describe()] for j in jobs]
     for line in table(headers, rows):
         out(line)
 

@@ -33,6 +33,8 @@ from flowledger.tasks.states import Runtime
 from flowledger.tasks.tables import cron_jobs, cron_run_log, task_runs
 
 TIMED_OUT_ERROR = "cron: job execution timed out"
+# A run of a job without its own `timeout` (cron_jobs.timeout_ms NULL) is stopped after this long.
+DEFAULT_TIMEOUT = timedelta(hours=1)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -52,6 +54,11 @@ class CronJob:
     last_status: str | None = None
     last_error: str | None = None
     last_duration_ms: int | None = None
+    timeout: timedelta | None = None  # None: DEFAULT_TIMEOUT
+
+    @property
+    def effective_timeout(self) -> timedelta:
+        return self.timeout if self.timeout is not None else DEFAULT_TIMEOUT
 
     @property
     def signature(self) -> tuple[Any, ...]:
@@ -81,7 +88,12 @@ class CronJob:
             "every": format_duration(self.every) if self.every is not None else None, "tz": self.tz,
             "isolated": self.isolated, "argv": list(self.argv), "next_run_at": iso_z(self.next_run_at(now)),
             "last_run_at": iso_z(self.last_run_at), "last_status": self.last_status,
+            "timeout_ms": _ms(self.timeout) if self.timeout is not None else None,
         }
+
+
+def _ms(value: timedelta) -> int:
+    return int(value.total_seconds() * 1000)
 
 
 def _job(row: Any) -> CronJob:
@@ -90,10 +102,14 @@ def _job(row: Any) -> CronJob:
                    every=timedelta(milliseconds=m["every_ms"]) if m["every_ms"] else None, tz=m["tz"],
                    isolated=bool(m["isolated"]), argv=json.loads(m["argv_json"]), agent_id=m["agent_id"],
                    created_at=m["created_at"], running_at=m["running_at"], last_run_at=m["last_run_at"],
-                   last_status=m["last_status"], last_error=m["last_error"], last_duration_ms=m["last_duration_ms"])
+                   last_status=m["last_status"], last_error=m["last_error"], last_duration_ms=m["last_duration_ms"],
+                   timeout=timedelta(milliseconds=m["timeout_ms"]) if m["timeout_ms"] is not None else None)
 
 
-def validate(schedule: str | None, every: timedelta | None, tz: str | None) -> None:
+def validate(schedule: str | None, every: timedelta | None, tz: str | None,
+             timeout: timedelta | None = None) -> None:
+    if timeout is not None and timeout < timedelta(milliseconds=1):
+        raise InvalidInput(f"Invalid timeout {format_duration(timeout)}: must be longer than zero.")
     if (schedule is None) == (every is None):
         raise InvalidInput("Give exactly one of --schedule \"<5-field cron>\" or --every <duration>.")
     if tz is not None:
@@ -112,12 +128,13 @@ def validate(schedule: str | None, every: timedelta | None, tz: str | None) -> N
 
 def add_job(ledger: Ledger, name: str, argv: Sequence[str], *, schedule: str | None = None,
             every: timedelta | None = None, tz: str | None = None, isolated: bool = False,
-            agent_id: str = "main") -> CronJob:
+            agent_id: str = "main", timeout: timedelta | None = None) -> CronJob:
+    """Persist a new job; `timeout` bounds each run (None: DEFAULT_TIMEOUT)."""
     if not _NAME.match(name or ""):
         raise InvalidInput(f"Invalid job name {name!r}: letters, digits, '_', '.', ':' and '-', at most 128.")
     if not argv or not argv[0].strip():
         raise InvalidInput("Nothing to run: give the command after `--`.")
-    validate(schedule, every, tz)
+    validate(schedule, every, tz, timeout)
     now = ledger.clock.now()
     job_id = uuid.uuid4().hex[:12]
 
@@ -125,8 +142,9 @@ def add_job(ledger: Ledger, name: str, argv: Sequence[str], *, schedule: str | N
         if conn.execute(select(cron_jobs.c.job_id).where(cron_jobs.c.name == name)).first() is not None:
             raise OperationRefused(f"Cron job already exists: {name}.")
         conn.execute(insert(cron_jobs).values(
-            job_id=job_id, name=name, schedule=schedule, every_ms=int(every.total_seconds() * 1000) if every else None,
-            tz=tz, isolated=isolated, argv_json=json.dumps(list(argv)), agent_id=agent_id, created_at=now))
+            job_id=job_id, name=name, schedule=schedule, every_ms=_ms(every) if every else None,
+            tz=tz, isolated=isolated, argv_json=json.dumps(list(argv)), agent_id=agent_id, created_at=now,
+            timeout_ms=_ms(timeout) if timeout is not None else None))
 
     ledger.db.transact(unit)
     job = get_job(ledger, job_id)

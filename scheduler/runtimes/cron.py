@@ -12,6 +12,7 @@ import logging
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -30,7 +31,7 @@ from flowledger.tasks.states import NotifyPolicy, Runtime, ScopeKind, TaskStatus
 from flowledger.tasks.tables import cron_jobs, task_runs
 
 log = logging.getLogger(__name__)
-DEFAULT_TIMEOUT = timedelta(hours=1)
+DEFAULT_TIMEOUT = cron.DEFAULT_TIMEOUT
 CHECK_CANCEL_EVERY_S = 0.2
 
 
@@ -44,11 +45,13 @@ class _Active:
 
 class CronRunner:
     def __init__(self, ledger: Ledger, gateway_id: str, *, kill_grace: timedelta = timedelta(seconds=5),
-                 timeout: timedelta = DEFAULT_TIMEOUT) -> None:
+                 timeout: timedelta = DEFAULT_TIMEOUT, timer: Callable[[], float] = time.monotonic) -> None:
+        """`timeout` applies to jobs without their own; `timer` measures it (tests drive it by hand)."""
         self.ledger = ledger
         self.gateway_id = gateway_id
         self.kill_grace = kill_grace
         self.timeout = timeout
+        self.timer = timer
         self._active: dict[str, _Active] = {}  # run id -> active run
         self._lock = threading.Lock()
 
@@ -102,7 +105,7 @@ class CronRunner:
         assert task.run_id is not None
         out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
         log_dir(self.ledger.state_dir)
-        t0 = time.monotonic()
+        t0 = self.timer()
         timed_out = False
         with out_path.open("ab") as out_fh, err_path.open("ab") as err_fh:
             try:
@@ -115,21 +118,22 @@ class CronRunner:
                 code = 127
                 err_fh.write(f"cannot start {job.argv[0]!r}: {exc.strerror or exc}\n".encode())
             if proc is not None:
+                self._record_pid(job, task, proc.pid)
                 active.stopper = Stopper(proc, self.kill_grace.total_seconds())
                 if active.cancelled:
                     active.stopper.request()
-                deadline = t0 + self.timeout.total_seconds()
-                next_check = t0
+                deadline = t0 + (job.timeout if job.timeout is not None else self.timeout).total_seconds()
+                next_check = time.monotonic()
                 while code is None:
                     try:
                         code = proc.wait(timeout=0.05)
                         break
                     except subprocess.TimeoutExpired:
                         pass
-                    now_m = time.monotonic()
-                    if now_m >= deadline and not active.stopper.requested:
+                    if self.timer() >= deadline and not active.stopper.requested:
                         timed_out = True
                         active.stopper.request()
+                    now_m = time.monotonic()
                     if now_m >= next_check:
                         next_check = now_m + CHECK_CANCEL_EVERY_S
                         if self._cancelled_in_db(task.task_id):
@@ -137,8 +141,18 @@ class CronRunner:
                             active.stopper.request()
                     active.stopper.poll()
         assert code is not None
-        duration_ms = int((time.monotonic() - t0) * 1000)
+        duration_ms = int((self.timer() - t0) * 1000)
         self._finish(job, task, active, code, timed_out, duration_ms)
+
+    def _record_pid(self, job: cron.CronJob, task: Task, pid: int) -> None:
+        """The child's pid in the run context, so a later gateway can stop it should this one die
+        (scheduler/orphans.py); best effort, like the cli runtime's."""
+        assert task.run_id is not None and task.started_at is not None
+        run_id, started = task.run_id, task.started_at
+        with contextlib.suppress(FlowledgerError):
+            self.ledger.db.transact(lambda conn: liveness.register_run(conn, run_id, self.gateway_id, started,
+                                                                       task_id=task.task_id, pid=pid))
+        log.info("task %s cron job %s started pid %s", task.task_id, job.name, pid)
 
     def _cancelled_in_db(self, task_id: str) -> bool:
         try:

@@ -16,7 +16,7 @@ from flowledger.scheduler.runtimes.cron import CronRunner
 Invoke = Callable[..., tuple[int, str, str]]  # the `cli` fixture (tests/cli/conftest.py)
 
 JOB_KEYS = {"name", "job_id", "schedule", "every", "tz", "isolated", "argv", "next_run_at", "last_run_at",
-            "last_status"}
+            "last_status", "timeout_ms"}
 
 
 
