@@ -183,6 +183,7 @@ class Bench:
         self.add("sweep", f"maintenance peak RSS ({label})", result["peak_rss_kb"] / 1024, "MB")
         self.add("sweep", f"  of which before the pass ({label})", result["baseline_rss_kb"] / 1024, "MB")
         self.add("sweep", f"pruned ({label})", float(result["tasks"].get("pruned", 0)), "tasks")
+        self.add("sweep", f"marked lost ({label})", float(result["tasks"].get("reconciled", 0)), "tasks")
         writer = got["writer"]
         if "max_wait_s" in writer:
             self.add("sweep", f"concurrent writer: longest wait ({label})", writer["max_wait_s"] * 1000, "ms")

@@ -1,8 +1,14 @@
 """Sweep: seed N records (10 % active, 30 % due for pruning, 60 % retained), then one maintenance pass in a
-subprocess (its own peak RSS) while another process keeps doing one small write transaction in a loop."""
+subprocess (its own peak RSS) while another process keeps doing one small write transaction in a loop.
+
+Every record carries a run id, as gateway-run `cli` tasks do. One active record in ten is stale: running, its
+last sign of life 10 minutes ago and no run context backs it (its gateway died), so the pass marks it `lost` —
+1 % of the records, the write path of a sweep after a crash, next to the prune path of the 30 % due.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -15,6 +21,7 @@ from typing import Any
 from measure import helper, run_json
 
 from flowledger import FrozenClock, Ledger
+from flowledger.tasks.ids import new_id
 
 ACTIVE_SHARE, DUE_SHARE = 1, 3  # tenths
 
@@ -24,9 +31,10 @@ def records(n: int, now: datetime) -> Iterator[dict[str, Any]]:
     kept = now - timedelta(days=1)
     for i in range(n):
         tenth = i % 10
-        base = {"runtime": "cli", "task": f"bench record {i}", "scope_kind": "system"}
+        base = {"runtime": "cli", "task": f"bench record {i}", "scope_kind": "system", "run_id": new_id()}
         if tenth < ACTIVE_SHARE:
-            yield {**base, "status": "running", "started_at": now - timedelta(minutes=2)}
+            stale = i % 100 == 0
+            yield {**base, "status": "running", "started_at": now - timedelta(minutes=10 if stale else 2)}
         elif tenth < ACTIVE_SHARE + DUE_SHARE:
             yield {**base, "status": "succeeded", "ended_at": due, "terminal_summary": "ok"}
         else:
@@ -42,8 +50,12 @@ def seed(url: str, state_dir: Path, n: int, now: datetime) -> float:
 
 
 def copy_sqlite(template: Path, target: Path) -> None:
+    """Copy and flush: otherwise the first WAL checkpoint's fsync pays for writing back the whole fresh copy, and
+    a concurrent writer that happens to run it measures that instead of the sweep (seen: a 212 ms commit)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template, target)
+    with open(target, "rb+") as copied:
+        os.fsync(copied.fileno())
 
 
 def sweep_with_writer(url: str, state_dir: Path, now: datetime, timeout: float) -> dict[str, Any]:

@@ -49,6 +49,8 @@ TARGET_HOLD = 0.025
 # may run longer: fewer round trips and commits.
 PG_TARGET_HOLD = 0.25
 MAX_YIELD = 0.05
+# After each SQLite write transaction the sweep leaves the lock free for this share of the time it held it.
+YIELD_SHARE = 1.0
 STALE_RUNNING = timedelta(minutes=30)
 DIAGNOSTICS_LIMIT = 100
 _ACTIVE_ORDER = (TaskStatus.QUEUED, TaskStatus.RUNNING)
@@ -221,7 +223,7 @@ class _Pacer:
             scaled = int(self.size * self.target / max(held, 1e-4))
             self.size = max(self.lo, min(self.hi, scaled, self.size * 2))
         if self.pause:
-            time.sleep(min(MAX_YIELD, held))
+            time.sleep(min(MAX_YIELD, held * YIELD_SHARE))
 
 
 @contextlib.contextmanager
