@@ -5,7 +5,8 @@ with the catch-up of unsettled deliveries), heartbeat wakes every second, a PASS
 30 min, cron-run session pruning, the cron jobs themselves and a cron reload every 2 s (so added/removed
 jobs are picked up within 5 s). A lease row, renewed every 30 s, tells
 every other process that the runs this gateway owns are live. A queue thread claims queued `cli` work.
-Only the leader (see leader.py) sweeps and fires cron jobs; every gateway claims queued work.
+Only the leader (see leader.py) sweeps and fires cron jobs; every gateway claims queued work and, at start
+and on the sweep's cadence, kills this host's children of gateways whose lease expired (orphans.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from flowledger.flows.ledger import Ledger
-from flowledger.scheduler import cron, knobs, queue
+from flowledger.scheduler import cron, knobs, orphans, queue
 from flowledger.scheduler.leader import Leadership
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.registry import tombstone_orphans
@@ -68,6 +69,8 @@ class Gateway:
 
     def start(self) -> None:
         queue.ensure_table(self.ledger)
+        # Before our own lease is renewed: a previous incarnation under the same id counts if it expired.
+        self.reap_orphans()
         self.lease.start()
         self._install_runtimes()
         tombstone_orphans(self.ledger, self.gateway_id)
@@ -79,6 +82,8 @@ class Gateway:
                   next_run_time=now + knobs.sweep_first_after())
         s.add_job(self.prune_sessions, "interval", seconds=knobs.SESSION_PRUNE_EVERY.total_seconds(),
                   id="session-prune", next_run_time=now + knobs.sweep_first_after())
+        s.add_job(self.reap_orphans, "interval", seconds=knobs.sweep_every().total_seconds(), id="orphans",
+                  next_run_time=now + knobs.sweep_first_after())
         s.add_job(self.fire_wakes, "interval", seconds=1, id="heartbeat-wakes")
         s.add_job(self.checkpoint, "interval", seconds=knobs.CHECKPOINT_EVERY.total_seconds(), id="checkpoint")
         s.add_job(self.sync_cron_jobs, "interval", seconds=knobs.CRON_RELOAD_EVERY.total_seconds(), id="cron-sync",
@@ -138,6 +143,15 @@ class Gateway:
             log.debug("maintenance is not available yet; sweep skipped")
         except FlowledgerError as exc:
             log.warning("sweep failed: %s", exc.message)
+
+    def reap_orphans(self) -> None:
+        """Every gateway, leader or not: an orphan can only be killed from its own host."""
+        try:
+            orphans.reap_orphans(self.ledger)
+        except FlowledgerError as exc:
+            log.warning("orphan check failed: %s", exc.message)
+        except OSError:  # /proc surprises must not stop the gateway from serving
+            log.exception("orphan check failed")
 
     def _deliver_pending(self) -> None:
         hooks = delivery.delivery_hooks(self.ledger.tasks)

@@ -1,0 +1,165 @@
+"""Orphans of a dead gateway: the `cli`, `cron` and `subagent` children it started outlive a SIGKILL (each
+runs in its own process group), so whichever gateway next sees its lease expired stops them.
+
+A run context whose gateway lease has expired names the child's pid. The pid is only trusted while it still
+belongs to that run: every runtime starts its child with `FLOWLEDGER_RUN_ID=<run id>` in the environment,
+which its own children inherit, and the group is killed only when a member of the group the child led
+carries that marker (Linux `/proc`; elsewhere nothing is killed and the limit is logged). Only leases
+recorded on this host are acted on, and not while the lease's own gateway process is still alive here (a
+gateway that merely failed to renew). The handled run context is then deleted; the task itself is judged as
+before (lost after the grace, or cron recovery).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Connection, and_, delete, select
+
+from flowledger.flows.ledger import Ledger
+from flowledger.tasks.clock import from_ms
+from flowledger.tasks.errors import FlowledgerError
+from flowledger.tasks.tables import gateway_leases, run_contexts
+
+log = logging.getLogger(__name__)
+RUN_MARKER = "FLOWLEDGER_RUN_ID"
+PROC = Path("/proc")
+# /proc's boot time has whole-second precision and a gateway writes its lease a moment after it starts.
+_START_SLACK = timedelta(seconds=2)
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    run_id: str
+    gateway_id: str
+    task_id: str | None
+    pid: int
+    host: str
+    owner_pid: int
+    owner_started_at: datetime
+
+
+def expired_runs(conn: Connection, now: datetime) -> list[Orphan]:
+    """Run contexts with a pid whose gateway lease has expired (expires_at <= now), oldest first."""
+    stmt = select(run_contexts.c.run_id, run_contexts.c.gateway_id, run_contexts.c.task_id, run_contexts.c.pid,
+                  gateway_leases.c.host, gateway_leases.c.pid, gateway_leases.c.started_at).select_from(
+        run_contexts.join(gateway_leases, gateway_leases.c.gateway_id == run_contexts.c.gateway_id)
+    ).where(and_(gateway_leases.c.expires_at <= now, run_contexts.c.pid.is_not(None))
+            ).order_by(run_contexts.c.started_at)
+    return [Orphan(*row) for row in conn.execute(stmt).all()]
+
+
+def on_this_host(orphan: Orphan, hostname: str | None = None) -> bool:
+    """The lease records its host; a lease without one falls back to the host part of the gateway id."""
+    host = hostname or socket.gethostname()
+    if orphan.host:
+        return orphan.host == host
+    short = host.split(".")[0][:20]
+    return bool(short) and f"-{short}-" in orphan.gateway_id
+
+
+def reap_orphans(ledger: Ledger, *, hostname: str | None = None) -> list[str]:
+    """Kill the process groups of this host's runs whose gateway is gone; the run ids whose process was
+    killed. Every handled run context is deleted (one transaction each)."""
+    now = ledger.clock.now()
+    with ledger.db.read() as conn:
+        candidates = [o for o in expired_runs(conn, now) if on_this_host(o, hostname)]
+    if not candidates:
+        return []
+    if not (PROC / "self" / "environ").exists():
+        for orphan in candidates:
+            log.warning("task %s: pid %s of run %s may have outlived gateway %s; not stopped (no /proc on this "
+                        "system to prove the pid still runs it)", orphan.task_id, orphan.pid, orphan.run_id,
+                        orphan.gateway_id)
+        return []
+    killed: list[str] = []
+    for orphan in candidates:
+        if orphan.owner_pid > 0 and orphan.owner_pid != os.getpid() and _same_process_alive(
+                orphan.owner_pid, orphan.owner_started_at):
+            log.info("run %s: gateway %s (pid %s) is still alive on this host; its children are left alone",
+                     orphan.run_id, orphan.gateway_id, orphan.owner_pid)
+            continue
+        if _kill_run(orphan.pid, orphan.run_id):
+            killed.append(orphan.run_id)
+            log.info("task %s: killed the orphaned process group %s of run %s (gateway %s is gone)",
+                     orphan.task_id, orphan.pid, orphan.run_id, orphan.gateway_id)
+        else:
+            log.info("task %s: pid %s no longer runs %s; nothing to kill", orphan.task_id, orphan.pid,
+                     orphan.run_id)
+        with contextlib.suppress(FlowledgerError):
+            ledger.db.transact(_forget(orphan))
+    return killed
+
+
+def _forget(orphan: Orphan) -> Callable[[Connection], object]:
+    """Delete the handled run context, unless another gateway has re-registered that run since."""
+    def unit(conn: Connection) -> object:
+        return conn.execute(delete(run_contexts).where(and_(
+            run_contexts.c.run_id == orphan.run_id, run_contexts.c.gateway_id == orphan.gateway_id,
+            run_contexts.c.pid == orphan.pid)))
+    return unit
+
+
+def _kill_run(pid: int, run_id: str) -> bool:
+    """SIGKILL the group `pid` led when one of its live members carries the run's marker (the leader may have
+    exited while its children run on); a pid that left the group is killed alone."""
+    if any(_carries_marker(member, run_id) for member in _group_members(pid)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+            return True
+    if _carries_marker(pid, run_id):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            return True
+    return False
+
+
+def _carries_marker(pid: int, run_id: str) -> bool:
+    """Whether the process's environment holds FLOWLEDGER_RUN_ID=<run_id>. A zombie's reads empty; another
+    user's process cannot be read and is not ours to kill."""
+    try:
+        environ = (PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return False
+    return f"{RUN_MARKER}={run_id}".encode() in environ.split(b"\0")
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), None when gone."""
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
+def _same_process_alive(pid: int, started_before: datetime) -> bool:
+    """Whether `pid` is alive and started before `started_before` (so the pid was not reused since)."""
+    fields = _stat(pid)
+    if fields is None or fields[0] == "Z":
+        return False
+    try:
+        boot = next(int(line.split()[1]) for line in (PROC / "stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        started = from_ms(boot * 1000 + int(fields[19]) * 1000 // os.sysconf("SC_CLK_TCK"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return True  # cannot tell: leave its children alone rather than kill a live gateway's work
+    return started <= started_before + _START_SLACK
