@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from flowledger.flows import orphans
 from flowledger.flows import store as flow_store
 from flowledger.flows.definitions import FlowDefinition, flow_from_document
 from flowledger.flows.graph import Readiness, StepStatus
@@ -213,13 +214,18 @@ class GraphController:
 
     def _reconcile(self) -> None:
         """Steps the dead driver left running: a task that ended is folded in by the next collect; one still
-        active but no longer backed by a live run died with its driver, so it fails (and retries as usual)."""
+        active but no longer backed by a live run lost its supervisor, so its orphaned process (if this host
+        can prove which it is) is stopped and the step fails (and retries as usual)."""
         now = self.ledger.clock.now()
         for step_id, task in self._running_tasks().items():
             if task.status not in ACTIVE or task.run_id is None:
                 continue
             with self.ledger.db.read() as conn:
                 live = liveness.run_is_live(conn, task.run_id, now)
+                # A step process outlives its SIGKILLed gateway (it has a session of its own): a retry must
+                # not run alongside it, nor its work land after the retry's.
+                if not live:
+                    orphans.stop_orphan(conn, task.run_id)
             if not live:
                 try:
                     self.ledger.tasks.fail(task.run_id, error="lost: its flow driver stopped")
