@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from flowledger.tasks.clock import Clock, SystemClock
 from flowledger.tasks.db import Database, resolve_database_url, resolve_state_dir
 from flowledger.tasks.service import TaskService
+from flowledger.tasks.session_routes import Sessions
 
 if TYPE_CHECKING:
     from flowledger.flows.service import FlowService
@@ -27,6 +28,7 @@ class Ledger:
         self.authoritative = authoritative
         self.gateway_id = gateway_id
         self.tasks = TaskService(db, self.clock)
+        self.sessions = Sessions(db, self.clock)  # stored chat routes (SPEC §3)
         self._flows: FlowService | None = None
         self._extensions_installed = False
         self._install_extensions()

@@ -9,57 +9,54 @@ the send, in the same transaction as the session-queue fallback, so a failed pat
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
-import subprocess
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import Connection, and_, insert, or_, select, update
 
-from flowledger.tasks import messages, rules, store
+from flowledger.tasks import messages, store
 from flowledger.tasks.channels import Channel, Message, SendOutcome, build_channels
 from flowledger.tasks.config import Config
+from flowledger.tasks.delivery_notices import StateChangeNotices
+from flowledger.tasks.delivery_rules import (
+    Owner,
+    direct_possible,
+    fill_from_requester_route,
+    fill_origin,
+    parent_review,
+    resolve_owner,
+    review_may_go_direct,
+    suppressed_duplicate,
+    terminal_eligible,
+)
+from flowledger.tasks.delivery_wakes import fire_heartbeat_wakes
 from flowledger.tasks.models import DeliveryOrigin, Task, TaskEvent
 from flowledger.tasks.service import Change, TaskHooks, TaskService
 from flowledger.tasks.session_events import (
     WAKE_REASON,
     WAKE_REASON_BLOCKED,
-    claim_wake,
     enqueue_system_event,
-    pending_wakes,
     request_heartbeat_wake,
 )
-from flowledger.tasks.sessionkeys import ChatType, chat_type
-from flowledger.tasks.states import (
-    DeliveryStatus,
-    NotifyPolicy,
-    Runtime,
-    ScopeKind,
-    TaskStatus,
-    is_terminal,
-)
-from flowledger.tasks.tables import flow_runs, task_delivery_state, task_runs
+from flowledger.tasks.session_routes import complete_route, read_route, record_route
+from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, ScopeKind, TaskStatus, is_terminal
+from flowledger.tasks.tables import task_delivery_state, task_runs
+
+# The rules moved to delivery_rules.py; these names stay importable from here.
+__all__ = ["CLAIM_TTL", "DeliveryHooks", "Owner", "delivery_hooks", "direct_possible", "resolve_owner",
+           "terminal_eligible"]
 
 log = logging.getLogger(__name__)
 
 # Longer than the 60-second send budget: a claim this old belongs to a process that died mid-send.
 CLAIM_TTL = timedelta(minutes=5)
 DONE_PREFIX = "done:"
-_STATE_CHANGE_KINDS = frozenset({TaskStatus.RUNNING.value, "progress"})
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    session_key: str
-    origin: DeliveryOrigin | None
-    flow_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,65 +72,6 @@ class Settlement:
     queue: tuple[tuple[str, str], ...] = ()  # (context key, text)
     wake: str | None = None
     outcome: SendOutcome | None = None
-
-
-def terminal_eligible(task: Task) -> bool:
-    """REFERENCE §4.2: not silent; subagent only when cancelled; terminal; still pending."""
-    return (
-        task.notify_policy != NotifyPolicy.SILENT
-        and (task.runtime != Runtime.SUBAGENT or task.status == TaskStatus.CANCELLED)
-        and is_terminal(task.status)
-        and task.delivery_status == DeliveryStatus.PENDING
-    )
-
-
-def resolve_owner(conn: Connection, task: Task) -> Owner | None:
-    """REFERENCE §4.3: the parent flow's owner when it matches, else the task's own owner session."""
-    if task.scope_kind != ScopeKind.SESSION:
-        return None
-    if task.parent_flow_id:
-        row = conn.execute(select(flow_runs.c.owner_key, flow_runs.c.requester_origin_json)
-                           .where(flow_runs.c.flow_id == task.parent_flow_id)).first()
-        if row is not None and row.owner_key == task.owner_key:
-            origin = None
-            if row.requester_origin_json:
-                try:
-                    origin = DeliveryOrigin.from_mapping(json.loads(row.requester_origin_json))
-                except ValueError:
-                    origin = None
-            return Owner(row.owner_key, origin or task.requester_origin, task.parent_flow_id)
-    return Owner(task.owner_key, task.requester_origin) if task.owner_key else None
-
-
-def direct_possible(owner: Owner) -> bool:
-    """Group and channel sessions answer through their parent agent; otherwise a channel and a target suffice."""
-    if chat_type(owner.session_key) in (ChatType.GROUP, ChatType.CHANNEL):
-        return False
-    origin = owner.origin
-    return origin is not None and bool(origin.channel.strip()) and bool(origin.to.strip())
-
-
-def _parent_review(task: Task) -> bool:
-    return (task.runtime == Runtime.ACP and task.status == TaskStatus.SUCCEEDED and not messages.is_blocked(task)
-            and bool((task.child_session_key or "").strip()))
-
-
-def _review_may_go_direct(origin: DeliveryOrigin | None) -> bool:
-    return (origin is not None and origin.channel == "discord" and origin.to.startswith("channel:")
-            and bool(origin.thread_id))
-
-
-def _suppressed_duplicate(conn: Connection, task: Task) -> bool:
-    """Two ACP records of one run in one scope announce once: only the preferred one speaks."""
-    if task.runtime != Runtime.ACP or not task.run_id:
-        return False
-
-    def scope(t: Task) -> tuple[object, ...]:
-        return (t.runtime, t.scope_kind, t.owner_key, (t.child_session_key or "").strip())
-
-    peers = [t for t in store.by_run_id(conn, task.run_id) if scope(t) == scope(task)]
-    chosen = rules.preferred(peers)
-    return chosen is not None and chosen.task_id != task.task_id
 
 
 def _delivery_row(conn: Connection, task_id: str) -> Any:
@@ -164,7 +102,16 @@ class DeliveryHooks(TaskHooks):
         built.update(channels or {})
         return cls(service, config=config, channels=built)
 
-    # --- the hook ---------------------------------------------------------------------------------
+    # --- the hooks --------------------------------------------------------------------------------
+
+    def on_written(self, conn: Connection, change: Change, now: datetime) -> None:
+        """A task arriving with a full origin records it as its requester session's route (SPEC §3), in the
+        task's own transaction. An origin without an account keeps the account stored for that same target."""
+        origin, key = change.task.requester_origin, change.task.requester_session_key
+        if change.previous is not None and change.previous.requester_origin == origin:
+            return
+        if origin is not None and complete_route(origin) and key:
+            record_route(conn, key, fill_origin(origin, read_route(conn, key)), now)
 
     def after_commit(self, changes: Sequence[Change]) -> None:
         for change in changes:
@@ -184,7 +131,7 @@ class DeliveryHooks(TaskHooks):
         if not isinstance(claimed, Claimed):
             return claimed
         task, owner = claimed.task, claimed.owner
-        review = _parent_review(task)
+        review = parent_review(task)
         text = messages.terminal_message(task)
         session_text = messages.review_message(task) if review else text
         blocked = messages.is_blocked(task)
@@ -192,7 +139,7 @@ class DeliveryHooks(TaskHooks):
         queue = ((messages.session_context_key(task.task_id), session_text), *followup)
         wake = WAKE_REASON_BLOCKED if blocked else WAKE_REASON
         can_direct = direct_possible(owner)
-        if not can_direct or (review and not _review_may_go_direct(owner.origin)):
+        if not can_direct or (review and not review_may_go_direct(owner.origin)):
             # A parent-review result that could have gone direct stays pending: the parent delivers it.
             status = DeliveryStatus.PENDING if review and can_direct else DeliveryStatus.SESSION_QUEUED
             plan = Settlement(status, queue, wake)
@@ -230,9 +177,11 @@ class DeliveryHooks(TaskHooks):
         if current is None or not terminal_eligible(current):
             return None
         now = self.service.clock.now()
-        if _suppressed_duplicate(conn, current):
+        if suppressed_duplicate(conn, current):
             return self._write_status(conn, current, DeliveryStatus.NOT_APPLICABLE, now)
         owner = resolve_owner(conn, current)
+        if owner is not None:
+            owner = fill_from_requester_route(conn, current, owner)
         if owner is None:
             missing = DeliveryStatus.NOT_APPLICABLE if current.scope_kind == ScopeKind.SYSTEM \
                 else DeliveryStatus.PARENT_MISSING
@@ -298,107 +247,17 @@ class DeliveryHooks(TaskHooks):
             self.fire_wakes()
         return result
 
-    # --- state-change delivery (REFERENCE §4.2) ---------------------------------------------------
+    # --- state-change delivery (REFERENCE §4.2): tasks/delivery_notices.py -------------------------
 
     def deliver_state_change(self, task: Task, event: TaskEvent) -> bool:
         """Announce `running` and progress reports under `state_changes`; True when sent or queued."""
-        if (task.notify_policy != NotifyPolicy.STATE_CHANGES or task.delivery_status != DeliveryStatus.PENDING
-                or is_terminal(task.status) or event.kind not in _STATE_CHANGE_KINDS):
-            return False
-        claimed = self.service.db.transact(lambda conn: self._claim_event(conn, task.task_id, event))
-        if claimed is None:
-            return False
-        current, owner, previous = claimed
-        text = messages.state_change_message(current, event.kind, event.summary)
-        assert text is not None
-        if not direct_possible(owner):
-            context = messages.state_change_context_key(current.task_id, event.at, event.kind)
-            self.service.db.transact(lambda conn: self._queue_event(conn, current.task_id, owner, context, text))
-            self.fire_wakes()
-            return True
-        assert owner.origin is not None
-        key = messages.state_change_key(current, event.at, event.kind, owner.flow_id)
-        outcome = self._send(owner.origin, Message(
-            task_id=current.task_id, status=current.status.value, text=text, to=owner.origin.to,
-            idempotency_key=key, thread_id=owner.origin.thread_id, account_id=owner.origin.account_id))
-        if outcome.ok:
-            self.service.db.transact(lambda conn: self._touch(conn, current.task_id))
-            return True
-        # The reference swallows state-change failures; we release the mark so the notice is not claimed lost.
-        log.warning("task %s: state-change notice via %s failed: %s", current.task_id, owner.origin.channel,
-                    outcome.error)
-        self.service.db.transact(lambda conn: conn.execute(
-            update(task_delivery_state).where(and_(task_delivery_state.c.task_id == current.task_id,
-                                                   task_delivery_state.c.last_notified_event_at == event.at))
-            .values(last_notified_event_at=previous)))
-        return False
-
-    def _claim_event(self, conn: Connection, task_id: str, event: TaskEvent
-                     ) -> tuple[Task, Owner, datetime | None] | None:
-        current = store.get(conn, task_id, for_update=True)
-        if current is None or current.notify_policy != NotifyPolicy.STATE_CHANGES \
-                or current.delivery_status != DeliveryStatus.PENDING or is_terminal(current.status):
-            return None
-        owner = resolve_owner(conn, current)
-        if owner is None:
-            return None
-        previous = store.last_notified_at(conn, task_id)
-        marked = conn.execute(
-            update(task_delivery_state)
-            .where(and_(task_delivery_state.c.task_id == task_id,
-                        or_(task_delivery_state.c.last_notified_event_at.is_(None),
-                            task_delivery_state.c.last_notified_event_at < event.at)))
-            .values(last_notified_event_at=event.at)).rowcount
-        if not marked:
-            if _delivery_row(conn, task_id) is not None:
-                return None  # already announced (here or by another process)
-            conn.execute(insert(task_delivery_state).values(task_id=task_id, last_notified_event_at=event.at))
-        return current, owner, previous
-
-    def _queue_event(self, conn: Connection, task_id: str, owner: Owner, context: str, text: str) -> None:
-        now = self.service.clock.now()
-        origin = owner.origin.to_json() if owner.origin else None
-        enqueue_system_event(conn, owner.session_key, context, text, now, origin)
-        request_heartbeat_wake(conn, owner.session_key, WAKE_REASON, now)
-        self._touch(conn, task_id)
-
-    def _touch(self, conn: Connection, task_id: str) -> None:
-        current = store.get(conn, task_id, for_update=True)
-        if current is not None:
-            now = self.service.clock.now()
-            self.service.apply(conn, current, current.replace(last_event_at=now), expected={current.status}, now=now)
+        return StateChangeNotices(self.service, self._send, self.fire_wakes).deliver(task, event)
 
     # --- the heartbeat hook -----------------------------------------------------------------------
 
     def fire_wakes(self) -> int:
         """Run the configured heartbeat hook once per pending wake; without a hook, wakes wait for the gateway."""
-        heartbeat = self.config.heartbeat
-        if heartbeat is None or (heartbeat.command is None and heartbeat.webhook is None):
-            return 0
-        with self.service.db.read() as conn:
-            wakes = pending_wakes(conn)
-        fired = 0
-        for wake in wakes:
-            if not self._claim_wake(wake.wake_id):
-                continue
-            fired += 1
-            env = {**os.environ, "FLOWLEDGER_SESSION_KEY": wake.session_key, "FLOWLEDGER_WAKE_REASON": wake.reason}
-            try:
-                if heartbeat.command is not None:
-                    subprocess.run(list(heartbeat.command), env=env, timeout=heartbeat.timeout_s, check=False,
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                if heartbeat.webhook is not None:
-                    httpx.post(heartbeat.webhook.reveal(), json={"session_key": wake.session_key,
-                                                                 "reason": wake.reason},
-                               timeout=heartbeat.timeout_s)
-            except (OSError, subprocess.SubprocessError, httpx.HTTPError) as exc:
-                log.warning("heartbeat hook for session %s failed: %s", wake.session_key, type(exc).__name__)
-        return fired
-
-
-    def _claim_wake(self, wake_id: int) -> bool:
-        now = self.service.clock.now()
-        return self.service.db.transact(lambda conn: claim_wake(conn, wake_id, now))
+        return fire_heartbeat_wakes(self.service, self.config)
 
 
 def delivery_hooks(service: TaskService) -> DeliveryHooks | None:

@@ -1,0 +1,108 @@
+"""A session's stored chat route (`sessions.last_route_json`): where its conversation last spoke.
+
+SPEC §3: a sub-agent completion whose origin lacks `to`/account may be completed from the requester session's
+stored route (the reference's `lastChannel` / `lastTo` / `lastAccountId`). The route is recorded when a task is
+created with a full origin (channel and `to`) and through `Sessions.record_route`; it is read back only for the
+session it belongs to.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, insert, select, update
+
+from flowledger.tasks.clock import Clock
+from flowledger.tasks.db import Database
+from flowledger.tasks.errors import InvalidInput, OperationRefused
+from flowledger.tasks.models import DeliveryOrigin
+from flowledger.tasks.states import ACTIVE
+from flowledger.tasks.tables import sessions, task_runs
+
+# The row made for a session that only carries a route: an ordinary conversation session, never a child
+# session kind (subagent, acp, cron), and without ACP metadata, so the ACP repair and the cron-run prune
+# (tasks/session_sweep.py) never pick it up.
+ROUTE_SESSION_KIND = "session"
+
+
+def complete_route(origin: DeliveryOrigin | None) -> bool:
+    """A route worth storing names both a channel and a target."""
+    return origin is not None and bool(origin.channel.strip()) and bool(origin.to.strip())
+
+
+def read_route(conn: Connection, session_key: str) -> DeliveryOrigin | None:
+    """The session's own stored route (exact key); None when nothing usable is stored."""
+    text = conn.execute(select(sessions.c.last_route_json).where(sessions.c.session_key == session_key)).scalar()
+    if not text:
+        return None
+    try:
+        route = DeliveryOrigin.from_mapping(json.loads(text))
+    except ValueError:  # a hand-edited row: no route rather than a failed delivery
+        return None
+    return route if complete_route(route) else None
+
+
+def _is_an_active_child_session(conn: Connection, session_key: str) -> bool:
+    # Backing (tasks/backing.py) reads "a row exists" as "the active task's child session is alive", also
+    # case-insensitively; the exact and lower-cased keys both use the child_session_key index.
+    keys = {session_key, session_key.lower()}
+    return conn.execute(select(task_runs.c.task_id).where(and_(
+        task_runs.c.child_session_key.in_(keys), task_runs.c.status.in_([s.value for s in ACTIVE]))).limit(1)
+    ).first() is not None
+
+
+def record_route(conn: Connection, session_key: str, route: DeliveryOrigin, now: datetime) -> bool:
+    """Store `route` on the session's row, in the caller's transaction; True when stored.
+
+    An existing row keeps its `updated_at`: a route is not session activity, so the cron-run prune's clock is
+    untouched. A missing row is created as a plain `session` row, except for a key an active task runs in as its
+    child session: a new row there would make a vanished child session look alive again, so nothing is stored.
+    """
+    if not session_key or not complete_route(route):
+        return False
+    document = json.dumps(route.to_json())
+    if conn.execute(update(sessions).where(sessions.c.session_key == session_key)
+                    .values(last_route_json=document)).rowcount:
+        return True
+    if _is_an_active_child_session(conn, session_key):
+        return False
+    conn.execute(insert(sessions).values(session_key=session_key, kind=ROUTE_SESSION_KIND, created_at=now,
+                                         updated_at=now, last_route_json=document))
+    return True
+
+
+class Sessions:
+    """The session door of the Python API (`ledger.sessions`): stored routes."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    @staticmethod
+    def _key(session_key: str) -> str:
+        key = (session_key or "").strip()
+        if not key:
+            raise InvalidInput("Session key is required.")
+        return key
+
+    def route(self, session_key: str) -> DeliveryOrigin | None:
+        key = self._key(session_key)
+        with self.db.read() as conn:
+            return read_route(conn, key)
+
+    def record_route(self, session_key: str, *, channel: str, to: str, account_id: str | None = None,
+                     thread_id: str | None = None) -> DeliveryOrigin:
+        """Store the session's route (replacing the previous one) and return it as stored."""
+        key = self._key(session_key)
+        route = DeliveryOrigin.from_mapping({"channel": channel, "to": to, "account_id": account_id,
+                                             "thread_id": thread_id})
+        if route is None or not route.channel:
+            raise InvalidInput("A route needs a channel.")
+        if not route.to:
+            raise InvalidInput("A route needs a target (to).")
+        now = self.clock.now()
+        if not self.db.transact(lambda conn: record_route(conn, key, route, now)):
+            raise OperationRefused(f"Session {key} is the child session of an active task without a registry row; "
+                                   "its route is not stored.")
+        return route
