@@ -5,13 +5,15 @@ running with no one to record how they end. Before an adopting controller fails 
 it stops the orphan: otherwise the old attempt's work could land after (or alongside) the retry's. (A gateway
 also reaps orphans, but at its start and on the sweep's cadence; an adopter retries at once, so it cannot wait.)
 
-Only a process this host can prove is that run is stopped: the run's gateway lease names this host, the pid
-recorded in the run's context leads its own process group, and its environment carries the run id the
-runtime gave it (`FLOWLEDGER_RUN_ID`). Anything else (another host, a reused pid, no /proc) is left alone.
+Only a process this host can prove is that run is stopped: the run's gateway lease names this host, and a live
+member of the process group the recorded pid led carries the run id the runtime gave it (`FLOWLEDGER_RUN_ID`)
+in its environment. Anything else (another host, a reused pid, no /proc) is left alone. The marker check and
+the kill here are also what the gateway's reaper (scheduler/orphans.py) uses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -23,6 +25,9 @@ from sqlalchemy import Connection, select
 from flowledger.tasks.tables import gateway_leases, run_contexts
 
 log = logging.getLogger(__name__)
+# Every runtime starts its child with this variable set to the run id; the child's own children inherit it.
+RUN_MARKER = "FLOWLEDGER_RUN_ID"
+PROC = Path("/proc")
 
 
 def orphan_pid(conn: Connection, run_id: str) -> int | None:
@@ -37,25 +42,55 @@ def orphan_pid(conn: Connection, run_id: str) -> int | None:
     return int(row.pid)
 
 
-def is_run_process(pid: int, run_id: str) -> bool:
-    """Whether `pid` is, right now, the group leader the runtime started for `run_id`."""
+def carries_marker(pid: int, run_id: str) -> bool:
+    """Whether the process's environment holds FLOWLEDGER_RUN_ID=<run_id>. A zombie's reads empty; another
+    user's process cannot be read and is not ours to kill."""
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        leads_group = os.getpgid(pid) == pid
-    except OSError:  # gone, not ours, or no /proc on this platform
+        environ = (PROC / str(pid) / "environ").read_bytes()
+    except OSError:
         return False
-    return leads_group and f"FLOWLEDGER_RUN_ID={run_id}".encode() in environ
+    return f"{RUN_MARKER}={run_id}".encode() in environ.split(b"\0")
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), None when gone."""
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            fields = proc_stat(int(entry.name))
+            if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
+def kill_run(pid: int, run_id: str) -> bool:
+    """SIGKILL the group `pid` led when one of its live members carries the run's marker (the leader may have
+    exited while its children run on); a pid that left the group is killed alone. True when a kill was sent.
+    SIGKILL, not SIGTERM: no supervisor is left to wait out a grace, and a retry must not overlap a process
+    still shutting down."""
+    if any(carries_marker(member, run_id) for member in _group_members(pid)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+            return True
+    if carries_marker(pid, run_id):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            return True
+    return False
 
 
 def stop_orphan(conn: Connection, run_id: str) -> bool:
-    """SIGKILL the orphaned process group of `run_id`; True when one was stopped. SIGKILL, not SIGTERM: no
-    supervisor is left to wait out a grace, and the retry must not overlap a process still shutting down."""
+    """Stop the orphaned process group of `run_id` on this host; True when one was stopped."""
     pid = orphan_pid(conn, run_id)
-    if pid is None or not is_run_process(pid, run_id):
-        return False
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):  # it ended (or changed hands) since the check
+    if pid is None or not kill_run(pid, run_id):
         return False
     log.info("run %s: stopped orphaned process group %s", run_id, pid)
     return True

@@ -15,23 +15,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import Connection, and_, delete, select
 
 from flowledger.flows.ledger import Ledger
+from flowledger.flows.orphans import PROC, kill_run, proc_stat
 from flowledger.tasks.clock import from_ms
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.tables import gateway_leases, run_contexts
 
 log = logging.getLogger(__name__)
-RUN_MARKER = "FLOWLEDGER_RUN_ID"
-PROC = Path("/proc")
 # /proc's boot time has whole-second precision and a gateway writes its lease a moment after it starts.
 _START_SLACK = timedelta(seconds=2)
 
@@ -87,7 +84,7 @@ def reap_orphans(ledger: Ledger, *, hostname: str | None = None) -> list[str]:
             log.info("run %s: gateway %s (pid %s) is still alive on this host; its children are left alone",
                      orphan.run_id, orphan.gateway_id, orphan.owner_pid)
             continue
-        if _kill_run(orphan.pid, orphan.run_id):
+        if kill_run(orphan.pid, orphan.run_id):
             killed.append(orphan.run_id)
             log.info("task %s: killed the orphaned process group %s of run %s (gateway %s is gone)",
                      orphan.task_id, orphan.pid, orphan.run_id, orphan.gateway_id)
@@ -108,52 +105,9 @@ def _forget(orphan: Orphan) -> Callable[[Connection], object]:
     return unit
 
 
-def _kill_run(pid: int, run_id: str) -> bool:
-    """SIGKILL the group `pid` led when one of its live members carries the run's marker (the leader may have
-    exited while its children run on); a pid that left the group is killed alone."""
-    if any(_carries_marker(member, run_id) for member in _group_members(pid)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-            return True
-    if _carries_marker(pid, run_id):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-            return True
-    return False
-
-
-def _carries_marker(pid: int, run_id: str) -> bool:
-    """Whether the process's environment holds FLOWLEDGER_RUN_ID=<run_id>. A zombie's reads empty; another
-    user's process cannot be read and is not ours to kill."""
-    try:
-        environ = (PROC / str(pid) / "environ").read_bytes()
-    except OSError:
-        return False
-    return f"{RUN_MARKER}={run_id}".encode() in environ.split(b"\0")
-
-
-def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (state first), None when gone."""
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2:].split()
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in PROC.iterdir():
-        if entry.name.isdigit():
-            fields = _stat(int(entry.name))
-            if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
-                members.append(int(entry.name))
-    return members
-
-
 def _same_process_alive(pid: int, started_before: datetime) -> bool:
     """Whether `pid` is alive and started before `started_before` (so the pid was not reused since)."""
-    fields = _stat(pid)
+    fields = proc_stat(pid)
     if fields is None or fields[0] == "Z":
         return False
     try:

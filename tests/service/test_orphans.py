@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import select
 
 from flowledger import FrozenClock, Ledger
-from flowledger.scheduler.orphans import RUN_MARKER, reap_orphans
+from flowledger.flows.orphans import RUN_MARKER
+from flowledger.scheduler.orphans import reap_orphans
 from flowledger.scheduler.runtimes.process import spawn
 from flowledger.tasks import liveness
 from flowledger.tasks.clock import SystemClock
