@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from flowledger.tasks.clock import Clock, iso_z
 from flowledger.tasks.db import Database
-from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.sessionkeys import required_key
 from flowledger.tasks.tables import heartbeat_wakes, system_events
 
 WAKE_REASON = "background-task"
@@ -119,24 +119,17 @@ class SessionEvents:
         self.db = db
         self.clock = clock
 
-    @staticmethod
-    def _key(session_key: str) -> str:
-        key = (session_key or "").strip()
-        if not key:
-            raise InvalidInput("Session key is required.")
-        return key
-
     def list(self, session_key: str) -> SystemEvents:
-        key = self._key(session_key)
+        key = required_key(session_key)
         with self.db.read() as conn:
             return list_system_events(conn, key)
 
     def drain(self, session_key: str) -> SystemEvents:
-        key = self._key(session_key)
+        key = required_key(session_key)
         return self.db.transact(lambda conn: drain_system_events(conn, key))
 
     def enqueue(self, session_key: str, context_key: str, text: str) -> bool:
-        key = self._key(session_key)
+        key = required_key(session_key)
         now = self.clock.now()
         return self.db.transact(lambda conn: enqueue_system_event(conn, key, context_key, text, now))
 

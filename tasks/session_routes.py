@@ -17,6 +17,7 @@ from flowledger.tasks.clock import Clock
 from flowledger.tasks.db import Database
 from flowledger.tasks.errors import InvalidInput, OperationRefused
 from flowledger.tasks.models import DeliveryOrigin
+from flowledger.tasks.sessionkeys import required_key
 from flowledger.tasks.states import ACTIVE
 from flowledger.tasks.tables import sessions, task_runs
 
@@ -79,22 +80,15 @@ class Sessions:
         self.db = db
         self.clock = clock
 
-    @staticmethod
-    def _key(session_key: str) -> str:
-        key = (session_key or "").strip()
-        if not key:
-            raise InvalidInput("Session key is required.")
-        return key
-
     def route(self, session_key: str) -> DeliveryOrigin | None:
-        key = self._key(session_key)
+        key = required_key(session_key)
         with self.db.read() as conn:
             return read_route(conn, key)
 
     def record_route(self, session_key: str, *, channel: str, to: str, account_id: str | None = None,
                      thread_id: str | None = None) -> DeliveryOrigin:
         """Store the session's route (replacing the previous one) and return it as stored."""
-        key = self._key(session_key)
+        key = required_key(session_key)
         route = DeliveryOrigin.from_mapping({"channel": channel, "to": to, "account_id": account_id,
                                              "thread_id": thread_id})
         if route is None or not route.channel:

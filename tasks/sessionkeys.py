@@ -5,12 +5,22 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
+from flowledger.tasks.errors import InvalidInput
+
 
 class ChatType(StrEnum):
     DIRECT = "direct"
     GROUP = "group"
     CHANNEL = "channel"
     UNKNOWN = "unknown"
+
+
+def required_key(session_key: str | None) -> str:
+    """The trimmed key, or InvalidInput (exit 2) when it is blank."""
+    key = (session_key or "").strip()
+    if not key:
+        raise InvalidInput("Session key is required.")
+    return key
 
 
 def parse_agent_id(session_key: str | None) -> str | None:

@@ -19,7 +19,7 @@ from gateway_support import GatewayProc, cli, wait_for
 from sqlalchemy import select
 
 from flowledger import FrozenClock, Ledger, TaskStatus
-from flowledger.flows.orphans import RUN_MARKER
+from flowledger.flows.orphans import RUN_MARKER, proc_stat
 from flowledger.tasks import liveness
 from flowledger.tasks.clock import SystemClock
 from flowledger.tasks.tables import run_contexts
@@ -47,11 +47,8 @@ def decoy() -> Iterator[subprocess.Popen[bytes]]:
 
 def _running(pid: int) -> bool:
     """Alive and not a zombie (an orphan reparented to an init that does not reap stays one)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def test_a_second_gateway_kills_the_orphans_of_a_killed_one_but_not_a_reused_pid(

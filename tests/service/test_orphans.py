@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from flowledger import FrozenClock, Ledger
-from flowledger.flows.orphans import RUN_MARKER
+from flowledger.flows.orphans import RUN_MARKER, proc_stat
 from flowledger.scheduler.orphans import reap_orphans
 from flowledger.scheduler.runtimes.process import spawn
 from flowledger.tasks import liveness
@@ -65,11 +65,8 @@ def _contexts(ledger: Ledger) -> set[str]:
 
 def _running(pid: int) -> bool:
     """Alive and not a zombie (an orphan reparented to an init that does not reap stays one)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def _gone(pid: int, timeout: float = 10.0) -> bool:
