@@ -5,30 +5,70 @@
         ledger.tasks.create(runtime="cli", task="nightly export", owner_key="agent:main:main")
 """
 
-from flowledger.flows.health import AuditReport, MaintenanceReport
-from flowledger.flows.ledger import Ledger
-from flowledger.flows.models import Flow, FlowCancelResult, FlowStatus, FlowUpdate, RunTaskResult, SyncMode
-from flowledger.tasks.clock import Clock, FrozenClock, SystemClock
-from flowledger.tasks.errors import (
-    FlowledgerError,
-    FlowNotFound,
-    InvalidInput,
-    OperationRefused,
-    ParentFlowLinkError,
-    StorageUnavailable,
-    TaskNotFound,
-)
-from flowledger.tasks.models import DeliveryOrigin, Task, TaskEvent
-from flowledger.tasks.service import CancelResult
-from flowledger.tasks.states import (
-    DeliveryStatus,
-    NotifyPolicy,
-    Runtime,
-    ScopeKind,
-    TaskStatus,
-    TerminalOutcome,
-)
-from flowledger.tasks.summary import Summary
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
+    from flowledger.flows.health import AuditReport, MaintenanceReport
+    from flowledger.flows.ledger import Ledger
+    from flowledger.flows.models import Flow, FlowCancelResult, FlowStatus, FlowUpdate, RunTaskResult, SyncMode
+    from flowledger.tasks.clock import Clock, FrozenClock, SystemClock
+    from flowledger.tasks.errors import (
+        FlowledgerError,
+        FlowNotFound,
+        InvalidInput,
+        OperationRefused,
+        ParentFlowLinkError,
+        StorageUnavailable,
+        TaskNotFound,
+    )
+    from flowledger.tasks.models import DeliveryOrigin, Task, TaskEvent
+    from flowledger.tasks.service import CancelResult
+    from flowledger.tasks.states import (
+        DeliveryStatus,
+        NotifyPolicy,
+        Runtime,
+        ScopeKind,
+        TaskStatus,
+        TerminalOutcome,
+    )
+    from flowledger.tasks.summary import Summary
+
+# Each façade name and the module that defines it. Loaded on first access (PEP 562) so that importing any
+# flowledger submodule -- the CLI's `--help` above all -- does not pay for SQLAlchemy, sqlmodel and the
+# health stack before it needs them.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(["AuditReport", "MaintenanceReport"], "flowledger.flows.health"),
+    "Ledger": "flowledger.flows.ledger",
+    **dict.fromkeys(["Flow", "FlowCancelResult", "FlowStatus", "FlowUpdate", "RunTaskResult", "SyncMode"],
+                    "flowledger.flows.models"),
+    **dict.fromkeys(["Clock", "FrozenClock", "SystemClock"], "flowledger.tasks.clock"),
+    **dict.fromkeys(["FlowledgerError", "FlowNotFound", "InvalidInput", "OperationRefused", "ParentFlowLinkError",
+                     "StorageUnavailable", "TaskNotFound"], "flowledger.tasks.errors"),
+    **dict.fromkeys(["DeliveryOrigin", "Task", "TaskEvent"], "flowledger.tasks.models"),
+    "CancelResult": "flowledger.tasks.service",
+    **dict.fromkeys(["DeliveryStatus", "NotifyPolicy", "Runtime", "ScopeKind", "TaskStatus", "TerminalOutcome"],
+                    "flowledger.tasks.states"),
+    "Summary": "flowledger.tasks.summary",
+}
+
+# Hidden from type checkers, which see the imports above instead: a visible module `__getattr__` would type
+# every misspelt `flowledger.<name>` as Any.
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        module = _EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later lookups skip this hook
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "AuditReport",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import typer
 
-from flowledger.flows.ledger import Ledger
+if TYPE_CHECKING:
+    from flowledger.flows.ledger import Ledger
 
 
 @dataclass
@@ -17,6 +19,9 @@ class AppContext:
 
     def ledger(self) -> Ledger:
         if self._ledger is None:
+            # Imported here: the ledger brings SQLAlchemy and the schema, which `--help` never needs.
+            from flowledger.flows.ledger import Ledger
+
             self._ledger = Ledger.open(state_dir=self.state_dir, database_url=self.database_url)
         return self._ledger
 

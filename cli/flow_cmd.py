@@ -14,15 +14,14 @@ import typer
 
 from flowledger.cli.context import app_context
 from flowledger.cli.render import cut, emit_json, err, out, safe, table, when
-from flowledger.flows.definitions import FlowDefinition, load_flow_file
 from flowledger.flows.models import ABSENT, LINK_TERMINAL, Flow, FlowStatus
-from flowledger.flows.service import task_summary
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, FlowNotFound, OperationRefused
 from flowledger.tasks.models import Task
 from flowledger.tasks.states import ACTIVE, FAILURES, Runtime
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the file format and the service (SQLAlchemy) load in the commands that use them
     from flowledger.flows.controller import StepEvent
+    from flowledger.flows.definitions import FlowDefinition
     from flowledger.flows.ledger import Ledger
 
 FlowStatusOpt = StrEnum("FlowStatusOpt", {s.value: s.value for s in FlowStatus})  # type: ignore[misc]
@@ -80,6 +79,8 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
     @flow_app.command("validate")
     def validate_cmd(path: FlowFile) -> None:
         """Check a flow file: syntax, keys, runtimes, unknown or duplicate steps, cycles."""
+        from flowledger.flows.definitions import load_flow_file
+
         definition = load_flow_file(path)
         count = len(definition.steps)
         out(f"Flow file OK: {safe(definition.goal)} ({count} step{'' if count == 1 else 's'}).")
@@ -89,6 +90,8 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
                 detach: Annotated[bool, typer.Option("--detach", help="Queue it for the gateway and return.")] = False,
                 json_out: JsonFlag = False) -> None:
         """Define a graph flow from a file and run it to the end (or hand it to the gateway with --detach)."""
+        from flowledger.flows.definitions import load_flow_file
+
         definition = load_flow_file(path)
         ledger = app_context(ctx).ledger()
         from flowledger.flows.controller import define_flow
@@ -181,6 +184,8 @@ class _LiveProgress:
 
 
 def flow_document(flow: Flow, tasks: list[Task]) -> dict[str, Any]:
+    from flowledger.flows.service import task_summary
+
     return {**flow.to_json(), "tasks": [t.to_json() for t in tasks], "task_summary": task_summary(tasks)}
 
 
@@ -257,6 +262,8 @@ def show_lines(flow: Flow, tasks: list[Task]) -> list[str]:
 
 
 def run_summary(flow: Flow, tasks: list[Task]) -> list[str]:
+    from flowledger.flows.service import task_summary
+
     summary = task_summary(tasks)
     lines = [f"Flow {flow.flow_id} {flow.status.value}: {safe(flow.goal)}",
              f"Steps: {summary['by_status']['succeeded']} succeeded · {summary['failures']} failed · "

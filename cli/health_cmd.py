@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flowledger.cli.context import app_context
 from flowledger.cli.render import cut, emit_json, out, safe, table, when
-from flowledger.flows import health
 from flowledger.tasks import board
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.findings import Finding, Severity
-from flowledger.tasks.models import Task
 from flowledger.tasks.sessionkeys import parse_agent_id
-from flowledger.tasks.summary import Summary
+
+if TYPE_CHECKING:  # the health stack (SQLAlchemy, the schema) is imported by the commands that run it
+    from flowledger.flows import health
+    from flowledger.tasks.models import Task
+    from flowledger.tasks.summary import Summary
 
 SeverityOpt = StrEnum("SeverityOpt", {s.value: s.value for s in Severity})  # type: ignore[misc]
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
@@ -32,6 +34,8 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         json_out: JsonFlag = False,
     ) -> None:
         """Task and flow findings: stale, lost, undelivered, uncleaned, inconsistent."""
+        from flowledger.flows import health
+
         report = health.run_audit(app_context(ctx).ledger(), severity=severity.value if severity else None,
                                   code=code, limit=parse_limit(limit))
         if json_out:
@@ -76,6 +80,8 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
     @app.command("status")
     def status_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
         """Task pressure: queued, running, issues, by runtime, audit counts."""
+        from flowledger.flows import health
+
         report = health.status(app_context(ctx).ledger())
         if json_out:
             emit_json(report.to_json())

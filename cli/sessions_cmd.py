@@ -11,7 +11,6 @@ import typer
 from flowledger.cli.context import app_context
 from flowledger.cli.render import emit_json, err, out, safe, when
 from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.session_events import SessionEvents
 
 if TYPE_CHECKING:
     from flowledger.tasks.models import DeliveryOrigin
@@ -31,6 +30,8 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
     ) -> None:
         """Events queued for a session (delivery fallbacks, blocked follow-ups), oldest first."""
+        from flowledger.tasks.session_events import SessionEvents  # SQLAlchemy: only when the command runs
+
         ledger = app_context(ctx).ledger()
         queue = SessionEvents(ledger.db, ledger.clock)
         key = session_key.strip()

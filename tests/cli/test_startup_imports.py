@@ -1,0 +1,80 @@
+"""CLI start-up: what a command does not use, it does not import (docs/performance.md, "CLI start-up").
+
+Timing is noisy on a shared machine; which modules a fresh interpreter has loaded is not. Each check runs in a
+new interpreter, because this test process has long since imported everything.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import flowledger
+from flowledger import Ledger
+
+# Loaded only by the commands that use them: flow graphs, the gateway's scheduler, the acp runtime.
+SCHEDULER_STACK = ("networkx", "apscheduler", "acp")
+# Needed once a command opens the ledger, never to print help. (Not pydantic: typer itself coerces parameters
+# with it.)
+STORAGE_STACK = ("sqlalchemy", "sqlmodel", "psycopg")
+# Webhook delivery and rich's help renderer.
+OTHER_HEAVY = ("httpx", "rich")
+
+
+def loaded_after(code: str) -> set[str]:
+    """Top-level packages a fresh interpreter has imported after running `code` (which may print to stdout)."""
+    probe = f"{code}\nimport json, sys\nsys.stderr.write(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stderr.splitlines()[-1]))
+
+
+def cli_run(*args: str) -> str:
+    return ("from flowledger.cli.main import run\n"
+            f"code = run({list(args)!r})\n"
+            "assert code == 0, code\n")
+
+
+def test_importing_the_cli_loads_no_heavy_dependency() -> None:
+    loaded = loaded_after("import flowledger.cli.main")
+    assert loaded.isdisjoint(SCHEDULER_STACK + STORAGE_STACK + OTHER_HEAVY), \
+        loaded & {*SCHEDULER_STACK, *STORAGE_STACK, *OTHER_HEAVY}
+
+
+def test_help_renders_without_storage_or_rich() -> None:
+    for args in (["--help"], ["tasks", "--help"], ["tasks", "flow", "run", "--help"], ["cron", "--help"]):
+        loaded = loaded_after(cli_run(*args))
+        heavy = loaded & {*SCHEDULER_STACK, *STORAGE_STACK, *OTHER_HEAVY}
+        assert not heavy, (args, heavy)
+
+
+def test_importing_the_package_is_cheap_and_the_facade_still_resolves() -> None:
+    assert loaded_after("import flowledger").isdisjoint(STORAGE_STACK + SCHEDULER_STACK)
+    loaded = loaded_after("from flowledger import TaskStatus, FrozenClock, InvalidInput")
+    assert loaded.isdisjoint(STORAGE_STACK), loaded & set(STORAGE_STACK)
+
+
+def test_every_facade_name_resolves_lazily_to_its_definition() -> None:
+    # `from flowledger import *` goes through __all__, so a name missing from the lazy map would fail here.
+    namespace: dict[str, object] = {}
+    exec("from flowledger import *", namespace)
+    assert set(flowledger.__all__) <= set(namespace)
+    assert set(flowledger.__all__) <= set(dir(flowledger))
+    assert flowledger.Ledger is Ledger
+    for name in flowledger.__all__:
+        assert getattr(flowledger, name).__name__ == name
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = flowledger.no_such_name  # type: ignore[attr-defined]
+
+
+def test_reading_commands_load_no_scheduler_stack(ledger: Ledger, database_url: str, state_dir: Path) -> None:
+    task = ledger.tasks.create(runtime="cli", task="nightly export", owner_key="agent:main:main")
+    base = ["--state-dir", str(state_dir), "--database-url", database_url]
+    for args in (["tasks", "show", task.task_id], ["status"], ["tasks", "list"]):
+        loaded = loaded_after(cli_run(*base, *args))
+        assert "sqlalchemy" in loaded  # the probe is real: these commands did open the ledger
+        assert loaded.isdisjoint(SCHEDULER_STACK), (args, loaded & set(SCHEDULER_STACK))
