@@ -44,3 +44,33 @@ def one_task_id(url: str, state_dir: Path) -> str:
     with Ledger.open(state_dir=state_dir, database_url=url) as ledger:
         [task] = ledger.tasks.list(limit=1)
         return task.task_id
+
+
+def startup(repeat: int = 10) -> None:
+    """The start-up targets on a small ledger: `--help`, `tasks show <id>`, and `status` on an empty ledger.
+
+    `python bench/clilat.py [repeat]`: a quick check that does not need the full benchmark's seeded database.
+    """
+    import tempfile
+
+    from flowledger import Ledger
+
+    with tempfile.TemporaryDirectory(prefix="clilat-") as tmp:
+        empty, one = Path(tmp, "empty"), Path(tmp, "one")
+        empty_url, one_url = f"sqlite:///{empty / 'ledger.db'}", f"sqlite:///{one / 'ledger.db'}"
+        with Ledger.open(state_dir=empty, database_url=empty_url):
+            pass
+        with Ledger.open(state_dir=one, database_url=one_url) as ledger:
+            task_id = ledger.tasks.create(runtime="cli", task="clilat", owner_key="agent:main:main").task_id
+        commands = [("flowledger --help", ["--help"], empty, empty_url),
+                    ("tasks show <id>", ["tasks", "show", task_id], one, one_url),
+                    ("status (empty ledger)", ["status"], empty, empty_url)]
+        for label, args, state_dir, url in commands:
+            median, reason, samples = time_command(args, state_dir=state_dir, url=url, repeat=repeat, timeout=60)
+            shown = f"{median * 1000:6.0f} ms" if median is not None else f"n/a ({reason})"
+            spread = f"min {min(samples) * 1000:.0f}, max {max(samples) * 1000:.0f}" if samples else ""
+            print(f"{label:<24} median {shown}  ({len(samples)} runs; {spread})")
+
+
+if __name__ == "__main__":
+    startup(int(sys.argv[1]) if len(sys.argv) > 1 else 10)
