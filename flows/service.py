@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 # A keyword left at KEEP leaves the field as it is; None clears it (for state/wait: an explicit JSON null).
 KEEP: Any = type("Keep", (), {"__repr__": lambda self: "KEEP"})()
 
+# A cancel that loses a revision race re-reads and asks again this many times before it refuses.
+CANCEL_ATTEMPTS = 5
 CONTROLLER_REQUIRED = "Managed flow controllerId is required."
 _PATCHABLE = frozenset({"status", "notify_policy", "goal", "current_step", "blocked_task_id", "blocked_summary",
                         "state", "wait", "cancel_requested_at", "ended_at", "controller_id", "updated_at"})
@@ -370,24 +372,40 @@ class FlowService:
         flow = self.get(lookup)
         if flow is None:
             return FlowCancelResult(found=False, cancelled=False, reason="Flow not found.")
+        if flow.cancel_requested_at is None and not flow.is_link_terminal:
+            intent = self._record_cancel_intent(flow)
+            if isinstance(intent, FlowCancelResult):
+                return intent
+            flow = intent
         if flow.is_link_terminal:
             return FlowCancelResult(found=True, cancelled=False, reason=f"Flow is already {flow.status.value}.",
                                     flow=flow)
-        if flow.cancel_requested_at is None:
-            requested = self.request_cancel(flow.flow_id, flow.revision)
-            if not requested.applied or requested.flow is None:
-                text = {UpdateReason.REVISION_CONFLICT: "Flow changed while cancellation was in progress.",
-                        UpdateReason.PERSIST_FAILED: "Flow persistence failed."}.get(
-                            requested.reason or UpdateReason.NOT_FOUND, "Flow not found.")
-                return FlowCancelResult(found=requested.reason != UpdateReason.NOT_FOUND, cancelled=False,
-                                        reason=text, flow=requested.current or flow)
-            flow = requested.flow
         for child in self.linked_tasks(flow.flow_id):
             if child.status in ACTIVE:
                 result = self.ledger.tasks.cancel(child.task_id, reason)
                 if not result.cancelled:
                     log.info("flow %s: child task %s not cancelled: %s", flow.flow_id, child.task_id, result.reason)
         return self._finalise_cancel(flow.flow_id)
+
+    def _record_cancel_intent(self, flow: Flow) -> Flow | FlowCancelResult:
+        """Set the sticky cancel intent (revision-checked). A driver saving its step between our read and our
+        write is no reason to refuse an operator: the newer record is taken and the request made again, up to
+        CANCEL_ATTEMPTS times (the reference refuses at once, REFERENCE §9.5)."""
+        for _ in range(CANCEL_ATTEMPTS):
+            requested = self.request_cancel(flow.flow_id, flow.revision)
+            if requested.applied and requested.flow is not None:
+                return requested.flow
+            current = requested.current
+            if requested.reason != UpdateReason.REVISION_CONFLICT or current is None:
+                break
+            if current.cancel_requested_at is not None or current.is_link_terminal:
+                return current
+            flow = current
+        text = {UpdateReason.REVISION_CONFLICT: "Flow changed while cancellation was in progress.",
+                UpdateReason.PERSIST_FAILED: "Flow persistence failed."}.get(
+                    requested.reason or UpdateReason.NOT_FOUND, "Flow not found.")
+        return FlowCancelResult(found=requested.reason != UpdateReason.NOT_FOUND, cancelled=False, reason=text,
+                                flow=requested.current or flow)
 
     def _finalise_cancel(self, flow_id: str) -> FlowCancelResult:
         def unit(conn: Connection) -> FlowCancelResult:

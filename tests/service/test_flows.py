@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from flowledger import FrozenClock, Ledger, ParentFlowLinkError, TaskStatus
 from flowledger.flows.models import ABSENT, LEGACY_CONTROLLER, FlowStatus, SyncMode, UpdateReason
-from flowledger.flows.service import CONTROLLER_REQUIRED
+from flowledger.flows.service import CANCEL_ATTEMPTS, CONTROLLER_REQUIRED
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.tables import flow_runs
 
@@ -184,6 +184,41 @@ def test_flow_cancel_cascade_scenario_41(ledger: Ledger) -> None:
     again = ledger.flows.cancel(flow.flow_id)
     assert (again.cancelled, again.reason) == (False, "Flow is already cancelled.")
     assert ledger.flows.cancel("missing").found is False
+
+
+def _driver_saves_before_each_cancel_request(ledger: Ledger, monkeypatch: pytest.MonkeyPatch, times: int) -> None:
+    """A real concurrent write (the driver recording its step) lands between each of the first `times` cancel
+    reads and their revision-checked request."""
+    original = ledger.flows.request_cancel
+    races = iter(range(times))
+
+    def racing(flow_id: str, expected_revision: int, **kw: object) -> object:
+        if next(races, None) is not None:
+            current = ledger.flows.get(flow_id)
+            assert current is not None
+            assert ledger.flows.set_waiting(flow_id, current.revision, current_step="step saved").applied
+        return original(flow_id, expected_revision, **kw)
+
+    monkeypatch.setattr(ledger.flows, "request_cancel", racing)
+
+
+def test_cancel_that_loses_a_revision_race_reads_again_and_cancels(ledger: Ledger,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    flow = ledger.flows.create_managed(OWNER, "tests/managed", "Goal")
+    _driver_saves_before_each_cancel_request(ledger, monkeypatch, CANCEL_ATTEMPTS - 1)
+    result = ledger.flows.cancel(flow.flow_id)
+    assert (result.found, result.cancelled, result.reason) == (True, True, None)
+    assert result.flow is not None and result.flow.status == FlowStatus.CANCELLED
+
+
+def test_cancel_refuses_when_every_attempt_loses_the_race(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    flow = ledger.flows.create_managed(OWNER, "tests/managed", "Goal")
+    _driver_saves_before_each_cancel_request(ledger, monkeypatch, CANCEL_ATTEMPTS)
+    result = ledger.flows.cancel(flow.flow_id)
+    assert (result.found, result.cancelled) == (True, False)
+    assert result.reason == "Flow changed while cancellation was in progress."
+    stored = ledger.flows.get(flow.flow_id)
+    assert stored is not None and stored.cancel_requested_at is None and stored.status == FlowStatus.WAITING
 
 
 class _SlowAcp:
