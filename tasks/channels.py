@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
+if TYPE_CHECKING:  # httpx is imported where a send happens: ~70 ms that a read-only command never needs
+    import httpx
 
 from flowledger.tasks.config import (
     ChannelConfig,
@@ -147,6 +148,8 @@ class HttpChannel:
 
     def client(self) -> httpx.Client:
         """One pooled client per channel: building one (TLS context included) costs ~60 ms, a send ~1 ms."""
+        import httpx
+
         with self._client_lock:
             if self._client is None or self._client.is_closed:
                 self._client = httpx.Client(timeout=self.timeout_s, transport=self.transport, follow_redirects=False)
@@ -167,6 +170,8 @@ class HttpChannel:
         return None
 
     def send(self, message: Message) -> SendOutcome:
+        import httpx
+
         request = self.build(message)
         started = self.monotonic()
         attempt = 0

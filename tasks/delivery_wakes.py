@@ -7,8 +7,6 @@ import logging
 import os
 import subprocess
 
-import httpx
-
 from flowledger.tasks.config import Config
 from flowledger.tasks.service import TaskService
 from flowledger.tasks.session_events import claim_wake, pending_wakes
@@ -21,6 +19,8 @@ def fire_heartbeat_wakes(service: TaskService, config: Config) -> int:
     heartbeat = config.heartbeat
     if heartbeat is None or (heartbeat.command is None and heartbeat.webhook is None):
         return 0
+    import httpx  # only with a hook configured: a read-only command never pays for it
+
     with service.db.read() as conn:
         wakes = pending_wakes(conn)
     fired = 0

@@ -78,3 +78,4 @@ def test_reading_commands_load_no_scheduler_stack(ledger: Ledger, database_url: 
         loaded = loaded_after(cli_run(*base, *args))
         assert "sqlalchemy" in loaded  # the probe is real: these commands did open the ledger
         assert loaded.isdisjoint(SCHEDULER_STACK), (args, loaded & set(SCHEDULER_STACK))
+        assert "httpx" not in loaded, args  # only a send (or a configured heartbeat webhook) needs it
