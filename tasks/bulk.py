@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from flowledger.tasks.service import Change, TaskService
 
 DEFAULT_BATCH_SIZE = 5000
+BULK_TABLES = (task_runs.name, task_events.name, task_delivery_state.name)
 # create()'s options that steer merging with an existing record; meaningless for brand-new records.
 _MERGE_ONLY = frozenset({"prefer_metadata"})
 
@@ -65,6 +66,8 @@ def bulk_create(service: TaskService, records: Iterable[Mapping[str, Any]], *,
         changes = service.db.transact(functools.partial(_write_batch, service, drafts=drafts, chosen=chosen))
         service.hooks.after_commit(changes)
         written += len(changes)
+    if written:  # a bulk load into tables PostgreSQL has no statistics for would be planned blind
+        service.db.analyze_if_never_analyzed(BULK_TABLES)
     return written
 
 

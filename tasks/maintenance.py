@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from flowledger.tasks import cron_recovery, rules, store
@@ -34,7 +34,7 @@ from flowledger.tasks.models import Task, TaskEvent
 from flowledger.tasks.projection import active_may_change, effective_cleanup_after, marked_lost, recovered
 from flowledger.tasks.service import Change, TaskService
 from flowledger.tasks.states import ACTIVE, TaskStatus, is_terminal
-from flowledger.tasks.tables import task_events, task_runs
+from flowledger.tasks.tables import task_delivery_state, task_events, task_runs
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,15 @@ MAX_WRITE_BATCH = 2000
 MAX_PRUNE_BATCH = 5000
 TARGET_HOLD = 0.025
 # PostgreSQL locks only the rows a batch touches (no other writer wants a due or stale row), so its batches
-# may run longer: fewer round trips and commits.
-PG_TARGET_HOLD = 0.25
+# may run longer: fewer round trips and commits. Not much longer: another writer's commit flushes the WAL the
+# sweep wrote before it, so big batches show up as slow commits elsewhere (1 M records: 0.25 s → worst 96–103 ms,
+# 0.1 s → 85 ms, at the same pass time).
+PG_TARGET_HOLD = 0.1
 MAX_YIELD = 0.05
 # After each SQLite write transaction the sweep leaves the lock free for this share of the time it held it.
 YIELD_SHARE = 1.0
 STALE_RUNNING = timedelta(minutes=30)
+PRUNED_TABLES = (task_runs.name, task_events.name, task_delivery_state.name)
 DIAGNOSTICS_LIMIT = 100
 _ACTIVE_ORDER = (TaskStatus.QUEUED, TaskStatus.RUNNING)
 _ACTIVE = sorted(s.value for s in ACTIVE)
@@ -245,21 +248,34 @@ def prune_due(service: TaskService, now: datetime, *, batch: int = PRUNE_BATCH) 
     """Delete every due row with its delivery row and events, set-based, in short write transactions.
 
     Each transaction re-selects its rows with the due filter (locking them on PostgreSQL), so what it deletes is
-    due at that moment; a deleted row leaves the filter, so no keyset is needed.
+    due at that moment. Batches walk the (cleanup_after, seq) index from where the last one stopped: PostgreSQL
+    keeps a deleted row's index entry until vacuum, and re-reading the index from its start made every batch
+    step over all the rows the pass had already deleted (a 1 M-record pass went from 35 s to 640 s when its
+    batches were made five times smaller).
     """
+    service.db.analyze_if_never_analyzed(PRUNED_TABLES)
     pacer = _Pacer(service, batch, lo=min(batch, 50), hi=max(batch, MAX_PRUNE_BATCH))
+    c = task_runs.c
     pruned = 0
+    after: tuple[Any, int] | None = None
     with _prune_connection(service.db) as conn:
         while True:
             started = time.monotonic()
             with conn.begin():
-                stmt = select(task_runs.c.task_id).where(due(now)).limit(pacer.size)
+                stmt = select(c.task_id, c.cleanup_after, c.seq).where(due(now))
+                if after is not None:
+                    last = tuple_(bindparam("b_stamp", after[0], type_=c.cleanup_after.type),
+                                  bindparam("b_seq", after[1], type_=c.seq.type))
+                    stmt = stmt.where(tuple_(c.cleanup_after, c.seq) > last)
+                stmt = stmt.order_by(c.cleanup_after, c.seq).limit(pacer.size)
                 if service.db.is_postgres:
                     stmt = stmt.with_for_update()
-                n = store.delete_tasks(conn, list(conn.execute(stmt).scalars()))
+                rows = conn.execute(stmt).all()
+                n = store.delete_tasks(conn, [r.task_id for r in rows])
             pruned += n
-            if n < pacer.size:
+            if len(rows) < pacer.size:
                 return pruned
+            after = (rows[-1].cleanup_after, rows[-1].seq)
             pacer.done(started, n)
 
 

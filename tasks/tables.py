@@ -18,7 +18,8 @@ from sqlmodel import Field, SQLModel
 from flowledger.tasks.clock import from_ms, require_aware, to_ms
 from flowledger.tasks.errors import StorageUnavailable
 
-# 2: no task_runs.last_event_at index; cron_jobs.timeout_ms; sessions.last_route_json
+# 2: no task_runs.last_event_at index, (cleanup_after, seq) instead of cleanup_after; cron_jobs.timeout_ms;
+#    sessions.last_route_json
 SCHEMA_VERSION = 2
 
 
@@ -59,6 +60,9 @@ class TaskRow(SQLModel, table=True):
         # sweep's and the projection's keyset batches walk without sorting.
         Index("idx_task_runs_runtime_status", "runtime", "status"),
         Index("idx_task_runs_created", "created_at", "seq"),
+        # The prune walks due rows in this order, keyset-style (seq breaks ties: on PostgreSQL an index on
+        # cleanup_after alone orders equal stamps by physical position, so a keyset could not resume inside them).
+        Index("idx_task_runs_cleanup", "cleanup_after", "seq"),
     )
 
     # seq orders ties in "newest first" by insertion and lets the sweep stream rows in keyset batches.
@@ -86,7 +90,7 @@ class TaskRow(SQLModel, table=True):
     started_at: datetime | None = _ts()
     ended_at: datetime | None = _ts()
     last_event_at: datetime | None = _ts()  # not indexed: no query can use it (activity is a coalesce)
-    cleanup_after: datetime | None = _ts(index=True)
+    cleanup_after: datetime | None = _ts()
     error: str | None = _text()
     progress_summary: str | None = _text()
     terminal_summary: str | None = _text()

@@ -51,12 +51,23 @@ def test_due_rows_are_pruned_set_based_at_the_exact_stamp(ledger: Ledger, clock:
     clock.advance(MS)  # cleanup_after == now: due
     assert maintenance.count_due(ledger.tasks, clock.now()) == 5
     assert row_count(ledger, task_events, ids) == 5 and row_count(ledger, task_delivery_state, ids) == 5
-    # A batch of 2 takes three transactions; each re-selects what is due, so nothing is skipped or repeated.
+    # A batch of 2 takes three transactions, each resuming after the last (stamp, seq) deleted: equal stamps too.
     assert maintenance.prune_due(ledger.tasks, clock.now(), batch=2) == 5
     for table in (task_runs, task_events, task_delivery_state):
         assert row_count(ledger, table, ids) == 0
     assert ledger.tasks.get(kept[0]) is not None
     assert maintenance.prune_due(ledger.tasks, clock.now()) == 0
+
+
+def test_prune_batches_resume_in_stamp_order_across_mixed_stamps(ledger: Ledger, clock: FrozenClock) -> None:
+    """Stamps out of creation order, ties, and a not-yet-due row between them: every due row goes exactly once."""
+    ids = done(ledger, 8)
+    offsets_days = [-3, -1, -1, -2, +1, -1, -3, 0]  # relative to now; 0 is due (cleanup_after == now)
+    for task_id, days in zip(ids, offsets_days, strict=True):
+        set_columns(ledger, task_id, cleanup_after=clock.now() + timedelta(days=days))
+    assert maintenance.prune_due(ledger.tasks, clock.now(), batch=2) == 7
+    assert [t for t in ids if ledger.tasks.get(t) is not None] == [ids[4]]
+    assert row_count(ledger, task_events, ids) == 1 and row_count(ledger, task_delivery_state, ids) == 1
 
 
 def test_lost_rows_are_pruned_by_their_stamp_or_their_computed_retention(ledger: Ledger,

@@ -1,4 +1,4 @@
-"""A version-1 database opens under version 2 on both engines: an unused index dropped, columns added, data kept."""
+"""A version-1 database opens under version 2 on both engines: two indexes replaced, columns added, data kept."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from flowledger.tasks.tables import SCHEMA_VERSION, schema_meta
 # What version 1 created that version 2 no longer has, and the reverse.
 V1_SHAPE = [
     "CREATE INDEX ix_task_runs_last_event_at ON task_runs (last_event_at)",
+    "DROP INDEX idx_task_runs_cleanup",
+    "CREATE INDEX ix_task_runs_cleanup_after ON task_runs (cleanup_after)",
     "ALTER TABLE cron_jobs DROP COLUMN timeout_ms",
     "ALTER TABLE sessions DROP COLUMN last_route_json",
     "UPDATE schema_meta SET value = '1' WHERE meta_key = 'schema_version'",
@@ -37,7 +39,8 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
     for _ in range(2):  # the second open finds version 2 and runs nothing
         with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
             indexes = _task_run_indexes(ledger)
-            assert "ix_task_runs_last_event_at" not in indexes
+            assert not indexes & {"ix_task_runs_last_event_at", "ix_task_runs_cleanup_after"}
+            assert "idx_task_runs_cleanup" in indexes
             assert {"ix_task_runs_status", "idx_task_runs_runtime_status"} <= indexes
             with ledger.db.read() as conn:
                 version = conn.execute(schema_meta.select()).mappings().one()["value"]
