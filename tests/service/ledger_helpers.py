@@ -28,3 +28,21 @@ def set_columns(ledger: Ledger, task_id: str, **values: Any) -> None:
     """Write columns of a stored task directly, as an older version or an operator might have."""
     with ledger.db.write() as conn:
         conn.execute(update(task_runs).where(task_runs.c.task_id == task_id).values(**values))
+
+
+def wait_until_started(pid: int, deadline_s: float = 10.0) -> None:
+    """Until a freshly spawned child has finished its exec (or already ended): /proc/<pid>/environ reads empty
+    before that, so a marker check made too early would see no marker (seen under load in CI)."""
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/environ").read_bytes():
+                return
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return  # gone already
+        if stat[stat.rfind(")") + 2] == "Z":
+            return  # ended; a zombie's environment reads empty for good

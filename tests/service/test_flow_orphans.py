@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from ledger_helpers import wait_until_started
 from sqlalchemy import Connection
 
 from flowledger import FrozenClock, Ledger
@@ -35,6 +36,7 @@ def test_only_a_process_proven_to_run_the_step_is_stopped(ledger: Ledger, clock:
         proc = subprocess.Popen(["sleep", "60"], start_new_session=True,
                                 env={**os.environ, "FLOWLEDGER_RUN_ID": run_id})
         spawned.append(proc)
+        wait_until_started(proc.pid)
         return proc
 
     orphan = step_process("flow:f:b:1")

@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from ledger_helpers import wait_until_started
 from sqlalchemy import select
 
 from flowledger import FrozenClock, Ledger
@@ -47,6 +48,7 @@ def _start(procs: list[subprocess.Popen[bytes]], argv: list[str], run_id: str | 
         env[RUN_MARKER] = run_id
     proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.PIPE)
     procs.append(proc)
+    wait_until_started(proc.pid)
     return proc
 
 
@@ -148,5 +150,6 @@ def test_runtimes_start_children_with_the_run_marker(procs: list[subprocess.Pope
     proc = spawn(["sleep", "300"], shell=False, cwd=None, env={RUN_MARKER: "cli:x"}, stdout=subprocess.DEVNULL,
                  stderr=subprocess.DEVNULL)
     procs.append(proc)
+    wait_until_started(proc.pid)
     assert f"{RUN_MARKER}=cli:x".encode() in Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
     assert os.getpgid(proc.pid) == proc.pid  # its own group, which is what gets killed
