@@ -75,11 +75,16 @@ def test_a_second_gateway_kills_the_orphans_of_a_killed_one_but_not_a_reused_pid
             assert _running(orphan)  # the gateway's death alone does not stop its child
             second = gateways(state, url)
             wait_for(lambda: not _running(orphan), 20, what="the orphan to be killed")
+
+            def contexts_left() -> set[str]:
+                with ledger.db.read() as conn:
+                    return {r[0] for r in conn.execute(select(run_contexts.c.run_id))}
+
+            # The reaper kills first and then drops each handled run context in a transaction of its own.
+            wait_for(lambda: {run_id, "cli:reused-pid"}.isdisjoint(contexts_left()), 20,
+                     what="the handled run contexts to be dropped")
             assert decoy.poll() is None and _running(decoy.pid)
             assert "killed the orphaned process group" in second.log()
-            with ledger.db.read() as conn:
-                left = {r[0] for r in conn.execute(select(run_contexts.c.run_id))}
-            assert {run_id, "cli:reused-pid"}.isdisjoint(left)
             assert ledger.tasks.require(task_id).status == TaskStatus.RUNNING  # still inside the grace
         finally:
             with contextlib.suppress(ProcessLookupError, PermissionError):
