@@ -1,0 +1,94 @@
+"""The owner-bound view of Task Flow (REFERENCE §9.3): what a session's runtime may see and do with flows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flowledger.flows.models import (
+    Flow,
+    FlowCancelResult,
+    FlowStatus,
+    FlowUpdate,
+    RunTaskResult,
+    SyncMode,
+    UpdateReason,
+)
+from flowledger.flows.service import FlowList, FlowService, task_summary
+from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.models import trimmed
+from flowledger.tasks.states import Runtime
+
+
+class OwnerFlows:
+    """`FlowService` seen by one owner (REFERENCE §9.3 bound runtime): a flow of another owner is `not_found`,
+    and controller operations on a mirrored flow are refused with `not_managed`."""
+
+    def __init__(self, service: FlowService, owner_key: str) -> None:
+        owner = trimmed(owner_key)
+        if owner is None:
+            raise InvalidInput("Flow ownerKey is required.")
+        self.service = service
+        self.owner_key = owner
+
+    def _own(self, flow_id: str) -> Flow | None:
+        flow = self.service.get_by_id(flow_id)
+        return flow if flow is not None and flow.owner_key == self.owner_key else None
+
+    def create_managed(self, controller_id: str, goal: str, **fields: Any) -> Flow:
+        return self.service.create_managed(self.owner_key, controller_id, goal, **fields)
+
+    def get(self, flow_id: str) -> Flow | None:
+        return self._own(flow_id)
+
+    def list(self, status: FlowStatus | str | None = None) -> FlowList:
+        return self.service.list(status, owner_key=self.owner_key)
+
+    def resolve(self, token: str) -> Flow | None:
+        """A flow id this owner holds, or the owner's own key (its newest live flow, else newest)."""
+        token = (token or "").strip()
+        if token == self.owner_key:
+            return self.service.get(token)
+        return self._own(token)
+
+    def _controlled(self, flow_id: str, op: Callable[[], FlowUpdate]) -> FlowUpdate:
+        flow = self._own(flow_id)
+        if flow is None:
+            return FlowUpdate(applied=False, reason=UpdateReason.NOT_FOUND)
+        if flow.sync_mode != SyncMode.MANAGED:
+            return FlowUpdate(applied=False, reason=UpdateReason.NOT_MANAGED, current=flow)
+        return op()
+
+    def set_waiting(self, flow_id: str, expected_revision: int, **kw: Any) -> FlowUpdate:
+        return self._controlled(flow_id, lambda: self.service.set_waiting(flow_id, expected_revision, **kw))
+
+    def resume(self, flow_id: str, expected_revision: int, **kw: Any) -> FlowUpdate:
+        return self._controlled(flow_id, lambda: self.service.resume(flow_id, expected_revision, **kw))
+
+    def finish(self, flow_id: str, expected_revision: int, **kw: Any) -> FlowUpdate:
+        return self._controlled(flow_id, lambda: self.service.finish(flow_id, expected_revision, **kw))
+
+    def fail(self, flow_id: str, expected_revision: int, **kw: Any) -> FlowUpdate:
+        return self._controlled(flow_id, lambda: self.service.fail(flow_id, expected_revision, **kw))
+
+    def request_cancel(self, flow_id: str, expected_revision: int, **kw: Any) -> FlowUpdate:
+        return self._controlled(flow_id, lambda: self.service.request_cancel(flow_id, expected_revision, **kw))
+
+    def update(self, flow_id: str, expected_revision: int, patch: Mapping[str, Any]) -> FlowUpdate:
+        return self._controlled(flow_id, lambda: self.service.update(flow_id, expected_revision, patch))
+
+    def cancel(self, token: str, reason: str | None = None) -> FlowCancelResult:
+        flow = self.resolve(token)
+        if flow is None:
+            return FlowCancelResult(found=False, cancelled=False, reason="Flow not found.")
+        return self.service.cancel(flow.flow_id, reason)
+
+    def run_task(self, flow_id: str, *, runtime: Runtime | str, task: str, **fields: Any) -> RunTaskResult:
+        if self._own(flow_id) is None:
+            return RunTaskResult(found=False, created=False, reason="Flow not found.")
+        return self.service.run_task(flow_id, runtime=runtime, task=task, **fields)
+
+    def task_summary(self, flow_id: str) -> dict[str, Any] | None:
+        if self._own(flow_id) is None:
+            return None
+        return task_summary(self.service.linked_tasks(flow_id))
