@@ -7,7 +7,7 @@ transaction and skipping any that changed since it was planned (and re-checking 
 Stamped rows already due are pruned first, set-based through the cleanup_after index (nothing else can happen
 to them this pass); every other row that can need work (active past the grace or cron, lost, unstamped) is
 streamed in keyset batches, so memory stays flat and a steady-state pass is O(active + due), never a read of
-every row into Python. Write transactions are sized to hold the lock ~25 ms, and on SQLite the sweep leaves
+every row into Python. Write transactions are sized to hold the lock ~15 ms, and on SQLite the sweep leaves
 the lock free about as long after each, so a concurrent writer never waits long.
 """
 
@@ -44,7 +44,9 @@ WRITE_BATCH = 50
 PRUNE_BATCH = 500
 MAX_WRITE_BATCH = 2000
 MAX_PRUNE_BATCH = 5000
-TARGET_HOLD = 0.025
+# 15 ms, measured at 1 M records against 25 ms: a concurrent writer's p99 wait 19 ms instead of 34 ms and its
+# worst 54–79 ms instead of 79–80 ms, for a pass ~10 % longer.
+TARGET_HOLD = 0.015
 # PostgreSQL locks only the rows a batch touches (no other writer wants a due or stale row), so its batches
 # may run longer: fewer round trips and commits. Not much longer: another writer's commit flushes the WAL the
 # sweep wrote before it, so big batches show up as slow commits elsewhere (1 M records: 0.25 s → worst 96–103 ms,
