@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert, select
 
-from flowledger.tasks import rules
+from flowledger.tasks import rules, store
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.models import Task, TaskEvent
-from flowledger.tasks.states import TaskStatus, is_terminal
+from flowledger.tasks.states import is_terminal
 from flowledger.tasks.store import task_values
 from flowledger.tasks.tables import task_delivery_state, task_events, task_runs
 
@@ -99,17 +99,14 @@ def _write_batch(service: TaskService, conn: Connection, *, drafts: list[Task], 
     _refuse_existing_ids(conn, chosen)
     now = service.clock.now()
     tasks = [_new_record(service, conn, draft, now) for draft in drafts]
-    events = [TaskEvent(task_id=t.task_id, at=t.created_at, kind=t.status.value, summary=_first_summary(t))
+    events = [TaskEvent(task_id=t.task_id, at=t.created_at, kind=t.status.value, summary=rules.status_summary(t))
               for t in tasks]
     conn.execute(insert(task_runs), [task_values(t) for t in tasks])
     origins = [{"task_id": t.task_id, "requester_origin_json": json.dumps(t.requester_origin.to_json())}
                for t in tasks if t.requester_origin is not None]
     if origins:
         conn.execute(insert(task_delivery_state), origins)
-    conn.execute(insert(task_events), [
-        {"task_id": e.task_id, "at": e.at, "kind": e.kind, "summary": e.summary, "previous_status": None}
-        for e in events
-    ])
+    store.insert_events(conn, events)
     changes = [Change(t, None, e) for t, e in zip(tasks, events, strict=True)]
     for change in changes:
         service.hooks.on_written(conn, change, now)
@@ -125,14 +122,6 @@ def _new_record(service: TaskService, conn: Connection, draft: Task, now: dateti
     created = rules.prepare_write(draft.replace(created_at=now, last_event_at=last_event, ended_at=ended),
                                   service.retention)
     return service.hooks.prepare_insert(conn, created, now)
-
-
-def _first_summary(task: Task) -> str | None:
-    if task.status == TaskStatus.FAILED:
-        return task.error
-    if task.status == TaskStatus.SUCCEEDED:
-        return task.terminal_summary
-    return None
 
 
 def _name_repeat(drafts: list[Task], batch: list[Mapping[str, Any]], offset: int) -> None:

@@ -155,6 +155,13 @@ class Database:
             yield conn
 
     @contextlib.contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A connection for several write transactions in a row (`with conn.begin():` each, BEGIN IMMEDIATE on
+        SQLite); errors surface as StorageUnavailable like `write`'s. No retry: each caller's batch decides."""
+        with self._translate_errors(), self._write_engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         with self._translate_errors(), self.engine.connect() as conn, conn.begin():
             yield conn
@@ -210,15 +217,13 @@ class Database:
         if not self.is_postgres:
             return []
         try:
-            with self.engine.connect() as conn:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 unanalyzed = [str(r[0]) for r in conn.execute(
                     text("SELECT relname FROM pg_class WHERE relname = ANY(:names) AND reltuples < 0 "
                          "AND pg_table_is_visible(oid)"), {"names": list(tables)})]
-                conn.commit()
+                for table in unanalyzed:
+                    conn.exec_driver_sql(f'ANALYZE "{table}"')
             if unanalyzed:
-                with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                    for table in unanalyzed:
-                        conn.exec_driver_sql(f'ANALYZE "{table}"')
                 log.info("analyzed %s (PostgreSQL had no statistics for them)", ", ".join(unanalyzed))
             return unanalyzed
         except SQLAlchemyError as exc:

@@ -41,6 +41,15 @@ def with_cleanup_stamp(task: Task, retention: timedelta = DEFAULT_RETENTION) -> 
     return task
 
 
+def status_summary(task: Task) -> str | None:
+    """What the history row of entering `task.status` says: the error of a failure, the summary of a success."""
+    if task.status == TaskStatus.FAILED:
+        return task.error
+    if task.status == TaskStatus.SUCCEEDED:
+        return task.terminal_summary
+    return None
+
+
 def prepare_write(task: Task, retention: timedelta = DEFAULT_RETENTION) -> Task:
     return with_cleanup_stamp(normalize_timestamps(task), retention)
 

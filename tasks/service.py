@@ -118,9 +118,6 @@ class CompositeHooks(TaskHooks):
                 log.exception("after-commit hook %s failed", type(hook).__name__)
 
 
-_time = coerce_time
-
-
 class TaskService:
     def __init__(
         self,
@@ -252,11 +249,8 @@ class TaskService:
                                           self.retention)
             created = self.hooks.prepare_insert(conn, created, now)
             store.insert_task(conn, created)
-            summary = created.error if created.status == TaskStatus.FAILED else None
-            if created.status == TaskStatus.SUCCEEDED:
-                summary = created.terminal_summary
             event = TaskEvent(task_id=created.task_id, at=created.created_at, kind=created.status.value,
-                              summary=summary)
+                              summary=rules.status_summary(created))
             store.append_event(conn, event)
             change = Change(created, None, event)
             self.hooks.on_written(conn, change, now)
@@ -334,10 +328,10 @@ class TaskService:
             delivery_status=delivery,
             notify_policy=policy,
             created_at=self.clock.now(),
-            started_at=_time(args["started_at"], "started_at"),
-            last_event_at=_time(args["last_event_at"], "last_event_at"),
-            ended_at=_time(args["ended_at"], "ended_at"),
-            cleanup_after=_time(args["cleanup_after"], "cleanup_after"),
+            started_at=coerce_time(args["started_at"], "started_at"),
+            last_event_at=coerce_time(args["last_event_at"], "last_event_at"),
+            ended_at=coerce_time(args["ended_at"], "ended_at"),
+            cleanup_after=coerce_time(args["cleanup_after"], "cleanup_after"),
             error=args["error"],
             progress_summary=collapse_whitespace(args["progress_summary"]),
             terminal_summary=collapse_whitespace(args["terminal_summary"]),
@@ -410,10 +404,8 @@ class TaskService:
         event = None
         if new.status != current.status or (progress and summary):
             kind = new.status.value if new.status != current.status else "progress"
-            if summary is None and kind == TaskStatus.FAILED:
-                summary = new.error
-            elif summary is None and kind == TaskStatus.SUCCEEDED:
-                summary = new.terminal_summary
+            if summary is None and kind != "progress":
+                summary = rules.status_summary(new)
             event = TaskEvent(task_id=new.task_id, at=new.last_event_at or new.ended_at or now, kind=kind,
                               summary=summary, previous_status=current.status.value)
             store.append_event(conn, event)
@@ -469,7 +461,7 @@ class TaskService:
 
     def start(self, run_id: str, at: datetime | None = None, session_key: str | None = None,
               runtime: Runtime | str | None = None) -> Tasks:
-        when = _time(at, "at")
+        when = coerce_time(at, "at")
 
         def build(t: Task, now: datetime) -> tuple[Task, str | None, bool]:
             moment = when or now
@@ -481,7 +473,7 @@ class TaskService:
 
     def progress(self, run_id: str, summary: str, at: datetime | None = None, session_key: str | None = None,
                  runtime: Runtime | str | None = None) -> Tasks:
-        when = _time(at, "at")
+        when = coerce_time(at, "at")
         text = collapse_whitespace(summary)
 
         def build(t: Task, now: datetime) -> tuple[Task, str | None, bool]:
@@ -493,7 +485,7 @@ class TaskService:
     def complete(self, run_id: str, summary: str | None = None, outcome: TerminalOutcome | str | None = None,
                  ended_at: datetime | None = None, session_key: str | None = None,
                  runtime: Runtime | str | None = None) -> Tasks:
-        when = _time(ended_at, "ended_at")
+        when = coerce_time(ended_at, "ended_at")
         result = parse_enum(TerminalOutcome, outcome, "outcome") if outcome is not None else None
         text = collapse_whitespace(summary)
 
@@ -512,7 +504,7 @@ class TaskService:
         target = parse_enum(TaskStatus, status, "status")
         if target not in {TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED}:
             raise InvalidInput(f"Invalid status {target.value!r}: expected one of failed|timed_out|cancelled.")
-        when = _time(ended_at, "ended_at")
+        when = coerce_time(ended_at, "ended_at")
         text = collapse_whitespace(summary)
 
         def build(t: Task, now: datetime) -> tuple[Task, str | None, bool]:
@@ -526,7 +518,7 @@ class TaskService:
     def ingest(self, run_id: str, stream: str, data: Mapping[str, Any], ts: datetime | None = None,
                session_key: str | None = None) -> Tasks:
         """The agent-event listener (REFERENCE §3.2): late events on terminal tasks are ignored whole."""
-        when = _time(ts, "ts")
+        when = coerce_time(ts, "ts")
 
         def build(t: Task, now: datetime) -> tuple[Task, str | None, bool] | None:
             if is_terminal(t.status):
@@ -534,14 +526,14 @@ class TaskService:
             moment = when or now
             new = t.replace(last_event_at=moment)
             if data.get("startedAt") is not None or data.get("started_at") is not None:
-                new = new.replace(started_at=_time(data.get("startedAt", data.get("started_at")), "startedAt"))
+                new = new.replace(started_at=coerce_time(data.get("startedAt", data.get("started_at")), "startedAt"))
             if stream == "lifecycle":
                 phase = str(data.get("phase") or "")
                 if phase == "start":
                     new = new.replace(status=TaskStatus.RUNNING, started_at=new.started_at or moment)
                 elif phase in {"end", "error"}:
                     outcome = lifecycle_outcome(phase, data)
-                    ended = _time(data.get("endedAt", data.get("ended_at")), "endedAt") or moment
+                    ended = coerce_time(data.get("endedAt", data.get("ended_at")), "endedAt") or moment
                     err = data.get("error")
                     error = str(err) if isinstance(err, str) and err else None
                     if phase == "error":

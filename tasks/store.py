@@ -334,6 +334,18 @@ def append_event(conn: Connection, event: TaskEvent) -> None:
                                "previous_status": event.previous_status})
 
 
+def insert_events(conn: Connection, events: Sequence[TaskEvent]) -> None:
+    """Many history rows in one executemany (a batch's worth of `append_event`)."""
+    if events:
+        conn.execute(insert(task_events), [{"task_id": e.task_id, "at": e.at, "kind": e.kind, "summary": e.summary,
+                                            "previous_status": e.previous_status} for e in events])
+
+
+def delivery_row(conn: Connection, task_id: str) -> Any:
+    """The task's `task_delivery_state` row, or None."""
+    return conn.execute(select(task_delivery_state).where(task_delivery_state.c.task_id == task_id)).first()
+
+
 def delete_tasks(conn: Connection, task_ids: Sequence[str]) -> int:
     """Delete tasks with their delivery rows and events, in the caller's one transaction."""
     if not task_ids:
