@@ -74,10 +74,6 @@ class Settlement:
     outcome: SendOutcome | None = None
 
 
-def _delivery_row(conn: Connection, task_id: str) -> Any:
-    return conn.execute(select(task_delivery_state).where(task_delivery_state.c.task_id == task_id)).first()
-
-
 def _upsert_delivery(conn: Connection, task_id: str, **values: Any) -> None:
     updated = conn.execute(update(task_delivery_state).where(task_delivery_state.c.task_id == task_id)
                            .values(**values)).rowcount
@@ -111,7 +107,10 @@ class DeliveryHooks(TaskHooks):
         if change.previous is not None and change.previous.requester_origin == origin:
             return
         if origin is not None and complete_route(origin) and key:
-            record_route(conn, key, fill_origin(origin, read_route(conn, key)), now)
+            stored = read_route(conn, key)
+            route = fill_origin(origin, stored)
+            if route != stored:  # a requester's tasks mostly repeat its route: one read, no write
+                record_route(conn, key, route, now)
 
     def after_commit(self, changes: Sequence[Change]) -> None:
         for change in changes:
@@ -187,7 +186,7 @@ class DeliveryHooks(TaskHooks):
                 else DeliveryStatus.PARENT_MISSING
             return self._write_status(conn, current, missing, now)
         key = messages.terminal_key(current, owner.flow_id)
-        row = _delivery_row(conn, task_id)
+        row = store.delivery_row(conn, task_id)
         holder = row.claimed_by if row is not None else None
         if holder is not None:
             if holder == DONE_PREFIX + key:
@@ -230,7 +229,7 @@ class DeliveryHooks(TaskHooks):
                 enqueue_system_event(conn, claimed.owner.session_key, context_key, text, now, origin)
             if wake is not None:
                 request_heartbeat_wake(conn, claimed.owner.session_key, wake, now)
-            row = _delivery_row(conn, task_id)
+            row = store.delivery_row(conn, task_id)
             _upsert_delivery(conn, task_id, claimed_by=DONE_PREFIX + claimed.key, claimed_at=now,
                              attempts=(row.attempts if row is not None else 0) + attempts, last_error=error)
             return self._write_status(conn, current, status, now)

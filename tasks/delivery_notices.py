@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, insert, or_, update
 
 from flowledger.tasks import messages, store
 from flowledger.tasks.channels import Message, SendOutcome
@@ -25,11 +25,6 @@ from flowledger.tasks.tables import task_delivery_state
 log = logging.getLogger(__name__)
 
 STATE_CHANGE_KINDS = frozenset({TaskStatus.RUNNING.value, "progress"})
-
-
-def _has_delivery_row(conn: Connection, task_id: str) -> bool:
-    return conn.execute(select(task_delivery_state.c.task_id)
-                        .where(task_delivery_state.c.task_id == task_id)).first() is not None
 
 
 @dataclass
@@ -90,7 +85,7 @@ class StateChangeNotices:
                             task_delivery_state.c.last_notified_event_at < event.at)))
             .values(last_notified_event_at=event.at)).rowcount
         if not marked:
-            if _has_delivery_row(conn, task_id):
+            if store.delivery_row(conn, task_id) is not None:
                 return None  # already announced (here or by another process)
             conn.execute(insert(task_delivery_state).values(task_id=task_id, last_notified_event_at=event.at))
         return current, owner, previous

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select
 
 from flowledger.tasks import messages, rules, store
 from flowledger.tasks.models import DeliveryOrigin, Task
-from flowledger.tasks.session_routes import read_route
+from flowledger.tasks.session_routes import complete_route, read_route
 from flowledger.tasks.sessionkeys import ChatType, chat_type
 from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus, is_terminal
 from flowledger.tasks.tables import flow_runs
@@ -57,8 +57,7 @@ def direct_possible(owner: Owner) -> bool:
     """Group and channel sessions answer through their parent agent; otherwise a channel and a target suffice."""
     if chat_type(owner.session_key) in (ChatType.GROUP, ChatType.CHANNEL):
         return False
-    origin = owner.origin
-    return origin is not None and bool(origin.channel.strip()) and bool(origin.to.strip())
+    return complete_route(owner.origin)
 
 
 def parent_review(task: Task) -> bool:
