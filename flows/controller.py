@@ -116,7 +116,7 @@ def resume_graph_flows(ledger: Ledger, launcher: StepLauncher, *, on_progress: P
         fresh = liveness.fresh_gateways(conn, ledger.clock.now())
     for flow in reversed(running):
         driver = driver_of(flow)
-        if driver is None or driver in fresh:
+        if driver is None or driver in fresh:  # no recorded driver: nothing says it is gone, so never taken over
             continue
         controller = GraphController(ledger, flow, launcher, on_progress=on_progress, poll_interval=poll_interval)
         if controller.adopt():
@@ -128,17 +128,6 @@ def driver_of(flow: Flow) -> str | None:
     state = flow.state if isinstance(flow.state, dict) else {}
     driver = state.get("driver")
     return driver if isinstance(driver, str) and driver else None
-
-
-def is_orphaned(ledger: Ledger, flow: Flow) -> bool:
-    """A running graph flow whose recorded driver no longer renews its lease. A flow with no recorded driver
-    (driven by a launcher without a lease) is never taken over: nothing says its driver is gone."""
-    driver = driver_of(flow)
-    if flow.status != FlowStatus.RUNNING or driver is None:
-        return False
-    now = ledger.clock.now()
-    with ledger.db.read() as conn:
-        return not liveness.lease_is_fresh(conn, driver, now)
 
 
 def _launcher_driver(ledger: Ledger, launcher: StepLauncher) -> str | None:

@@ -30,14 +30,23 @@ RUN_MARKER = "FLOWLEDGER_RUN_ID"
 PROC = Path("/proc")
 
 
+def on_this_host(host: str | None, gateway_id: str, hostname: str | None = None) -> bool:
+    """Whether a lease belongs to this host: by the host it records, else by the host part of its gateway id."""
+    here = hostname or socket.gethostname()
+    if host:
+        return host == here
+    short = here.split(".")[0][:20]
+    return bool(short) and f"-{short}-" in gateway_id
+
+
 def orphan_pid(conn: Connection, run_id: str) -> int | None:
     """The pid recorded for `run_id` if it was started on this host, else None."""
     row = conn.execute(
-        select(run_contexts.c.pid, gateway_leases.c.host)
+        select(run_contexts.c.pid, gateway_leases.c.host, gateway_leases.c.gateway_id)
         .select_from(run_contexts.join(gateway_leases, gateway_leases.c.gateway_id == run_contexts.c.gateway_id))
         .where(run_contexts.c.run_id == run_id)
     ).first()
-    if row is None or not row.pid or row.host != socket.gethostname():
+    if row is None or not row.pid or not on_this_host(row.host, row.gateway_id):
         return None
     return int(row.pid)
 

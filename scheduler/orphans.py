@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, and_, delete, select
 
 from flowledger.flows.ledger import Ledger
-from flowledger.flows.orphans import PROC, kill_run, proc_stat
+from flowledger.flows.orphans import PROC, kill_run, on_this_host, proc_stat
 from flowledger.tasks.clock import from_ms
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.tables import gateway_leases, run_contexts
@@ -54,21 +53,12 @@ def expired_runs(conn: Connection, now: datetime) -> list[Orphan]:
     return [Orphan(*row) for row in conn.execute(stmt).all()]
 
 
-def on_this_host(orphan: Orphan, hostname: str | None = None) -> bool:
-    """The lease records its host; a lease without one falls back to the host part of the gateway id."""
-    host = hostname or socket.gethostname()
-    if orphan.host:
-        return orphan.host == host
-    short = host.split(".")[0][:20]
-    return bool(short) and f"-{short}-" in orphan.gateway_id
-
-
 def reap_orphans(ledger: Ledger, *, hostname: str | None = None) -> list[str]:
     """Kill the process groups of this host's runs whose gateway is gone; the run ids whose process was
     killed. Every handled run context is deleted (one transaction each)."""
     now = ledger.clock.now()
     with ledger.db.read() as conn:
-        candidates = [o for o in expired_runs(conn, now) if on_this_host(o, hostname)]
+        candidates = [o for o in expired_runs(conn, now) if on_this_host(o.host, o.gateway_id, hostname)]
     if not candidates:
         return []
     if not (PROC / "self" / "environ").exists():

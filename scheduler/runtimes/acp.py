@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from flowledger.flows.ledger import Ledger
+from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths
 from flowledger.scheduler.runtimes.process import cancelled_in_db, wait_for_end
@@ -158,7 +159,7 @@ class AcpRuntime:
         handler: Any = client  # satisfies acp's Client protocol structurally
         log_dir(self.ledger.state_dir)
         _, err_path = log_paths(self.ledger.state_dir, turn.task.task_id)
-        env = {**os.environ, "FLOWLEDGER_TASK_ID": turn.task.task_id, "FLOWLEDGER_RUN_ID": turn.run_id, **turn.env}
+        env = {**os.environ, "FLOWLEDGER_TASK_ID": turn.task.task_id, RUN_MARKER: turn.run_id, **turn.env}
         with err_path.open("ab") as err_fh:
             async with spawn_agent_process(handler, turn.argv[0], *turn.argv[1:], env=env, cwd=turn.cwd,
                                            transport_kwargs={"stderr": err_fh.fileno()}) as (conn, proc):

@@ -22,6 +22,7 @@ from typing import IO, Any
 from sqlalchemy import select
 
 from flowledger.flows.ledger import Ledger
+from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths, tail
 from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, wait_for_end
@@ -81,7 +82,7 @@ class CliRuntime:
         out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
         log_dir(self.ledger.state_dir)
         out_fh, err_fh = out_path.open("ab"), err_path.open("ab")
-        extra = {"FLOWLEDGER_TASK_ID": task.task_id, "FLOWLEDGER_RUN_ID": run_id, **(env or {})}
+        extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id, **(env or {})}
         try:
             proc = spawn(argv, shell=shell, cwd=cwd, env=extra, stdout=out_fh, stderr=err_fh)
         except OSError as exc:

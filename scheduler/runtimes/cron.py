@@ -19,6 +19,7 @@ from datetime import timedelta
 from sqlalchemy import Connection, select
 
 from flowledger.flows.ledger import Ledger
+from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler import cron
 from flowledger.scheduler.logs import log_dir, log_paths, tail
 from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn
@@ -110,7 +111,7 @@ class CronRunner:
         with out_path.open("ab") as out_fh, err_path.open("ab") as err_fh:
             try:
                 proc = spawn(job.argv, shell=False, cwd=None, stdout=out_fh, stderr=err_fh, env={
-                    "FLOWLEDGER_TASK_ID": task.task_id, "FLOWLEDGER_RUN_ID": task.run_id,
+                    "FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: task.run_id,
                     "FLOWLEDGER_CRON_JOB": job.name})
                 code: int | None = None
             except OSError as exc:

@@ -23,6 +23,7 @@ from datetime import timedelta
 from sqlalchemy import Connection
 
 from flowledger.flows.ledger import Ledger
+from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths, tail
 from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, wait_for_end
@@ -113,7 +114,7 @@ class SubagentRuntime:
         log_dir(self.ledger.state_dir)
         out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
         err_fh = err_path.open("ab")
-        extra = {"FLOWLEDGER_TASK_ID": task.task_id, "FLOWLEDGER_RUN_ID": run_id,
+        extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id,
                  "FLOWLEDGER_SESSION_KEY": child_key, "PYTHONUNBUFFERED": "1", **(env or {})}
         try:
             proc = spawn(child_argv(argv, task.task), shell=shell, cwd=cwd, env=extra,
