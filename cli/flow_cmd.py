@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flowledger.cli.context import app_context
 from flowledger.cli.render import cut, emit_json, err, out, safe, table, when
+from flowledger.flows.documents import flow_document, flow_list_document
 from flowledger.flows.models import ABSENT, LINK_TERMINAL, Flow, FlowStatus
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, FlowNotFound, OperationRefused
 from flowledger.tasks.models import Task
@@ -46,8 +47,7 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         flows = ledger.flows.list(st)
         linked = ledger.flows.linked_for([f.flow_id for f in flows])
         if json_out:
-            emit_json({"count": len(flows), "status": st,
-                       "flows": [flow_document(f, linked.get(f.flow_id, [])) for f in flows]})
+            emit_json(flow_list_document(flows, linked, status=st))
             return
         for line in list_lines(flows, linked, st):
             out(line)
@@ -181,12 +181,6 @@ class _LiveProgress:
 
 
 # --- rendering ------------------------------------------------------------------------------------------
-
-
-def flow_document(flow: Flow, tasks: list[Task]) -> dict[str, Any]:
-    from flowledger.flows.service import task_summary
-
-    return {**flow.to_json(), "tasks": [t.to_json() for t in tasks], "task_summary": task_summary(tasks)}
 
 
 def list_lines(flows: list[Flow], linked: dict[str, list[Task]], status: str | None) -> list[str]:

@@ -9,6 +9,7 @@ import typer
 
 from flowledger.cli.context import app_context
 from flowledger.cli.render import cut, emit_json, err, out, safe, table, when
+from flowledger.flows.documents import task_list_document
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, TaskNotFound
 from flowledger.tasks.models import Task
 from flowledger.tasks.states import FAILURES, NotifyPolicy, Runtime, TaskStatus
@@ -116,7 +117,7 @@ def list_tasks(ctx: typer.Context, runtime: RuntimeOpt | None, status: StatusOpt
     truncated = bool(limit) and len(tasks) > limit
     tasks = tasks[:limit] if limit else tasks
     if json_out:
-        emit_json({"count": len(tasks), "runtime": rt, "status": st, "tasks": [t.to_json() for t in tasks]})
+        emit_json(task_list_document(tasks, runtime=rt, status=st))
         if truncated:  # the document keeps the contract's keys; the hint goes to stderr
             err(f"Showing the newest {limit}; use --limit N (0 = all) to see more.")
         return

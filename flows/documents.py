@@ -1,0 +1,32 @@
+"""The JSON documents of the CLI and the web board: one serialiser, two doors (CONTRACT §3, §7).
+
+Every `--json` answer and every `/api/…` answer is built here, so the two doors can never drift apart. The
+documents are plain dicts of JSON values (snake_case keys, ISO-8601 UTC times via the records' `to_json`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flowledger.flows.models import Flow
+from flowledger.tasks.models import Task
+
+
+def task_list_document(tasks: Sequence[Task], *, runtime: str | None, status: str | None) -> dict[str, Any]:
+    """`tasks list --json` and `GET /api/tasks`."""
+    return {"count": len(tasks), "runtime": runtime, "status": status, "tasks": [t.to_json() for t in tasks]}
+
+
+def flow_document(flow: Flow, tasks: Sequence[Task]) -> dict[str, Any]:
+    """`tasks flow show --json` and `GET /api/flows/<lookup>`: the flow, its linked tasks and their summary."""
+    from flowledger.flows.service import task_summary
+
+    return {**flow.to_json(), "tasks": [t.to_json() for t in tasks], "task_summary": task_summary(list(tasks))}
+
+
+def flow_list_document(flows: Sequence[Flow], linked: Mapping[str, Sequence[Task]],
+                       *, status: str | None) -> dict[str, Any]:
+    """`tasks flow list --json` and `GET /api/flows`."""
+    return {"count": len(flows), "status": status,
+            "flows": [flow_document(f, linked.get(f.flow_id, [])) for f in flows]}
