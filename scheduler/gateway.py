@@ -226,11 +226,11 @@ class Gateway:
             log.warning("cron job %s run failed: %s", job_id, exc.message)
 
     def _flows_loop(self) -> None:
-        """Queued managed graph flows run here, one at a time, their steps through the cli runtime."""
+        """Queued managed graph flows run here, one at a time, each step through the runtime it names."""
         assert self._flow_resumer is not None
         while not self._stopping.wait(knobs.QUEUE_POLL_EVERY.total_seconds()):
             try:
-                self._flow_resumer(self.ledger, self.cli)
+                self._flow_resumer(self.ledger, {Runtime.CLI: self.cli, **self.extra_runtimes})
             except FlowledgerError as exc:
                 log.warning("flow resume failed: %s", exc.message)
             except Exception:

@@ -126,7 +126,7 @@ def test_acp_persistent_session_keeps_its_metadata(ledger: Ledger, acp: AcpRunti
 
 @pytest.mark.parametrize(("text", "status", "error"), [
     ("refuse this", TaskStatus.FAILED, "ACP agent refused the prompt"),
-    ("crash now", TaskStatus.FAILED, "ACP agent failed: ConnectionError: Connection closed"),
+    ("crash now", TaskStatus.FAILED, "ACP agent failed: the agent exited during session/prompt (exit code 3)"),
 ])
 def test_acp_stop_reasons_and_crashes_map_to_statuses(ledger: Ledger, acp: AcpRuntime, text: str,
                                                       status: TaskStatus, error: str) -> None:
