@@ -73,6 +73,19 @@ class _Turn:
     session_id: str | None = None
 
 
+def reserve_session(ledger: Ledger, task: Task, mode: str) -> None:
+    """Record a queued acp task's child session and its mode before any runtime starts it, so the runtime that
+    claims it (this process's or a gateway's) runs it in that mode."""
+    if mode not in MODES:
+        raise InvalidInput(f"Invalid ACP session mode {mode!r}: expected oneshot or persistent.")
+    if not task.child_session_key:
+        raise InvalidInput(f"ACP task {task.task_id} needs a child session key.")
+    key, now = task.child_session_key, ledger.clock.now()
+    ledger.db.transact(lambda conn: liveness.upsert_session(
+        conn, key, now, agent_id=task.agent_id, kind="acp", mode=mode, spawned_by=task.owner_key,
+        parent_session_key=task.requester_session_key or task.owner_key))
+
+
 class AcpRuntime:
     def __init__(self, ledger: Ledger, *, gateway_id: str | None = None,
                  kill_grace: timedelta = timedelta(seconds=5)) -> None:
@@ -97,7 +110,11 @@ class AcpRuntime:
         return self.ledger.tasks.require(ident)
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
-              cwd: str | None = None, env: dict[str, str] | None = None, mode: str = "oneshot") -> None:
+              cwd: str | None = None, env: dict[str, str] | None = None, mode: str | None = None) -> None:
+        """Start the agent's turn for `task`. Without a `mode`, the one `reserve_session` recorded for it (a run
+        handed to a gateway), else `oneshot`."""
+        if mode is None:
+            mode = self._reserved_mode(task) or "oneshot"
         if mode not in MODES:
             raise InvalidInput(f"Invalid ACP session mode {mode!r}: expected oneshot or persistent.")
         if not task.child_session_key or not task.run_id or not argv:
@@ -123,6 +140,13 @@ class AcpRuntime:
             self._turns[task.task_id] = turn
             self._done[task.task_id] = turn.done
         threading.Thread(target=self._run_turn, args=(turn,), name=f"acp-{task.task_id[:8]}", daemon=True).start()
+
+    def _reserved_mode(self, task: Task) -> str | None:
+        if not task.child_session_key:
+            return None
+        with self.ledger.db.read() as conn:
+            session = liveness.get_session(conn, task.child_session_key, case_insensitive=False)
+        return session.mode if session is not None and session.mode in MODES else None
 
     # --- the turn -----------------------------------------------------------------------------------
 
