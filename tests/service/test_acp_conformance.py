@@ -8,6 +8,10 @@
   chunks around tool-call updates, one asks for permission (denied by selecting its reject option).
 - Bad agents (a newer protocol version, malformed JSON, exiting during initialize) end the task `failed` with
   `ACP agent failed: <one line>`, never a hang.
+
+These are about the protocol, which no engine changes, and each starts agents that take seconds to import the SDK:
+they run on a SQLite file only. The runtime's ledger writes run on both engines in test_subagent_acp_runtimes.py
+and tests/cli (agent runs and agent steps).
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ SCHEMA = json.loads((TESTS / "fixtures" / "acp" / "schema.v1.json").read_text(en
 TYPED = [sys.executable, str(TESTS / "e2e" / "acp_typed_agent.py")]
 ECHO = [sys.executable, str(TESTS / "e2e" / "acp_echo_agent.py")]
 FIVE = {"initialize", "session/new", "session/prompt", "session/cancel", "session/close"}
+
+
+@pytest.fixture
+def ledger(sqlite_ledger: Ledger) -> Ledger:
+    return sqlite_ledger
 
 
 @pytest.fixture
