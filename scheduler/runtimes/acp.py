@@ -176,8 +176,13 @@ class AcpRuntime:
         with out_path.open("ab") as out_fh, err_path.open("ab") as err_fh:
             client = AcpClient(out_fh, err_fh)
             handler: Any = client  # satisfies acp's Client protocol structurally
-            async with spawn_stdio_transport(turn.argv[0], *turn.argv[1:], env=env, cwd=turn.cwd,
-                                             stderr=err_fh.fileno(), limit=MESSAGE_MAX) as (reader, writer, proc):
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    reader, writer, proc = await stack.enter_async_context(spawn_stdio_transport(
+                        turn.argv[0], *turn.argv[1:], env=env, cwd=turn.cwd, stderr=err_fh.fileno(),
+                        limit=MESSAGE_MAX))
+                except OSError as exc:  # as the cli and subagent runtimes say it
+                    raise AgentFailed(f"cannot start {turn.argv[0]!r}: {exc.strerror or exc}") from None
                 transport = StrictTransport(reader, writer)
                 conn = connect_to_agent(handler, transport)
                 state = Conversation(on_session=lambda sid: self._on_session(turn, sid))

@@ -155,3 +155,10 @@ def test_acp_timeout(ledger: Ledger, acp: AcpRuntime) -> None:
     acp.start(created, AGENT, timeout=timedelta(milliseconds=500))
     done = acp.wait(created.task_id, 15)
     assert done is not None and done.status == TaskStatus.TIMED_OUT
+
+
+def test_acp_agent_that_cannot_start_fails_with_one_line(ledger: Ledger, acp: AcpRuntime, tmp_path: Path) -> None:
+    task = acp.spawn(task="hi", agent=[str(tmp_path / "no-such-agent")], requester_session_key=SESSION)
+    done = acp.wait(task.task_id, 15)
+    assert done is not None and done.status == TaskStatus.FAILED
+    assert done.error == f"ACP agent failed: cannot start '{tmp_path / 'no-such-agent'}': No such file or directory"
