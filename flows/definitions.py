@@ -34,7 +34,11 @@ SHELL = "/bin/sh"
 
 TOP_KEYS = ("flow", "step")
 FLOW_KEYS = ("goal", "owner", "notify", "max_parallel", "pass_env")
-STEP_KEYS = ("id", "runtime", "run", "shell", "needs", "timeout", "retries", "label", "cwd", "env")
+STEP_KEYS = ("id", "runtime", "run", "shell", "needs", "timeout", "retries", "label", "cwd", "env", "prompt", "mode")
+# Agent steps (CONTRACT §7 "Agent runs"): what is asked, and whether an ACP session outlives its step.
+AGENT_RUNTIMES: tuple[Runtime, ...] = (Runtime.SUBAGENT, Runtime.ACP)
+ACP_MODES = ("oneshot", "persistent")
+DEFAULT_ACP_MODE = "oneshot"
 
 # Letters, digits and `_ . : -`; no spaces and no `>`, so `a -> b` in a cycle message is never ambiguous.
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -74,7 +78,11 @@ def _empty_env() -> Mapping[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class StepDefinition:
-    """One `[[step]]`. `run` is the argv; with `shell = true` it holds the one command string instead."""
+    """One `[[step]]`. `run` is the argv; with `shell = true` it holds the one command string instead.
+
+    `prompt` and `mode` are kept as written (None when absent); `agent_prompt` and `session_mode` give what an
+    agent step runs with once the defaults are applied.
+    """
 
     id: str
     _: KW_ONLY
@@ -87,6 +95,8 @@ class StepDefinition:
     label: str | None = None
     cwd: str | None = None
     env: Mapping[str, str] = field(default_factory=_empty_env, hash=False)
+    prompt: str | None = None
+    mode: str | None = None
 
     def __post_init__(self) -> None:
         # Accept lists and dicts from hand-written code; store immutable values.
@@ -108,6 +118,18 @@ class StepDefinition:
     def display_label(self) -> str:
         return self.label or self.id
 
+    @property
+    def agent_prompt(self) -> str | None:
+        """The text sent to the agent: `prompt`, else (subagent only) the step's label, else its id."""
+        if self.runtime == Runtime.CLI:
+            return None
+        return self.prompt if self.prompt is not None else self.display_label
+
+    @property
+    def session_mode(self) -> str | None:
+        """An acp step's session mode (`oneshot` unless the file says `persistent`); None for other steps."""
+        return (self.mode or DEFAULT_ACP_MODE) if self.runtime == Runtime.ACP else None
+
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"id": self.id, "runtime": self.runtime.value}
         doc["run"] = self.run[0] if self.shell else list(self.run)
@@ -119,7 +141,7 @@ class StepDefinition:
             doc["timeout"] = format_duration(self.timeout)
         if self.retries:
             doc["retries"] = self.retries
-        for key, value in (("label", self.label), ("cwd", self.cwd)):
+        for key, value in (("label", self.label), ("cwd", self.cwd), ("prompt", self.prompt), ("mode", self.mode)):
             if value is not None:
                 doc[key] = value
         if self.env:
@@ -356,8 +378,32 @@ class _Checker:
         label = self.text(raw["label"], f"{prefix} label") if "label" in raw else None
         cwd = self.text(raw["cwd"], f"{prefix} cwd") if "cwd" in raw else None
         env = self.env(raw.get("env", {}), prefix)
+        prompt, mode = self.agent(raw, runtime, step_id)
         return StepDefinition(step_id, run=run, runtime=runtime, shell=shell, needs=needs, timeout=timeout,
-                              retries=retries, label=label, cwd=cwd, env=env)
+                              retries=retries, label=label, cwd=cwd, env=env, prompt=prompt, mode=mode)
+
+    def agent(self, raw: Mapping[str, Any], runtime: Runtime, step_id: str) -> tuple[str | None, str | None]:
+        """`prompt` and `mode`: what an agent step asks, and (acp) whether its session outlives the step."""
+        prefix = f"Step {step_id!r}:"
+        if "prompt" in raw and runtime not in AGENT_RUNTIMES:
+            self.fail(f"Step {step_id!r} has a prompt but runtime {runtime.value!r} runs its command: "
+                      "prompt is for acp and subagent steps")
+        if "prompt" not in raw and runtime == Runtime.ACP:
+            self.fail(f"Missing key 'prompt' in step {step_id!r} (an acp step sends it to the agent)")
+        prompt = self.text(raw["prompt"], f"{prefix} prompt") if "prompt" in raw else None
+        mode = None
+        if "mode" in raw:
+            if runtime != Runtime.ACP:
+                self.fail(f"Step {step_id!r} has a mode but runtime {runtime.value!r} has no session: "
+                          "mode is for acp steps")
+            value = raw["mode"]
+            choices = "|".join(ACP_MODES)
+            if not isinstance(value, str):
+                self.fail(f"{prefix} mode must be a string ({choices}), got {_toml_type(value)}")
+            if value.strip() not in ACP_MODES:
+                self.fail(f"{prefix} invalid mode {value!r}: expected one of {choices}")
+            mode = value.strip()
+        return prompt, mode
 
     def runtime(self, value: object, step_id: str) -> Runtime:
         choices = "|".join(r.value for r in STEP_RUNTIMES)
