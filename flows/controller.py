@@ -151,6 +151,11 @@ def resume_graph_flows(ledger: Ledger, launcher: Launchers, *, on_progress: Prog
     return finished
 
 
+def launch_options(step: StepDefinition) -> dict[str, Any]:
+    """What a step's runtime takes beyond the common arguments: an acp step's session mode."""
+    return {"mode": step.session_mode} if step.session_mode is not None else {}
+
+
 def _agent_fields(step: StepDefinition) -> dict[str, Any]:
     """An agent step's task runs in a child session of its own, named after the attempt's task id."""
     if step.runtime == Runtime.CLI:
@@ -298,7 +303,7 @@ class GraphController:
             step = self.definition.step(step_id)
             attempt = self.readiness.attempts(step_id) + 1
             result = self.ledger.flows.run_task(
-                self.flow.flow_id, runtime=step.runtime, task=step.command, label=step.id,
+                self.flow.flow_id, runtime=step.runtime, task=step.agent_prompt or step.command, label=step.id,
                 run_id=f"flow:{self.flow.flow_id}:{step.id}:{attempt}", notify_policy="silent", status="queued",
                 refresh=False, **_agent_fields(step))
             if not result.created or result.task is None:
@@ -323,7 +328,8 @@ class GraphController:
         try:
             if launcher is None:
                 raise InvalidInput(f"no {step.runtime.value} runtime here to run it")
-            launcher.start(task, list(step.run), shell=step.shell, timeout=step.timeout, **options)
+            launcher.start(task, list(step.run), shell=step.shell, timeout=step.timeout, **options,
+                           **launch_options(step))
         except Exception as exc:  # a launcher that cannot start the step fails that step, not the controller
             error = f"Step {step.id!r} could not start: {_one_line(exc)}"
             log.warning("flow %s: task %s: %s", self.flow.flow_id, task.task_id, error)
