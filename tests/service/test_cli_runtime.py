@@ -70,7 +70,7 @@ def test_missing_program_is_refused_before_anything_is_recorded(ledger: Ledger, 
     with pytest.raises(LaunchFailed, match="program 'definitely-not-a-program-xyz' not found on PATH"):
         runtime.start(task, ["definitely-not-a-program-xyz"])
     gone = str(tmp_path) + "/vanished"
-    with pytest.raises(LaunchFailed, match="working directory .*vanished' does not exist"):
+    with pytest.raises(LaunchFailed, match=r"working directory .*vanished' does not exist"):
         runtime.start(task, ["true"], cwd=gone)
     runtime.shutdown()
     assert ledger.tasks.require(task.task_id).status == TaskStatus.QUEUED
