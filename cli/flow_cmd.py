@@ -2,7 +2,8 @@
 
 Texts follow REFERENCE §10.7; JSON follows CONTRACT §3 (Flow keys plus `tasks` and `task_summary`).
 `flow run` drives the flow in this process, each step on its own runtime (cli, subagent, acp), with live progress
-on stderr.
+on stderr; `--detach` records it with the submitter's directory and allow-listed environment (flows/context.py)
+for a gateway.
 """
 
 from __future__ import annotations
@@ -98,7 +99,16 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         from flowledger.flows.controller import define_flow
 
         if detach:
-            flow = define_flow(ledger, definition)
+            import os
+
+            from flowledger.flows.context import capture
+
+            try:
+                here = os.getcwd()
+            except OSError:
+                raise OperationRefused("Cannot hand the flow over: the current directory no longer exists.") from None
+            context = capture(here, os.environ, definition.pass_env)
+            flow = define_flow(ledger, definition, context)
             if json_out:
                 emit_json(flow_document(flow, []))
             else:

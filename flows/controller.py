@@ -2,11 +2,15 @@
 
 Each step becomes a child task of the flow (runtime from the step, label = step id, run id unique per attempt)
 once every step it needs has succeeded; the `StepLauncher` of the step's runtime runs it and reports through
-`ledger.tasks`, and the controller watches task statuses in the database. An agent step's task text is its
-prompt (what the agent is asked; `run` is the agent's argv) and each attempt gets a child session of its own, so
-a persistent ACP session is never reused by another step. Per-step status lives in the flow's `state`:
+`ledger.tasks`, and the controller watches task statuses in the database. An agent step (`subagent`, `acp`)
+is asked its prompt (the task's text; `run` is the agent's argv) and gets a child session of its own per attempt,
+so `tasks cancel` can reach it from any process and a persistent ACP session is never reused by another step. A
+step whose runtime has no launcher here, or that its launcher cannot start, fails at once with one line naming the
+step.
+Per-step status lives in the flow's `state`:
 
     {"version": 1, "definition": <the flow file as a document>, "driver": "<lease id of the driving process>",
+     "context": {"cwd": "<submitter's directory>", "env": {…}},   # detached flows only (flows/context.py)
      "steps": {"<id>": {"status": "pending|running|succeeded|…", "attempts": n, "task_id": "…"}}}
 
 so a controller in another process (the gateway, after `flow run --detach`) can pick the flow up. Readiness
@@ -17,6 +21,7 @@ the blocked fields naming the step. A cancel request on the flow stops everythin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from flowledger.flows import context as submission
 from flowledger.flows import orphans
 from flowledger.flows import store as flow_store
 from flowledger.flows.definitions import FlowDefinition, StepDefinition, flow_from_document
@@ -70,11 +76,6 @@ def launchers_by_runtime(launcher: Launchers) -> tuple[StepLauncher, Mapping[Run
     return launcher, None
 
 
-def launch_options(step: StepDefinition) -> dict[str, Any]:
-    """What a step's runtime takes beyond the common arguments: an acp step's session mode."""
-    return {"mode": step.session_mode} if step.session_mode is not None else {}
-
-
 @dataclass(frozen=True, slots=True)
 class StepEvent:
     """A progress notice: kind is flow_started, step_started, step_retry, step_finished or flow_finished."""
@@ -104,15 +105,21 @@ def step_status_of(task: Task) -> StepStatus | None:
     return StepStatus.FAILED  # failed, lost
 
 
-def initial_state(definition: FlowDefinition) -> dict[str, Any]:
+def initial_state(definition: FlowDefinition,
+                  context: submission.SubmissionContext | None = None) -> dict[str, Any]:
     snapshot = Readiness(definition).snapshot()
-    return {"version": STATE_VERSION, "definition": definition.to_document(), "steps": snapshot["steps"]}
+    state = {"version": STATE_VERSION, "definition": definition.to_document(), "steps": snapshot["steps"]}
+    if context is not None:
+        state["context"] = context.to_document()
+    return state
 
 
-def define_flow(ledger: Ledger, definition: FlowDefinition) -> Flow:
-    """Record the flow (queued, nothing started) for a controller to drive later, e.g. the gateway's."""
+def define_flow(ledger: Ledger, definition: FlowDefinition,
+                context: submission.SubmissionContext | None = None) -> Flow:
+    """Record the flow (queued, nothing started) for a controller to drive later, e.g. the gateway's; a
+    detached flow carries its submission `context` (its steps then run there, with that environment)."""
     return ledger.flows.create_managed(definition.owner, GRAPH_CONTROLLER, definition.goal,
-                                       notify_policy=definition.notify, state=initial_state(definition))
+                                       notify_policy=definition.notify, state=initial_state(definition, context))
 
 
 def run_flow(ledger: Ledger, definition: FlowDefinition, launcher: Launchers, *,
@@ -146,12 +153,22 @@ def resume_graph_flows(ledger: Ledger, launcher: Launchers, *, on_progress: Prog
     return finished
 
 
+def launch_options(step: StepDefinition) -> dict[str, Any]:
+    """What a step's runtime takes beyond the common arguments: an acp step's session mode."""
+    return {"mode": step.session_mode} if step.session_mode is not None else {}
+
+
 def _agent_fields(step: StepDefinition) -> dict[str, Any]:
     """An agent step's task runs in a child session of its own, named after the attempt's task id."""
     if step.runtime == Runtime.CLI:
         return {}
     task_id = new_id()
     return {"task_id": task_id, "child_session_key": f"agent:main:{step.runtime.value}:{task_id}"}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.message if isinstance(exc, FlowledgerError) else str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 def driver_of(flow: Flow) -> str | None:
@@ -183,6 +200,7 @@ class GraphController:
         self.ledger = ledger
         self.flow = flow
         self.launcher, self.launchers = launchers_by_runtime(launcher)
+        self.context = submission.from_document(state.get("context"))
         self.on_progress = on_progress
         self.poll_interval = poll_interval
         self.definition = flow_from_document(state["definition"], source=f"flow {flow.flow_id}")
@@ -298,18 +316,28 @@ class GraphController:
             self.task_ids[step_id] = task.task_id
             self._started_at[step_id] = self.ledger.clock.now()
             self._emit("step_started", step_id, task)
-            launcher = self.launcher if self.launchers is None else self.launchers.get(step.runtime)
-            try:
-                if launcher is None:
-                    raise InvalidInput(f"no {step.runtime.value} runtime in this process")
-                launcher.start(task, list(step.run), shell=step.shell, timeout=step.timeout, cwd=step.cwd,
-                               env=dict(step.env) or None, **launch_options(step))
-            except Exception as exc:  # a launcher that cannot start the step fails that step, not the controller
-                log.warning("flow %s: step %s failed to launch: %s", self.flow.flow_id, step_id, exc)
-                if task.run_id:
-                    self.ledger.tasks.fail(task.run_id, error=f"launch failed: {exc}")
+            self._launch(step, task)
             started = True
         return started
+
+    def _launch(self, step: StepDefinition, task: Task) -> None:
+        """Hand the step's task to its runtime; one that cannot take it fails the step, never the controller."""
+        launcher = self.launcher if self.launchers is None else self.launchers.get(step.runtime)
+        options: dict[str, Any] = {"cwd": step.cwd, "env": dict(step.env) or None}
+        if self.context is not None:  # a detached flow: the submitter's directory and environment, nothing else
+            options = {"cwd": self.context.step_cwd(step.cwd), "env": self.context.step_env(step.env),
+                       "inherit_env": False}
+        try:
+            if launcher is None:
+                raise InvalidInput(f"no {step.runtime.value} runtime here to run it")
+            launcher.start(task, list(step.run), shell=step.shell, timeout=step.timeout, **options,
+                           **launch_options(step))
+        except Exception as exc:  # a launcher that cannot start the step fails that step, not the controller
+            error = f"Step {step.id!r} could not start: {_one_line(exc)}"
+            log.warning("flow %s: task %s: %s", self.flow.flow_id, task.task_id, error)
+            if task.run_id:
+                with contextlib.suppress(FlowledgerError):  # it ended meanwhile: the collect reads what it became
+                    self.ledger.tasks.fail(task.run_id, error=error)
 
     def _running_tasks(self) -> dict[str, Task]:
         running = self.readiness.running()
@@ -418,6 +446,8 @@ class GraphController:
         state: dict[str, Any] = {"version": STATE_VERSION, "definition": self._document, "steps": steps}
         if self.driver is not None:
             state["driver"] = self.driver
+        if self.context is not None:
+            state["context"] = self.context.to_document()
         return state
 
     def _reload(self) -> Flow:

@@ -33,7 +33,7 @@ STEP_RUNTIMES: tuple[Runtime, ...] = (Runtime.CLI, Runtime.SUBAGENT, Runtime.ACP
 SHELL = "/bin/sh"
 
 TOP_KEYS = ("flow", "step")
-FLOW_KEYS = ("goal", "owner", "notify", "max_parallel")
+FLOW_KEYS = ("goal", "owner", "notify", "max_parallel", "pass_env")
 STEP_KEYS = ("id", "runtime", "run", "shell", "needs", "timeout", "retries", "label", "cwd", "env", "prompt", "mode")
 # Agent steps (CONTRACT §7 "Agent runs"): what is asked, and whether an ACP session outlives its step.
 AGENT_RUNTIMES: tuple[Runtime, ...] = (Runtime.SUBAGENT, Runtime.ACP)
@@ -41,6 +41,7 @@ ACP_MODES = ("oneshot", "persistent")
 DEFAULT_ACP_MODE = "oneshot"
 
 # Letters, digits and `_ . : -`; no spaces and no `>`, so `a -> b` in a cycle message is never ambiguous.
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _STEP_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}$")
 
 
@@ -157,11 +158,13 @@ class FlowDefinition:
     owner: str = DEFAULT_OWNER
     notify: NotifyPolicy = DEFAULT_NOTIFY
     max_parallel: int = DEFAULT_MAX_PARALLEL
+    pass_env: tuple[str, ...] = ()  # variables a detached run takes from the submitter (flows/context.py)
     steps: tuple[StepDefinition, ...] = ()
     _by_id: Mapping[str, StepDefinition] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
+        object.__setattr__(self, "pass_env", tuple(self.pass_env))
         object.__setattr__(self, "_by_id", MappingProxyType({s.id: s for s in self.steps}))
 
     @property
@@ -176,6 +179,8 @@ class FlowDefinition:
         """The flow as plain JSON/TOML values, in the file's own shape."""
         flow: dict[str, Any] = {"goal": self.goal, "owner": self.owner, "notify": self.notify.value,
                                 "max_parallel": self.max_parallel}
+        if self.pass_env:
+            flow["pass_env"] = list(self.pass_env)
         return {"flow": flow, "step": [s.to_document() for s in self.steps]}
 
 
@@ -275,6 +280,7 @@ class _Checker:
         owner = self.text(head.get("owner", DEFAULT_OWNER), "[flow] owner")
         notify = self.notify(head.get("notify", DEFAULT_NOTIFY.value))
         max_parallel = self.integer(head.get("max_parallel", DEFAULT_MAX_PARALLEL), "[flow] max_parallel", 1, 10_000)
+        pass_env = self.pass_env(head.get("pass_env", []))
 
         raw_steps = data.get("step", [])
         if not isinstance(raw_steps, list):
@@ -289,7 +295,8 @@ class _Checker:
                 self.fail(f"Duplicate step id {step.id!r} (steps #{first_seen[step.id]} and #{number})")
             first_seen[step.id] = number
             steps.append(step)
-        definition = FlowDefinition(goal, owner=owner, notify=notify, max_parallel=max_parallel, steps=tuple(steps))
+        definition = FlowDefinition(goal, owner=owner, notify=notify, max_parallel=max_parallel, pass_env=pass_env,
+                                    steps=tuple(steps))
         self.graph(definition)
         return definition
 
@@ -301,6 +308,19 @@ class _Checker:
             return NotifyPolicy(value.strip())
         except ValueError:
             self.fail(f"Invalid [flow] notify {value!r}: expected one of {choices}")
+
+    def pass_env(self, value: object) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            self.fail(f"[flow] pass_env must be an array of variable names such as [\"CI\"], got {_toml_type(value)}")
+        names: list[str] = []
+        for index, name in enumerate(value):
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                self.fail(f"[flow] pass_env[{index}] must be a variable name (letters, digits, _), got {name!r}")
+            if name.startswith("FLOWLEDGER_"):
+                self.fail(f"[flow] pass_env cannot pass {name!r}: flowledger's own settings never reach a step")
+            if name not in names:
+                names.append(name)
+        return tuple(names)
 
     def graph(self, definition: FlowDefinition) -> None:
         known = definition.step_ids

@@ -18,6 +18,7 @@ from flowledger.scheduler import queue
 from flowledger.scheduler.lease import gateway_running
 from flowledger.scheduler.runtimes.acp import AcpRuntime, reserve_session
 from flowledger.scheduler.runtimes.cli import CliRuntime
+from flowledger.scheduler.runtimes.launch import LaunchFailed
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.models import Task
@@ -62,7 +63,13 @@ def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None
             return RunOutcome(_follow(ledger, task.task_id), "gateway")
         current, payload = claimed[0]
         runner = agent or cli
-        runner.start(current, payload.argv, shell=payload.shell, timeout=payload.timeout, cwd=payload.cwd)
+        try:
+            runner.start(current, payload.argv, shell=payload.shell, timeout=payload.timeout, cwd=payload.cwd)
+        except LaunchFailed as exc:  # nothing started: the claim's run context goes, the task fails
+            assert current.run_id is not None
+            cli.forget(current.run_id)
+            ledger.tasks.fail(current.run_id, error=exc.message, runtime=rt)
+            return RunOutcome(ledger.tasks.require(task.task_id), "in-process")
         done = runner.wait(task.task_id)
         return RunOutcome(done or ledger.tasks.require(task.task_id), "in-process")
     finally:

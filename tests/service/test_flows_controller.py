@@ -157,9 +157,10 @@ def test_a_step_whose_runtime_has_no_launcher_fails_at_once(ledger: Ledger) -> N
     assert flow.status == FlowStatus.FAILED
     tasks = {t.label: t for t in ledger.flows.linked_tasks(flow.flow_id)}
     failed = [t for t in tasks.values() if t.status == TaskStatus.FAILED]
-    assert failed and all(t.error in ("launch failed: no acp runtime in this process",
-                                      "launch failed: no subagent runtime in this process") for t in failed)
-    assert flow.blocked_summary is not None and "launch failed: no" in flow.blocked_summary
+    assert failed and all(t.error in ("Step 'ask' could not start: no acp runtime here to run it",
+                                      "Step 'check' could not start: no subagent runtime here to run it")
+                          for t in failed)
+    assert flow.blocked_summary is not None and "could not start: no" in flow.blocked_summary
     assert not any(t.status in ACTIVE for t in tasks.values())
 
 

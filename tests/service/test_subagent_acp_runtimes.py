@@ -158,7 +158,11 @@ def test_acp_timeout(ledger: Ledger, acp: AcpRuntime) -> None:
 
 
 def test_acp_agent_that_cannot_start_fails_with_one_line(ledger: Ledger, acp: AcpRuntime, tmp_path: Path) -> None:
-    task = acp.spawn(task="hi", agent=[str(tmp_path / "no-such-agent")], requester_session_key=SESSION)
+    # Found but not startable (the launch check passes; the exec fails): said as the other runtimes say it.
+    agent = tmp_path / "not-an-executable-format"
+    agent.write_bytes(b"\x00\x01\x02")
+    agent.chmod(0o755)
+    task = acp.spawn(task="hi", agent=[str(agent)], requester_session_key=SESSION)
     done = acp.wait(task.task_id, 15)
     assert done is not None and done.status == TaskStatus.FAILED
-    assert done.error == f"ACP agent failed: cannot start '{tmp_path / 'no-such-agent'}': No such file or directory"
+    assert done.error == f"ACP agent failed: cannot start '{agent}': Exec format error"
