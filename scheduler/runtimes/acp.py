@@ -47,7 +47,6 @@ from flowledger.tasks.states import Runtime, TaskStatus
 
 log = logging.getLogger(__name__)
 MODES = ("oneshot", "persistent")
-RESULT_MAX = 4000
 # Stop reason → (status, error). `cancelled` is refined to timed_out when the runtime cancelled on timeout.
 STOP_REASONS: dict[str, tuple[TaskStatus, str | None]] = {
     "end_turn": (TaskStatus.SUCCEEDED, None),
@@ -282,7 +281,8 @@ class AcpRuntime:
         else:
             status, error = STOP_REASONS.get(stop_reason, (TaskStatus.FAILED, f"ACP agent stopped: {stop_reason}"))
             if status == TaskStatus.SUCCEEDED:
-                self.ledger.tasks.complete(run_id, summary=text[:RESULT_MAX] or None, runtime=Runtime.ACP)
+                # The whole reply: the task service bounds what programs produce (CONTRACT §7 "Limits").
+                self.ledger.tasks.complete(run_id, summary=text or None, runtime=Runtime.ACP)
             else:
                 self.ledger.tasks.fail(run_id, error=error, status=status, runtime=Runtime.ACP)
         # One-shot sessions close with their task: the metadata goes, so nothing is left to repair.
