@@ -28,7 +28,6 @@ class RunOutcome:
 def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, session_key: str | None = None,
                 timeout: timedelta | None = None, detach: bool = False, shell: bool = False,
                 kill_grace: timedelta = timedelta(seconds=5)) -> RunOutcome:
-    queue.ensure_table(ledger)
     task = queue.enqueue(ledger, argv, label=label, session_key=session_key, timeout=timeout, shell=shell)
     if gateway_running(ledger):
         if detach:
