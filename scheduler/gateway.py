@@ -25,14 +25,13 @@ from flowledger.flows.controller import StepLauncher
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler import cron, knobs, orphans, queue
 from flowledger.scheduler.flow_driver import FlowDriver
-from flowledger.scheduler.leader import Leadership
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.registry import tombstone_orphans
 from flowledger.scheduler.runtimes.acp import AcpRuntime
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.cron import CronRunner
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
-from flowledger.tasks import delivery, session_sweep
+from flowledger.tasks import delivery
 from flowledger.tasks.clock import SystemClock
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
@@ -49,7 +48,7 @@ class Gateway:
         self.ledger = ledger
         self.gateway_id = gateway_id or ledger.gateway_id or new_gateway_id("gw")
         self.lease = LeaseKeeper(ledger, self.gateway_id)
-        self.leader = Leadership(ledger)
+        self.leader = ledger.runs.leadership()
         self._wake = threading.Event()
         self.cli = CliRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace, on_finish=self._wake.set)
         self.cron = CronRunner(ledger, self.gateway_id, kill_grace=kill_grace)
@@ -73,7 +72,6 @@ class Gateway:
     # --- lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        queue.ensure_table(self.ledger)
         # Before our own lease is renewed: a previous incarnation under the same id counts if it expired.
         self.reap_orphans()
         self.lease.start()
@@ -133,8 +131,7 @@ class Gateway:
             return
         try:
             tombstone_orphans(self.ledger, self.gateway_id)
-            now = self.ledger.clock.now()
-            for job_id in self.ledger.db.transact(lambda conn: cron.release_stale_running(conn, now)):
+            for job_id in self.ledger.runs.cron.release_stale_running():
                 log.info("cron job %s: its run's gateway is gone; no longer running", job_id)
             self._deliver_pending()
             report = self.ledger.maintenance(apply=True)
@@ -183,17 +180,14 @@ class Gateway:
         if not self.leader.try_acquire():
             return
         try:
-            with self.ledger.db.read() as conn:
-                running = cron.running_job_ids(conn)
-            counts = session_sweep.prune_cron_run_sessions(self.ledger.db, self.ledger.clock.now(), running,
-                                                           apply=True)
-            if counts.pruned:
-                log.info("pruned %d cron run sessions", counts.pruned)
+            pruned = self.ledger.runs.cron.prune_run_sessions()
+            if pruned:
+                log.info("pruned %d cron run sessions", pruned)
         except FlowledgerError as exc:
             log.warning("session pruning failed: %s", exc.message)
 
     def checkpoint(self) -> None:
-        self.ledger.db.checkpoint("PASSIVE")
+        self.ledger.runs.checkpoint("PASSIVE")
 
     def sync_cron_jobs(self) -> None:
         """Load added jobs, drop removed ones, reschedule changed ones (run every 2 s)."""

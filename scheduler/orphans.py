@@ -15,50 +15,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from sqlalchemy import Connection, and_, delete, select
 
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import PROC, kill_run, on_this_host, proc_stat
 from flowledger.tasks.clock import from_ms
 from flowledger.tasks.errors import FlowledgerError
-from flowledger.tasks.tables import gateway_leases, run_contexts
 
 log = logging.getLogger(__name__)
 # /proc's boot time has whole-second precision and a gateway writes its lease a moment after it starts.
 _START_SLACK = timedelta(seconds=2)
 
 
-@dataclass(frozen=True, slots=True)
-class Orphan:
-    run_id: str
-    gateway_id: str
-    task_id: str | None
-    pid: int
-    host: str
-    owner_pid: int
-    owner_started_at: datetime
-
-
-def expired_runs(conn: Connection, now: datetime) -> list[Orphan]:
-    """Run contexts with a pid whose gateway lease has expired (expires_at <= now), oldest first."""
-    stmt = select(run_contexts.c.run_id, run_contexts.c.gateway_id, run_contexts.c.task_id, run_contexts.c.pid,
-                  gateway_leases.c.host, gateway_leases.c.pid, gateway_leases.c.started_at).select_from(
-        run_contexts.join(gateway_leases, gateway_leases.c.gateway_id == run_contexts.c.gateway_id)
-    ).where(and_(gateway_leases.c.expires_at <= now, run_contexts.c.pid.is_not(None))
-            ).order_by(run_contexts.c.started_at)
-    return [Orphan(*row) for row in conn.execute(stmt).all()]
-
-
 def reap_orphans(ledger: Ledger, *, hostname: str | None = None) -> list[str]:
     """Kill the process groups of this host's runs whose gateway is gone; the run ids whose process was
     killed. Every handled run context is deleted (one transaction each)."""
-    now = ledger.clock.now()
-    with ledger.db.read() as conn:
-        candidates = [o for o in expired_runs(conn, now) if on_this_host(o.host, o.gateway_id, hostname)]
+    candidates = [o for o in ledger.runs.expired_runs() if on_this_host(o.host, o.gateway_id, hostname)]
     if not candidates:
         return []
     if not (PROC / "self" / "environ").exists():
@@ -82,17 +54,8 @@ def reap_orphans(ledger: Ledger, *, hostname: str | None = None) -> list[str]:
             log.info("task %s: pid %s no longer runs %s; nothing to kill", orphan.task_id, orphan.pid,
                      orphan.run_id)
         with contextlib.suppress(FlowledgerError):
-            ledger.db.transact(_forget(orphan))
+            ledger.runs.forget_orphan(orphan)
     return killed
-
-
-def _forget(orphan: Orphan) -> Callable[[Connection], object]:
-    """Delete the handled run context, unless another gateway has re-registered that run since."""
-    def unit(conn: Connection) -> object:
-        return conn.execute(delete(run_contexts).where(and_(
-            run_contexts.c.run_id == orphan.run_id, run_contexts.c.gateway_id == orphan.gateway_id,
-            run_contexts.c.pid == orphan.pid)))
-    return unit
 
 
 def _same_process_alive(pid: int, started_before: datetime) -> bool:

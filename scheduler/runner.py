@@ -40,7 +40,6 @@ def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None
                 prompt: str | None = None, mode: str | None = None) -> RunOutcome:
     rt = Runtime(runtime)
     prompt = agent_prompt(rt, prompt, label, mode)
-    queue.ensure_table(ledger)
     if rt == Runtime.CLI:
         task = queue.enqueue(ledger, argv, label=label, session_key=session_key, timeout=timeout, shell=shell)
     else:

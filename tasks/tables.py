@@ -20,7 +20,8 @@ from flowledger.tasks.errors import StorageUnavailable
 
 # 2: no task_runs.last_event_at index, (cleanup_after, seq) instead of cleanup_after; cron_jobs.timeout_ms;
 #    sessions.last_route_json
-SCHEMA_VERSION = 2
+# 3: task_payloads (the run queue's payloads) created by the migrations, no longer by the queue itself
+SCHEMA_VERSION = 3
 
 
 class UTCMillis(TypeDecorator[datetime]):

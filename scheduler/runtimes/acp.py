@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection
-
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
@@ -38,8 +36,7 @@ from flowledger.scheduler.runtimes.acp_client import (
 )
 from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, child_environment
 from flowledger.scheduler.runtimes.process import cancelled_in_db, wait_for_end
-from flowledger.tasks import liveness
-from flowledger.tasks.errors import FlowledgerError, InvalidInput
+from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import CANCELLED_BY_OPERATOR
@@ -79,10 +76,9 @@ def reserve_session(ledger: Ledger, task: Task, mode: str) -> None:
         raise InvalidInput(f"Invalid ACP session mode {mode!r}: expected oneshot or persistent.")
     if not task.child_session_key:
         raise InvalidInput(f"ACP task {task.task_id} needs a child session key.")
-    key, now = task.child_session_key, ledger.clock.now()
-    ledger.db.transact(lambda conn: liveness.upsert_session(
-        conn, key, now, agent_id=task.agent_id, kind="acp", mode=mode, spawned_by=task.owner_key,
-        parent_session_key=task.requester_session_key or task.owner_key))
+    ledger.runs.update_session(task.child_session_key, agent_id=task.agent_id, kind="acp", mode=mode,
+                               spawned_by=task.owner_key,
+                               parent_session_key=task.requester_session_key or task.owner_key)
 
 
 class AcpRuntime:
@@ -127,17 +123,9 @@ class AcpRuntime:
         if self._lease is not None and not self._lease_started:
             self._lease.start()
             self._lease_started = True
-        run_id, child_key = task.run_id, task.child_session_key
-        now = self.ledger.clock.now()
-
-        def begin(conn: Connection) -> None:
-            liveness.upsert_session(conn, child_key, now, agent_id=task.agent_id, kind="acp", mode=mode,
-                                    parent_session_key=task.requester_session_key or task.owner_key,
-                                    spawned_by=task.owner_key, gateway_id=self.gateway_id, tombstone=None,
-                                    acp={"agent": list(argv), "state": "starting", "session_id": None})
-            liveness.register_run(conn, run_id, self.gateway_id, now, task_id=task.task_id)
-
-        self.ledger.db.transact(begin)
+        run_id = task.run_id
+        self.ledger.runs.begin_child(task, self.gateway_id, kind="acp", mode=mode,
+                                     acp={"agent": list(argv), "state": "starting", "session_id": None})
         self.ledger.tasks.start(run_id, runtime=Runtime.ACP)
         turn = _Turn(task=task, run_id=run_id, argv=list(argv), mode=mode, cwd=cwd,
                      env=child_environment(env, inherit=inherit_env),
@@ -150,9 +138,8 @@ class AcpRuntime:
     def _reserved_mode(self, task: Task) -> str | None:
         if not task.child_session_key:
             return None
-        with self.ledger.db.read() as conn:
-            session = liveness.get_session(conn, task.child_session_key, case_insensitive=False)
-        return session.mode if session is not None and session.mode in MODES else None
+        mode = self.ledger.runs.session_mode(task.child_session_key)
+        return mode if mode in MODES else None
 
     # --- the turn -----------------------------------------------------------------------------------
 
@@ -166,8 +153,7 @@ class AcpRuntime:
         except Exception:
             log.exception("task %s acp turn bookkeeping failed", turn.task.task_id)
         finally:
-            with contextlib.suppress(FlowledgerError):
-                self.ledger.db.transact(lambda conn: liveness.release_run(conn, turn.run_id))
+            self.ledger.runs.release_run(turn.run_id)
             with self._lock:
                 self._turns.pop(turn.task.task_id, None)
             turn.done.set()
@@ -262,10 +248,8 @@ class AcpRuntime:
 
     def _update_session(self, turn: _Turn, *, state: str | None) -> None:
         key = turn.task.child_session_key or ""
-        now = self.ledger.clock.now()
         acp = None if state is None else {"agent": turn.argv, "state": state, "session_id": turn.session_id}
-        with contextlib.suppress(FlowledgerError):
-            self.ledger.db.transact(lambda conn: liveness.upsert_session(conn, key, now, acp=acp))
+        self.ledger.runs.update_session(key, acp=acp)
 
     def _record_end(self, turn: _Turn, stop_reason: str | None, text: str) -> None:
         run_id = turn.run_id

@@ -21,15 +21,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import Connection
-
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths, tail
 from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable
 from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, wait_for_end
-from flowledger.tasks import liveness
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
@@ -117,15 +114,7 @@ class SubagentRuntime:
             self._lease.start()
             self._lease_started = True
         run_id, child_key = task.run_id, task.child_session_key
-        now = self.ledger.clock.now()
-
-        def begin(conn: Connection) -> None:
-            liveness.upsert_session(conn, child_key, now, agent_id=task.agent_id, kind="subagent",
-                                    parent_session_key=task.requester_session_key or task.owner_key,
-                                    spawned_by=task.owner_key, gateway_id=self.gateway_id, tombstone=None)
-            liveness.register_run(conn, run_id, self.gateway_id, now, task_id=task.task_id)
-
-        self.ledger.db.transact(begin)
+        self.ledger.runs.begin_child(task, self.gateway_id, kind="subagent")
         self.ledger.tasks.start(run_id, runtime=Runtime.SUBAGENT)
         log_dir(self.ledger.state_dir)
         out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
@@ -149,8 +138,7 @@ class SubagentRuntime:
             self._children[task.task_id] = child
             self._done[task.task_id] = child.done
         with contextlib.suppress(FlowledgerError):
-            self.ledger.db.transact(lambda conn: liveness.register_run(conn, run_id, self.gateway_id, now,
-                                                                       task_id=task.task_id, pid=proc.pid))
+            self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id, pid=proc.pid)
         log.info("task %s subagent child %s started pid %s", task.task_id, child_key, proc.pid)
         # A child that never reads its stdin must not block us on a full pipe: the prompt is written aside.
         threading.Thread(target=_write_prompt, args=(proc, task.task), daemon=True).start()
@@ -222,8 +210,7 @@ class SubagentRuntime:
         log.info("task %s subagent ended (%s)", tid, child.stop_reason or exit_text(code))
 
     def _release(self, run_id: str) -> None:
-        with contextlib.suppress(FlowledgerError):
-            self.ledger.db.transact(lambda conn: liveness.release_run(conn, run_id))
+        self.ledger.runs.release_run(run_id)
 
     # --- control ------------------------------------------------------------------------------------
 
