@@ -20,10 +20,12 @@ from datetime import timedelta
 from typing import Any
 
 from flowledger.flows.ledger import Ledger
-from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths
-from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, child_environment
+from flowledger.scheduler.runtimes import orphans
+from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
+from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, child_environment, refuse_options
+from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import cancelled_in_db, wait_for_end
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.ids import new_id
@@ -107,10 +109,11 @@ class AcpRuntime:
         return self.ledger.tasks.require(ident)
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
-              cwd: str | None = None, env: dict[str, str] | None = None, mode: str = "oneshot",
-              inherit_env: bool = True) -> None:
+              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
+              mode: str = "oneshot", **options: Any) -> None:
         """Start the agent's turn in a thread and return; LaunchFailed (nothing recorded) when the agent's
         program or the directory is not there."""
+        refuse_options("acp", options)
         if mode not in MODES:
             raise InvalidInput(f"Invalid ACP session mode {mode!r}: expected oneshot or persistent.")
         if not task.child_session_key or not task.run_id or not argv:
@@ -230,6 +233,10 @@ class AcpRuntime:
             turn.stop_text = reason
         return None
 
+    def stop_orphan(self, run_id: str) -> bool:
+        """Stop `run_id`'s process left behind by a dead supervisor, when provably that run (orphans.py)."""
+        return orphans.stop_orphan(self.ledger, run_id)
+
     def running_count(self) -> int:
         with self._lock:
             return len(self._turns)
@@ -237,7 +244,7 @@ class AcpRuntime:
     def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
         return wait_for_end(self.ledger, self._lock, self._done, task_id, timeout)
 
-    def shutdown(self, reason: str = "Cancelled: the gateway shut down.") -> None:
+    def shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
         with self._lock:
             turns = list(self._turns.values())
         for turn in turns:

@@ -20,10 +20,12 @@ from datetime import timedelta
 from typing import IO, Any
 
 from flowledger.flows.ledger import Ledger
-from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths, tail
-from flowledger.scheduler.runtimes.launch import check_launchable
+from flowledger.scheduler.runtimes import orphans
+from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
+from flowledger.scheduler.runtimes.launch import check_launchable, refuse_options
+from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, wait_for_end
 from flowledger.tasks.durations import format_duration
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
@@ -66,11 +68,13 @@ class CliRuntime:
     # --- starting -----------------------------------------------------------------------------------
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
-              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True) -> None:
+              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
+              **options: Any) -> None:
         """Start argv for `task` and return at once; a thread supervises the child to its end. Raises
         LaunchFailed, having recorded nothing, when the program or the directory is not there."""
         if not argv:
             raise InvalidInput(f"Task {task.task_id} has nothing to run.")
+        refuse_options("cli", options)
         check_launchable(argv, shell=shell, cwd=cwd, env=env, inherit_env=inherit_env)
         run_id = task.run_id or self._assign_run_id(task)
         self.ensure_backing()
@@ -206,6 +210,10 @@ class CliRuntime:
         self._stop(task.task_id, "cancel", reason)
         return None
 
+    def stop_orphan(self, run_id: str) -> bool:
+        """Stop `run_id`'s process left behind by a dead supervisor, when provably that run (orphans.py)."""
+        return orphans.stop_orphan(self.ledger, run_id)
+
     def owns(self, task_id: str) -> bool:
         with self._lock:
             return task_id in self._runs
@@ -217,7 +225,7 @@ class CliRuntime:
     def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
         return wait_for_end(self.ledger, self._lock, self._finished, task_id, timeout)
 
-    def shutdown(self, *, reason: str = "Cancelled: the gateway shut down.", wait_s: float | None = None) -> None:
+    def shutdown(self, reason: str = SHUTDOWN_REASON, *, wait_s: float | None = None) -> None:
         """Stop every child (SIGTERM, SIGKILL after the grace), record them cancelled, drop the lease."""
         with self._lock:
             runs = list(self._runs.values())

@@ -59,10 +59,9 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
 def test_version_2_database_gets_the_payload_table_once(database_url: str, tmp_path: Path,
                                                        clock: FrozenClock) -> None:
     state_dir = tmp_path / "state"
-    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
-        with ledger.db.write() as conn:
-            conn.execute(text("DROP TABLE task_payloads"))
-            conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
+        conn.execute(text("DROP TABLE task_payloads"))
+        conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
     for _ in range(2):
         with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
             with ledger.db.read() as conn:
@@ -75,11 +74,10 @@ def test_version_2_database_gets_the_payload_table_once(database_url: str, tmp_p
 def test_version_2_database_that_already_has_the_payload_table_keeps_it(database_url: str, tmp_path: Path,
                                                                        clock: FrozenClock) -> None:
     state_dir = tmp_path / "state"
-    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
-        with ledger.db.write() as conn:  # what the queue used to create on its own under version 2
-            conn.execute(text("INSERT INTO task_payloads (task_id, argv_json, shell) VALUES ('t1', '[]', false)"))
-            conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
-    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
-        with ledger.db.read() as conn:
-            assert conn.execute(text("SELECT task_id FROM task_payloads")).scalars().all() == ["t1"]
-            assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
+    # What the queue used to create on its own under version 2, with a row in it.
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
+        conn.execute(text("INSERT INTO task_payloads (task_id, argv_json, shell) VALUES ('t1', '[]', false)"))
+        conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.read() as conn:
+        assert conn.execute(text("SELECT task_id FROM task_payloads")).scalars().all() == ["t1"]
+        assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
