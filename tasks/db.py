@@ -1,8 +1,8 @@
 """Engines, transactions and dialect differences, all in one place.
 
 SQLite: WAL, `synchronous=NORMAL`, a long `busy_timeout`, `BEGIN IMMEDIATE` for every write transaction
-(so two writers queue instead of deadlocking on a lock upgrade), periodic PASSIVE checkpoints and a
-TRUNCATE checkpoint on close. PostgreSQL: row locks (`FOR UPDATE`) where the store reads before it writes.
+(so two writers queue instead of deadlocking on a lock upgrade), periodic PASSIVE checkpoints, and on
+close a TRUNCATE checkpoint only when it can be had at once (never waiting on another process). PostgreSQL: row locks (`FOR UPDATE`) where the store reads before it writes.
 """
 
 from __future__ import annotations
@@ -257,8 +257,35 @@ class Database:
                         log.warning("%s was readable by others (mode %o); tightened to 0600", path, mode)
 
     def close(self) -> None:
-        self.checkpoint("TRUNCATE")
+        """Release the engine. SQLite: truncate the WAL if that is possible *now*, else leave a PASSIVE checkpoint.
+
+        A TRUNCATE checkpoint waits (busy handler) for every reader and writer of the file: with the 30 s busy
+        timeout, any other process holding a read transaction or the write lock made each CLI command stall
+        30 s at exit (issue 12, item 16). With a zero busy timeout it fails at once instead. Failing is normal
+        (another process, a read-only file, a full disk), so it is logged at debug level only: the one error
+        line a user sees must stay the only line.
+        """
+        if self.is_sqlite:
+            self._checkpoint_without_waiting()
         self.engine.dispose()
+
+    def _checkpoint_without_waiting(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                driver: Any = conn.connection.driver_connection
+                driver.execute("PRAGMA busy_timeout = 0")
+                try:
+                    try:
+                        busy = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    except sqlite3.OperationalError as exc:  # locked: someone else holds the file right now
+                        log.debug("wal truncate at close skipped: %s", exc)
+                        busy = (1,)
+                    if busy is not None and busy[0]:
+                        driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                finally:
+                    driver.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            log.debug("wal checkpoint at close skipped: %s", _one_line(exc))
 
 
 def _prepare_sqlite_dir(path: Path, state_dir: Path | None) -> None:
