@@ -2,7 +2,8 @@
 
 SQLite: WAL, `synchronous=NORMAL`, a long `busy_timeout`, `BEGIN IMMEDIATE` for every write transaction
 (so two writers queue instead of deadlocking on a lock upgrade), periodic PASSIVE checkpoints, and on
-close a TRUNCATE checkpoint only when it can be had at once (never waiting on another process). PostgreSQL: row locks (`FOR UPDATE`) where the store reads before it writes.
+close a TRUNCATE checkpoint only when it can be had at once (never waiting on another process).
+PostgreSQL: row locks (`FOR UPDATE`) where the store reads before it writes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ BUSY_TIMEOUT_MS = 30_000
 PING_AFTER_IDLE_S = 5.0
 DEFAULT_STATE_DIR = "~/.flowledger"
 # Versioned DDL steps: MIGRATIONS[n] brings a database at version n-1 to version n. Version 1 is create_all.
-MIGRATIONS: dict[int, list[str]] = {
+# A step given as (dialect, statement) runs on that dialect only.
+MIGRATIONS: dict[int, list[str | tuple[str, str]]] = {
     2: [
         "DROP INDEX IF EXISTS ix_task_runs_last_event_at",
         "DROP INDEX IF EXISTS ix_task_runs_cleanup_after",
@@ -42,6 +44,10 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE cron_jobs ADD COLUMN timeout_ms BIGINT",
         "ALTER TABLE sessions ADD COLUMN last_route_json TEXT",
     ],
+    3: [("postgresql", f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(128)") for table, column in (
+        ("task_runs", "task_id"), ("task_runs", "parent_flow_id"), ("task_delivery_state", "task_id"),
+        ("task_events", "task_id"), ("flow_runs", "flow_id"), ("run_contexts", "task_id"),
+        ("task_payloads", "task_id"))],
 }
 
 
@@ -126,8 +132,10 @@ class Database:
                 conn.execute(insert(schema_meta).values(meta_key="schema_version", value=str(SCHEMA_VERSION)))
                 return
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS.get(version, []):
-                    conn.execute(text(statement))
+                for step in MIGRATIONS.get(version, []):
+                    dialect, statement = step if isinstance(step, tuple) else (conn.dialect.name, step)
+                    if dialect == conn.dialect.name:
+                        conn.execute(text(statement))
             conn.execute(
                 schema_meta.update().where(schema_meta.c.meta_key == "schema_version").values(value=str(SCHEMA_VERSION))
             )
@@ -140,7 +148,13 @@ class Database:
         if not conn.dialect.has_table(conn, "schema_meta"):
             return None
         value = conn.execute(select(schema_meta.c.value).where(schema_meta.c.meta_key == "schema_version")).scalar()
-        return int(value) if value is not None else None
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:  # a hand edit or another program: name it, never a ValueError traceback
+            raise StorageUnavailable(
+                f"Storage unavailable: database schema version {str(value)[:40]!r} is not a number.") from None
 
     # --- transactions -------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from sqlalchemy import Connection
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.logs import log_dir, log_paths
+from flowledger.scheduler.logs import log_dir, log_paths, open_log
 from flowledger.scheduler.runtimes.process import cancelled_in_db, wait_for_end
 from flowledger.tasks import liveness
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
@@ -160,7 +160,7 @@ class AcpRuntime:
         log_dir(self.ledger.state_dir)
         _, err_path = log_paths(self.ledger.state_dir, turn.task.task_id)
         env = {**os.environ, "FLOWLEDGER_TASK_ID": turn.task.task_id, RUN_MARKER: turn.run_id, **turn.env}
-        with err_path.open("ab") as err_fh:
+        with open_log(err_path) as err_fh:
             async with spawn_agent_process(handler, turn.argv[0], *turn.argv[1:], env=env, cwd=turn.cwd,
                                            transport_kwargs={"stderr": err_fh.fileno()}) as (conn, proc):
                 await conn.initialize(protocol_version=PROTOCOL_VERSION)

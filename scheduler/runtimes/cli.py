@@ -24,7 +24,7 @@ from sqlalchemy import select
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.logs import log_dir, log_paths, tail
+from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
 from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, wait_for_end
 from flowledger.tasks import liveness
 from flowledger.tasks.durations import format_duration
@@ -81,7 +81,7 @@ class CliRuntime:
         self.ledger.tasks.start(run_id, runtime=Runtime.CLI)
         out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
         log_dir(self.ledger.state_dir)
-        out_fh, err_fh = out_path.open("ab"), err_path.open("ab")
+        out_fh, err_fh = open_log(out_path), open_log(err_path)
         extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id, **(env or {})}
         try:
             proc = spawn(argv, shell=shell, cwd=cwd, env=extra, stdout=out_fh, stderr=err_fh)

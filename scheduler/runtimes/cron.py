@@ -21,7 +21,7 @@ from sqlalchemy import Connection, select
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler import cron
-from flowledger.scheduler.logs import log_dir, log_paths, tail
+from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
 from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn
 from flowledger.tasks import liveness
 from flowledger.tasks.clock import to_ms
@@ -108,7 +108,7 @@ class CronRunner:
         log_dir(self.ledger.state_dir)
         t0 = self.timer()
         timed_out = False
-        with out_path.open("ab") as out_fh, err_path.open("ab") as err_fh:
+        with open_log(out_path) as out_fh, open_log(err_path) as err_fh:
             try:
                 proc = spawn(job.argv, shell=False, cwd=None, stdout=out_fh, stderr=err_fh, env={
                     "FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: task.run_id,

@@ -25,7 +25,7 @@ from sqlalchemy import Connection
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.logs import log_dir, log_paths, tail
+from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
 from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, wait_for_end
 from flowledger.tasks import liveness
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
@@ -113,7 +113,7 @@ class SubagentRuntime:
         self.ledger.tasks.start(run_id, runtime=Runtime.SUBAGENT)
         log_dir(self.ledger.state_dir)
         out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
-        err_fh = err_path.open("ab")
+        err_fh = open_log(err_path)
         extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id,
                  "FLOWLEDGER_SESSION_KEY": child_key, "PYTHONUNBUFFERED": "1", **(env or {})}
         try:

@@ -1,4 +1,5 @@
-"""A version-1 database opens under version 2 on both engines: two indexes replaced, columns added, data kept."""
+"""Older databases open under the current version on both engines: version 1 → 2 replaced two indexes and added
+columns, 2 → 3 widened the id columns to 128 characters (PostgreSQL); data kept."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _task_run_indexes(ledger: Ledger) -> set[str]:
 
 
 def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, clock: FrozenClock) -> None:
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
         made = ledger.tasks.create(runtime="cli", task="made under version 1", owner_key="agent:m:main",
@@ -36,7 +37,7 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
                 conn.execute(text(statement))
         assert "ix_task_runs_last_event_at" in _task_run_indexes(ledger)
 
-    for _ in range(2):  # the second open finds version 2 and runs nothing
+    for _ in range(2):  # the second open finds the current version and runs nothing
         with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
             indexes = _task_run_indexes(ledger)
             assert not indexes & {"ix_task_runs_last_event_at", "ix_task_runs_cleanup_after"}
@@ -46,8 +47,26 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
                 version = conn.execute(schema_meta.select()).mappings().one()["value"]
                 cron_columns = {c["name"] for c in inspect(conn).get_columns("cron_jobs")}
                 session_columns = {c["name"] for c in inspect(conn).get_columns("sessions")}
-            assert version == "2"
+            assert version == str(SCHEMA_VERSION)
             assert "timeout_ms" in cron_columns
             assert "last_route_json" in session_columns
             assert ledger.tasks.get(made.task_id) == made
             assert [t.task_id for t in ledger.tasks.list(status="running")] == [made.task_id]
+
+
+def test_version_2_database_takes_ids_of_128_characters(database_url: str, tmp_path: Path, clock: FrozenClock
+                                                        ) -> None:
+    state_dir = tmp_path / "state"
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, \
+            ledger.db.write() as conn:
+        if ledger.db.is_postgres:  # version 2's widths; SQLite never enforced them
+            for table, column in (("task_runs", "task_id"), ("task_events", "task_id"),
+                                  ("task_delivery_state", "task_id"), ("flow_runs", "flow_id")):
+                conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(64)"))
+        conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+        flow = ledger.flows.create_managed("agent:m:main", "ctl", "goal", flow_id="f" * 128)
+        task = ledger.tasks.create(runtime="cli", task="t", owner_key="agent:m:main", task_id="t" * 128,
+                                   parent_flow_id=flow.flow_id,
+                                   requester_origin={"channel": "webhook", "to": "x"})
+        assert ledger.tasks.get(task.task_id) == task
