@@ -27,6 +27,7 @@ from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths, open_log
 from flowledger.scheduler.runtimes.process import cancelled_in_db, wait_for_end
 from flowledger.tasks import liveness
+from flowledger.tasks.childenv import child_environment
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
@@ -159,7 +160,7 @@ class AcpRuntime:
         handler: Any = client  # satisfies acp's Client protocol structurally
         log_dir(self.ledger.state_dir)
         _, err_path = log_paths(self.ledger.state_dir, turn.task.task_id)
-        env = {**os.environ, "FLOWLEDGER_TASK_ID": turn.task.task_id, RUN_MARKER: turn.run_id, **turn.env}
+        env = child_environment({"FLOWLEDGER_TASK_ID": turn.task.task_id, RUN_MARKER: turn.run_id, **turn.env})
         with open_log(err_path) as err_fh:
             async with spawn_agent_process(handler, turn.argv[0], *turn.argv[1:], env=env, cwd=turn.cwd,
                                            transport_kwargs={"stderr": err_fh.fileno()}) as (conn, proc):
