@@ -22,6 +22,8 @@ MAX_LABEL_CHARS = 256
 MAX_SESSION_KEY_CHARS = 512
 MAX_PROGRAM_TEXT_BYTES = 16 * 1024  # summaries, errors, progress
 TRUNCATED = "…[truncated]"
+# Counts a user gives (--limit, --offset): beyond any ledger, and within every engine's 64-bit integers.
+MAX_COUNT = 10**12
 MAX_FILE_BYTES = 1024 * 1024  # flow files and config.toml
 MAX_NESTING = 32
 
@@ -79,6 +81,24 @@ def program_text(value: str | None) -> str | None:
     room = MAX_PROGRAM_TEXT_BYTES - len(TRUNCATED.encode("utf-8"))
     head = value.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
     return head + TRUNCATED
+
+
+def escape_undecodable(value: str) -> str:
+    """Bytes that were not UTF-8 (kept by Python as lone surrogates, e.g. in argv) written as `\\xNN`.
+
+    Such a str cannot be encoded for the database, a JSON document or a strict terminal; escaped, it can be
+    shown and stored, and a lookup made of it simply finds nothing."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
+            if _only_escapes(value) else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _only_escapes(value: str) -> bool:
+    """Whether every surrogate in `value` is one surrogateescape made (U+DC80..U+DCFF)."""
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in value)
 
 
 def _fits(value: str, max_bytes: int) -> bool:
