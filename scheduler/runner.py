@@ -44,6 +44,9 @@ def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None
         current, payload = claimed[0]
         runtime.start(current, payload.argv, shell=payload.shell, timeout=payload.timeout, cwd=payload.cwd)
         done = runtime.wait(task.task_id)
+        failure = runtime.failure(task.task_id)
+        if failure is not None:  # e.g. the disk filled up: exit 3 with that one line, not the task's status
+            raise failure
         return RunOutcome(done or ledger.tasks.require(task.task_id), "in-process")
     finally:
         runtime.shutdown(reason="Cancelled: `flowledger run` was interrupted.")

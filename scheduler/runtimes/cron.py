@@ -22,7 +22,7 @@ from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler import cron
 from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
-from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn
+from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, start_error
 from flowledger.tasks import liveness
 from flowledger.tasks.clock import to_ms
 from flowledger.tasks.errors import FlowledgerError
@@ -117,7 +117,7 @@ class CronRunner:
             except OSError as exc:
                 proc = None
                 code = 127
-                err_fh.write(f"cannot start {job.argv[0]!r}: {exc.strerror or exc}\n".encode())
+                err_fh.write(f"{start_error(job.argv, None, exc)}\n".encode())
             if proc is not None:
                 self._record_pid(job, task, proc.pid)
                 active.stopper = Stopper(proc, self.kill_grace.total_seconds())

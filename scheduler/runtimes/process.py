@@ -33,6 +33,14 @@ def spawn(argv: Sequence[str], *, shell: bool, cwd: str | None, env: Mapping[str
                             start_new_session=True)
 
 
+def start_error(argv: Sequence[str], cwd: str | None, exc: OSError) -> str:
+    """Why a child could not start, naming what was missing: the working directory or the program (issue 12
+    item 15 — a missing cwd used to read as the program not being found)."""
+    if cwd is not None and (exc.filename == cwd or not os.path.isdir(cwd)):
+        return f"cannot start {argv[0]!r}: working directory {cwd!r} does not exist or is not a directory"
+    return f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+
+
 def signal_group(proc: subprocess.Popen[Any], sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)

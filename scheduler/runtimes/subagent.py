@@ -26,7 +26,7 @@ from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
-from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, wait_for_end
+from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, start_error, wait_for_end
 from flowledger.tasks import liveness
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
 from flowledger.tasks.ids import new_id
@@ -121,8 +121,7 @@ class SubagentRuntime:
                          stdout=subprocess.PIPE, stderr=err_fh)
         except OSError as exc:
             err_fh.close()
-            self.ledger.tasks.fail(run_id, error=f"cannot start {argv[0]!r}: {exc.strerror or exc}",
-                                   runtime=Runtime.SUBAGENT)
+            self.ledger.tasks.fail(run_id, error=start_error(argv, cwd, exc), runtime=Runtime.SUBAGENT)
             self._release(run_id)
             self._done.setdefault(task.task_id, threading.Event()).set()
             return
