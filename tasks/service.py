@@ -399,7 +399,7 @@ class TaskService:
         progress: bool = False,
     ) -> Change | None:
         """Compare-and-set `new` over `current`, append the history row, run in-transaction hooks."""
-        new = rules.prepare_write(new, self.retention)
+        new = rules.prepare_write(rules.reopen_delivery_on_override(current, new), self.retention)
         if not store.compare_and_set(conn, new, expected=expected, previous=current):
             return None
         if new.requester_origin != current.requester_origin:
