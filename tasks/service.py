@@ -308,6 +308,7 @@ class TaskService:
         origin = DeliveryOrigin.from_mapping(args["requester_origin"])
         if args["ended_at"] is not None and status in ACTIVE:
             raise InvalidInput(f"ended_at is only accepted for a task created terminal, not {status.value}.")
+        limits.check_text(text, "Task text")
         limits.check_session_key(owner, "Owner key")
         limits.check_session_key(requester, "Requester session key")
         limits.check_session_key(child if isinstance(child, str) else None, "Child session key")
@@ -326,7 +327,7 @@ class TaskService:
             requester_agent_id=requester_agent,
             run_id=trimmed(args["run_id"]),
             label=limits.check_label(trimmed(args["label"])),
-            task=limits.check_text(text, "Task text"),
+            task=text,
             status=status,
             delivery_status=delivery,
             notify_policy=policy,
