@@ -138,7 +138,7 @@ def _run_here(ledger: Ledger, definition: FlowDefinition, *, live: bool) -> Flow
         raise OperationRefused(f"Step {other[0].id!r} uses runtime {other[0].runtime.value!r}, which `flow run` cannot "
                                "start in this process; use --detach to hand the flow to a gateway.")
     runtime = CliRuntime(ledger)
-    flow = define_flow(ledger, definition)
+    flow = define_flow(ledger, definition, driving=runtime)  # one write: the whole submission, or none of it
     progress = _LiveProgress(definition, flow) if live else None
     try:
         controller = GraphController(ledger, flow, runtime, on_progress=progress.update if progress else None)

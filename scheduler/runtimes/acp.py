@@ -21,12 +21,13 @@ from typing import Any
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.logs import log_dir, log_paths
+from flowledger.scheduler.logs import log_dir, log_paths, open_log
 from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
-from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, child_environment, refuse_options
+from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, refuse_options
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import cancelled_in_db, wait_for_end
+from flowledger.tasks.childenv import child_environment
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
@@ -127,7 +128,7 @@ class AcpRuntime:
                                      acp={"agent": list(argv), "state": "starting", "session_id": None})
         self.ledger.tasks.start(run_id, runtime=Runtime.ACP)
         turn = _Turn(task=task, run_id=run_id, argv=list(argv), mode=mode, cwd=cwd,
-                     env=child_environment(env, inherit=inherit_env),
+                     env=child_environment(env, base=None if inherit_env else {}),
                      deadline=time.monotonic() + timeout.total_seconds() if timeout else None)
         with self._lock:
             self._turns[task.task_id] = turn
@@ -160,7 +161,7 @@ class AcpRuntime:
         log_dir(self.ledger.state_dir)
         _, err_path = log_paths(self.ledger.state_dir, turn.task.task_id)
         env = {**turn.env, "FLOWLEDGER_TASK_ID": turn.task.task_id, RUN_MARKER: turn.run_id}
-        with err_path.open("ab") as err_fh:
+        with open_log(err_path) as err_fh:
             async with spawn_agent_process(handler, turn.argv[0], *turn.argv[1:], env=env, cwd=turn.cwd,
                                            transport_kwargs={"stderr": err_fh.fileno()}) as (conn, proc):
                 await conn.initialize(protocol_version=PROTOCOL_VERSION)

@@ -19,12 +19,12 @@ from typing import Any
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler import cron
-from flowledger.scheduler.logs import log_dir, log_paths, tail
+from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
 from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import LaunchFailed
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
-from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn
+from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, start_error
 from flowledger.tasks.clock import to_ms
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
@@ -101,7 +101,7 @@ class CronRunner:
         log_dir(self.ledger.state_dir)
         t0 = self.timer()
         timed_out = False
-        with out_path.open("ab") as out_fh, err_path.open("ab") as err_fh:
+        with open_log(out_path) as out_fh, open_log(err_path) as err_fh:
             try:
                 proc = spawn(job.argv, shell=False, cwd=None, stdout=out_fh, stderr=err_fh, env={
                     "FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: task.run_id,
@@ -110,7 +110,7 @@ class CronRunner:
             except OSError as exc:
                 proc = None
                 code = 127
-                err_fh.write(f"cannot start {job.argv[0]!r}: {exc.strerror or exc}\n".encode())
+                err_fh.write(f"{start_error(job.argv, None, exc)}\n".encode())
             if proc is not None:
                 self._record_pid(job, task, proc.pid)
                 active.stopper = Stopper(proc, self.kill_grace.total_seconds())

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from flowledger.flows.ledger import Ledger
-from flowledger.scheduler.runtimes.launch import child_environment
+from flowledger.tasks.childenv import child_environment
 from flowledger.tasks.models import Task
 
 
@@ -21,13 +21,22 @@ def spawn(argv: Sequence[str], *, shell: bool, cwd: str | None, env: Mapping[str
           stdout: IO[Any] | int, stderr: IO[Any] | int, stdin: int = subprocess.DEVNULL,
           inherit_env: bool = True) -> subprocess.Popen[bytes]:
     """Start argv (no shell unless asked) in a new session, so a stop reaches its whole process group. The
-    child gets this process's environment with `env` on top, or only `env` when `inherit_env` is False."""
-    merged = child_environment(env, inherit=inherit_env)
+    child gets this process's environment (never its FLOWLEDGER_* variables: the database URL may hold a
+    password) with `env` on top, or only `env` when `inherit_env` is False (a detached flow's step)."""
+    merged = child_environment(env, base=None if inherit_env else {})
     command: Sequence[str] | str = argv[0] if shell and len(argv) == 1 else list(argv)
     if shell and not isinstance(command, str):
         command = " ".join(command)
     return subprocess.Popen(command, shell=shell, cwd=cwd, env=merged, stdout=stdout, stderr=stderr, stdin=stdin,
                             start_new_session=True)
+
+
+def start_error(argv: Sequence[str], cwd: str | None, exc: OSError) -> str:
+    """Why a child could not start, naming what was missing: the working directory or the program (issue 12
+    item 15 — a missing cwd used to read as the program not being found)."""
+    if cwd is not None and (exc.filename == cwd or not os.path.isdir(cwd)):
+        return f"cannot start {argv[0]!r}: working directory {cwd!r} does not exist or is not a directory"
+    return f"cannot start {argv[0]!r}: {exc.strerror or exc}"
 
 
 def signal_group(proc: subprocess.Popen[Any], sig: int) -> None:

@@ -23,12 +23,12 @@ from typing import Any
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.logs import log_dir, log_paths, tail
+from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
 from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, refuse_options
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
-from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, wait_for_end
+from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, start_error, wait_for_end
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
@@ -114,7 +114,7 @@ class SubagentRuntime:
         self.ledger.tasks.start(run_id, runtime=Runtime.SUBAGENT)
         log_dir(self.ledger.state_dir)
         out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
-        err_fh = err_path.open("ab")
+        err_fh = open_log(err_path)
         extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id,
                  "FLOWLEDGER_SESSION_KEY": child_key, "PYTHONUNBUFFERED": "1", **(env or {})}
         try:
@@ -122,8 +122,7 @@ class SubagentRuntime:
                          inherit_env=inherit_env)
         except OSError as exc:
             err_fh.close()
-            self.ledger.tasks.fail(run_id, error=f"cannot start {argv[0]!r}: {exc.strerror or exc}",
-                                   runtime=Runtime.SUBAGENT)
+            self.ledger.tasks.fail(run_id, error=start_error(argv, cwd, exc), runtime=Runtime.SUBAGENT)
             self._release(run_id)
             self._done.setdefault(task.task_id, threading.Event()).set()
             return
