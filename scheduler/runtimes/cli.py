@@ -26,7 +26,7 @@ from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import check_launchable, refuse_options
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
-from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, start_error, wait_for_end
+from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, start_error, supervise, wait_for_end
 from flowledger.tasks.durations import format_duration
 from flowledger.tasks.errors import FlowledgerError, InvalidInput, StorageUnavailable
 from flowledger.tasks.models import Task
@@ -151,17 +151,14 @@ class CliRuntime:
     # --- supervising --------------------------------------------------------------------------------
 
     def _supervise(self, run: _Run, timeout: timedelta | None) -> None:
+        def stopped(why: str) -> None:
+            run.stop_reason = run.stop_reason or why  # the first reason decides (a cancel beats a later timeout)
+
+        deadline = run.deadline
         try:
-            while True:
-                try:
-                    code = run.proc.wait(timeout=0.05)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if run.deadline is not None and time.monotonic() >= run.deadline and not run.stopper.requested:
-                    run.stop_reason = run.stop_reason or "timeout"
-                    run.stopper.request()
-                run.stopper.poll()
+            # Cancels recorded elsewhere reach every run at once through the watcher thread (one read for all).
+            code = supervise(run.proc, run.stopper, on_stop=stopped,
+                             expired=None if deadline is None else lambda: time.monotonic() >= deadline)
             for fh in run.files:
                 with contextlib.suppress(OSError):  # a full disk fails the last flush: the child has ended anyway
                     fh.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import LaunchFailed
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
-from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, start_error
+from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, start_error, supervise
 from flowledger.tasks.clock import to_ms
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
@@ -117,23 +116,16 @@ class CronRunner:
                 if active.cancelled:
                     active.stopper.request()
                 deadline = t0 + (job.timeout if job.timeout is not None else self.timeout).total_seconds()
-                next_check = time.monotonic()
-                while code is None:
-                    try:
-                        code = proc.wait(timeout=0.05)
-                        break
-                    except subprocess.TimeoutExpired:
-                        pass
-                    if self.timer() >= deadline and not active.stopper.requested:
+
+                def stopped(why: str) -> None:  # a recorded cancel decides over a timeout (see _finish)
+                    nonlocal timed_out
+                    if why == "timeout":
                         timed_out = True
-                        active.stopper.request()
-                    now_m = time.monotonic()
-                    if now_m >= next_check:
-                        next_check = now_m + CHECK_CANCEL_EVERY_S
-                        if self._cancelled_in_db(task.task_id):
-                            active.cancelled = True
-                            active.stopper.request()
-                    active.stopper.poll()
+                    else:
+                        active.cancelled = True
+
+                code = supervise(proc, active.stopper, on_stop=stopped, expired=lambda: self.timer() >= deadline,
+                                 cancelled=lambda: self._cancelled_in_db(task.task_id))
         assert code is not None
         duration_ms = int((self.timer() - t0) * 1000)
         self._finish(job, task, active, code, timed_out, duration_ms)

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from flowledger.flows.ledger import Ledger
@@ -67,6 +67,38 @@ class Stopper:
         if self.kill_at is not None and time.monotonic() >= self.kill_at and self.proc.poll() is None:
             signal_group(self.proc, signal.SIGKILL)
             self.kill_at = float("inf")
+
+
+CHECK_CANCEL_EVERY_S = 0.2
+WAIT_SLICE_S = 0.05
+
+
+def supervise(proc: subprocess.Popen[Any], stopper: Stopper, *, on_stop: Callable[[str], None],
+              expired: Callable[[], bool] | None = None, cancelled: Callable[[], bool] | None = None) -> int:
+    """The one supervise loop of the process-backed runtimes (cli, subagent, cron): wait for `proc` to end and
+    return its exit code, stopping it (SIGTERM, SIGKILL after the grace) when `expired()` says its time is up
+    or `cancelled()` (asked every CHECK_CANCEL_EVERY_S) that a cancel was recorded by any process. Each decision
+    is reported once through `on_stop("timeout" | "cancel")` at the moment it is made; which one decides the
+    recorded status is the runtime's rule. A stop requested elsewhere (`stopper.request()`: cancel, shutdown)
+    is carried through to SIGKILL by the same loop."""
+    timed_out = was_cancelled = False
+    next_check = time.monotonic()
+    while True:
+        try:
+            return proc.wait(timeout=WAIT_SLICE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        if not timed_out and expired is not None and expired():
+            timed_out = True
+            on_stop("timeout")
+            stopper.request()
+        if not was_cancelled and cancelled is not None and time.monotonic() >= next_check:
+            next_check = time.monotonic() + CHECK_CANCEL_EVERY_S
+            if cancelled():
+                was_cancelled = True
+                on_stop("cancel")
+                stopper.request()
+        stopper.poll()
 
 
 def exit_text(code: int) -> str:

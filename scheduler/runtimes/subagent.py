@@ -28,7 +28,15 @@ from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, refuse_options
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
-from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, start_error, wait_for_end
+from flowledger.scheduler.runtimes.process import (
+    Stopper,
+    cancelled_in_db,
+    exit_text,
+    spawn,
+    start_error,
+    supervise,
+    wait_for_end,
+)
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
@@ -156,23 +164,14 @@ class SubagentRuntime:
                     child.result_lines.append(line)
 
     def _supervise(self, child: _Child) -> None:
-        next_check = time.monotonic()
+        def stopped(why: str) -> None:
+            child.stop_reason = child.stop_reason or why
+
+        deadline = child.deadline
         try:
-            while True:
-                try:
-                    code = child.proc.wait(timeout=0.05)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if child.deadline is not None and time.monotonic() >= child.deadline and not child.stopper.requested:
-                    child.stop_reason = child.stop_reason or "timeout"
-                    child.stopper.request()
-                if time.monotonic() >= next_check:  # a cancel recorded by another process
-                    next_check = time.monotonic() + 0.2
-                    if not child.stopper.requested and cancelled_in_db(self.ledger, child.task.task_id):
-                        child.stop_reason = "cancel"
-                        child.stopper.request()
-                child.stopper.poll()
+            code = supervise(child.proc, child.stopper, on_stop=stopped,
+                             expired=None if deadline is None else lambda: time.monotonic() >= deadline,
+                             cancelled=lambda: cancelled_in_db(self.ledger, child.task.task_id))
             if child.reader is not None:  # the result is the last lines: let the reader drain the pipe
                 child.reader.join(timeout=5)
             self._record_end(child, code)
