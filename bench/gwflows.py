@@ -116,7 +116,8 @@ def main() -> None:
             engine = "sqlite"
     load = os.getloadavg()
     print(f"{engine}: {result['flows']} flows × {args.steps} steps = {result['steps']} steps in "
-          f"{result['seconds']:.2f} s → {result['steps_per_s']:.1f} steps/s (median flow {result['median_flow_s']:.2f} s, "
+          f"{result['seconds']:.2f} s → {result['steps_per_s']:.1f} steps/s "
+          f"(median flow {result['median_flow_s']:.2f} s, "
           f"submitting {result['submit_s']:.2f} s; --max-flows {args.max_flows}; load {load[0]:.1f})")
 
 
