@@ -144,7 +144,7 @@ def _run_here(ledger: Ledger, definition: FlowDefinition, *, live: bool) -> Flow
     launchers: dict[Runtime, StepLauncher] = {Runtime.CLI: cli, **agents}
     for runtime, adapter in agents.items():  # a cancel in this process reaches the live agent
         ledger.tasks.cancel_adapters[runtime] = adapter
-    flow = define_flow(ledger, definition)
+    flow = define_flow(ledger, definition, driving=cli)  # one write: the whole submission, or none of it
     progress = _LiveProgress(definition, flow) if live else None
     try:
         controller = GraphController(ledger, flow, launchers, on_progress=progress.update if progress else None)

@@ -27,10 +27,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from flowledger.flows import context as submission
-from flowledger.flows import orphans
 from flowledger.flows import store as flow_store
 from flowledger.flows.definitions import FlowDefinition, StepDefinition, flow_from_document
 from flowledger.flows.graph import Readiness, StepStatus
@@ -60,6 +59,14 @@ class StepLauncher(Protocol):
 
     def start(self, task: Task, argv: list[str], *, shell: bool, timeout: timedelta | None, cwd: str | None,
               env: dict[str, str] | None) -> None: ...
+
+
+@runtime_checkable
+class OrphanStopper(Protocol):
+    """A launcher that can stop a run's process left behind by a dead driver (the scheduler's runtimes can:
+    they know how they start processes); True when it stopped one. An adopter uses it before it retries."""
+
+    def stop_orphan(self, run_id: str) -> bool: ...
 
 
 # One launcher serves every step (as a gateway's cli runtime did), or one launcher per runtime; a step whose
@@ -114,18 +121,30 @@ def initial_state(definition: FlowDefinition,
     return state
 
 
-def define_flow(ledger: Ledger, definition: FlowDefinition,
-                context: submission.SubmissionContext | None = None) -> Flow:
-    """Record the flow (queued, nothing started) for a controller to drive later, e.g. the gateway's; a
-    detached flow carries its submission `context` (its steps then run there, with that environment)."""
-    return ledger.flows.create_managed(definition.owner, GRAPH_CONTROLLER, definition.goal,
-                                       notify_policy=definition.notify, state=initial_state(definition, context))
+def define_flow(ledger: Ledger, definition: FlowDefinition, context: submission.SubmissionContext | None = None,
+                *, driving: StepLauncher | None = None) -> Flow:
+    """Record the flow for a controller to drive: queued for a later one (e.g. the gateway's), or — `driving` —
+    already running under that launcher's lease, for this process to drive at once. A detached flow carries its
+    submission `context` (its steps then run there, with that environment).
+
+    The second is one insert, so a foreground submission commits whole or not at all: a flow first written
+    queued and claimed in a second write was left queued when that write failed (a full disk), and a gateway
+    later ran the flow its user had been told did not start (issue 12 item 4)."""
+    state = initial_state(definition, context)
+    status = FlowStatus.QUEUED
+    if driving is not None:
+        driver = _launcher_driver(ledger, driving)
+        if driver is not None:
+            state["driver"] = driver
+        status = FlowStatus.RUNNING
+    return ledger.flows.create_managed(definition.owner, GRAPH_CONTROLLER, definition.goal, status=status,
+                                       notify_policy=definition.notify, state=state)
 
 
 def run_flow(ledger: Ledger, definition: FlowDefinition, launcher: Launchers, *,
              on_progress: ProgressCallback | None = None, poll_interval: float = POLL_INTERVAL_S) -> Flow:
     """Define the flow and drive it to its end in this thread; returns the final flow."""
-    flow = define_flow(ledger, definition)
+    flow = define_flow(ledger, definition, driving=launchers_by_runtime(launcher)[0])
     return GraphController(ledger, flow, launcher, on_progress=on_progress, poll_interval=poll_interval).run()
 
 
@@ -210,6 +229,7 @@ class GraphController:
         self.task_ids: dict[str, str] = {k: v["task_id"] for k, v in steps.items() if v.get("task_id")}
         self._started_at: dict[str, Any] = {}
         self._claimed = flow.status == FlowStatus.RUNNING
+        self._announced = False  # flow_started emitted (by claim, adopt, or run for a flow defined running)
         self.driver: str | None = driver_of(flow)
         counts = self.readiness.counts()
         self._done = sum(n for s, n in counts.items() if s not in (StepStatus.PENDING.value, StepStatus.RUNNING.value))
@@ -230,7 +250,7 @@ class GraphController:
             return False
         self.flow = result.flow
         self._claimed = True
-        self._emit("flow_started")
+        self._announce()
         return True
 
     def adopt(self) -> bool:
@@ -246,8 +266,13 @@ class GraphController:
         self._claimed = True
         log.info("flow %s: adopted from driver %s by %s", self.flow.flow_id, previous, self.driver)
         self._reconcile()
-        self._emit("flow_started")
+        self._announce()
         return True
+
+    def _announce(self) -> None:
+        if not self._announced:
+            self._announced = True
+            self._emit("flow_started")
 
     def _reconcile(self) -> None:
         """Steps the dead driver left running: a task that ended is folded in by the next collect; one still
@@ -259,11 +284,12 @@ class GraphController:
                 continue
             with self.ledger.db.read() as conn:
                 live = liveness.run_is_live(conn, task.run_id, now)
+            if not live:
                 # A step process outlives its SIGKILLed gateway (it has a session of its own): a retry must
                 # not run alongside it, nor its work land after the retry's.
-                if not live:
-                    orphans.stop_orphan(conn, task.run_id)
-            if not live:
+                launcher = self.launcher if self.launchers is None else self.launchers.get(task.runtime)
+                if isinstance(launcher, OrphanStopper):
+                    launcher.stop_orphan(task.run_id)
                 try:
                     self.ledger.tasks.fail(task.run_id, error="lost: its flow driver stopped")
                 except FlowledgerError as exc:  # it ended meanwhile; the collect reads what it became
@@ -272,6 +298,7 @@ class GraphController:
     def run(self) -> Flow:
         if not self.claim():
             return self.ledger.flows.get_by_id(self.flow.flow_id) or self.flow
+        self._announce()  # a flow defined running (define_flow's `driving`) was never claimed
         try:
             return self._drive()
         except _Displaced:

@@ -22,12 +22,15 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from flowledger.flows.controller import StepLauncher
+from flowledger.flows.definitions import STEP_RUNTIMES
 from flowledger.flows.ledger import Ledger
-from flowledger.scheduler import cron, knobs, orphans, queue
+from flowledger.scheduler import cron, knobs, queue
 from flowledger.scheduler.flow_driver import FlowDriver
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.registry import tombstone_orphans
+from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.acp import AcpRuntime
+from flowledger.scheduler.runtimes.base import RuntimeImpl
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.cron import CronRunner
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
@@ -54,10 +57,10 @@ class Gateway:
         self.cron = CronRunner(ledger, self.gateway_id, kill_grace=kill_grace)
         self.subagent = SubagentRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace)
         self.acp = AcpRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace)
-        self.extra_runtimes: dict[Runtime, Any] = {Runtime.SUBAGENT: self.subagent, Runtime.ACP: self.acp}
+        self.runtimes: dict[Runtime, RuntimeImpl] = {Runtime.CLI: self.cli, Runtime.SUBAGENT: self.subagent,
+                                                     Runtime.ACP: self.acp, Runtime.CRON: self.cron}
         # What a flow step may run on: every runtime but cron (a schedule, not a step).
-        step_runtimes: dict[Runtime, StepLauncher] = {Runtime.CLI: self.cli, Runtime.SUBAGENT: self.subagent,
-                                                      Runtime.ACP: self.acp}
+        step_runtimes: dict[Runtime, StepLauncher] = {rt: self.runtimes[rt] for rt in STEP_RUNTIMES}
         self.flows = FlowDriver(ledger, step_runtimes, cap=max_flows or knobs.max_flows())
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(4), "cron": ThreadPoolExecutor(8)},
@@ -98,11 +101,7 @@ class Gateway:
         log.info("gateway %s serving (leader=%s)", self.gateway_id, self.leader.held)
 
     def _install_runtimes(self) -> None:
-        adapters = self.ledger.tasks.cancel_adapters
-        adapters[Runtime.CLI] = self.cli
-        adapters[Runtime.CRON] = self.cron
-        adapters[Runtime.SUBAGENT] = self.subagent
-        adapters[Runtime.ACP] = self.acp
+        self.ledger.tasks.cancel_adapters.update(self.runtimes)
 
     def stop(self) -> None:
         """Stop firing, stop running work (recorded cancelled), release the lease. Idempotent."""
@@ -115,10 +114,10 @@ class Gateway:
         if self._queue_thread is not None:
             self._queue_thread.join(timeout=5)
         self.flows.stop()
-        self.cron.shutdown()
-        for runtime in self.extra_runtimes.values():
-            with contextlib.suppress(Exception):
-                runtime.shutdown()
+        for runtime in self.runtimes.values():  # cli last: its lease-free shutdown waits longest
+            if runtime is not self.cli:
+                with contextlib.suppress(Exception):
+                    runtime.shutdown()
         self.cli.shutdown()
         self.lease.stop(release=True)
         self.leader.release()
@@ -224,10 +223,10 @@ class Gateway:
     # --- the work queue -----------------------------------------------------------------------------
 
     def running_count(self) -> int:
-        return self.cli.running_count() + sum(int(r.running_count()) for r in self.extra_runtimes.values())
+        return sum(r.running_count() for rt, r in self.runtimes.items() if rt != Runtime.CRON)
 
     def _launch(self, task: Task, payload: queue.Payload) -> None:
-        launcher: Any = self.cli if task.runtime == Runtime.CLI else self.extra_runtimes.get(task.runtime)
+        launcher = self.runtimes.get(task.runtime)
         if launcher is None:
             assert task.run_id is not None
             self.ledger.tasks.fail(task.run_id, error=f"no {task.runtime.value} runtime in this gateway")

@@ -13,6 +13,7 @@ from datetime import timedelta
 from flowledger.flows.ledger import Ledger
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.ids import new_id
+from flowledger.tasks.limits import escape_undecodable
 from flowledger.tasks.models import Task
 from flowledger.tasks.runs.queue import Payload
 from flowledger.tasks.states import NotifyPolicy, Runtime
@@ -21,7 +22,8 @@ __all__ = ["Payload", "claim", "describe", "enqueue", "get_payload"]
 
 
 def describe(argv: Sequence[str], shell: bool = False) -> str:
-    return argv[0] if shell and len(argv) == 1 else shlex.join(argv)
+    """The task text for a command; bytes that were not UTF-8 are shown as `\\xNN` (the argv itself keeps them)."""
+    return escape_undecodable(argv[0] if shell and len(argv) == 1 else shlex.join(argv))
 
 
 def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, session_key: str | None = None,

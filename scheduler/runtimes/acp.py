@@ -22,9 +22,9 @@ from datetime import timedelta
 from typing import Any
 
 from flowledger.flows.ledger import Ledger
-from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.logs import log_dir, log_paths, tail
+from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
+from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.acp_client import (
     MESSAGE_MAX,
     AcpClient,
@@ -34,8 +34,11 @@ from flowledger.scheduler.runtimes.acp_client import (
     converse,
     one_line,
 )
-from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, child_environment
+from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
+from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, refuse_options
+from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import cancelled_in_db, wait_for_end
+from flowledger.tasks.childenv import child_environment
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
@@ -108,11 +111,12 @@ class AcpRuntime:
         return self.ledger.tasks.require(ident)
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
-              cwd: str | None = None, env: dict[str, str] | None = None, mode: str | None = None,
-              inherit_env: bool = True) -> None:
+              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
+              mode: str | None = None, **options: Any) -> None:
         """Start the agent's turn in a thread and return; LaunchFailed (nothing recorded) when the agent's
         program or the directory is not there. Without a `mode`, the one `reserve_session` recorded for the task
         (a run handed to a gateway), else `oneshot`."""
+        refuse_options("acp", options)
         if mode is None:
             mode = self._reserved_mode(task) or "oneshot"
         if mode not in MODES:
@@ -128,7 +132,7 @@ class AcpRuntime:
                                      acp={"agent": list(argv), "state": "starting", "session_id": None})
         self.ledger.tasks.start(run_id, runtime=Runtime.ACP)
         turn = _Turn(task=task, run_id=run_id, argv=list(argv), mode=mode, cwd=cwd,
-                     env=child_environment(env, inherit=inherit_env),
+                     env=child_environment(env, base=None if inherit_env else {}),
                      deadline=time.monotonic() + timeout.total_seconds() if timeout else None)
         with self._lock:
             self._turns[task.task_id] = turn
@@ -165,7 +169,7 @@ class AcpRuntime:
         log_dir(self.ledger.state_dir)
         out_path, err_path = log_paths(self.ledger.state_dir, turn.task.task_id)
         env = {**turn.env, "FLOWLEDGER_TASK_ID": turn.task.task_id, RUN_MARKER: turn.run_id}
-        with out_path.open("ab") as out_fh, err_path.open("ab") as err_fh:
+        with open_log(out_path) as out_fh, open_log(err_path) as err_fh:
             client = AcpClient(out_fh, err_fh)
             handler: Any = client  # satisfies acp's Client protocol structurally
             async with contextlib.AsyncExitStack() as stack:
@@ -285,6 +289,10 @@ class AcpRuntime:
             turn.stop_text = reason
         return None
 
+    def stop_orphan(self, run_id: str) -> bool:
+        """Stop `run_id`'s process left behind by a dead supervisor, when provably that run (orphans.py)."""
+        return orphans.stop_orphan(self.ledger, run_id)
+
     def running_count(self) -> int:
         with self._lock:
             return len(self._turns)
@@ -292,7 +300,7 @@ class AcpRuntime:
     def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
         return wait_for_end(self.ledger, self._lock, self._done, task_id, timeout)
 
-    def shutdown(self, reason: str = "Cancelled: the gateway shut down.") -> None:
+    def shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
         with self._lock:
             turns = list(self._turns.values())
         for turn in turns:

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from flowledger.flows.ledger import Ledger
-from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler import cron
-from flowledger.scheduler.logs import log_dir, log_paths, tail
-from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn
+from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
+from flowledger.scheduler.runtimes import orphans
+from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
+from flowledger.scheduler.runtimes.launch import LaunchFailed
+from flowledger.scheduler.runtimes.orphans import RUN_MARKER
+from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, start_error, supervise
 from flowledger.tasks.clock import to_ms
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
@@ -97,7 +100,7 @@ class CronRunner:
         log_dir(self.ledger.state_dir)
         t0 = self.timer()
         timed_out = False
-        with out_path.open("ab") as out_fh, err_path.open("ab") as err_fh:
+        with open_log(out_path) as out_fh, open_log(err_path) as err_fh:
             try:
                 proc = spawn(job.argv, shell=False, cwd=None, stdout=out_fh, stderr=err_fh, env={
                     "FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: task.run_id,
@@ -106,37 +109,30 @@ class CronRunner:
             except OSError as exc:
                 proc = None
                 code = 127
-                err_fh.write(f"cannot start {job.argv[0]!r}: {exc.strerror or exc}\n".encode())
+                err_fh.write(f"{start_error(job.argv, None, exc)}\n".encode())
             if proc is not None:
                 self._record_pid(job, task, proc.pid)
                 active.stopper = Stopper(proc, self.kill_grace.total_seconds())
                 if active.cancelled:
                     active.stopper.request()
                 deadline = t0 + (job.timeout if job.timeout is not None else self.timeout).total_seconds()
-                next_check = time.monotonic()
-                while code is None:
-                    try:
-                        code = proc.wait(timeout=0.05)
-                        break
-                    except subprocess.TimeoutExpired:
-                        pass
-                    if self.timer() >= deadline and not active.stopper.requested:
+
+                def stopped(why: str) -> None:  # a recorded cancel decides over a timeout (see _finish)
+                    nonlocal timed_out
+                    if why == "timeout":
                         timed_out = True
-                        active.stopper.request()
-                    now_m = time.monotonic()
-                    if now_m >= next_check:
-                        next_check = now_m + CHECK_CANCEL_EVERY_S
-                        if self._cancelled_in_db(task.task_id):
-                            active.cancelled = True
-                            active.stopper.request()
-                    active.stopper.poll()
+                    else:
+                        active.cancelled = True
+
+                code = supervise(proc, active.stopper, on_stop=stopped, expired=lambda: self.timer() >= deadline,
+                                 cancelled=lambda: self._cancelled_in_db(task.task_id))
         assert code is not None
         duration_ms = int((self.timer() - t0) * 1000)
         self._finish(job, task, active, code, timed_out, duration_ms)
 
     def _record_pid(self, job: cron.CronJob, task: Task, pid: int) -> None:
         """The child's pid in the run context, so a later gateway can stop it should this one die
-        (scheduler/orphans.py); best effort, like the cli runtime's."""
+        (scheduler/runtimes/orphans.py); best effort, like the cli runtime's."""
         assert task.run_id is not None and task.started_at is not None
         with contextlib.suppress(FlowledgerError):
             self.ledger.runs.register_run(task.run_id, self.gateway_id, task_id=task.task_id, pid=pid)
@@ -190,7 +186,34 @@ class CronRunner:
                 active.stopper.request()
         return None
 
-    def shutdown(self, reason: str = "Cancelled: the gateway shut down.") -> None:
+    def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
+              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
+              **options: Any) -> None:
+        """A cron run starts from its job's schedule (`run_job`), never from a queued task or a flow step."""
+        raise LaunchFailed("cron runs start from their job's schedule (flowledger cron add), not as queued work")
+
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
+        """The task once its run ended here (None on timeout); the stored task at once if it is not running."""
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        while any(a.task.task_id == task_id for a in self._snapshot()):
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+        return self.ledger.tasks.get(task_id)
+
+    def _snapshot(self) -> list[_Active]:
+        with self._lock:
+            return list(self._active.values())
+
+    def stop_orphan(self, run_id: str) -> bool:
+        """Stop `run_id`'s process left behind by a dead supervisor, when provably that run (orphans.py)."""
+        return orphans.stop_orphan(self.ledger, run_id)
+
+    def shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
         """Stop every active run and wait (up to the grace and a margin) until each has been recorded."""
         with self._lock:
             actives = list(self._active.values())

@@ -20,13 +20,24 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from flowledger.flows.ledger import Ledger
-from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.logs import log_dir, log_paths, tail
-from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable
-from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, wait_for_end
+from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
+from flowledger.scheduler.runtimes import orphans
+from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
+from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, refuse_options
+from flowledger.scheduler.runtimes.orphans import RUN_MARKER
+from flowledger.scheduler.runtimes.process import (
+    Stopper,
+    cancelled_in_db,
+    exit_text,
+    spawn,
+    start_error,
+    supervise,
+    wait_for_end,
+)
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
@@ -104,10 +115,12 @@ class SubagentRuntime:
         return self.ledger.tasks.require(ident)
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
-              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True) -> None:
+              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
+              **options: Any) -> None:
         """Start the child and return at once; LaunchFailed (nothing recorded) when it cannot start here."""
         if not task.child_session_key or not task.run_id:
             raise InvalidInput(f"Subagent task {task.task_id} needs a child session key and a run id.")
+        refuse_options("subagent", options)
         command = child_argv(argv, task.task)
         check_launchable(command, shell=shell, cwd=cwd, env=env, inherit_env=inherit_env)
         if self._lease is not None and not self._lease_started:
@@ -118,7 +131,7 @@ class SubagentRuntime:
         self.ledger.tasks.start(run_id, runtime=Runtime.SUBAGENT)
         log_dir(self.ledger.state_dir)
         out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
-        err_fh = err_path.open("ab")
+        err_fh = open_log(err_path)
         extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id, "FLOWLEDGER_PROMPT": task.task,
                  "FLOWLEDGER_SESSION_KEY": child_key, "PYTHONUNBUFFERED": "1", **(env or {})}
         try:
@@ -126,8 +139,7 @@ class SubagentRuntime:
                          stdin=subprocess.PIPE, inherit_env=inherit_env)
         except OSError as exc:
             err_fh.close()
-            self.ledger.tasks.fail(run_id, error=f"cannot start {argv[0]!r}: {exc.strerror or exc}",
-                                   runtime=Runtime.SUBAGENT)
+            self.ledger.tasks.fail(run_id, error=start_error(argv, cwd, exc), runtime=Runtime.SUBAGENT)
             self._release(run_id)
             self._done.setdefault(task.task_id, threading.Event()).set()
             return
@@ -163,23 +175,14 @@ class SubagentRuntime:
                     child.result_lines.append(line)
 
     def _supervise(self, child: _Child) -> None:
-        next_check = time.monotonic()
+        def stopped(why: str) -> None:
+            child.stop_reason = child.stop_reason or why
+
+        deadline = child.deadline
         try:
-            while True:
-                try:
-                    code = child.proc.wait(timeout=0.05)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if child.deadline is not None and time.monotonic() >= child.deadline and not child.stopper.requested:
-                    child.stop_reason = child.stop_reason or "timeout"
-                    child.stopper.request()
-                if time.monotonic() >= next_check:  # a cancel recorded by another process
-                    next_check = time.monotonic() + 0.2
-                    if not child.stopper.requested and cancelled_in_db(self.ledger, child.task.task_id):
-                        child.stop_reason = "cancel"
-                        child.stopper.request()
-                child.stopper.poll()
+            code = supervise(child.proc, child.stopper, on_stop=stopped,
+                             expired=None if deadline is None else lambda: time.monotonic() >= deadline,
+                             cancelled=lambda: cancelled_in_db(self.ledger, child.task.task_id))
             if child.reader is not None:  # the result is the last lines: let the reader drain the pipe
                 child.reader.join(timeout=5)
             self._record_end(child, code)
@@ -225,6 +228,10 @@ class SubagentRuntime:
         child.stopper.request()
         return None
 
+    def stop_orphan(self, run_id: str) -> bool:
+        """Stop `run_id`'s process left behind by a dead supervisor, when provably that run (orphans.py)."""
+        return orphans.stop_orphan(self.ledger, run_id)
+
     def running_count(self) -> int:
         with self._lock:
             return len(self._children)
@@ -232,7 +239,7 @@ class SubagentRuntime:
     def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
         return wait_for_end(self.ledger, self._lock, self._done, task_id, timeout)
 
-    def shutdown(self, reason: str = "Cancelled: the gateway shut down.") -> None:
+    def shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
         with self._lock:
             children = list(self._children.values())
         for child in children:

@@ -45,6 +45,15 @@ class Orphan:
 
 
 @dataclass(frozen=True, slots=True)
+class RunOwner:
+    """Who runs `run_id`: its gateway, the host that gateway's lease names, and the child's pid if recorded."""
+
+    gateway_id: str
+    host: str | None
+    pid: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Tombstoned:
     task_id: str
     session_key: str
@@ -163,6 +172,16 @@ class RunRegistry:
                 ).order_by(run_contexts.c.started_at)
         with self.db.read() as conn:
             return [Orphan(*row) for row in conn.execute(stmt).all()]
+
+    def run_owner(self, run_id: str) -> RunOwner | None:
+        """The gateway, host and pid of `run_id`'s context (None without a context or a lease row)."""
+        stmt = (select(run_contexts.c.gateway_id, gateway_leases.c.host, run_contexts.c.pid)
+                .select_from(run_contexts.join(gateway_leases,
+                                               gateway_leases.c.gateway_id == run_contexts.c.gateway_id))
+                .where(run_contexts.c.run_id == run_id))
+        with self.db.read() as conn:
+            row = conn.execute(stmt).first()
+        return RunOwner(row[0], row[1], int(row[2]) if row[2] else None) if row is not None else None
 
     def forget_orphan(self, orphan: Orphan) -> None:
         """Delete a handled orphan's run context, unless another gateway re-registered that run since."""

@@ -1,5 +1,6 @@
-"""Older databases open under the current version on both engines: indexes replaced, columns and tables added,
-data kept (version 1 → 3, and version 2 with or without the queue's payload table → 3)."""
+"""Older databases open under the current version on both engines: version 1 → 2 replaced two indexes and added
+columns, 2 → 3 widened the id columns to 128 characters (PostgreSQL) and brought the run queue's payload table
+(with or without the one the queue used to create on its own); data kept."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
                 conn.execute(text(statement))
         assert "ix_task_runs_last_event_at" in _task_run_indexes(ledger)
 
-    for _ in range(2):  # the second open finds version 2 and runs nothing
+    for _ in range(2):  # the second open finds the current version and runs nothing
         with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
             indexes = _task_run_indexes(ledger)
             assert not indexes & {"ix_task_runs_last_event_at", "ix_task_runs_cleanup_after"}
@@ -59,10 +60,9 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
 def test_version_2_database_gets_the_payload_table_once(database_url: str, tmp_path: Path,
                                                        clock: FrozenClock) -> None:
     state_dir = tmp_path / "state"
-    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
-        with ledger.db.write() as conn:
-            conn.execute(text("DROP TABLE task_payloads"))
-            conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
+        conn.execute(text("DROP TABLE task_payloads"))
+        conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
     for _ in range(2):
         with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
             with ledger.db.read() as conn:
@@ -75,11 +75,28 @@ def test_version_2_database_gets_the_payload_table_once(database_url: str, tmp_p
 def test_version_2_database_that_already_has_the_payload_table_keeps_it(database_url: str, tmp_path: Path,
                                                                        clock: FrozenClock) -> None:
     state_dir = tmp_path / "state"
+    # What the queue used to create on its own under version 2, with a row in it.
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
+        conn.execute(text("INSERT INTO task_payloads (task_id, argv_json, shell) VALUES ('t1', '[]', false)"))
+        conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.read() as conn:
+        assert conn.execute(text("SELECT task_id FROM task_payloads")).scalars().all() == ["t1"]
+        assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
+
+
+def test_version_2_database_takes_ids_of_128_characters(database_url: str, tmp_path: Path, clock: FrozenClock
+                                                        ) -> None:
+    state_dir = tmp_path / "state"
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, \
+            ledger.db.write() as conn:
+        if ledger.db.is_postgres:  # version 2's widths; SQLite never enforced them
+            for table, column in (("task_runs", "task_id"), ("task_events", "task_id"),
+                                  ("task_delivery_state", "task_id"), ("flow_runs", "flow_id")):
+                conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(64)"))
+        conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
-        with ledger.db.write() as conn:  # what the queue used to create on its own under version 2
-            conn.execute(text("INSERT INTO task_payloads (task_id, argv_json, shell) VALUES ('t1', '[]', false)"))
-            conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
-    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
-        with ledger.db.read() as conn:
-            assert conn.execute(text("SELECT task_id FROM task_payloads")).scalars().all() == ["t1"]
-            assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
+        flow = ledger.flows.create_managed("agent:m:main", "ctl", "goal", flow_id="f" * 128)
+        task = ledger.tasks.create(runtime="cli", task="t", owner_key="agent:m:main", task_id="t" * 128,
+                                   parent_flow_id=flow.flow_id,
+                                   requester_origin={"channel": "webhook", "to": "x"})
+        assert ledger.tasks.get(task.task_id) == task
