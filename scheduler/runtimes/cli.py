@@ -24,8 +24,15 @@ from sqlalchemy import select
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
-from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, start_error, wait_for_end
+from flowledger.scheduler.logs import log_paths, tail
+from flowledger.scheduler.runtimes.process import (
+    Stopper,
+    exit_text,
+    open_logs_or_fail,
+    spawn,
+    start_error,
+    wait_for_end,
+)
 from flowledger.tasks import liveness
 from flowledger.tasks.durations import format_duration
 from flowledger.tasks.errors import FlowledgerError, InvalidInput, StorageUnavailable
@@ -112,26 +119,11 @@ class CliRuntime:
                          daemon=True).start()
 
     def _open_logs(self, task: Task, run_id: str) -> tuple[IO[Any], IO[Any]]:
-        """The task's log files, opened before it is marked running. When they cannot be (the logs directory
-        is not writable, the disk is full) the task ends `failed` at once — never left running until the lost
-        grace — and StorageUnavailable says why (exit 3, issue 12 item 6)."""
-        out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
         try:
-            log_dir(self.ledger.state_dir)
-            out_fh = open_log(out_path)
-        except OSError as exc:
-            problem = f"cannot write its output in {out_path.parent}: {exc.strerror or exc}"
-        else:
-            try:
-                return out_fh, open_log(err_path)
-            except OSError as exc:
-                out_fh.close()
-                problem = f"cannot write its output in {err_path.parent}: {exc.strerror or exc}"
-        log.info("task %s not started: %s", task.task_id, problem)
-        with contextlib.suppress(FlowledgerError):
-            self.ledger.tasks.fail(run_id, error=problem, runtime=Runtime.CLI)
-        self._finished.setdefault(task.task_id, threading.Event()).set()
-        raise StorageUnavailable(f"Storage unavailable: task {task.task_id} {problem}")
+            return open_logs_or_fail(self.ledger, task, run_id, Runtime.CLI)
+        except StorageUnavailable:
+            self._finished.setdefault(task.task_id, threading.Event()).set()
+            raise
 
     def _assign_run_id(self, task: Task) -> str:
         run_id = f"cli:{task.task_id}"
