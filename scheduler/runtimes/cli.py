@@ -166,6 +166,9 @@ class CliRuntime:
             log.debug("task %s supervision failed", run.task.task_id, exc_info=True)
             run.failure = exc if isinstance(exc, FlowledgerError) else StorageUnavailable(
                 f"Storage unavailable: task {run.task.task_id} could not be recorded: {type(exc).__name__}")
+            # A full disk: a checkpoint lets the next write reuse the WAL from its start instead of growing it,
+            # so the task can still end `failed` rather than wait for the lost grace.
+            self.ledger.db.checkpoint_quietly()
             with contextlib.suppress(FlowledgerError):
                 self.ledger.tasks.fail(run.run_id, error=f"cli runtime error: {run.failure.message}",
                                        runtime=Runtime.CLI)
