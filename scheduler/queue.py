@@ -21,7 +21,7 @@ from flowledger.flows.ledger import Ledger
 from flowledger.tasks import liveness, store
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.ids import new_id
-from flowledger.tasks.limits import escape_undecodable
+from flowledger.tasks.limits import check_label, check_session_key, check_text, escape_undecodable
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import Changes
 from flowledger.tasks.states import NotifyPolicy, Runtime, TaskStatus
@@ -62,6 +62,11 @@ def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, se
         raise InvalidInput("Nothing to run: give the command after `--`, e.g. `flowledger run -- echo hi`.")
     if rt == Runtime.CRON:
         raise InvalidInput("Cron runs are started by their job's schedule, not queued.")
+    # The limits the task's create checks, checked before the payload is written: a refused task must not leave
+    # its payload row behind (the submission is whole or nothing).
+    check_text(task_text or describe(argv, shell), "Task text")
+    check_label(label.strip() if label else None)
+    check_session_key(session_key.strip() if session_key else None)
     task_id = new_id()
     timeout_ms = int(timeout.total_seconds() * 1000) if timeout is not None else None
 
