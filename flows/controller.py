@@ -3,8 +3,10 @@
 Each step becomes a child task of the flow (runtime from the step, label = step id, run id unique per attempt)
 once every step it needs has succeeded; the `StepLauncher` of the step's runtime runs it and reports through
 `ledger.tasks`, and the controller watches task statuses in the database. An agent step (`subagent`, `acp`)
-gets a child session of its own per attempt, so `tasks cancel` can reach it from any process. A step whose
-runtime has no launcher here, or that its launcher cannot start, fails at once with one line naming the step.
+is asked its prompt (the task's text; `run` is the agent's argv) and gets a child session of its own per attempt,
+so `tasks cancel` can reach it from any process and a persistent ACP session is never reused by another step. A
+step whose runtime has no launcher here, or that its launcher cannot start, fails at once with one line naming the
+step.
 Per-step status lives in the flow's `state`:
 
     {"version": 1, "definition": <the flow file as a document>, "driver": "<lease id of the driving process>",

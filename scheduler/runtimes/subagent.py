@@ -1,5 +1,6 @@
 """The `subagent` runtime: a child session running a Python callable (`"package.module:function"`, called
-with the task text in a fresh `python -c` process) or a command.
+with the task text in a fresh `python -c` process) or a command. The task text is the prompt: a command reads it
+on stdin (closed after it) and in `FLOWLEDGER_PROMPT`.
 
 The child has a session row (kind `subagent`, parent = the requester) and a run context under the gateway.
 Lines it prints starting with `PROGRESS:` feed the task's progress summary; the lines it prints after its
@@ -63,6 +64,14 @@ def child_argv(target: list[str], task_text: str) -> list[str]:
     if len(target) == 1 and _TARGET.match(target[0]):
         return [sys.executable, "-c", _CALL, target[0], task_text]
     return list(target)
+
+
+def _write_prompt(proc: subprocess.Popen[bytes], prompt: str) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError):  # the child exited or closed its stdin: it did not want the prompt
+        proc.stdin.write(prompt.encode("utf-8"))
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
 
 
 @dataclass
@@ -133,11 +142,11 @@ class SubagentRuntime:
         except BaseException:
             err_fh.close()
             raise
-        extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id,
+        extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id, "FLOWLEDGER_PROMPT": task.task,
                  "FLOWLEDGER_SESSION_KEY": child_key, "PYTHONUNBUFFERED": "1", **(env or {})}
         try:
             proc = spawn(command, shell=shell, cwd=cwd, env=extra, stdout=subprocess.PIPE, stderr=err_fh,
-                         inherit_env=inherit_env)
+                         stdin=subprocess.PIPE, inherit_env=inherit_env)
         except OSError as exc:
             err_fh.close()
             self.ledger.tasks.fail(run_id, error=start_error(argv, cwd, exc), runtime=Runtime.SUBAGENT)
@@ -153,6 +162,8 @@ class SubagentRuntime:
         with contextlib.suppress(FlowledgerError):
             self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id, pid=proc.pid)
         log.info("task %s subagent child %s started pid %s", task.task_id, child_key, proc.pid)
+        # A child that never reads its stdin must not block us on a full pipe: the prompt is written aside.
+        threading.Thread(target=_write_prompt, args=(proc, task.task), daemon=True).start()
         child.reader = threading.Thread(target=self._read, args=(child, out_path), daemon=True)
         child.reader.start()
         threading.Thread(target=self._supervise, args=(child,), daemon=True).start()

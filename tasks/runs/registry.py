@@ -127,6 +127,13 @@ class RunRegistry:
         with contextlib.suppress(FlowledgerError):
             self.db.transact(lambda conn: liveness.upsert_session(conn, session_key, now, **fields))
 
+    def session_mode(self, session_key: str) -> str | None:
+        """The `mode` recorded on a session row (`oneshot`/`persistent`), None when there is no row or mode: how
+        a runtime learns the mode an acp run was submitted with (`flowledger run --mode`)."""
+        with self.db.read() as conn:
+            session = liveness.get_session(conn, session_key, case_insensitive=False)
+        return session.mode if session is not None else None
+
     def assign_run_id(self, task: Task, run_id: str) -> None:
         """Give a task without one its run id (guarded on its current status, one transaction)."""
         def unit(conn: Connection, now: datetime) -> Any:
