@@ -13,7 +13,7 @@ from datetime import timedelta
 from flowledger.flows.ledger import Ledger
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.ids import new_id
-from flowledger.tasks.limits import escape_undecodable
+from flowledger.tasks.limits import check_label, check_session_key, check_text, escape_undecodable
 from flowledger.tasks.models import Task
 from flowledger.tasks.runs.queue import Payload
 from flowledger.tasks.states import NotifyPolicy, Runtime
@@ -42,6 +42,11 @@ def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, se
         raise InvalidInput("Cron runs are started by their job's schedule, not queued.")
     if rt != Runtime.CLI and not session_key:
         raise InvalidInput(f"A {rt.value} task needs the requester's session key.")
+    # The limits the task's create checks, checked before the payload is written: a refused task must not leave
+    # its payload row behind (the submission is whole or nothing).
+    check_text(task_text or describe(argv, shell), "Task text")
+    check_label(label.strip() if label else None)
+    check_session_key(session_key.strip() if session_key else None)
     task_id = new_id()
     ledger.runs.queue.add(task_id, argv, shell=shell, timeout=timeout, cwd=cwd)
     if rt == Runtime.CLI:

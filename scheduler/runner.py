@@ -70,7 +70,7 @@ def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None
             ledger.tasks.fail(current.run_id, error=exc.message, runtime=rt)
             return RunOutcome(ledger.tasks.require(task.task_id), "in-process")
         done = runner.wait(task.task_id)
-        failure = cli.failure(task.task_id) if agent is None else None
+        failure = cli.failure(task.task_id)
         if failure is not None:  # e.g. the disk filled up: exit 3 with that one line, not the task's status
             raise failure
         return RunOutcome(done or ledger.tasks.require(task.task_id), "in-process")

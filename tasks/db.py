@@ -300,6 +300,12 @@ class Database:
             self._checkpoint_without_waiting()
         self.engine.dispose()
 
+    def checkpoint_quietly(self) -> None:
+        """A checkpoint that never waits and never speaks (SQLite; a no-op elsewhere): after a write failed for
+        want of space, it lets the next write reuse the WAL from its start instead of growing the file."""
+        if self.is_sqlite:
+            self._checkpoint_without_waiting()
+
     def _checkpoint_without_waiting(self) -> None:
         try:
             with self.engine.connect() as conn:

@@ -289,16 +289,16 @@ class AcpRuntime:
             turn.stop_text = reason
         return None
 
-    def stop_orphan(self, run_id: str) -> bool:
-        """Stop `run_id`'s process left behind by a dead supervisor, when provably that run (orphans.py)."""
-        return orphans.stop_orphan(self.ledger, run_id)
-
     def running_count(self) -> int:
         with self._lock:
             return len(self._turns)
 
     def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
         return wait_for_end(self.ledger, self._lock, self._done, task_id, timeout)
+
+    def stop_orphan(self, run_id: str) -> bool:
+        """Stop `run_id`'s process left behind by a dead supervisor, when provably that run (orphans.py)."""
+        return orphans.stop_orphan(self.ledger, run_id)
 
     def shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
         with self._lock:

@@ -21,12 +21,20 @@ from typing import IO, Any
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
+from flowledger.scheduler.logs import log_paths, tail
 from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import check_launchable, refuse_options
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
-from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, start_error, supervise, wait_for_end
+from flowledger.scheduler.runtimes.process import (
+    Stopper,
+    exit_text,
+    open_logs_or_fail,
+    spawn,
+    start_error,
+    supervise,
+    wait_for_end,
+)
 from flowledger.tasks.durations import format_duration
 from flowledger.tasks.errors import FlowledgerError, InvalidInput, StorageUnavailable
 from flowledger.tasks.models import Task
@@ -113,26 +121,11 @@ class CliRuntime:
                          daemon=True).start()
 
     def _open_logs(self, task: Task, run_id: str) -> tuple[IO[Any], IO[Any]]:
-        """The task's log files, opened before it is marked running. When they cannot be (the logs directory
-        is not writable, the disk is full) the task ends `failed` at once — never left running until the lost
-        grace — and StorageUnavailable says why (exit 3, issue 12 item 6)."""
-        out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
         try:
-            log_dir(self.ledger.state_dir)
-            out_fh = open_log(out_path)
-        except OSError as exc:
-            problem = f"cannot write its output in {out_path.parent}: {exc.strerror or exc}"
-        else:
-            try:
-                return out_fh, open_log(err_path)
-            except OSError as exc:
-                out_fh.close()
-                problem = f"cannot write its output in {err_path.parent}: {exc.strerror or exc}"
-        log.info("task %s not started: %s", task.task_id, problem)
-        with contextlib.suppress(FlowledgerError):
-            self.ledger.tasks.fail(run_id, error=problem, runtime=Runtime.CLI)
-        self._finished.setdefault(task.task_id, threading.Event()).set()
-        raise StorageUnavailable(f"Storage unavailable: task {task.task_id} {problem}")
+            return open_logs_or_fail(self.ledger, task, run_id, Runtime.CLI)
+        except StorageUnavailable:
+            self._finished.setdefault(task.task_id, threading.Event()).set()
+            raise
 
     def _assign_run_id(self, task: Task) -> str:
         run_id = f"cli:{task.task_id}"
@@ -167,6 +160,9 @@ class CliRuntime:
             log.debug("task %s supervision failed", run.task.task_id, exc_info=True)
             run.failure = exc if isinstance(exc, FlowledgerError) else StorageUnavailable(
                 f"Storage unavailable: task {run.task.task_id} could not be recorded: {type(exc).__name__}")
+            # A full disk: a checkpoint lets the next write reuse the WAL from its start instead of growing it,
+            # so the task can still end `failed` rather than wait for the lost grace.
+            self.ledger.runs.checkpoint_quietly()
             with contextlib.suppress(FlowledgerError):
                 self.ledger.tasks.fail(run.run_id, error=f"cli runtime error: {run.failure.message}",
                                        runtime=Runtime.CLI)

@@ -13,8 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from flowledger.flows.ledger import Ledger
+from flowledger.scheduler.logs import log_dir, log_paths, open_log
 from flowledger.tasks.childenv import child_environment
+from flowledger.tasks.errors import FlowledgerError, StorageUnavailable
 from flowledger.tasks.models import Task
+from flowledger.tasks.states import Runtime
 
 
 def spawn(argv: Sequence[str], *, shell: bool, cwd: str | None, env: Mapping[str, str] | None,
@@ -37,6 +40,26 @@ def start_error(argv: Sequence[str], cwd: str | None, exc: OSError) -> str:
     if cwd is not None and (exc.filename == cwd or not os.path.isdir(cwd)):
         return f"cannot start {argv[0]!r}: working directory {cwd!r} does not exist or is not a directory"
     return f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+
+
+def open_logs_or_fail(ledger: Ledger, task: Task, run_id: str, runtime: Runtime) -> tuple[IO[Any], IO[Any]]:
+    """The task's stdout and stderr log files, opened before it is marked running. When they cannot be (the
+    logs directory is not writable, the disk is full) the task ends `failed` at once — never left running until
+    the lost grace — and StorageUnavailable says why (exit 3 from the CLI, issue 12 item 6)."""
+    out_path, err_path = log_paths(ledger.state_dir, task.task_id)
+    opened: list[IO[Any]] = []
+    try:
+        log_dir(ledger.state_dir)
+        for path in (out_path, err_path):
+            opened.append(open_log(path))
+    except OSError as exc:
+        for fh in opened:
+            fh.close()
+        problem = f"cannot write its output in {out_path.parent}: {exc.strerror or exc}"
+        with contextlib.suppress(FlowledgerError):
+            ledger.tasks.fail(run_id, error=problem, runtime=runtime)
+        raise StorageUnavailable(f"Storage unavailable: task {task.task_id} {problem}") from None
+    return opened[0], opened[1]
 
 
 def signal_group(proc: subprocess.Popen[Any], sig: int) -> None:

@@ -20,11 +20,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
+from flowledger.scheduler.logs import log_paths, open_log, tail
 from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, refuse_options
@@ -33,12 +34,13 @@ from flowledger.scheduler.runtimes.process import (
     Stopper,
     cancelled_in_db,
     exit_text,
+    open_logs_or_fail,
     spawn,
     start_error,
     supervise,
     wait_for_end,
 )
-from flowledger.tasks.errors import FlowledgerError, InvalidInput
+from flowledger.tasks.errors import FlowledgerError, InvalidInput, StorageUnavailable
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import CANCELLED_BY_OPERATOR
@@ -127,11 +129,19 @@ class SubagentRuntime:
             self._lease.start()
             self._lease_started = True
         run_id, child_key = task.run_id, task.child_session_key
-        self.ledger.runs.begin_child(task, self.gateway_id, kind="subagent")
-        self.ledger.tasks.start(run_id, runtime=Runtime.SUBAGENT)
-        log_dir(self.ledger.state_dir)
-        out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
-        err_fh = open_log(err_path)
+        try:
+            out_fh, err_fh = open_logs_or_fail(self.ledger, task, run_id, Runtime.SUBAGENT)
+        except StorageUnavailable:
+            self._done.setdefault(task.task_id, threading.Event()).set()
+            raise
+        out_fh.close()  # stdout is the reply, read from a pipe and appended by `_read`
+        out_path, _ = log_paths(self.ledger.state_dir, task.task_id)
+        try:
+            self.ledger.runs.begin_child(task, self.gateway_id, kind="subagent")
+            self.ledger.tasks.start(run_id, runtime=Runtime.SUBAGENT)
+        except BaseException:
+            err_fh.close()
+            raise
         extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id, "FLOWLEDGER_PROMPT": task.task,
                  "FLOWLEDGER_SESSION_KEY": child_key, "PYTHONUNBUFFERED": "1", **(env or {})}
         try:
@@ -158,9 +168,9 @@ class SubagentRuntime:
         child.reader.start()
         threading.Thread(target=self._supervise, args=(child,), daemon=True).start()
 
-    def _read(self, child: _Child, out_path: object) -> None:
+    def _read(self, child: _Child, out_path: Path) -> None:
         assert child.proc.stdout is not None
-        with open(str(out_path), "ab") as out_fh:
+        with open_log(out_path) as out_fh:
             for raw in child.proc.stdout:
                 out_fh.write(raw)
                 out_fh.flush()

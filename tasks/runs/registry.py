@@ -220,6 +220,11 @@ class RunRegistry:
         """A handle on the leader lock (leader.py); each gateway holds one."""
         return Leadership(self.db, self.state_dir)
 
+    def checkpoint_quietly(self) -> None:
+        """After a write failed for want of space: a checkpoint that never waits nor speaks (SQLite), so the next
+        write can reuse the WAL from its start and a task can still end `failed`."""
+        self.db.checkpoint_quietly()
+
     def checkpoint(self, mode: str = "PASSIVE") -> None:
         """A WAL checkpoint on SQLite (PASSIVE never waits on readers); nothing elsewhere. Never raises."""
         self.db.checkpoint(mode)

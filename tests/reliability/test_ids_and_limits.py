@@ -113,3 +113,17 @@ def test_program_text_is_cut_and_nul_is_shown(ledger: Ledger) -> None:
     ledger.tasks.fail("r2", error="e" * MAX_PROGRAM_TEXT_BYTES + "tail")
     failed = ledger.tasks.get("r2")
     assert failed is not None and failed.error is not None and failed.error.endswith(TRUNCATED)
+
+
+def test_run_over_a_limit_leaves_nothing_behind(cli: Invoke, database_url: str, state_dir: Path) -> None:
+    """The queue's payload row is written before the task: a task refused for a limit must not leave it."""
+    from sqlalchemy import func, select
+
+    from flowledger.tasks.tables import task_payloads
+
+    for args in (["--label", "l" * 300], ["--session", "agent:main:" + "s" * 600]):
+        code, _out, err = cli("run", *args, "--", "true")
+        assert code == 2 and "too long" in err and err.count("\n") == 1
+    with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger, ledger.db.read() as conn:
+        assert ledger.tasks.list() == []
+        assert conn.execute(select(func.count()).select_from(task_payloads)).scalar() == 0

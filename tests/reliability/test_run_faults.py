@@ -125,3 +125,21 @@ def test_a_missing_working_directory_is_named(database_url: str, state_dir: Path
         ended = ledger.tasks.require(task.task_id)
     assert ended.status == TaskStatus.FAILED
     assert ended.error == f"working directory {missing!r} does not exist"
+
+
+def test_unwritable_logs_fail_a_subagent_task_at_once(database_url: str, state_dir: Path) -> None:
+    """Item 6's class: every runtime opens its logs before the task is marked running."""
+    from flowledger.scheduler.runtimes.subagent import SubagentRuntime
+    from flowledger.tasks.errors import StorageUnavailable
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "logs").write_text("not a directory")
+    with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
+        runtime = SubagentRuntime(ledger)
+        try:
+            with pytest.raises(StorageUnavailable, match="cannot write its output"):
+                runtime.spawn(task="t", target=["true"], requester_session_key="agent:main:main")
+        finally:
+            runtime.shutdown()
+        [task] = ledger.tasks.list()
+    assert task.status == TaskStatus.FAILED

@@ -176,3 +176,19 @@ def test_a_readable_config_holding_secrets_is_warned_about_once(
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and "readable by others (mode 644)" in warned[0]
     _no_secret("config warning", warned[0])
+
+
+def test_no_mode_warning_beside_an_error_or_for_a_directory_the_user_chose(tmp_path: Path) -> None:
+    """Issue 12 item 13: a database the user put in a shared directory says nothing about that directory, and a
+    failed open prints its one error line only."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    state = tmp_path / "state"
+    ok = _cli(state, "--database-url", f"sqlite:///{shared / 'runs.sqlite'}", "tasks", "list")
+    assert ok.returncode == 0 and ok.stderr == ""
+    state.chmod(0o755)  # looser than expected: worth a warning when the command works…
+    (shared / "broken.sqlite").write_bytes(b"not a database " * 100)
+    failed = _cli(state, "--database-url", f"sqlite:///{shared / 'broken.sqlite'}", "tasks", "list")
+    assert failed.returncode == 3
+    assert failed.stderr.startswith("Storage unavailable:") and failed.stderr.count("\n") == 1, failed.stderr
