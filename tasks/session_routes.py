@@ -9,6 +9,7 @@ session it belongs to.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import Connection, and_, insert, select, update
@@ -74,7 +75,8 @@ def record_route(conn: Connection, session_key: str, route: DeliveryOrigin, now:
 
 
 class Sessions:
-    """The session door of the Python API (`ledger.sessions`): stored routes."""
+    """The session door of the Python API (`ledger.sessions`): stored routes, generated media the session
+    received (tasks/generation.py), and its end."""
 
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
@@ -100,3 +102,18 @@ class Sessions:
             raise OperationRefused(f"Session {key} is the child session of an active task without a registry row; "
                                    "its route is not stored.")
         return route
+
+    def ack_media(self, session_key: str, task_id: str, items: Iterable[str]) -> int:
+        """The session received these items of generation job `task_id` (CONTRACT §7): a direct fallback never
+        sends them. Returns how many were newly acknowledged."""
+        from flowledger.tasks import generation
+
+        return generation.ack_media(self.db, self.clock, session_key, task_id, items)
+
+    def end(self, session_key: str) -> bool:
+        """Mark the session ended (its generation jobs' completions then go direct); True when a row was marked."""
+        key = required_key(session_key)
+        now = self.clock.now()
+        return bool(self.db.transact(lambda conn: conn.execute(
+            update(sessions).where(and_(sessions.c.session_key == key, sessions.c.ended_at.is_(None)))
+            .values(ended_at=now, updated_at=now)).rowcount))
