@@ -87,3 +87,5 @@ def test_version_2_database_gains_generation_media_and_session_resources(databas
             assert job.run_id is not None
             ledger.tasks.complete(job.run_id, media=["fox.png"])
             assert ledger.sessions.ack_media("agent:m:main", job.task_id, ["fox.png"]) == 1
+            ledger.sessions.track_cleanup("agent:m:main", ["true"], label=f"tab {_}")
+            assert len(ledger.sessions.resources("agent:m:main")) == _ + 1
