@@ -107,8 +107,9 @@ def load_sessions(conn: Connection, keys: Iterable[str]) -> dict[str, SessionSta
     for start in range(0, len(missing), _IN_CHUNK):
         chunk = missing[start:start + _IN_CHUNK]
         lowered = func.lower(sessions.c.session_key)
-        for row in conn.execute(select(*cols, lowered).where(lowered.in_(chunk))):
-            found.setdefault(row[5], SessionState(row[0], row[1], row[2] is not None, row[3], row[4] is not None))
+        for lowered_row in conn.execute(select(*cols, lowered).where(lowered.in_(chunk))):
+            key, tombstone, acp, gateway, ended, low = lowered_row
+            found.setdefault(low, SessionState(key, tombstone, acp is not None, gateway, ended is not None))
     return found
 
 

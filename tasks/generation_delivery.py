@@ -75,7 +75,7 @@ class GenerationHooks(TaskHooks):
 
     def complete(self, task_id: str) -> list[str]:
         """Wake the session, or send what it misses; returns the items sent directly now."""
-        woke = False
+        woke: bool | None = False
         try:
             woke = self.service.db.transact(lambda conn: self._wake(conn, task_id))
         except Exception:
