@@ -45,7 +45,7 @@ MIGRATIONS: dict[int, list[str]] = {
     3: [
         "ALTER TABLE task_runs ADD COLUMN media_json TEXT",
         "ALTER TABLE sessions ADD COLUMN ended_at BIGINT",
-        "CREATE TABLE IF NOT EXISTS generation_media (task_id VARCHAR(64) NOT NULL, item_key VARCHAR(64) NOT NULL, "
+        "CREATE TABLE IF NOT EXISTS generation_media (task_id VARCHAR(128) NOT NULL, item_key VARCHAR(64) NOT NULL, "
         "item TEXT NOT NULL, session_key VARCHAR(512) NOT NULL, acked_at BIGINT, sent_at BIGINT, claimed_by TEXT, "
         "claimed_at BIGINT, PRIMARY KEY (task_id, item_key))",
         "CREATE TABLE IF NOT EXISTS session_resources (resource_id VARCHAR(64) NOT NULL PRIMARY KEY, "

@@ -187,7 +187,7 @@ class GenerationMediaRow(SQLModel, table=True):
 
     __tablename__ = "generation_media"
 
-    task_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    task_id: str = Field(sa_column=Column(String(128), primary_key=True))  # the width CONTRACT §7 allows ids
     item_key: str = Field(sa_column=Column(String(64), primary_key=True))  # sha256 of the item: long URLs fit
     item: str = Field(sa_column=Column(Text, nullable=False))
     session_key: str = Field(sa_column=Column(String(512), nullable=False))
