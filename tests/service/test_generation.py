@@ -248,3 +248,22 @@ def test_a_repeated_system_event_is_reported_as_not_added(gl: Ledger) -> None:
     ON CONFLICT insert is -1, so it must be read from RETURNING."""
     queue = SessionEvents(gl.db, gl.clock)
     assert [queue.enqueue(SESSION, "k", "text") for _ in range(2)] == [True, False]
+
+
+def test_a_wake_that_cannot_be_queued_falls_back(gl: Ledger, httpserver: HTTPServer) -> None:
+    """A live session whose event cannot be stored (here: its queue table is gone) still gets its media."""
+    from sqlalchemy import text
+
+    from flowledger.tasks.tables import METADATA, system_events
+
+    httpserver.expect_request("/hook", method="POST").respond_with_json({"ok": True})
+    job = gl.tasks.start_generation("image_generate", SESSION, "a red fox", requester_origin=ORIGIN).task
+    assert job.run_id is not None
+    with gl.db.write() as conn:
+        conn.execute(text("DROP TABLE system_events"))
+    try:
+        gl.tasks.complete(job.run_id, media=["/tmp/fox.png"])
+        assert sent_texts(httpserver) == ["Generated media: a red fox.\n/tmp/fox.png"]
+    finally:
+        with gl.db.write() as conn:
+            METADATA.create_all(conn, tables=[system_events])
