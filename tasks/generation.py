@@ -121,8 +121,8 @@ def start_generation(service: TaskService, tool: str, session_key: str, prompt: 
                      requester_origin: Mapping[str, Any] | DeliveryOrigin | None = None) -> GenerationStart:
     name = parse_tool(tool)
     key = session_key_of(session_key)
-    text_ = (prompt or "").strip()
-    if not text_:
+    prompt_text = (prompt or "").strip()
+    if not prompt_text:
         raise InvalidInput("A generation prompt is required.")
     origin = DeliveryOrigin.from_mapping(requester_origin)
     origin = origin if origin is not None and (origin.channel or origin.to) else None
@@ -135,14 +135,14 @@ def start_generation(service: TaskService, tool: str, session_key: str, prompt: 
         twin.clear()  # the database may run this unit again after a lock error
         if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already serialises the check and insert
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"generation:{key}:{name}"})
-        found = active_twin(conn, key, name, text_)
+        found = active_twin(conn, key, name, prompt_text)
         if found is not None:
             twin.append(found)
             return []
         ensure_session_row(conn, key, now)
         task_id = new_id()
         task = Task(task_id=task_id, runtime=Runtime.CLI, requester_session_key=key, owner_key=key,
-                    scope_kind=ScopeKind.SESSION, task=text_, status=TaskStatus.RUNNING,
+                    scope_kind=ScopeKind.SESSION, task=prompt_text, status=TaskStatus.RUNNING,
                     delivery_status=DeliveryStatus.NOT_APPLICABLE, notify_policy=NotifyPolicy.SILENT,
                     created_at=now, task_kind=name, source_id=name, agent_id=agent, requester_agent_id=agent,
                     run_id=f"{name}:{task_id}", started_at=now, last_event_at=now, requester_origin=origin)
@@ -191,9 +191,8 @@ def session_alive(conn: Connection, session_key: str) -> bool:
 # --- items: recorded, acknowledged, sent ----------------------------------------------------------------
 
 
-def record_items(conn: Connection, task: Task, now: datetime) -> None:
+def record_items(conn: Connection, task: Task) -> None:
     """One `generation_media` row per item of the task (existing rows keep their ack and send marks)."""
-    _ = now
     for item in task.media or ():
         _insert_ignoring_conflict(conn, generation_media, {"task_id": task.task_id, "item_key": item_key(item),
                                                            "item": item, "session_key": task.requester_session_key},

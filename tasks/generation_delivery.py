@@ -93,7 +93,7 @@ class GenerationHooks(TaskHooks):
         if task is None:
             return None
         now = self.service.clock.now()
-        record_items(conn, task, now)
+        record_items(conn, task)
         key = task.requester_session_key
         if not session_alive(conn, key):
             log.info("task %s: requester session %s is gone", task_id, key)
@@ -126,7 +126,7 @@ class GenerationHooks(TaskHooks):
         if task is None or task.requester_origin is None:
             return None
         now = self.service.clock.now()
-        record_items(conn, task, now)
+        record_items(conn, task)
         stale = now - self.claim_ttl
         claimed = []
         for item in unsent_items(conn, task):
