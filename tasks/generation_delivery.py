@@ -10,16 +10,18 @@ send retried after a failure, never carries an item twice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
-from sqlalchemy import Connection, and_, or_, update
+from sqlalchemy import Connection, and_, or_, select, update
 
 from flowledger.tasks import store
 from flowledger.tasks.channels import Message, SendOutcome
@@ -33,6 +35,7 @@ from flowledger.tasks.states import TaskStatus, is_terminal
 from flowledger.tasks.tables import generation_media
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # A claim older than this belongs to a process that died mid-send (the send budget is 60 s, CONTRACT §5b).
 CLAIM_TTL = timedelta(minutes=5)
 FALLBACK_HEADLINE = "Generated media"
@@ -120,6 +123,28 @@ class GenerationHooks(TaskHooks):
             return []
         log.info("task %s: generation fallback sent %d item(s)", task_id, len(items))
         return items
+
+    def retry_unsent(self, limit: int = 100) -> int:
+        """For the gateway's sweep: send what a failed fallback left unsent, for finished jobs whose session is
+        gone. Returns how many items were sent."""
+        stale = self.service.clock.now() - self.claim_ttl
+        stmt = (select(generation_media.c.task_id).distinct()
+                .where(generation_media.c.acked_at.is_(None), generation_media.c.sent_at.is_(None),
+                       or_(generation_media.c.claimed_by.is_(None), generation_media.c.claimed_at <= stale))
+                .limit(limit))
+        sent = 0
+        for task_id in [str(r[0]) for r in self._read(lambda conn: list(conn.execute(stmt)))]:
+            task = self.service.get(task_id)
+            if task is None or not is_terminal(task.status) or task.requester_origin is None:
+                continue
+            if self._read(functools.partial(session_alive, session_key=task.requester_session_key)):
+                continue  # a live session was woken; it attaches the media itself
+            sent += len(self.send_missing(task_id))
+        return sent
+
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        with self.service.db.read() as conn:
+            return fn(conn)
 
     def _claim(self, conn: Connection, task_id: str) -> tuple[Task, list[str]] | None:
         task = store.get(conn, task_id, for_update=True)  # serialises claimers on PostgreSQL

@@ -267,3 +267,23 @@ def test_a_wake_that_cannot_be_queued_falls_back(gl: Ledger, httpserver: HTTPSer
     finally:
         with gl.db.write() as conn:
             METADATA.create_all(conn, tables=[system_events])
+
+
+def test_the_sweep_retries_a_failed_fallback_once(gl: Ledger, httpserver: HTTPServer, clock: FrozenClock) -> None:
+    from flowledger.tasks.generation_delivery import generation_hooks
+
+    hooks = generation_hooks(gl.tasks)
+    assert hooks is not None
+    job = gl.tasks.start_generation("image_generate", SESSION, "a red fox", requester_origin=ORIGIN).task
+    live = gl.tasks.start_generation("image_generate", "agent:main:main", "alive", requester_origin=ORIGIN).task
+    assert job.run_id is not None and live.run_id is not None
+    end_session(gl)
+    httpserver.expect_request("/hook", method="POST").respond_with_data("down", status=500)
+    gl.tasks.complete(job.run_id, media=["/tmp/fox.png"])
+    gl.tasks.complete(live.run_id, media=["/tmp/alive.png"])  # its session lives: woken, never sent directly
+    failed_attempts = len(httpserver.log)
+    httpserver.clear_all_handlers()
+    httpserver.expect_request("/hook", method="POST").respond_with_json({"ok": True})
+    assert hooks.retry_unsent() == 1
+    assert hooks.retry_unsent() == 0
+    assert sent_texts(httpserver)[failed_attempts:] == ["Generated media: a red fox.\n/tmp/fox.png"]
