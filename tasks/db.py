@@ -42,7 +42,9 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE cron_jobs ADD COLUMN timeout_ms BIGINT",
         "ALTER TABLE sessions ADD COLUMN last_route_json TEXT",
     ],
-    3: [
+    # 3 and 4: the run queue payloads with the id widening, and the notice outbox (other branches).
+    # 5: generation jobs (media on the task, acknowledged items) and a session's tracked resources.
+    5: [
         "ALTER TABLE task_runs ADD COLUMN media_json TEXT",
         "ALTER TABLE sessions ADD COLUMN ended_at BIGINT",
         "CREATE TABLE IF NOT EXISTS generation_media (task_id VARCHAR(128) NOT NULL, item_key VARCHAR(64) NOT NULL, "

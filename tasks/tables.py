@@ -21,7 +21,7 @@ from flowledger.tasks.errors import StorageUnavailable
 # 2: no task_runs.last_event_at index, (cleanup_after, seq) instead of cleanup_after; cron_jobs.timeout_ms;
 #    sessions.last_route_json
 # 3: task_runs.media_json, sessions.ended_at, generation_media, session_resources (generation jobs, resource cleanup)
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 
 class UTCMillis(TypeDecorator[datetime]):

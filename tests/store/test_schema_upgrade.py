@@ -10,7 +10,7 @@ from sqlalchemy import inspect, text
 from flowledger import FrozenClock, Ledger
 from flowledger.tasks.tables import SCHEMA_VERSION, schema_meta
 
-# What version 2 had before version 3 added generation jobs and session resources.
+# What version 2 had before version 5 added generation jobs and session resources.
 V2_SHAPE = [
     "ALTER TABLE task_runs DROP COLUMN media_json",
     "ALTER TABLE sessions DROP COLUMN ended_at",
@@ -35,7 +35,7 @@ def _task_run_indexes(ledger: Ledger) -> set[str]:
 
 
 def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, clock: FrozenClock) -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 5
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
         made = ledger.tasks.create(runtime="cli", task="made under version 1", owner_key="agent:m:main",
@@ -45,7 +45,7 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
                 conn.execute(text(statement))
         assert "ix_task_runs_last_event_at" in _task_run_indexes(ledger)
 
-    for _ in range(2):  # the second open finds version 3 and runs nothing
+    for _ in range(2):  # the second open finds the current version and runs nothing
         with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
             indexes = _task_run_indexes(ledger)
             assert not indexes & {"ix_task_runs_last_event_at", "ix_task_runs_cleanup_after"}
@@ -55,7 +55,7 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
                 version = conn.execute(schema_meta.select()).mappings().one()["value"]
                 cron_columns = {c["name"] for c in inspect(conn).get_columns("cron_jobs")}
                 session_columns = {c["name"] for c in inspect(conn).get_columns("sessions")}
-            assert version == "3"
+            assert version == str(SCHEMA_VERSION)
             assert "timeout_ms" in cron_columns
             assert "last_route_json" in session_columns
             assert ledger.tasks.get(made.task_id) == made
@@ -80,7 +80,7 @@ def test_version_2_database_gains_generation_media_and_session_resources(databas
                 assert "ended_at" in {c["name"] for c in schema.get_columns("sessions")}
                 assert schema.has_table("generation_media") and schema.has_table("session_resources")
                 version = conn.execute(schema_meta.select()).mappings().one()["value"]
-            assert version == "3"
+            assert version == str(SCHEMA_VERSION)
             assert ledger.tasks.get(made.task_id) == made
             # The upgraded tables work: a job's items are recorded and acknowledged, a resource is registered.
             job = ledger.tasks.start_generation("image_generate", "agent:m:main", f"fox {_}").task
