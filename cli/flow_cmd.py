@@ -1,7 +1,9 @@
 """`flowledger tasks flow list|show|cancel|validate|run`: parse, call one service method, render.
 
 Texts follow REFERENCE §10.7; JSON follows CONTRACT §3 (Flow keys plus `tasks` and `task_summary`).
-`flow run` drives the flow in this process through the `cli` runtime, with live progress on stderr.
+`flow run` drives the flow in this process, each step on its own runtime (cli, subagent, acp), with live progress
+on stderr; `--detach` records it with the submitter's directory and allow-listed environment (flows/context.py)
+for a gateway.
 """
 
 from __future__ import annotations
@@ -97,7 +99,16 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         from flowledger.flows.controller import define_flow
 
         if detach:
-            flow = define_flow(ledger, definition)
+            import os
+
+            from flowledger.flows.context import capture
+
+            try:
+                here = os.getcwd()
+            except OSError:
+                raise OperationRefused("Cannot hand the flow over: the current directory no longer exists.") from None
+            context = capture(here, os.environ, definition.pass_env)
+            flow = define_flow(ledger, definition, context)
             if json_out:
                 emit_json(flow_document(flow, []))
             else:
@@ -117,21 +128,26 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
 
 def _run_here(ledger: Ledger, definition: FlowDefinition, *, live: bool) -> Flow:
     try:
+        from flowledger.scheduler.runtimes.acp import AcpRuntime
         from flowledger.scheduler.runtimes.cli import CliRuntime
+        from flowledger.scheduler.runtimes.subagent import SubagentRuntime
     except ImportError as exc:
-        raise OperationRefused(f"Cannot run flows here: the cli runtime is unavailable ({exc}). "
+        raise OperationRefused(f"Cannot run flows here: the runtimes are unavailable ({exc}). "
                                "Use --detach to hand the flow to a gateway.") from None
-    from flowledger.flows.controller import GraphController, define_flow
+    from flowledger.flows.controller import GraphController, StepLauncher, define_flow
 
-    other = [s for s in definition.steps if s.runtime != Runtime.CLI]
-    if other:
-        raise OperationRefused(f"Step {other[0].id!r} uses runtime {other[0].runtime.value!r}, which `flow run` cannot "
-                               "start in this process; use --detach to hand the flow to a gateway.")
-    runtime = CliRuntime(ledger)
-    flow = define_flow(ledger, definition)
+    # One lease (the cli runtime's) backs every step this process runs, whatever its runtime.
+    cli = CliRuntime(ledger)
+    agents: dict[Runtime, SubagentRuntime | AcpRuntime] = {
+        Runtime.SUBAGENT: SubagentRuntime(ledger, gateway_id=cli.gateway_id),
+        Runtime.ACP: AcpRuntime(ledger, gateway_id=cli.gateway_id)}
+    launchers: dict[Runtime, StepLauncher] = {Runtime.CLI: cli, **agents}
+    for runtime, adapter in agents.items():  # a cancel in this process reaches the live agent
+        ledger.tasks.cancel_adapters[runtime] = adapter
+    flow = define_flow(ledger, definition, driving=cli)  # one write: the whole submission, or none of it
     progress = _LiveProgress(definition, flow) if live else None
     try:
-        controller = GraphController(ledger, flow, runtime, on_progress=progress.update if progress else None)
+        controller = GraphController(ledger, flow, launchers, on_progress=progress.update if progress else None)
         try:
             return controller.run()
         except KeyboardInterrupt:
@@ -141,7 +157,9 @@ def _run_here(ledger: Ledger, definition: FlowDefinition, *, live: bool) -> Flow
     finally:
         if progress is not None:
             progress.close()
-        runtime.shutdown()
+        for agent in agents.values():
+            agent.shutdown()
+        cli.shutdown()
 
 
 class _LiveProgress:

@@ -18,7 +18,7 @@ from flowledger.cli.context import app_context
 from flowledger.cli.render import emit_json, err, safe
 from flowledger.tasks.durations import parse_duration
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, InvalidInput, TaskNotFound
-from flowledger.tasks.states import TaskStatus, is_terminal
+from flowledger.tasks.states import Runtime, TaskStatus, is_terminal
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -33,11 +33,15 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
 def gateway_cmd(
     ctx: typer.Context,
     log_level: Annotated[str, typer.Option("--log-level", help="debug | info | warning | error")] = "info",
+    max_flows: Annotated[int | None, typer.Option(
+        "--max-flows", help="Detached flows driven at once (default 8, or FLOWLEDGER_MAX_FLOWS).")] = None,
 ) -> None:
     """Run the gateway in the foreground: sweep, cron jobs, runtimes. Stops cleanly on SIGTERM/SIGINT."""
     level = log_level.strip().lower()
     if level not in LOG_LEVELS:
         raise InvalidInput(f"Invalid --log-level {log_level!r}: expected one of {' | '.join(LOG_LEVELS)}.")
+    if max_flows is not None and not 1 <= max_flows <= 10_000:
+        raise InvalidInput(f"Invalid --max-flows {max_flows}: expected a number from 1 to 10000.")
     logging.basicConfig(level=getattr(logging, level.upper()), force=True, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, getattr(logging, level.upper())))
@@ -57,7 +61,7 @@ def gateway_cmd(
     signal.signal(signal.SIGINT, on_signal)
     ledger = Ledger.open(state_dir=config.state_dir, database_url=config.database_url, authoritative=True,
                          gateway_id=gateway_id)
-    gateway = Gateway(ledger, gateway_id=gateway_id)
+    gateway = Gateway(ledger, gateway_id=gateway_id, max_flows=max_flows)
     try:
         gateway.start()
         err("gateway ready")
@@ -76,15 +80,23 @@ def run_cmd(
     timeout: Annotated[str | None, typer.Option("--timeout", help="e.g. 30s, 5m; the task ends timed_out.")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Hand it over and return at once.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the Task as JSON.")] = False,
+    runtime: Annotated[str, typer.Option("--runtime", help="cli (run the command) | subagent | acp (the command "
+                                         "is the agent, asked --prompt).")] = "cli",
+    prompt: Annotated[str | None, typer.Option("--prompt", help="What an agent run asks the agent.")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="acp: oneshot (default) | persistent.")] = None,
 ) -> None:
-    """Run a command as a `cli` task: handed to a running gateway, else run in this process."""
+    """Run a command as a task (an agent with --runtime acp|subagent): handed to a running gateway, else run in
+    this process."""
     from flowledger.scheduler.logs import log_paths
-    from flowledger.scheduler.runner import run_command
+    from flowledger.scheduler.runner import agent_prompt, run_command
 
+    rt = _run_runtime(runtime)
+    agent_prompt(rt, prompt, label, mode)  # usage errors before anything is recorded
     limit = parse_duration(timeout, what="timeout") if timeout is not None else None
     ledger = app_context(ctx).ledger()
     try:
-        outcome = run_command(ledger, argv or [], label=label, session_key=session, timeout=limit, detach=detach)
+        outcome = run_command(ledger, argv or [], label=label, session_key=session, timeout=limit, detach=detach,
+                              runtime=rt, prompt=prompt, mode=mode)
     except KeyboardInterrupt:
         err("Interrupted: the task was cancelled.")
         raise typer.Exit(130) from None
@@ -99,10 +111,32 @@ def run_cmd(
         out_path, err_path = log_paths(ledger.state_dir, task.task_id)
         _copy(out_path, sys.stdout)
         _copy(err_path, sys.stderr)
+        if rt == Runtime.ACP and _ends_mid_line(out_path):  # the reply is streamed text, not lines
+            sys.stdout.write("\n")
         if task.status != TaskStatus.SUCCEEDED:
             err(f"Task {task.task_id} {task.status.value}: {safe(task.error or '')}".rstrip(": "))
     if not detach and task.status != TaskStatus.SUCCEEDED:
         raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
+
+
+def _run_runtime(value: str) -> Runtime:
+    choices = (Runtime.CLI, Runtime.SUBAGENT, Runtime.ACP)
+    for runtime in choices:
+        if value.strip() == runtime.value:
+            return runtime
+    raise InvalidInput(f"Invalid --runtime {value!r}: expected one of {'|'.join(r.value for r in choices)}.")
+
+
+def _ends_mid_line(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, 2)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 def logs_cmd(

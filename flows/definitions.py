@@ -16,12 +16,12 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
 
 from flowledger.tasks.durations import format_duration, parse_duration
 from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.limits import load_toml, read_regular_file
 from flowledger.tasks.states import NotifyPolicy, Runtime
 
 DEFAULT_OWNER = "agent:main:main"
@@ -33,10 +33,15 @@ STEP_RUNTIMES: tuple[Runtime, ...] = (Runtime.CLI, Runtime.SUBAGENT, Runtime.ACP
 SHELL = "/bin/sh"
 
 TOP_KEYS = ("flow", "step")
-FLOW_KEYS = ("goal", "owner", "notify", "max_parallel")
-STEP_KEYS = ("id", "runtime", "run", "shell", "needs", "timeout", "retries", "label", "cwd", "env")
+FLOW_KEYS = ("goal", "owner", "notify", "max_parallel", "pass_env")
+STEP_KEYS = ("id", "runtime", "run", "shell", "needs", "timeout", "retries", "label", "cwd", "env", "prompt", "mode")
+# Agent steps (CONTRACT §7 "Agent runs"): what is asked, and whether an ACP session outlives its step.
+AGENT_RUNTIMES: tuple[Runtime, ...] = (Runtime.SUBAGENT, Runtime.ACP)
+ACP_MODES = ("oneshot", "persistent")
+DEFAULT_ACP_MODE = "oneshot"
 
 # Letters, digits and `_ . : -`; no spaces and no `>`, so `a -> b` in a cycle message is never ambiguous.
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _STEP_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}$")
 
 
@@ -73,7 +78,11 @@ def _empty_env() -> Mapping[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class StepDefinition:
-    """One `[[step]]`. `run` is the argv; with `shell = true` it holds the one command string instead."""
+    """One `[[step]]`. `run` is the argv; with `shell = true` it holds the one command string instead.
+
+    `prompt` and `mode` are kept as written (None when absent); `agent_prompt` and `session_mode` give what an
+    agent step runs with once the defaults are applied.
+    """
 
     id: str
     _: KW_ONLY
@@ -86,6 +95,8 @@ class StepDefinition:
     label: str | None = None
     cwd: str | None = None
     env: Mapping[str, str] = field(default_factory=_empty_env, hash=False)
+    prompt: str | None = None
+    mode: str | None = None
 
     def __post_init__(self) -> None:
         # Accept lists and dicts from hand-written code; store immutable values.
@@ -107,6 +118,18 @@ class StepDefinition:
     def display_label(self) -> str:
         return self.label or self.id
 
+    @property
+    def agent_prompt(self) -> str | None:
+        """The text sent to the agent: `prompt`, else (subagent only) the step's label, else its id."""
+        if self.runtime == Runtime.CLI:
+            return None
+        return self.prompt if self.prompt is not None else self.display_label
+
+    @property
+    def session_mode(self) -> str | None:
+        """An acp step's session mode (`oneshot` unless the file says `persistent`); None for other steps."""
+        return (self.mode or DEFAULT_ACP_MODE) if self.runtime == Runtime.ACP else None
+
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"id": self.id, "runtime": self.runtime.value}
         doc["run"] = self.run[0] if self.shell else list(self.run)
@@ -118,7 +141,7 @@ class StepDefinition:
             doc["timeout"] = format_duration(self.timeout)
         if self.retries:
             doc["retries"] = self.retries
-        for key, value in (("label", self.label), ("cwd", self.cwd)):
+        for key, value in (("label", self.label), ("cwd", self.cwd), ("prompt", self.prompt), ("mode", self.mode)):
             if value is not None:
                 doc[key] = value
         if self.env:
@@ -135,11 +158,13 @@ class FlowDefinition:
     owner: str = DEFAULT_OWNER
     notify: NotifyPolicy = DEFAULT_NOTIFY
     max_parallel: int = DEFAULT_MAX_PARALLEL
+    pass_env: tuple[str, ...] = ()  # variables a detached run takes from the submitter (flows/context.py)
     steps: tuple[StepDefinition, ...] = ()
     _by_id: Mapping[str, StepDefinition] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
+        object.__setattr__(self, "pass_env", tuple(self.pass_env))
         object.__setattr__(self, "_by_id", MappingProxyType({s.id: s for s in self.steps}))
 
     @property
@@ -154,6 +179,8 @@ class FlowDefinition:
         """The flow as plain JSON/TOML values, in the file's own shape."""
         flow: dict[str, Any] = {"goal": self.goal, "owner": self.owner, "notify": self.notify.value,
                                 "max_parallel": self.max_parallel}
+        if self.pass_env:
+            flow["pass_env"] = list(self.pass_env)
         return {"flow": flow, "step": [s.to_document() for s in self.steps]}
 
 
@@ -164,9 +191,11 @@ def load_flow_file(path: str | os.PathLike[str]) -> FlowDefinition:
     """Read and check a flow file; raise FlowFileError (exit code 2) with one line naming the file."""
     source = os.fspath(path)
     try:
-        raw = Path(path).read_bytes()
+        raw = read_regular_file(path)
     except OSError as exc:
         raise FlowFileError(f"Cannot read flow file: {exc.strerror or exc}", source) from None
+    except InvalidInput as exc:  # a FIFO, a device, more than 1 MiB (CONTRACT §7)
+        raise FlowFileError(f"Cannot read flow file: {exc.message}", source) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -177,9 +206,11 @@ def load_flow_file(path: str | os.PathLike[str]) -> FlowDefinition:
 def parse_flow(text: str, source: str = "<string>") -> FlowDefinition:
     """Parse TOML text into a checked FlowDefinition. `source` prefixes every error message."""
     try:
-        data = tomllib.loads(text)
+        data = load_toml(text)
     except tomllib.TOMLDecodeError as exc:
         raise FlowFileError(f"Invalid TOML: {exc}", source) from None
+    except InvalidInput as exc:
+        raise FlowFileError(f"Invalid TOML: {exc.message}", source) from None
     return flow_from_document(data, source=source)
 
 
@@ -253,6 +284,7 @@ class _Checker:
         owner = self.text(head.get("owner", DEFAULT_OWNER), "[flow] owner")
         notify = self.notify(head.get("notify", DEFAULT_NOTIFY.value))
         max_parallel = self.integer(head.get("max_parallel", DEFAULT_MAX_PARALLEL), "[flow] max_parallel", 1, 10_000)
+        pass_env = self.pass_env(head.get("pass_env", []))
 
         raw_steps = data.get("step", [])
         if not isinstance(raw_steps, list):
@@ -267,7 +299,8 @@ class _Checker:
                 self.fail(f"Duplicate step id {step.id!r} (steps #{first_seen[step.id]} and #{number})")
             first_seen[step.id] = number
             steps.append(step)
-        definition = FlowDefinition(goal, owner=owner, notify=notify, max_parallel=max_parallel, steps=tuple(steps))
+        definition = FlowDefinition(goal, owner=owner, notify=notify, max_parallel=max_parallel, pass_env=pass_env,
+                                    steps=tuple(steps))
         self.graph(definition)
         return definition
 
@@ -279,6 +312,19 @@ class _Checker:
             return NotifyPolicy(value.strip())
         except ValueError:
             self.fail(f"Invalid [flow] notify {value!r}: expected one of {choices}")
+
+    def pass_env(self, value: object) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            self.fail(f"[flow] pass_env must be an array of variable names such as [\"CI\"], got {_toml_type(value)}")
+        names: list[str] = []
+        for index, name in enumerate(value):
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                self.fail(f"[flow] pass_env[{index}] must be a variable name (letters, digits, _), got {name!r}")
+            if name.startswith("FLOWLEDGER_"):
+                self.fail(f"[flow] pass_env cannot pass {name!r}: flowledger's own settings never reach a step")
+            if name not in names:
+                names.append(name)
+        return tuple(names)
 
     def graph(self, definition: FlowDefinition) -> None:
         known = definition.step_ids
@@ -336,8 +382,32 @@ class _Checker:
         label = self.text(raw["label"], f"{prefix} label") if "label" in raw else None
         cwd = self.text(raw["cwd"], f"{prefix} cwd") if "cwd" in raw else None
         env = self.env(raw.get("env", {}), prefix)
+        prompt, mode = self.agent(raw, runtime, step_id)
         return StepDefinition(step_id, run=run, runtime=runtime, shell=shell, needs=needs, timeout=timeout,
-                              retries=retries, label=label, cwd=cwd, env=env)
+                              retries=retries, label=label, cwd=cwd, env=env, prompt=prompt, mode=mode)
+
+    def agent(self, raw: Mapping[str, Any], runtime: Runtime, step_id: str) -> tuple[str | None, str | None]:
+        """`prompt` and `mode`: what an agent step asks, and (acp) whether its session outlives the step."""
+        prefix = f"Step {step_id!r}:"
+        if "prompt" in raw and runtime not in AGENT_RUNTIMES:
+            self.fail(f"Step {step_id!r} has a prompt but runtime {runtime.value!r} runs its command: "
+                      "prompt is for acp and subagent steps")
+        if "prompt" not in raw and runtime == Runtime.ACP:
+            self.fail(f"Missing key 'prompt' in step {step_id!r} (an acp step sends it to the agent)")
+        prompt = self.text(raw["prompt"], f"{prefix} prompt") if "prompt" in raw else None
+        mode = None
+        if "mode" in raw:
+            if runtime != Runtime.ACP:
+                self.fail(f"Step {step_id!r} has a mode but runtime {runtime.value!r} has no session: "
+                          "mode is for acp steps")
+            value = raw["mode"]
+            choices = "|".join(ACP_MODES)
+            if not isinstance(value, str):
+                self.fail(f"{prefix} mode must be a string ({choices}), got {_toml_type(value)}")
+            if value.strip() not in ACP_MODES:
+                self.fail(f"{prefix} invalid mode {value!r}: expected one of {choices}")
+            mode = value.strip()
+        return prompt, mode
 
     def runtime(self, value: object, step_id: str) -> Runtime:
         choices = "|".join(r.value for r in STEP_RUNTIMES)

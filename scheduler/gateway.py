@@ -4,7 +4,8 @@ APScheduler (a BackgroundScheduler) pulls the triggers: the maintenance sweep ev
 with the catch-up of unsettled deliveries), heartbeat wakes every second, a PASSIVE WAL checkpoint every
 30 min, cron-run session pruning, the cron jobs themselves and a cron reload every 2 s (so added/removed
 jobs are picked up within 5 s). A lease row, renewed every 30 s, tells
-every other process that the runs this gateway owns are live. A queue thread claims queued `cli` work.
+every other process that the runs this gateway owns are live. A queue thread claims queued work, and the flow
+driver (flow_driver.py) drives detached graph flows, many at once, every step on the runtime it names.
 Only the leader (see leader.py) sweeps and fires cron jobs; every gateway claims queued work and, at start
 and on the sweep's cadence, kills this host's children of gateways whose lease expired (orphans.py).
 """
@@ -12,26 +13,28 @@ and on the sweep's cadence, kills this host's children of gateways whose lease e
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import threading
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from flowledger.flows.controller import StepLauncher
+from flowledger.flows.definitions import STEP_RUNTIMES
 from flowledger.flows.ledger import Ledger
-from flowledger.scheduler import cron, knobs, orphans, queue
-from flowledger.scheduler.leader import Leadership
+from flowledger.scheduler import cron, knobs, queue
+from flowledger.scheduler.flow_driver import FlowDriver
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.registry import tombstone_orphans
+from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.acp import AcpRuntime
+from flowledger.scheduler.runtimes.base import RuntimeImpl
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.cron import CronRunner
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
-from flowledger.tasks import delivery, session_sweep
+from flowledger.tasks import delivery
 from flowledger.tasks.clock import SystemClock
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.generation_delivery import generation_hooks
@@ -45,15 +48,21 @@ MISFIRE_GRACE_S = 30
 
 class Gateway:
     def __init__(self, ledger: Ledger, *, gateway_id: str | None = None,
-                 kill_grace: timedelta = timedelta(seconds=5)) -> None:
+                 kill_grace: timedelta = timedelta(seconds=5), max_flows: int | None = None) -> None:
         self.ledger = ledger
         self.gateway_id = gateway_id or ledger.gateway_id or new_gateway_id("gw")
         self.lease = LeaseKeeper(ledger, self.gateway_id)
-        self.leader = Leadership(ledger)
+        self.leader = ledger.runs.leadership()
         self._wake = threading.Event()
         self.cli = CliRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace, on_finish=self._wake.set)
         self.cron = CronRunner(ledger, self.gateway_id, kill_grace=kill_grace)
-        self.extra_runtimes: dict[Runtime, Any] = {}
+        self.subagent = SubagentRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace)
+        self.acp = AcpRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace)
+        self.runtimes: dict[Runtime, RuntimeImpl] = {Runtime.CLI: self.cli, Runtime.SUBAGENT: self.subagent,
+                                                     Runtime.ACP: self.acp, Runtime.CRON: self.cron}
+        # What a flow step may run on: every runtime but cron (a schedule, not a step).
+        step_runtimes: dict[Runtime, StepLauncher] = {rt: self.runtimes[rt] for rt in STEP_RUNTIMES}
+        self.flows = FlowDriver(ledger, step_runtimes, cap=max_flows or knobs.max_flows())
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(4), "cron": ThreadPoolExecutor(8)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_S},
@@ -62,14 +71,11 @@ class Gateway:
         self._cron_loaded: dict[str, tuple[Any, ...]] = {}
         self._stopping = threading.Event()
         self._queue_thread: threading.Thread | None = None
-        self._flows_thread: threading.Thread | None = None
-        self._flow_resumer: Callable[..., Any] | None = _find_flow_resumer()
         self.sweeps = 0
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        queue.ensure_table(self.ledger)
         # Before our own lease is renewed: a previous incarnation under the same id counts if it expired.
         self.reap_orphans()
         self.lease.start()
@@ -92,19 +98,11 @@ class Gateway:
         s.start()
         self._queue_thread = threading.Thread(target=self._queue_loop, name="queue", daemon=True)
         self._queue_thread.start()
-        if self._flow_resumer is not None:
-            self._flows_thread = threading.Thread(target=self._flows_loop, name="flows", daemon=True)
-            self._flows_thread.start()
+        self.flows.start()
         log.info("gateway %s serving (leader=%s)", self.gateway_id, self.leader.held)
 
     def _install_runtimes(self) -> None:
-        adapters = self.ledger.tasks.cancel_adapters
-        adapters[Runtime.CLI] = self.cli
-        adapters[Runtime.CRON] = self.cron
-        sub = SubagentRuntime(self.ledger, gateway_id=self.gateway_id)
-        acp = AcpRuntime(self.ledger, gateway_id=self.gateway_id)
-        self.extra_runtimes[Runtime.SUBAGENT] = adapters[Runtime.SUBAGENT] = sub
-        self.extra_runtimes[Runtime.ACP] = adapters[Runtime.ACP] = acp
+        self.ledger.tasks.cancel_adapters.update(self.runtimes)
 
     def stop(self) -> None:
         """Stop firing, stop running work (recorded cancelled), release the lease. Idempotent."""
@@ -116,10 +114,11 @@ class Gateway:
             self.scheduler.shutdown(wait=False)
         if self._queue_thread is not None:
             self._queue_thread.join(timeout=5)
-        self.cron.shutdown()
-        for runtime in self.extra_runtimes.values():
-            with contextlib.suppress(Exception):
-                runtime.shutdown()
+        self.flows.stop()
+        for runtime in self.runtimes.values():  # cli last: its lease-free shutdown waits longest
+            if runtime is not self.cli:
+                with contextlib.suppress(Exception):
+                    runtime.shutdown()
         self.cli.shutdown()
         self.lease.stop(release=True)
         self.leader.release()
@@ -132,8 +131,7 @@ class Gateway:
             return
         try:
             tombstone_orphans(self.ledger, self.gateway_id)
-            now = self.ledger.clock.now()
-            for job_id in self.ledger.db.transact(lambda conn: cron.release_stale_running(conn, now)):
+            for job_id in self.ledger.runs.cron.release_stale_running():
                 log.info("cron job %s: its run's gateway is gone; no longer running", job_id)
             self._deliver_pending()
             self._retry_generation_fallbacks()
@@ -195,17 +193,14 @@ class Gateway:
         if not self.leader.try_acquire():
             return
         try:
-            with self.ledger.db.read() as conn:
-                running = cron.running_job_ids(conn)
-            counts = session_sweep.prune_cron_run_sessions(self.ledger.db, self.ledger.clock.now(), running,
-                                                           apply=True)
-            if counts.pruned:
-                log.info("pruned %d cron run sessions", counts.pruned)
+            pruned = self.ledger.runs.cron.prune_run_sessions()
+            if pruned:
+                log.info("pruned %d cron run sessions", pruned)
         except FlowledgerError as exc:
             log.warning("session pruning failed: %s", exc.message)
 
     def checkpoint(self) -> None:
-        self.ledger.db.checkpoint("PASSIVE")
+        self.ledger.runs.checkpoint("PASSIVE")
 
     def sync_cron_jobs(self) -> None:
         """Load added jobs, drop removed ones, reschedule changed ones (run every 2 s)."""
@@ -239,24 +234,13 @@ class Gateway:
         except FlowledgerError as exc:
             log.warning("cron job %s run failed: %s", job_id, exc.message)
 
-    def _flows_loop(self) -> None:
-        """Queued managed graph flows run here, one at a time, their steps through the cli runtime."""
-        assert self._flow_resumer is not None
-        while not self._stopping.wait(knobs.QUEUE_POLL_EVERY.total_seconds()):
-            try:
-                self._flow_resumer(self.ledger, self.cli)
-            except FlowledgerError as exc:
-                log.warning("flow resume failed: %s", exc.message)
-            except Exception:
-                log.exception("flow resume failed")
-
     # --- the work queue -----------------------------------------------------------------------------
 
     def running_count(self) -> int:
-        return self.cli.running_count() + sum(int(r.running_count()) for r in self.extra_runtimes.values())
+        return sum(r.running_count() for rt, r in self.runtimes.items() if rt != Runtime.CRON)
 
     def _launch(self, task: Task, payload: queue.Payload) -> None:
-        launcher: Any = self.cli if task.runtime == Runtime.CLI else self.extra_runtimes.get(task.runtime)
+        launcher = self.runtimes.get(task.runtime)
         if launcher is None:
             assert task.run_id is not None
             self.ledger.tasks.fail(task.run_id, error=f"no {task.runtime.value} runtime in this gateway")
@@ -266,7 +250,9 @@ class Gateway:
         except FlowledgerError as exc:
             log.warning("task %s could not start: %s", task.task_id, exc.message)
             if task.run_id:
-                self.ledger.tasks.fail(task.run_id, error=exc.message)
+                self.cli.forget(task.run_id)  # the claim registered the run; nothing runs it
+                with contextlib.suppress(FlowledgerError):
+                    self.ledger.tasks.fail(task.run_id, error=exc.message)
 
     def _queue_loop(self) -> None:
         limit = knobs.max_parallel_runs()
@@ -286,15 +272,6 @@ class Gateway:
                 # A finished run sets _wake, so a free slot is refilled at once; otherwise poll.
                 self._wake.wait(0.25)
                 self._wake.clear()
-
-
-def _find_flow_resumer() -> Callable[..., Any] | None:
-    try:
-        module = importlib.import_module("flowledger.flows.controller")
-    except ImportError:
-        return None
-    fn = getattr(module, "resume_graph_flows", None)
-    return fn if callable(fn) else None
 
 
 def _counts(report: Any) -> str:

@@ -1,8 +1,9 @@
 """Engines, transactions and dialect differences, all in one place.
 
 SQLite: WAL, `synchronous=NORMAL`, a long `busy_timeout`, `BEGIN IMMEDIATE` for every write transaction
-(so two writers queue instead of deadlocking on a lock upgrade), periodic PASSIVE checkpoints and a
-TRUNCATE checkpoint on close. PostgreSQL: row locks (`FOR UPDATE`) where the store reads before it writes.
+(so two writers queue instead of deadlocking on a lock upgrade), periodic PASSIVE checkpoints, and on
+close a TRUNCATE checkpoint only when it can be had at once (never waiting on another process).
+PostgreSQL: row locks (`FOR UPDATE`) where the store reads before it writes.
 """
 
 from __future__ import annotations
@@ -19,22 +20,32 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
-from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.sql import ClauseElement
 
+from flowledger.tasks.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.errors import InvalidInput, StorageUnavailable
-from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, schema_meta
+from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, schema_meta, task_payloads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+__all__ = ["DEFAULT_STATE_DIR", "Database", "resolve_database_url", "resolve_state_dir"]
 
 BUSY_TIMEOUT_MS = 30_000
 # A pooled PostgreSQL connection idle longer than this is pinged before use (see _install_idle_ping).
 PING_AFTER_IDLE_S = 5.0
-DEFAULT_STATE_DIR = "~/.flowledger"
 # Versioned DDL steps: MIGRATIONS[n] brings a database at version n-1 to version n. Version 1 is create_all.
-MIGRATIONS: dict[int, list[str]] = {
+# A step is SQL text; (dialect, statement) runs on that dialect only; a callable is given the connection where
+# SQLAlchemy's own DDL says it for both engines.
+Migration = str | tuple[str, str] | Callable[[Connection], object]
+
+
+def _create_payloads(conn: Connection) -> None:
+    task_payloads.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, list[Migration]] = {
     2: [
         "DROP INDEX IF EXISTS ix_task_runs_last_event_at",
         "DROP INDEX IF EXISTS ix_task_runs_cleanup_after",
@@ -42,7 +53,14 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE cron_jobs ADD COLUMN timeout_ms BIGINT",
         "ALTER TABLE sessions ADD COLUMN last_route_json TEXT",
     ],
-    # 3 and 4: the run queue payloads with the id widening, and the notice outbox (other branches).
+    # The run queue's payload table (tasks/runs/queue.py) comes first: the queue used to create it on its own, so
+    # a version-2 database may lack it, and the id widening below includes it.
+    3: [_create_payloads, *[
+        ("postgresql", f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(128)") for table, column in (
+            ("task_runs", "task_id"), ("task_runs", "parent_flow_id"), ("task_delivery_state", "task_id"),
+            ("task_events", "task_id"), ("flow_runs", "flow_id"), ("run_contexts", "task_id"),
+            ("task_payloads", "task_id"))]],
+    # 4: the notice outbox (another branch).
     # 5: generation jobs (media on the task, acknowledged items) and a session's tracked resources.
     5: [
         "ALTER TABLE task_runs ADD COLUMN media_json TEXT",
@@ -58,18 +76,6 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 
-def resolve_state_dir(state_dir: str | os.PathLike[str] | None = None) -> Path:
-    raw = state_dir if state_dir is not None else os.environ.get("FLOWLEDGER_STATE_DIR") or DEFAULT_STATE_DIR
-    return Path(os.fspath(raw)).expanduser().resolve()
-
-
-def resolve_database_url(database_url: str | None, state_dir: Path) -> str:
-    url = database_url or os.environ.get("FLOWLEDGER_DATABASE_URL")
-    if url:
-        return url
-    return f"sqlite:///{state_dir / 'tasks' / 'runs.sqlite'}"
-
-
 class Database:
     """One engine and the transaction discipline every store call goes through."""
 
@@ -78,6 +84,7 @@ class Database:
         self.sqlite_path = sqlite_path
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.is_postgres = engine.dialect.name == "postgresql"
+        self.state_dir: Path | None = None  # set by `open`: its mode is checked with the files'
         # Shares the pool; carrying the write flag as an engine default spares every write transaction an
         # `execution_options()` call on its connection.
         self._write_engine = engine.execution_options(flowledger_write=True)
@@ -87,27 +94,21 @@ class Database:
 
     @classmethod
     def open(cls, url: str, *, state_dir: Path | None = None, create: bool = True) -> Database:
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise StorageUnavailable(f"Storage unavailable: not a database URL: {url!r}") from None
-        sqlite_path: Path | None = None
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                sqlite_path = Path(parsed.database).expanduser().resolve()
-                _prepare_sqlite_dir(sqlite_path, state_dir)
+        target = parse_database_url(url)  # InvalidInput (exit 2) for a URL we cannot use, never echoing it
+        sqlite_path = target.sqlite_path
+        if state_dir is not None:
+            _make_private_dir(state_dir, required=False)
+        if sqlite_path is not None:
+            _prepare_sqlite_dir(sqlite_path)
             engine = create_engine(
-                parsed, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+                target.url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
             )
             _install_sqlite_discipline(engine)
-        elif parsed.get_backend_name() == "postgresql":
-            if parsed.drivername == "postgresql":
-                parsed = parsed.set(drivername="postgresql+psycopg")
-            engine = create_engine(parsed, connect_args={"connect_timeout": 5})
-            _install_idle_ping(engine)
         else:
-            raise StorageUnavailable(f"Storage unavailable: unsupported database {parsed.get_backend_name()!r}")
+            engine = create_engine(target.url, connect_args={"connect_timeout": 5})
+            _install_idle_ping(engine)
         db = cls(engine, sqlite_path=sqlite_path)
+        db.state_dir = state_dir
         try:
             if create:
                 db.ensure_schema()
@@ -139,8 +140,13 @@ class Database:
                 conn.execute(insert(schema_meta).values(meta_key="schema_version", value=str(SCHEMA_VERSION)))
                 return
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS.get(version, []):
-                    conn.execute(text(statement))
+                for step in MIGRATIONS.get(version, []):
+                    if callable(step):
+                        step(conn)
+                        continue
+                    dialect, statement = step if isinstance(step, tuple) else (conn.dialect.name, step)
+                    if dialect == conn.dialect.name:
+                        conn.execute(text(statement))
             conn.execute(
                 schema_meta.update().where(schema_meta.c.meta_key == "schema_version").values(value=str(SCHEMA_VERSION))
             )
@@ -153,7 +159,13 @@ class Database:
         if not conn.dialect.has_table(conn, "schema_meta"):
             return None
         value = conn.execute(select(schema_meta.c.value).where(schema_meta.c.meta_key == "schema_version")).scalar()
-        return int(value) if value is not None else None
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:  # a hand edit or another program: name it, never a ValueError traceback
+            raise StorageUnavailable(
+                f"Storage unavailable: database schema version {str(value)[:40]!r} is not a number.") from None
 
     # --- transactions -------------------------------------------------------------------------------
 
@@ -254,7 +266,17 @@ class Database:
             log.warning("wal checkpoint %s failed: %s", mode, _one_line(exc))
 
     def secure_files(self) -> None:
-        """Database files 0600 (the directory was made 0700); warn when we cannot tighten them."""
+        """Database files 0600 and the directories flowledger made 0700; warn when they were found looser.
+
+        Called once the database opened, so a failed open prints its one error line and nothing else. Only the
+        state dir and the database's own directory inside it are flowledger's to judge: a database the user put
+        elsewhere (say /tmp) says nothing about its directory, only its file is kept private.
+        """
+        for directory in self._own_directories():
+            with contextlib.suppress(OSError):
+                mode = stat.S_IMODE(directory.stat().st_mode)
+                if mode & 0o077:
+                    log.warning("%s is accessible by others (mode %o); flowledger expects 0700", directory, mode)
         if self.sqlite_path is None:
             return
         for suffix in ("", "-wal", "-shm"):
@@ -269,25 +291,74 @@ class Database:
                     else:  # say so at start-up: something (a copy, a restore) loosened it while we were away
                         log.warning("%s was readable by others (mode %o); tightened to 0600", path, mode)
 
+    def _own_directories(self) -> list[Path]:
+        if self.state_dir is None:
+            return []
+        found = [self.state_dir]
+        if self.sqlite_path is not None and self.sqlite_path.parent.is_relative_to(self.state_dir) \
+                and self.sqlite_path.parent != self.state_dir:
+            found.append(self.sqlite_path.parent)
+        return found
+
     def close(self) -> None:
-        self.checkpoint("TRUNCATE")
+        """Release the engine. SQLite: truncate the WAL if that is possible *now*, else leave a PASSIVE checkpoint.
+
+        A TRUNCATE checkpoint waits (busy handler) for every reader and writer of the file: with the 30 s busy
+        timeout, any other process holding a read transaction or the write lock made each CLI command stall
+        30 s at exit (issue 12, item 16). With a zero busy timeout it fails at once instead. Failing is normal
+        (another process, a read-only file, a full disk), so it is logged at debug level only: the one error
+        line a user sees must stay the only line.
+        """
+        if self.is_sqlite:
+            self._checkpoint_without_waiting()
         self.engine.dispose()
 
+    def checkpoint_quietly(self) -> None:
+        """A checkpoint that never waits and never speaks (SQLite; a no-op elsewhere): after a write failed for
+        want of space, it lets the next write reuse the WAL from its start instead of growing the file."""
+        if self.is_sqlite:
+            self._checkpoint_without_waiting()
 
-def _prepare_sqlite_dir(path: Path, state_dir: Path | None) -> None:
+    def _checkpoint_without_waiting(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                driver: Any = conn.connection.driver_connection
+                driver.execute("PRAGMA busy_timeout = 0")
+                try:
+                    try:
+                        busy = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    except sqlite3.OperationalError as exc:  # locked: someone else holds the file right now
+                        log.debug("wal truncate at close skipped: %s", exc)
+                        busy = (1,)
+                    if busy is not None and busy[0]:
+                        driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                finally:
+                    driver.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            log.debug("wal checkpoint at close skipped: %s", _one_line(exc))
+
+
+def _make_private_dir(path: Path, *, required: bool) -> None:
+    """Create `path` 0700 with any missing parents 0700 too (mkdir's `mode` applies to the last one only).
+
+    `required`: failing is fatal (the database's own directory); the state dir itself holds logs and config
+    only, so a command that needs neither still runs where it cannot be created (logs say so when needed)."""
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
     try:
-        if state_dir is not None and not state_dir.exists():
-            state_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        for directory in reversed(missing):
+            directory.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
-        raise StorageUnavailable(f"Storage unavailable: cannot create {path.parent}: {exc.strerror}") from exc
-    for directory in {path.parent, state_dir} - {None}:
-        assert directory is not None
-        with contextlib.suppress(OSError):
-            mode = stat.S_IMODE(directory.stat().st_mode)
-            if mode & 0o077:
-                log.warning("%s is accessible by others (mode %o); flowledger expects 0700", directory, mode)
+        if required:
+            raise StorageUnavailable(f"Storage unavailable: cannot create {path}: {exc.strerror}") from exc
+        log.debug("state dir %s not created: %s", path, exc)
+
+
+def _prepare_sqlite_dir(path: Path) -> None:
+    _make_private_dir(path.parent, required=True)
     if not path.exists():
         # Create the file 0600 before SQLite does, so it is never briefly world-readable.
         with contextlib.suppress(OSError):

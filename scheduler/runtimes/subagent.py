@@ -1,5 +1,6 @@
 """The `subagent` runtime: a child session running a Python callable (`"package.module:function"`, called
-with the task text in a fresh `python -c` process) or a command.
+with the task text in a fresh `python -c` process) or a command. The task text is the prompt: a command reads it
+on stdin (closed after it) and in `FLOWLEDGER_PROMPT`.
 
 The child has a session row (kind `subagent`, parent = the requester) and a run context under the gateway.
 Lines it prints starting with `PROGRESS:` feed the task's progress summary; the lines it prints after its
@@ -19,17 +20,28 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-
-from sqlalchemy import Connection
+from pathlib import Path
+from typing import Any
 
 from flowledger.flows import resources
 from flowledger.flows.ledger import Ledger
-from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.logs import log_dir, log_paths, tail
-from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, wait_for_end
-from flowledger.tasks import liveness
-from flowledger.tasks.errors import FlowledgerError, InvalidInput
+from flowledger.scheduler.logs import log_paths, open_log, tail
+from flowledger.scheduler.runtimes import orphans
+from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
+from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, refuse_options
+from flowledger.scheduler.runtimes.orphans import RUN_MARKER
+from flowledger.scheduler.runtimes.process import (
+    Stopper,
+    cancelled_in_db,
+    exit_text,
+    open_logs_or_fail,
+    spawn,
+    start_error,
+    supervise,
+    wait_for_end,
+)
+from flowledger.tasks.errors import FlowledgerError, InvalidInput, StorageUnavailable
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import CANCELLED_BY_OPERATOR
@@ -53,6 +65,14 @@ def child_argv(target: list[str], task_text: str) -> list[str]:
     if len(target) == 1 and _TARGET.match(target[0]):
         return [sys.executable, "-c", _CALL, target[0], task_text]
     return list(target)
+
+
+def _write_prompt(proc: subprocess.Popen[bytes], prompt: str) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError):  # the child exited or closed its stdin: it did not want the prompt
+        proc.stdin.write(prompt.encode("utf-8"))
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
 
 
 @dataclass
@@ -95,40 +115,46 @@ class SubagentRuntime:
             runtime=Runtime.SUBAGENT, task=task, task_id=ident, run_id=f"subagent:{ident}", source_id=ident,
             owner_key=requester_session_key, child_session_key=f"agent:{agent_id}:subagent:{ident}",
             agent_id=agent_id, label=label)
-        self.start(created, target, timeout=timeout)
+        try:
+            self.start(created, target, timeout=timeout)
+        except LaunchFailed as exc:
+            self.ledger.tasks.fail(f"subagent:{ident}", error=exc.message, runtime=Runtime.SUBAGENT)
         return self.ledger.tasks.require(ident)
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
-              cwd: str | None = None, env: dict[str, str] | None = None) -> None:
+              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
+              **options: Any) -> None:
+        """Start the child and return at once; LaunchFailed (nothing recorded) when it cannot start here."""
         if not task.child_session_key or not task.run_id:
             raise InvalidInput(f"Subagent task {task.task_id} needs a child session key and a run id.")
+        refuse_options("subagent", options)
+        command = child_argv(argv, task.task)
+        check_launchable(command, shell=shell, cwd=cwd, env=env, inherit_env=inherit_env)
         if self._lease is not None and not self._lease_started:
             self._lease.start()
             self._lease_started = True
         run_id, child_key = task.run_id, task.child_session_key
-        now = self.ledger.clock.now()
-
-        def begin(conn: Connection) -> None:
-            liveness.upsert_session(conn, child_key, now, agent_id=task.agent_id, kind="subagent",
-                                    parent_session_key=task.requester_session_key or task.owner_key,
-                                    spawned_by=task.owner_key, gateway_id=self.gateway_id, tombstone=None,
-                                    ended_at=None)
-            liveness.register_run(conn, run_id, self.gateway_id, now, task_id=task.task_id)
-
-        self.ledger.db.transact(begin)
-        self.ledger.tasks.start(run_id, runtime=Runtime.SUBAGENT)
-        log_dir(self.ledger.state_dir)
-        out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
-        err_fh = err_path.open("ab")
-        extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id,
+        try:
+            out_fh, err_fh = open_logs_or_fail(self.ledger, task, run_id, Runtime.SUBAGENT)
+        except StorageUnavailable:
+            self._done.setdefault(task.task_id, threading.Event()).set()
+            raise
+        out_fh.close()  # stdout is the reply, read from a pipe and appended by `_read`
+        out_path, _ = log_paths(self.ledger.state_dir, task.task_id)
+        try:
+            self.ledger.runs.begin_child(task, self.gateway_id, kind="subagent", ended_at=None)
+            self.ledger.tasks.start(run_id, runtime=Runtime.SUBAGENT)
+        except BaseException:
+            err_fh.close()
+            raise
+        extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id, "FLOWLEDGER_PROMPT": task.task,
                  "FLOWLEDGER_SESSION_KEY": child_key, "PYTHONUNBUFFERED": "1", **(env or {})}
         try:
-            proc = spawn(child_argv(argv, task.task), shell=shell, cwd=cwd, env=extra,
-                         stdout=subprocess.PIPE, stderr=err_fh)
+            proc = spawn(command, shell=shell, cwd=cwd, env=extra, stdout=subprocess.PIPE, stderr=err_fh,
+                         stdin=subprocess.PIPE, inherit_env=inherit_env)
         except OSError as exc:
             err_fh.close()
-            self.ledger.tasks.fail(run_id, error=f"cannot start {argv[0]!r}: {exc.strerror or exc}",
-                                   runtime=Runtime.SUBAGENT)
+            self.ledger.tasks.fail(run_id, error=start_error(argv, cwd, exc), runtime=Runtime.SUBAGENT)
             self._release(run_id)
             self._done.setdefault(task.task_id, threading.Event()).set()
             return
@@ -139,16 +165,17 @@ class SubagentRuntime:
             self._children[task.task_id] = child
             self._done[task.task_id] = child.done
         with contextlib.suppress(FlowledgerError):
-            self.ledger.db.transact(lambda conn: liveness.register_run(conn, run_id, self.gateway_id, now,
-                                                                       task_id=task.task_id, pid=proc.pid))
+            self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id, pid=proc.pid)
         log.info("task %s subagent child %s started pid %s", task.task_id, child_key, proc.pid)
+        # A child that never reads its stdin must not block us on a full pipe: the prompt is written aside.
+        threading.Thread(target=_write_prompt, args=(proc, task.task), daemon=True).start()
         child.reader = threading.Thread(target=self._read, args=(child, out_path), daemon=True)
         child.reader.start()
         threading.Thread(target=self._supervise, args=(child,), daemon=True).start()
 
-    def _read(self, child: _Child, out_path: object) -> None:
+    def _read(self, child: _Child, out_path: Path) -> None:
         assert child.proc.stdout is not None
-        with open(str(out_path), "ab") as out_fh:
+        with open_log(out_path) as out_fh:
             for raw in child.proc.stdout:
                 out_fh.write(raw)
                 out_fh.flush()
@@ -163,23 +190,14 @@ class SubagentRuntime:
                     child.result_lines.append(line)
 
     def _supervise(self, child: _Child) -> None:
-        next_check = time.monotonic()
+        def stopped(why: str) -> None:
+            child.stop_reason = child.stop_reason or why
+
+        deadline = child.deadline
         try:
-            while True:
-                try:
-                    code = child.proc.wait(timeout=0.05)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if child.deadline is not None and time.monotonic() >= child.deadline and not child.stopper.requested:
-                    child.stop_reason = child.stop_reason or "timeout"
-                    child.stopper.request()
-                if time.monotonic() >= next_check:  # a cancel recorded by another process
-                    next_check = time.monotonic() + 0.2
-                    if not child.stopper.requested and cancelled_in_db(self.ledger, child.task.task_id):
-                        child.stop_reason = "cancel"
-                        child.stopper.request()
-                child.stopper.poll()
+            code = supervise(child.proc, child.stopper, on_stop=stopped,
+                             expired=None if deadline is None else lambda: time.monotonic() >= deadline,
+                             cancelled=lambda: cancelled_in_db(self.ledger, child.task.task_id))
             if child.reader is not None:  # the result is the last lines: let the reader drain the pipe
                 child.reader.join(timeout=5)
             self._record_end(child, code)
@@ -215,8 +233,7 @@ class SubagentRuntime:
         log.info("task %s subagent ended (%s)", tid, child.stop_reason or exit_text(code))
 
     def _release(self, run_id: str) -> None:
-        with contextlib.suppress(FlowledgerError):
-            self.ledger.db.transact(lambda conn: liveness.release_run(conn, run_id))
+        self.ledger.runs.release_run(run_id)
 
     # --- control ------------------------------------------------------------------------------------
 
@@ -231,6 +248,10 @@ class SubagentRuntime:
         child.stopper.request()
         return None
 
+    def stop_orphan(self, run_id: str) -> bool:
+        """Stop `run_id`'s process left behind by a dead supervisor, when provably that run (orphans.py)."""
+        return orphans.stop_orphan(self.ledger, run_id)
+
     def running_count(self) -> int:
         with self._lock:
             return len(self._children)
@@ -238,7 +259,7 @@ class SubagentRuntime:
     def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
         return wait_for_end(self.ledger, self._lock, self._done, task_id, timeout)
 
-    def shutdown(self, reason: str = "Cancelled: the gateway shut down.") -> None:
+    def shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
         with self._lock:
             children = list(self._children.values())
         for child in children:

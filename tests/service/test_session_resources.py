@@ -14,7 +14,7 @@ import pytest
 
 from flowledger import Ledger, TaskStatus
 from flowledger.flows import resources
-from flowledger.flows.orphans import RUN_MARKER, proc_stat
+from flowledger.flows.processes import RUN_MARKER, proc_stat
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
 from flowledger.tasks import liveness
 from flowledger.tasks.errors import InvalidInput

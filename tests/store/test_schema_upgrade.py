@@ -1,5 +1,7 @@
-"""Older databases open under the current version on both engines: version 1 (two indexes replaced, columns added)
-and version 2 (generation media and session resources: two columns, two tables), data kept."""
+"""Older databases open under the current version on both engines: version 1 → 2 replaced two indexes and added
+columns, 2 → 3 widened the id columns to 128 characters (PostgreSQL) and brought the run queue's payload table
+(with or without the one the queue used to create on its own), 5 added generation media and session resources
+(two columns, two tables); data kept."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ V1_SHAPE = [*V2_SHAPE[:-1],
     "CREATE INDEX ix_task_runs_cleanup_after ON task_runs (cleanup_after)",
     "ALTER TABLE cron_jobs DROP COLUMN timeout_ms",
     "ALTER TABLE sessions DROP COLUMN last_route_json",
+    "DROP TABLE task_payloads",
     "UPDATE schema_meta SET value = '1' WHERE meta_key = 'schema_version'",
 ]
 
@@ -55,11 +58,60 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
                 version = conn.execute(schema_meta.select()).mappings().one()["value"]
                 cron_columns = {c["name"] for c in inspect(conn).get_columns("cron_jobs")}
                 session_columns = {c["name"] for c in inspect(conn).get_columns("sessions")}
+                assert inspect(conn).has_table("task_payloads")
             assert version == str(SCHEMA_VERSION)
             assert "timeout_ms" in cron_columns
             assert "last_route_json" in session_columns
             assert ledger.tasks.get(made.task_id) == made
             assert [t.task_id for t in ledger.tasks.list(status="running")] == [made.task_id]
+
+
+def test_version_2_database_gets_the_payload_table_once(database_url: str, tmp_path: Path,
+                                                       clock: FrozenClock) -> None:
+    state_dir = tmp_path / "state"
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
+        conn.execute(text("DROP TABLE task_payloads"))
+        for statement in V2_SHAPE:
+            conn.execute(text(statement))
+    for _ in range(2):
+        with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+            with ledger.db.read() as conn:
+                assert inspect(conn).has_table("task_payloads")
+                assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
+                indexes = {str(ix["name"]) for ix in inspect(conn).get_indexes("task_payloads")}
+            assert indexes == {"ix_task_payloads_claimed_by"}
+
+
+def test_version_2_database_that_already_has_the_payload_table_keeps_it(database_url: str, tmp_path: Path,
+                                                                       clock: FrozenClock) -> None:
+    state_dir = tmp_path / "state"
+    # What the queue used to create on its own under version 2, with a row in it.
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
+        conn.execute(text("INSERT INTO task_payloads (task_id, argv_json, shell) VALUES ('t1', '[]', false)"))
+        for statement in V2_SHAPE:
+            conn.execute(text(statement))
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.read() as conn:
+        assert conn.execute(text("SELECT task_id FROM task_payloads")).scalars().all() == ["t1"]
+        assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
+
+
+def test_version_2_database_takes_ids_of_128_characters(database_url: str, tmp_path: Path, clock: FrozenClock
+                                                        ) -> None:
+    state_dir = tmp_path / "state"
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, \
+            ledger.db.write() as conn:
+        if ledger.db.is_postgres:  # version 2's widths; SQLite never enforced them
+            for table, column in (("task_runs", "task_id"), ("task_events", "task_id"),
+                                  ("task_delivery_state", "task_id"), ("flow_runs", "flow_id")):
+                conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(64)"))
+        for statement in V2_SHAPE:
+            conn.execute(text(statement))
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+        flow = ledger.flows.create_managed("agent:m:main", "ctl", "goal", flow_id="f" * 128)
+        task = ledger.tasks.create(runtime="cli", task="t", owner_key="agent:m:main", task_id="t" * 128,
+                                   parent_flow_id=flow.flow_id,
+                                   requester_origin={"channel": "webhook", "to": "x"})
+        assert ledger.tasks.get(task.task_id) == task
 
 
 def test_version_2_database_gains_generation_media_and_session_resources(database_url: str, tmp_path: Path,
