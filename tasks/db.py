@@ -47,6 +47,19 @@ MIGRATIONS: dict[int, list[str | tuple[str, str]]] = {
         ("task_runs", "task_id"), ("task_runs", "parent_flow_id"), ("task_delivery_state", "task_id"),
         ("task_events", "task_id"), ("flow_runs", "flow_id"), ("run_contexts", "task_id"),
         ("task_payloads", "task_id"))],
+    # 4: the notice outbox (another branch).
+    # 5: generation jobs (media on the task, acknowledged items) and a session's tracked resources.
+    5: [
+        "ALTER TABLE task_runs ADD COLUMN media_json TEXT",
+        "ALTER TABLE sessions ADD COLUMN ended_at BIGINT",
+        "CREATE TABLE IF NOT EXISTS generation_media (task_id VARCHAR(128) NOT NULL, item_key VARCHAR(64) NOT NULL, "
+        "item TEXT NOT NULL, session_key VARCHAR(512) NOT NULL, acked_at BIGINT, sent_at BIGINT, claimed_by TEXT, "
+        "claimed_at BIGINT, PRIMARY KEY (task_id, item_key))",
+        "CREATE TABLE IF NOT EXISTS session_resources (resource_id VARCHAR(64) NOT NULL PRIMARY KEY, "
+        "session_key VARCHAR(512) NOT NULL, kind VARCHAR(16) NOT NULL, pid INTEGER, run_marker TEXT, argv_json TEXT, "
+        "label TEXT, registered_at BIGINT NOT NULL, released_at BIGINT, outcome TEXT)",
+        "CREATE INDEX IF NOT EXISTS ix_session_resources_session_key ON session_resources (session_key)",
+    ],
 }
 
 
