@@ -63,6 +63,8 @@ def run(argv: list[str] | None = None) -> int:
         return code
     except FlowledgerError as exc:
         err(safe(exc.message))  # messages echo user input (a lookup, a path): never let it drive the terminal
+        for line in exc.details:
+            err(safe(line))
         return exc.exit_code
     except KeyboardInterrupt:
         err("Interrupted.")
