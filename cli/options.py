@@ -42,10 +42,14 @@ def wants_json(ctx: typer.Context, json_out: bool) -> bool:
     return bool(inherited(ctx, "json_out", json_out))
 
 
-def parse_since(raw: str | None, now: datetime) -> datetime | None:
+def parse_since(raw: str | None, now: datetime | None = None) -> datetime | None:
     """`--since 2h` (back from now) or `--since 2026-12-03T10:00:00Z`; a time without a zone is refused."""
     if raw is None:
         return None
+    if now is None:
+        from flowledger.tasks.clock import SystemClock
+
+        now = SystemClock().now()
     text = raw.strip()
     if text and text[0].isdigit() and not any(ch in text for ch in "-:T"):
         from flowledger.tasks.durations import parse_duration

@@ -147,10 +147,11 @@ def list_tasks(ctx: typer.Context, runtime: RuntimeOpt | None, status: StatusOpt
     st = inherited(ctx, "status", status)
     limit = inherited(ctx, "limit", limit)
     paging = Paging.parse(DEFAULT_LIST_LIMIT if limit is None else limit, inherited(ctx, "offset", offset) or 0)
+    after = parse_since(inherited(ctx, "since", since))  # usage errors before the ledger is opened
     ledger = app_context(ctx).ledger(read_only=True)
     page = task_page(ledger, runtime=rt.value if rt else None, status=st.value if st else None,
                      owner_key=inherited(ctx, "owner", owner),
-                     since=parse_since(inherited(ctx, "since", since), ledger.clock.now()),
+                     since=after,
                      flow=inherited(ctx, "flow", flow), paging=paging)
     if wants_json(ctx, json_out):
         emit_json(task_list_document(page.tasks, runtime=page.filters["runtime"], status=page.filters["status"],
