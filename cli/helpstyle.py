@@ -22,7 +22,7 @@ def install() -> None:
     usage_name = argument._usage_display_name
 
     def named_display_type(self: Any, ctx: Any) -> str | None:
-        return None if self.metavar else display_type(self, ctx)  # type: ignore[no-any-return]
+        return None if self.metavar else display_type(self, ctx)
 
     def named_usage(self: Any) -> str:
         if not self.metavar:

@@ -25,7 +25,6 @@ from flowledger.tasks.models import (
     trimmed,
 )
 from flowledger.tasks.sessionkeys import parse_agent_id
-from flowledger.tasks.tables import task_runs
 from flowledger.tasks.states import (
     ACTIVE,
     DeliveryStatus,
@@ -40,6 +39,7 @@ from flowledger.tasks.states import (
     parse_enum,
     should_apply,
 )
+from flowledger.tasks.tables import task_runs
 
 log = logging.getLogger(__name__)
 
