@@ -16,6 +16,7 @@ import typer
 
 from flowledger.cli import cron_cmd
 from flowledger.cli.context import app_context
+from flowledger.cli.logformat import LOG_FORMATS, formatter
 from flowledger.cli.render import emit_json, err, out, safe
 from flowledger.cli.run_result import exit_code_of
 from flowledger.tasks.clock import iso_z
@@ -39,14 +40,25 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
 
 def gateway_cmd(
     ctx: typer.Context,
-    log_level: Annotated[str, typer.Option("--log-level", help="debug | info | warning | error")] = "info",
+    log_level: Annotated[str, typer.Option("--log-level", metavar="LEVEL",
+                                           help="debug | info | warning | error")] = "info",
+    log_format: Annotated[str, typer.Option("--log-format", metavar="FORMAT",
+                                            help="text | json (one object a line, for log shippers)")] = "text",
 ) -> None:
-    """Run the gateway in the foreground: sweep, cron jobs, runtimes. Stops cleanly on SIGTERM/SIGINT."""
+    """Run the gateway in the foreground: sweep, cron jobs, runtimes. Stops cleanly on SIGTERM/SIGINT. Log
+    times are UTC (ISO-8601, `Z`).
+
+    Example: flowledger gateway --log-level debug --log-format json
+    """
     level = log_level.strip().lower()
     if level not in LOG_LEVELS:
         raise InvalidInput(f"Invalid --log-level {log_level!r}: expected one of {' | '.join(LOG_LEVELS)}.")
-    logging.basicConfig(level=getattr(logging, level.upper()), force=True, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kind = log_format.strip().lower()
+    if kind not in LOG_FORMATS:
+        raise InvalidInput(f"Invalid --log-format {log_format!r}: expected one of {' | '.join(LOG_FORMATS)}.")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(kind))
+    logging.basicConfig(level=getattr(logging, level.upper()), force=True, handlers=[handler])
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, getattr(logging, level.upper())))
     from flowledger.flows.ledger import Ledger
     from flowledger.scheduler.gateway import Gateway
