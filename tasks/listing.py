@@ -26,6 +26,8 @@ from flowledger.tasks.tables import task_runs
 
 _ACTIVE = [s.value for s in ACTIVE]
 COUNT_BATCH = 2000
+# Up to this many candidate rows, sorting them newest first beats walking the created index for a page.
+SORT_AT_MOST = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +52,18 @@ class TaskFilter:
             where.append(c.created_at >= self.since)
         return where
 
-    def candidate_where(self) -> list[ColumnElement[bool]]:
-        """Stored rows that can project to the wanted status: that status, or (for a terminal one) any active."""
+    def candidate_where(self, *, by_status_index: bool = True) -> list[ColumnElement[bool]]:
+        """Stored rows that can project to the wanted status: that status, or (for a terminal one) any active.
+
+        Without `by_status_index` the status test is written so no engine can answer it from the status index
+        (`status || ''`): a newest-first page of a common status then walks the created index and stops after
+        a page, instead of sorting every row of that status for each page.
+        """
         where = self.stored_where()
         if self.status is not None:
-            wanted = task_runs.c.status == self.status.value
-            where.append(wanted if self.status in ACTIVE else or_(wanted, task_runs.c.status.in_(_ACTIVE)))
+            column: ColumnElement[str] = task_runs.c.status if by_status_index else task_runs.c.status.concat("")
+            wanted = [self.status.value] if self.status in ACTIVE else [self.status.value, *_ACTIVE]
+            where.append(column.in_(wanted))
         return where
 
 
@@ -91,9 +99,14 @@ def page(db: Database, query: TaskFilter, projector: Projector, *, limit: int | 
             stmt = store.task_select().where(*query.stored_where()).order_by(*store.NEWEST_FIRST).offset(offset)
             rows = [store.row_to_task(r) for r in conn.execute(stmt.limit(limit) if limit is not None else stmt)]
             return [t for chunk in _chunks(rows) for t in projector.project(conn, chunk)]
+    with db.read() as conn:  # few candidates: sort them (status index); many: walk the created index
+        candidates = int(conn.execute(select(func.count()).select_from(task_runs)
+                                      .where(*query.candidate_where())).scalar() or 0)
+    wanted = (limit or candidates) + offset
+    selective = candidates <= max(SORT_AT_MOST, 20 * wanted)
     out: list[Task] = []
     skipped = 0
-    for batch in _newest(db, query.candidate_where(), projector):
+    for batch in _newest(db, query.candidate_where(by_status_index=selective), projector):
         for task in batch:
             if task.status != query.status:
                 continue
