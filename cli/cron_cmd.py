@@ -79,9 +79,11 @@ def list_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     if not jobs:
         err("No cron jobs.")
         return
-    columns = [Col("Name"), Col("Schedule"), Col("Next run"), Col("Last"), Col("Command", fixed=False)]
-    rows = [[j.name, cron.format_every(j), "paused" if j.job_id in paused else _next_text(j, now),
-             j.last_status or "-", j.describe()] for j in jobs]
+    columns = [Col("Name"), Col("Schedule"), Col("Timeout"), Col("Next run"), Col("Last"),
+               Col("Command", fixed=False)]
+    rows = [[j.name, cron.format_every(j), format_duration(j.effective_timeout),
+             "paused" if j.job_id in paused else _next_text(j, now), j.last_status or "-", j.describe()]
+            for j in jobs]
     render(columns, rows, status_column=3)
 
 

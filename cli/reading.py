@@ -23,12 +23,16 @@ IN_MEMORY = "sqlite://"
 
 def open_for_reading(state_dir: str | None, database_url: str | None) -> Ledger:
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     from flowledger.tasks.db import Database, resolve_database_url, resolve_state_dir
 
     resolved = resolve_state_dir(state_dir)
     url = resolve_database_url(database_url, resolved)
-    parsed = make_url(url) if "://" in url else None
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # Database.open below says so, as for every command
+        parsed = None
     if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database).expanduser().resolve()
         if not path.is_file():
