@@ -53,17 +53,24 @@ class TaskFilter:
         return where
 
     def candidate_where(self, *, by_status_index: bool = True) -> list[ColumnElement[bool]]:
-        """Stored rows that can project to the wanted status: that status, or (for a terminal one) any active.
+        """Stored rows that can project to the wanted status: that status; for `lost` also every active row,
+        for another terminal status also the active cron rows (the projection never moves a row otherwise).
 
         Without `by_status_index` the status test is written so no engine can answer it from the status index
         (`status || ''`): a newest-first page of a common status then walks the created index and stops after
         a page, instead of sorting every row of that status for each page.
         """
         where = self.stored_where()
-        if self.status is not None:
-            column: ColumnElement[str] = task_runs.c.status if by_status_index else task_runs.c.status.concat("")
-            wanted = [self.status.value] if self.status in ACTIVE else [self.status.value, *_ACTIVE]
-            where.append(column.in_(wanted))
+        if self.status is None:
+            return where
+        column: ColumnElement[str] = task_runs.c.status if by_status_index else task_runs.c.status.concat("")
+        if self.status in ACTIVE:
+            where.append(column == self.status.value)
+        elif self.status == TaskStatus.LOST:  # any active task may be marked lost
+            where.append(column.in_([self.status.value, *_ACTIVE]))
+        else:  # only cron recovery turns an active task into another terminal status
+            where.append(or_(column == self.status.value,
+                             and_(column.in_(_ACTIVE), task_runs.c.runtime == Runtime.CRON.value)))
         return where
 
 
