@@ -67,7 +67,7 @@ def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None
         except LaunchFailed as exc:  # nothing started: the claim's run context goes, the task fails
             assert current.run_id is not None
             cli.forget(current.run_id)
-            ledger.tasks.fail(current.run_id, error=exc.message, runtime=rt)
+            ledger.tasks.fail(current.run_id, error=f"cannot start: {exc.message}", runtime=rt)
             return RunOutcome(ledger.tasks.require(task.task_id), "in-process")
         done = runner.wait(task.task_id)
         failure = cli.failure(task.task_id)

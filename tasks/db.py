@@ -119,6 +119,19 @@ class Database:
         db.secure_files()
         return db
 
+    @classmethod
+    def empty(cls) -> Database:
+        """A schema-only, in-memory SQLite database: what the read-only commands show before a ledger exists.
+
+        Never reachable from a user's URL (an in-memory database keeps nothing: `parse_database_url` refuses it).
+        """
+        from sqlalchemy.pool import StaticPool
+
+        engine = create_engine("sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool)
+        db = cls(engine, sqlite_path=None)
+        db.ensure_schema()
+        return db
+
     def ensure_schema(self) -> None:
         """Create or migrate the schema once; cheap when it is already current."""
         current = self._schema_version()

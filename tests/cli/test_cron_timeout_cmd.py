@@ -20,7 +20,7 @@ def test_timeout_is_stored_and_listed(cli: Invoke) -> None:
     jobs = {j["name"]: j for j in json.loads(cli("cron", "list", "--json")[1])["jobs"]}
     assert jobs["backup"]["timeout_ms"] == 5_400_000 and jobs["tick"]["timeout_ms"] is None
     code, out, _ = cli("cron", "list")
-    header, *rows = out.splitlines()
+    header, _rule, *rows = out.splitlines()
     column = header.index("Timeout")
     timeouts = {row.split()[0]: row[column:].split()[0] for row in rows}
     assert code == 0 and timeouts == {"backup": "1h30m", "tick": "1h"}

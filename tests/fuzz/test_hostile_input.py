@@ -132,9 +132,12 @@ def test_config_nested_too_deep_is_one_line(tmp_path: Path, capsys: pytest.Captu
     state = tmp_path / "state"
     state.mkdir()
     (state / "config.toml").write_text("x = " + "[" * 3000 + "]" * 3000 + "\n")
-    code, out, err = _cli(state, capsys, "tasks", "list")
+    code, out, err = _cli(state, capsys, "tasks", "cancel", "nope")  # a command that delivers refuses
     _clean(out, err)
     assert code == 2 and err.count("\n") == 1 and "nested deeper" in err
+    code, out, err = _cli(state, capsys, "tasks", "list")  # a reading command warns and reads (issue 17)
+    _clean(out, err)
+    assert code == 0 and err.startswith("Warning: ") and "nested deeper" in err
 
 
 def _within(seconds: float, fn: object) -> None:
@@ -175,10 +178,12 @@ def test_a_fifo_named_config_toml_does_not_hang_every_command(tmp_path: Path,
     state.mkdir()
     os.mkfifo(state / "config.toml")
     results: list[tuple[int, str, str]] = []
+    _within(20, lambda: results.append(_cli(state, capsys, "tasks", "cancel", "nope")))
     _within(20, lambda: results.append(_cli(state, capsys, "tasks", "list")))
-    code, out, err = results[0]
+    (code, out, err), (read_code, _, read_err) = results
     _clean(out, err)
     assert code == 2 and "config.toml: not a regular file" in err
+    assert read_code == 0 and "config.toml: not a regular file" in read_err
 
 
 # --- database URL shapes ---------------------------------------------------------------------------------------
