@@ -17,4 +17,8 @@ def install(ledger: Ledger) -> None:
     from flowledger.tasks.config import load_config
     from flowledger.tasks.delivery import DeliveryHooks
 
-    ledger.tasks.hooks.members.append(DeliveryHooks.from_config(ledger.tasks, load_config(ledger.state_dir)))
+    delivery = DeliveryHooks.from_config(ledger.tasks, load_config(ledger.state_dir))
+    ledger.tasks.hooks.members.append(delivery)
+    from flowledger.tasks.generation_delivery import GenerationHooks
+
+    ledger.tasks.hooks.members.append(GenerationHooks(ledger.tasks, delivery))

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
-import stat
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +21,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.sql import ClauseElement
 
+from flowledger.tasks import filemodes
 from flowledger.tasks.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.errors import InvalidInput, StorageUnavailable
 from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, schema_meta, task_payloads
@@ -60,6 +58,19 @@ MIGRATIONS: dict[int, list[Migration]] = {
             ("task_runs", "task_id"), ("task_runs", "parent_flow_id"), ("task_delivery_state", "task_id"),
             ("task_events", "task_id"), ("flow_runs", "flow_id"), ("run_contexts", "task_id"),
             ("task_payloads", "task_id"))]],
+    # 4: the notice outbox (another branch).
+    # 5: generation jobs (media on the task, acknowledged items) and a session's tracked resources.
+    5: [
+        "ALTER TABLE task_runs ADD COLUMN media_json TEXT",
+        "ALTER TABLE sessions ADD COLUMN ended_at BIGINT",
+        "CREATE TABLE IF NOT EXISTS generation_media (task_id VARCHAR(128) NOT NULL, item_key VARCHAR(64) NOT NULL, "
+        "item TEXT NOT NULL, session_key VARCHAR(512) NOT NULL, acked_at BIGINT, sent_at BIGINT, claimed_by TEXT, "
+        "claimed_at BIGINT, PRIMARY KEY (task_id, item_key))",
+        "CREATE TABLE IF NOT EXISTS session_resources (resource_id VARCHAR(64) NOT NULL PRIMARY KEY, "
+        "session_key VARCHAR(512) NOT NULL, kind VARCHAR(16) NOT NULL, pid INTEGER, run_marker TEXT, argv_json TEXT, "
+        "label TEXT, registered_at BIGINT NOT NULL, released_at BIGINT, outcome TEXT)",
+        "CREATE INDEX IF NOT EXISTS ix_session_resources_session_key ON session_resources (session_key)",
+    ],
 }
 
 
@@ -84,9 +95,9 @@ class Database:
         target = parse_database_url(url)  # InvalidInput (exit 2) for a URL we cannot use, never echoing it
         sqlite_path = target.sqlite_path
         if state_dir is not None:
-            _make_private_dir(state_dir, required=False)
+            filemodes.make_private_dir(state_dir, required=False)
         if sqlite_path is not None:
-            _prepare_sqlite_dir(sqlite_path)
+            filemodes.prepare_sqlite_file(sqlite_path)
             engine = create_engine(
                 target.url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
             )
@@ -253,39 +264,9 @@ class Database:
             log.warning("wal checkpoint %s failed: %s", mode, _one_line(exc))
 
     def secure_files(self) -> None:
-        """Database files 0600 and the directories flowledger made 0700; warn when they were found looser.
-
-        Called once the database opened, so a failed open prints its one error line and nothing else. Only the
-        state dir and the database's own directory inside it are flowledger's to judge: a database the user put
-        elsewhere (say /tmp) says nothing about its directory, only its file is kept private.
-        """
-        for directory in self._own_directories():
-            with contextlib.suppress(OSError):
-                mode = stat.S_IMODE(directory.stat().st_mode)
-                if mode & 0o077:
-                    log.warning("%s is accessible by others (mode %o); flowledger expects 0700", directory, mode)
-        if self.sqlite_path is None:
-            return
-        for suffix in ("", "-wal", "-shm"):
-            path = Path(f"{self.sqlite_path}{suffix}")
-            with contextlib.suppress(FileNotFoundError):
-                mode = stat.S_IMODE(path.stat().st_mode)
-                if mode & 0o077:
-                    try:
-                        path.chmod(0o600)
-                    except OSError:
-                        warnings.warn(f"{path} is readable by others (mode {mode:o})", stacklevel=2)
-                    else:  # say so at start-up: something (a copy, a restore) loosened it while we were away
-                        log.warning("%s was readable by others (mode %o); tightened to 0600", path, mode)
-
-    def _own_directories(self) -> list[Path]:
-        if self.state_dir is None:
-            return []
-        found = [self.state_dir]
-        if self.sqlite_path is not None and self.sqlite_path.parent.is_relative_to(self.state_dir) \
-                and self.sqlite_path.parent != self.state_dir:
-            found.append(self.sqlite_path.parent)
-        return found
+        """Our directories 0700 and database files 0600; warn when found looser (tasks/filemodes.py). Called once
+        the database opened, so a failed open prints its one error line and nothing beside it."""
+        filemodes.check_private(self.state_dir, self.sqlite_path)
 
     def close(self) -> None:
         """Release the engine. SQLite: truncate the WAL if that is possible *now*, else leave a PASSIVE checkpoint.
@@ -323,33 +304,6 @@ class Database:
                     driver.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except (SQLAlchemyError, sqlite3.Error) as exc:
             log.debug("wal checkpoint at close skipped: %s", _one_line(exc))
-
-
-def _make_private_dir(path: Path, *, required: bool) -> None:
-    """Create `path` 0700 with any missing parents 0700 too (mkdir's `mode` applies to the last one only).
-
-    `required`: failing is fatal (the database's own directory); the state dir itself holds logs and config
-    only, so a command that needs neither still runs where it cannot be created (logs say so when needed)."""
-    missing = []
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        missing.append(probe)
-        probe = probe.parent
-    try:
-        for directory in reversed(missing):
-            directory.mkdir(mode=0o700, exist_ok=True)
-    except OSError as exc:
-        if required:
-            raise StorageUnavailable(f"Storage unavailable: cannot create {path}: {exc.strerror}") from exc
-        log.debug("state dir %s not created: %s", path, exc)
-
-
-def _prepare_sqlite_dir(path: Path) -> None:
-    _make_private_dir(path.parent, required=True)
-    if not path.exists():
-        # Create the file 0600 before SQLite does, so it is never briefly world-readable.
-        with contextlib.suppress(OSError):
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def _install_sqlite_discipline(engine: Engine) -> None:

@@ -23,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from flowledger.flows import resources
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_paths, open_log, tail
@@ -90,9 +91,13 @@ class _Child:
 
 class SubagentRuntime:
     def __init__(self, ledger: Ledger, *, gateway_id: str | None = None,
-                 kill_grace: timedelta = timedelta(seconds=5)) -> None:
+                 kill_grace: timedelta = timedelta(seconds=5),
+                 cleanup_timeout: timedelta = timedelta(seconds=resources.CLEANUP_TIMEOUT_S)) -> None:
         self.ledger = ledger
         self.kill_grace = kill_grace
+        self.cleanup_timeout = cleanup_timeout
+        # The thread releasing each ended child's tracked resources (flows/resources.py), by task id.
+        self.releases: dict[str, threading.Thread] = {}
         self.gateway_id = gateway_id or new_gateway_id("run")
         self._lease = LeaseKeeper(ledger, self.gateway_id) if gateway_id is None else None
         self._lease_started = False
@@ -137,7 +142,7 @@ class SubagentRuntime:
         out_fh.close()  # stdout is the reply, read from a pipe and appended by `_read`
         out_path, _ = log_paths(self.ledger.state_dir, task.task_id)
         try:
-            self.ledger.runs.begin_child(task, self.gateway_id, kind="subagent")
+            self.ledger.runs.begin_child(task, self.gateway_id, kind="subagent", ended_at=None)
             self.ledger.tasks.start(run_id, runtime=Runtime.SUBAGENT)
         except BaseException:
             err_fh.close()
@@ -200,8 +205,13 @@ class SubagentRuntime:
             log.exception("task %s subagent supervision failed", child.task.task_id)
         finally:
             self._release(child.run_id)
+            # After the terminal status, never before it: a hanging cleanup must not delay or mask the outcome.
+            released = resources.finish_session(self.ledger, child.task.child_session_key,
+                                                timeout_s=self.cleanup_timeout.total_seconds())
             with self._lock:
                 self._children.pop(child.task.task_id, None)
+                if released is not None:
+                    self.releases[child.task.task_id] = released
             child.done.set()
 
     def _record_end(self, child: _Child, code: int) -> None:

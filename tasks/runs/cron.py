@@ -124,7 +124,7 @@ class CronRuns:
             liveness.register_run(conn, run_id, gateway_id, started)
             if isolated_session is not None:
                 liveness.upsert_session(conn, isolated_session, started, agent_id=agent_id, kind="cron",
-                                        spawned_by=f"cron:{job_id}", gateway_id=gateway_id)
+                                        spawned_by=f"cron:{job_id}", gateway_id=gateway_id, ended_at=None)
 
         self.db.transact(unit)
 
@@ -143,6 +143,13 @@ class CronRuns:
                 last_duration_ms=duration_ms))
 
         self.db.transact(unit)
+
+    def spawned_by_run(self, session_key: str, since: datetime) -> list[Task]:
+        """The sub-agent tasks an isolated run's session spawned since it started (tasks/cron_followup.py)."""
+        from flowledger.tasks import cron_followup
+
+        with self.db.read() as conn:
+            return cron_followup.descendants(conn, session_key, since)
 
     def running_job_ids(self) -> set[str]:
         with self.db.read() as conn:

@@ -66,14 +66,13 @@ def test_a_foreground_flow_submission_is_one_write(cli: Invoke, database_url: st
     flow_file.write_text(FLOW)
     with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
         _refuse_claiming_queued_flows(ledger)
-    try:
-        code, out, err = cli("tasks", "flow", "run", "--json", str(flow_file))
-        with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
+        try:
+            code, out, err = cli("tasks", "flow", "run", "--json", str(flow_file))
             flows = ledger.flows.list()
-    finally:  # the PostgreSQL database is shared by the run's tests: TRUNCATE keeps triggers, so drop it
-        with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger, ledger.db.write() as conn:
-            conn.execute(text("DROP TRIGGER IF EXISTS refuse_claim" + (" ON flow_runs" if ledger.db.is_postgres
-                                                                          else "")))
+        finally:  # the PostgreSQL database is shared by the whole run: leave no trigger behind
+            with ledger.db.write() as conn:
+                conn.execute(text("DROP TRIGGER IF EXISTS refuse_claim" + (" ON flow_runs" if ledger.db.is_postgres
+                                                                            else "")))
     assert not [f for f in flows if f.status.value == "queued"], "a queued flow was left for a gateway"
     assert code == 0, err
     assert json.loads(out)["status"] == "succeeded" and len(flows) == 1

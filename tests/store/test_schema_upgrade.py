@@ -1,6 +1,7 @@
 """Older databases open under the current version on both engines: version 1 → 2 replaced two indexes and added
 columns, 2 → 3 widened the id columns to 128 characters (PostgreSQL) and brought the run queue's payload table
-(with or without the one the queue used to create on its own); data kept."""
+(with or without the one the queue used to create on its own), 5 added generation media and session resources
+(two columns, two tables); data kept."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ from sqlalchemy import inspect, text
 from flowledger import FrozenClock, Ledger
 from flowledger.tasks.tables import SCHEMA_VERSION, schema_meta
 
+# What version 2 had before version 5 added generation jobs and session resources.
+V2_SHAPE = [
+    "ALTER TABLE task_runs DROP COLUMN media_json",
+    "ALTER TABLE sessions DROP COLUMN ended_at",
+    "DROP TABLE generation_media",
+    "DROP TABLE session_resources",
+    "UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'",
+]
 # What version 1 created that version 2 no longer has, and the reverse.
-V1_SHAPE = [
+V1_SHAPE = [*V2_SHAPE[:-1],
     "CREATE INDEX ix_task_runs_last_event_at ON task_runs (last_event_at)",
     "DROP INDEX idx_task_runs_cleanup",
     "CREATE INDEX ix_task_runs_cleanup_after ON task_runs (cleanup_after)",
@@ -29,7 +38,7 @@ def _task_run_indexes(ledger: Ledger) -> set[str]:
 
 
 def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, clock: FrozenClock) -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 5
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
         made = ledger.tasks.create(runtime="cli", task="made under version 1", owner_key="agent:m:main",
@@ -62,7 +71,8 @@ def test_version_2_database_gets_the_payload_table_once(database_url: str, tmp_p
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
         conn.execute(text("DROP TABLE task_payloads"))
-        conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
+        for statement in V2_SHAPE:
+            conn.execute(text(statement))
     for _ in range(2):
         with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
             with ledger.db.read() as conn:
@@ -78,7 +88,8 @@ def test_version_2_database_that_already_has_the_payload_table_keeps_it(database
     # What the queue used to create on its own under version 2, with a row in it.
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
         conn.execute(text("INSERT INTO task_payloads (task_id, argv_json, shell) VALUES ('t1', '[]', false)"))
-        conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
+        for statement in V2_SHAPE:
+            conn.execute(text(statement))
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.read() as conn:
         assert conn.execute(text("SELECT task_id FROM task_payloads")).scalars().all() == ["t1"]
         assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
@@ -93,10 +104,40 @@ def test_version_2_database_takes_ids_of_128_characters(database_url: str, tmp_p
             for table, column in (("task_runs", "task_id"), ("task_events", "task_id"),
                                   ("task_delivery_state", "task_id"), ("flow_runs", "flow_id")):
                 conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(64)"))
-        conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
+        for statement in V2_SHAPE:
+            conn.execute(text(statement))
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
         flow = ledger.flows.create_managed("agent:m:main", "ctl", "goal", flow_id="f" * 128)
         task = ledger.tasks.create(runtime="cli", task="t", owner_key="agent:m:main", task_id="t" * 128,
                                    parent_flow_id=flow.flow_id,
                                    requester_origin={"channel": "webhook", "to": "x"})
         assert ledger.tasks.get(task.task_id) == task
+
+
+def test_version_2_database_gains_generation_media_and_session_resources(database_url: str, tmp_path: Path,
+                                                                          clock: FrozenClock) -> None:
+    state_dir = tmp_path / "state"
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+        made = ledger.tasks.create(runtime="cli", task="made under version 2", owner_key="agent:m:main")
+        with ledger.db.write() as conn:
+            for statement in V2_SHAPE:
+                conn.execute(text(statement))
+            assert not inspect(conn).has_table("generation_media")
+
+    for _ in range(2):
+        with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+            with ledger.db.read() as conn:
+                schema = inspect(conn)
+                assert "media_json" in {c["name"] for c in schema.get_columns("task_runs")}
+                assert "ended_at" in {c["name"] for c in schema.get_columns("sessions")}
+                assert schema.has_table("generation_media") and schema.has_table("session_resources")
+                version = conn.execute(schema_meta.select()).mappings().one()["value"]
+            assert version == str(SCHEMA_VERSION)
+            assert ledger.tasks.get(made.task_id) == made
+            # The upgraded tables work: a job's items are recorded and acknowledged, a resource is registered.
+            job = ledger.tasks.start_generation("image_generate", "agent:m:main", f"fox {_}").task
+            assert job.run_id is not None
+            ledger.tasks.complete(job.run_id, media=["fox.png"])
+            assert ledger.sessions.ack_media("agent:m:main", job.task_id, ["fox.png"]) == 1
+            ledger.sessions.track_cleanup("agent:m:main", ["true"], label=f"tab {_}")
+            assert len(ledger.sessions.resources("agent:m:main")) == _ + 1
