@@ -154,8 +154,7 @@ class CronRunner:
             return initial
 
         def read() -> list[Task]:
-            with self.ledger.db.read() as conn:
-                return cron_followup.descendants(conn, key, since)
+            return self.ledger.runs.cron.spawned_by_run(key, since)
 
         try:
             spawned = read()

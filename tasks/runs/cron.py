@@ -144,6 +144,13 @@ class CronRuns:
 
         self.db.transact(unit)
 
+    def spawned_by_run(self, session_key: str, since: datetime) -> list[Task]:
+        """The sub-agent tasks an isolated run's session spawned since it started (tasks/cron_followup.py)."""
+        from flowledger.tasks import cron_followup
+
+        with self.db.read() as conn:
+            return cron_followup.descendants(conn, session_key, since)
+
     def running_job_ids(self) -> set[str]:
         with self.db.read() as conn:
             return {r[0].lower() for r in conn.execute(
