@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flowledger.flows.models import Flow
+from flowledger.flows.steps import step_views
 from flowledger.tasks.models import Task
 
 
@@ -19,10 +20,13 @@ def task_list_document(tasks: Sequence[Task], *, runtime: str | None, status: st
 
 
 def flow_document(flow: Flow, tasks: Sequence[Task]) -> dict[str, Any]:
-    """`tasks flow show --json` and `GET /api/flows/<lookup>`: the flow, its linked tasks and their summary."""
+    """`tasks flow show --json` and `GET /api/flows/<lookup>`: the flow, its linked tasks and their summary, and
+    for a graph flow its `steps` in file order (flows/steps.py; null for any other flow)."""
     from flowledger.flows.service import task_summary
 
-    return {**flow.to_json(), "tasks": [t.to_json() for t in tasks], "task_summary": task_summary(list(tasks))}
+    views = step_views(flow, tasks)
+    return {**flow.to_json(), "tasks": [t.to_json() for t in tasks], "task_summary": task_summary(list(tasks)),
+            "steps": [v.to_json() for v in views] if views is not None else None}
 
 
 def flow_list_document(flows: Sequence[Flow], linked: Mapping[str, Sequence[Task]],
