@@ -19,18 +19,21 @@ def task_list_document(tasks: Sequence[Task], *, runtime: str | None, status: st
     return {"count": len(tasks), "runtime": runtime, "status": status, "tasks": [t.to_json() for t in tasks]}
 
 
-def flow_document(flow: Flow, tasks: Sequence[Task]) -> dict[str, Any]:
+def flow_document(flow: Flow, tasks: Sequence[Task], *, with_steps: bool = True) -> dict[str, Any]:
     """`tasks flow show --json` and `GET /api/flows/<lookup>`: the flow, its linked tasks and their summary, and
-    for a graph flow its `steps` in file order (flows/steps.py; null for any other flow)."""
+    for a graph flow its `steps` in file order (flows/steps.py; null for any other flow). Listings leave the
+    steps out (`with_steps=False`): CONTRACT §3 fixes their keys."""
     from flowledger.flows.service import task_summary
 
-    views = step_views(flow, tasks)
-    return {**flow.to_json(), "tasks": [t.to_json() for t in tasks], "task_summary": task_summary(list(tasks)),
-            "steps": [v.to_json() for v in views] if views is not None else None}
+    document = {**flow.to_json(), "tasks": [t.to_json() for t in tasks], "task_summary": task_summary(list(tasks))}
+    if with_steps:
+        views = step_views(flow, tasks)
+        document["steps"] = [v.to_json() for v in views] if views is not None else None
+    return document
 
 
 def flow_list_document(flows: Sequence[Flow], linked: Mapping[str, Sequence[Task]],
                        *, status: str | None) -> dict[str, Any]:
     """`tasks flow list --json` and `GET /api/flows`."""
     return {"count": len(flows), "status": status,
-            "flows": [flow_document(f, linked.get(f.flow_id, [])) for f in flows]}
+            "flows": [flow_document(f, linked.get(f.flow_id, []), with_steps=False) for f in flows]}

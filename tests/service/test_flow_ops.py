@@ -308,3 +308,22 @@ def test_a_flow_without_origin_queues_its_end_to_the_owner_session(ledger: Ledge
     assert notice.status == outbox.SESSION_QUEUED
     events = SessionEvents(ledger.db, ledger.clock).list(OWNER)
     assert [e.text for e in events] == [f'Flow "Chain" succeeded. (flow {flow.flow_id})']
+
+
+# --- cancel from another terminal -----------------------------------------------------------------------------
+
+
+def test_a_flow_cancelled_from_elsewhere_audits_clean(ledger: Ledger, clock: FrozenClock) -> None:
+    controller = GraphController(ledger, define_flow(ledger, chain(2)), Scripted(ledger, {"s1": ["hang"]}))
+    assert controller.claim()
+    controller.turn()
+    result = ledger.flows.cancel(controller.flow.flow_id)  # "another terminal": the driver is not involved
+    assert result.cancelled
+    clock.advance(timedelta(seconds=2))
+    ended, _ = controller.turn()  # the driver notices and records its steps' final state
+    assert ended is not None and ended.status == FlowStatus.CANCELLED
+    flow = ledger.flows.require(ended.flow_id)
+    assert flow.ended_at is not None and flow.ended_at >= flow.updated_at
+    assert [s["status"] for s in steps_json(ledger, flow.flow_id)] == ["cancelled", "cancelled"]
+    codes = [f.code for f in ledger.audit().findings if f.token == flow.flow_id]
+    assert "inconsistent_timestamps" not in codes
