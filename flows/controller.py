@@ -30,7 +30,7 @@ from flowledger.flows import store as flow_store
 from flowledger.flows.definitions import FlowDefinition, flow_from_document
 from flowledger.flows.graph import Readiness, StepStatus
 from flowledger.flows.models import GRAPH_CONTROLLER, Flow, FlowStatus
-from flowledger.flows.notices import FlowNotices
+from flowledger.flows.notices import FlowNotices, run_number
 from flowledger.flows.steps import step_run_id
 from flowledger.tasks import liveness
 from flowledger.tasks import store as task_store
@@ -429,8 +429,7 @@ class GraphController:
 
     @property
     def run_number(self) -> int:
-        run = self._extra.get("run")
-        return run if isinstance(run, int) and run > 0 else 1
+        return run_number(self.flow)
 
     def state(self) -> dict[str, Any]:
         steps = self.readiness.snapshot()["steps"]

@@ -48,6 +48,13 @@ def step_end_text(flow: Flow, step_id: str, attempt: int, task: Task) -> str:
             f"{task.status.value.replace('_', ' ')}{error}. (flow {flow.flow_id})")
 
 
+def run_number(flow: Flow) -> int:
+    """Which run of a graph flow this is: 1, then one more per retry (flows/retry.py)."""
+    state = flow.state if isinstance(flow.state, dict) else {}
+    run = state.get("run")
+    return run if isinstance(run, int) and run > 0 else 1
+
+
 class FlowNotices:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
@@ -57,6 +64,12 @@ class FlowNotices:
         if flow.notify_policy == NotifyPolicy.SILENT or not flow.is_link_terminal:
             return
         self._record(flow, f"flow:{flow.flow_id}:run:{run}:end", flow.status.value, flow_end_text(flow))
+
+    def graph_flow_ended(self, flow: Flow) -> None:
+        """The end of a graph flow that no driver announced (a queued flow cancelled); the same key as the
+        driver's, so a flow both end is announced once."""
+        if isinstance(flow.state, dict) and "definition" in flow.state:
+            self.flow_ended(flow, run_number(flow))
 
     def step_attempt_ended(self, flow: Flow, step_id: str, attempt: int, task: Task) -> None:
         """One step attempt's end, under `state_changes` only."""

@@ -386,7 +386,12 @@ class FlowService:
                 result = self.ledger.tasks.cancel(child.task_id, reason)
                 if not result.cancelled:
                     log.info("flow %s: child task %s not cancelled: %s", flow.flow_id, child.task_id, result.reason)
-        return self._finalise_cancel(flow.flow_id)
+        ended = self._finalise_cancel(flow.flow_id)
+        if ended.cancelled and ended.flow is not None:
+            from flowledger.flows.notices import FlowNotices
+
+            FlowNotices(self.ledger).graph_flow_ended(ended.flow)
+        return ended
 
     def _record_cancel_intent(self, flow: Flow) -> Flow | FlowCancelResult:
         """Set the sticky cancel intent (revision-checked). A driver saving its step between our read and our

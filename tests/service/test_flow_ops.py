@@ -327,3 +327,12 @@ def test_a_flow_cancelled_from_elsewhere_audits_clean(ledger: Ledger, clock: Fro
     assert [s["status"] for s in steps_json(ledger, flow.flow_id)] == ["cancelled", "cancelled"]
     codes = [f.code for f in ledger.audit().findings if f.token == flow.flow_id]
     assert "inconsistent_timestamps" not in codes
+
+
+def test_a_queued_flow_cancelled_before_any_driver_still_announces_its_end_once(ledger: Ledger) -> None:
+    flow = define_flow(ledger, chain(1))
+    ledger.flows.cancel(flow.flow_id)
+    ledger.flows.cancel(flow.flow_id)  # refused: already cancelled; nothing more is announced
+    [notice] = outbox.for_subject(ledger.db, flow.flow_id)
+    assert notice.notice_key == f"flow:{flow.flow_id}:run:1:end" and notice.subject_status == "cancelled"
+    assert notice.text == f'Flow "Chain" was cancelled. (flow {flow.flow_id})'
