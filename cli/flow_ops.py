@@ -7,7 +7,8 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
@@ -130,12 +131,9 @@ def is_terminal_flow(ledger: Ledger, flow_id: str) -> bool:
     return flow is None or flow.status in LINK_TERMINAL
 
 
-def _copy_prefixed(path: object, stream: object, prefix: str, offset: int, *, whole: bool) -> int:
+def _copy_prefixed(path: Path, stream: TextIO, prefix: str, offset: int, *, whole: bool) -> int:
     """Write the complete lines `path` gained since `offset`, each prefixed (a partial last line waits unless
     `whole`); return the new offset."""
-    from pathlib import Path
-
-    assert isinstance(path, Path)
     try:
         with path.open("rb") as fh:
             fh.seek(offset)
@@ -145,13 +143,11 @@ def _copy_prefixed(path: object, stream: object, prefix: str, offset: int, *, wh
     if not whole:
         data = data[: data.rfind(b"\n") + 1]
     if data:
-        text = data.decode("utf-8", "replace")
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
+        lines = data.decode("utf-8", "replace").split("\n")
+        if lines[-1] == "":
             lines.pop()
-        write = getattr(stream, "write")  # noqa: B009 - sys.stdout or sys.stderr
-        write("".join(f"{prefix}{safe(line)}\n" for line in lines))
-        getattr(stream, "flush")()  # noqa: B009
+        stream.write("".join(f"{prefix}{safe(line)}\n" for line in lines))
+        stream.flush()
     return offset + len(data)
 
 
