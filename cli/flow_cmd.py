@@ -1,8 +1,9 @@
 """`flowledger tasks flow list|show|cancel|validate|run`: parse, call one service method, render.
 
 Texts follow REFERENCE §10.7; JSON follows CONTRACT §3 (Flow keys plus `tasks` and `task_summary`) and §7
-(`steps`). `flow run` drives the flow in this process through the `cli` runtime, with live progress on stderr.
-`flow logs|wait|retry` live in cli/flow_ops.py.
+(`steps`). `flow run` drives the flow in this process through the `cli` runtime, with live progress on stderr;
+`--detach` records it with the submitter's directory and allow-listed environment (flows/context.py) for a
+gateway. `flow logs|wait|retry` live in cli/flow_ops.py.
 """
 
 from __future__ import annotations
@@ -104,9 +105,20 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         ledger = app_context(ctx).ledger()
         from flowledger.flows.controller import define_flow
 
-        if not detach:
+        context = None
+        if detach:
+            import os
+
+            from flowledger.flows.context import capture
+
+            try:
+                here = os.getcwd()
+            except OSError:
+                raise OperationRefused("Cannot hand the flow over: the current directory no longer exists.") from None
+            context = capture(here, os.environ, definition.pass_env)
+        else:
             refuse_foreign_steps(definition)
-        flow = define_flow(ledger, definition, notify=notify.value if notify else None, origin=origin)
+        flow = define_flow(ledger, definition, context, notify=notify.value if notify else None, origin=origin)
         if detach:
             if json_out:
                 emit_json(flow_document(flow, []))

@@ -33,11 +33,15 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
 def gateway_cmd(
     ctx: typer.Context,
     log_level: Annotated[str, typer.Option("--log-level", help="debug | info | warning | error")] = "info",
+    max_flows: Annotated[int | None, typer.Option(
+        "--max-flows", help="Detached flows driven at once (default 8, or FLOWLEDGER_MAX_FLOWS).")] = None,
 ) -> None:
     """Run the gateway in the foreground: sweep, cron jobs, runtimes. Stops cleanly on SIGTERM/SIGINT."""
     level = log_level.strip().lower()
     if level not in LOG_LEVELS:
         raise InvalidInput(f"Invalid --log-level {log_level!r}: expected one of {' | '.join(LOG_LEVELS)}.")
+    if max_flows is not None and not 1 <= max_flows <= 10_000:
+        raise InvalidInput(f"Invalid --max-flows {max_flows}: expected a number from 1 to 10000.")
     logging.basicConfig(level=getattr(logging, level.upper()), force=True, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, getattr(logging, level.upper())))
@@ -57,7 +61,7 @@ def gateway_cmd(
     signal.signal(signal.SIGINT, on_signal)
     ledger = Ledger.open(state_dir=config.state_dir, database_url=config.database_url, authoritative=True,
                          gateway_id=gateway_id)
-    gateway = Gateway(ledger, gateway_id=gateway_id)
+    gateway = Gateway(ledger, gateway_id=gateway_id, max_flows=max_flows)
     try:
         gateway.start()
         err("gateway ready")

@@ -2,10 +2,14 @@
 
 Each step becomes a child task of the flow (runtime from the step, label = the step's label or id, run id
 `flow:<flow_id>:<step_id>:<attempt>` with attempts counted over every run of the flow, see flows/steps.py)
-once every step it needs has succeeded; a `StepLauncher` runs it and reports through `ledger.tasks`, and the
-controller watches task statuses in the database. Per-step status lives in the flow's `state`:
+once every step it needs has succeeded; the `StepLauncher` of the step's runtime runs it and reports through
+`ledger.tasks`, and the controller watches task statuses in the database. An agent step (`subagent`, `acp`)
+gets a child session of its own per attempt, so `tasks cancel` can reach it from any process. A step whose
+runtime has no launcher here, or that its launcher cannot start, fails at once with one line naming the step.
+Per-step status lives in the flow's `state`:
 
     {"version": 1, "definition": <the flow file as a document>, "driver": "<lease id of the driving process>",
+     "context": {"cwd": "<submitter's directory>", "env": {…}},   # detached flows only (flows/context.py)
      "steps": {"<id>": {"status": "pending|running|succeeded|…", "attempts": n, "task_id": "…",
                         "base": <attempts in earlier runs>, "not_before": <epoch ms of the next attempt>}},
      "run": <1 + retries of the flow>, "history": [<one entry per retry, flows/retry.py>]}
@@ -18,6 +22,7 @@ the blocked fields naming the step. A cancel request on the flow stops everythin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -25,9 +30,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from flowledger.flows import context as submission
 from flowledger.flows import orphans
 from flowledger.flows import store as flow_store
-from flowledger.flows.definitions import FlowDefinition, flow_from_document
+from flowledger.flows.definitions import FlowDefinition, StepDefinition, flow_from_document
 from flowledger.flows.graph import Readiness, StepStatus
 from flowledger.flows.models import GRAPH_CONTROLLER, Flow, FlowStatus
 from flowledger.flows.notices import FlowNotices, run_number
@@ -36,8 +42,9 @@ from flowledger.tasks import liveness
 from flowledger.tasks import store as task_store
 from flowledger.tasks.clock import coerce_time, to_ms
 from flowledger.tasks.errors import FlowledgerError, FlowNotFound, InvalidInput
+from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
-from flowledger.tasks.states import ACTIVE, DeliveryStatus, NotifyPolicy, TaskStatus, TerminalOutcome
+from flowledger.tasks.states import ACTIVE, DeliveryStatus, NotifyPolicy, Runtime, TaskStatus, TerminalOutcome
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
@@ -57,6 +64,20 @@ class StepLauncher(Protocol):
 
     def start(self, task: Task, argv: list[str], *, shell: bool, timeout: timedelta | None, cwd: str | None,
               env: dict[str, str] | None) -> None: ...
+
+
+# One launcher serves every step (as a gateway's cli runtime did), or one launcher per runtime; a step whose
+# runtime has none fails at once.
+Launchers = StepLauncher | Mapping[Runtime, StepLauncher]
+
+
+def launchers_by_runtime(launcher: Launchers) -> tuple[StepLauncher, Mapping[Runtime, StepLauncher] | None]:
+    """The launcher that vouches for the driver (the cli one when there are several) and the per-runtime map."""
+    if isinstance(launcher, Mapping):
+        if not launcher:
+            raise InvalidInput("A flow controller needs at least one step launcher.")
+        return launcher.get(Runtime.CLI) or next(iter(launcher.values())), launcher
+    return launcher, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,29 +111,36 @@ def step_status_of(task: Task) -> StepStatus | None:
     return StepStatus.FAILED  # failed, lost
 
 
-def initial_state(definition: FlowDefinition) -> dict[str, Any]:
+def initial_state(definition: FlowDefinition,
+                  context: submission.SubmissionContext | None = None) -> dict[str, Any]:
     snapshot = Readiness(definition).snapshot()
-    return {"version": STATE_VERSION, "definition": definition.to_document(), "steps": snapshot["steps"]}
+    state = {"version": STATE_VERSION, "definition": definition.to_document(), "steps": snapshot["steps"]}
+    if context is not None:
+        state["context"] = context.to_document()
+    return state
 
 
-def define_flow(ledger: Ledger, definition: FlowDefinition, *, notify: NotifyPolicy | str | None = None,
+def define_flow(ledger: Ledger, definition: FlowDefinition,
+                context: submission.SubmissionContext | None = None, *, notify: NotifyPolicy | str | None = None,
                 origin: Mapping[str, Any] | None = None) -> Flow:
-    """Record the flow (queued, nothing started) for a controller to drive later, e.g. the gateway's.
+    """Record the flow (queued, nothing started) for a controller to drive later, e.g. the gateway's; a
+    detached flow carries its submission `context` (its steps then run there, with that environment).
     `notify` and `origin` (e.g. from the command line) override the file's `[flow] notify` and `origin`."""
     where = origin if origin is not None else definition.origin
     return ledger.flows.create_managed(definition.owner, GRAPH_CONTROLLER, definition.goal,
-                                       notify_policy=notify or definition.notify, state=initial_state(definition),
+                                       notify_policy=notify or definition.notify,
+                                       state=initial_state(definition, context),
                                        requester_origin=dict(where) if where is not None else None)
 
 
-def run_flow(ledger: Ledger, definition: FlowDefinition, launcher: StepLauncher, *,
+def run_flow(ledger: Ledger, definition: FlowDefinition, launcher: Launchers, *,
              on_progress: ProgressCallback | None = None, poll_interval: float = POLL_INTERVAL_S) -> Flow:
     """Define the flow and drive it to its end in this thread; returns the final flow."""
     flow = define_flow(ledger, definition)
     return GraphController(ledger, flow, launcher, on_progress=on_progress, poll_interval=poll_interval).run()
 
 
-def resume_graph_flows(ledger: Ledger, launcher: StepLauncher, *, on_progress: ProgressCallback | None = None,
+def resume_graph_flows(ledger: Ledger, launcher: Launchers, *, on_progress: ProgressCallback | None = None,
                        poll_interval: float = POLL_INTERVAL_S) -> list[Flow]:
     """Drive every queued graph flow, then every running one whose driver's lease expired (oldest first), to its
     end; a flow another process claimed or adopted first is skipped."""
@@ -136,6 +164,24 @@ def resume_graph_flows(ledger: Ledger, launcher: StepLauncher, *, on_progress: P
     return finished
 
 
+def launch_options(step: StepDefinition) -> dict[str, Any]:
+    """What a step's runtime takes beyond the common arguments: an acp step's session mode."""
+    return {"mode": step.session_mode} if step.session_mode is not None else {}
+
+
+def _agent_fields(step: StepDefinition) -> dict[str, Any]:
+    """An agent step's task runs in a child session of its own, named after the attempt's task id."""
+    if step.runtime == Runtime.CLI:
+        return {}
+    task_id = new_id()
+    return {"task_id": task_id, "child_session_key": f"agent:main:{step.runtime.value}:{task_id}"}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.message if isinstance(exc, FlowledgerError) else str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
 def driver_of(flow: Flow) -> str | None:
     state = flow.state if isinstance(flow.state, dict) else {}
     driver = state.get("driver")
@@ -157,14 +203,15 @@ class _Displaced(Exception):
 
 
 class GraphController:
-    def __init__(self, ledger: Ledger, flow: Flow, launcher: StepLauncher, *,
+    def __init__(self, ledger: Ledger, flow: Flow, launcher: Launchers, *,
                  on_progress: ProgressCallback | None = None, poll_interval: float = POLL_INTERVAL_S) -> None:
         state = flow.state if isinstance(flow.state, dict) else None
         if state is None or state.get("version") != STATE_VERSION or "definition" not in state:
             raise InvalidInput(f"Flow {flow.flow_id} is not a graph flow (no step state).")
         self.ledger = ledger
         self.flow = flow
-        self.launcher = launcher
+        self.launcher, self.launchers = launchers_by_runtime(launcher)
+        self.context = submission.from_document(state.get("context"))
         self.on_progress = on_progress
         self.poll_interval = poll_interval
         self.definition = flow_from_document(state["definition"], source=f"flow {flow.flow_id}")
@@ -297,9 +344,10 @@ class GraphController:
             attempt = self.base.get(step_id, 0) + self.readiness.attempts(step_id) + 1
             # Step tasks stay silent (not_applicable): the flow speaks for them (flows/notices.py).
             result = self.ledger.flows.run_task(
-                self.flow.flow_id, runtime=step.runtime, task=step.command, label=step.display_label,
-                run_id=step_run_id(self.flow.flow_id, step.id, attempt), notify_policy=NotifyPolicy.SILENT,
-                delivery_status=DeliveryStatus.NOT_APPLICABLE, status="queued", refresh=False)
+                self.flow.flow_id, runtime=step.runtime, task=step.agent_prompt or step.command,
+                label=step.display_label, run_id=step_run_id(self.flow.flow_id, step.id, attempt),
+                notify_policy=NotifyPolicy.SILENT, delivery_status=DeliveryStatus.NOT_APPLICABLE, status="queued",
+                refresh=False, **_agent_fields(step))
             if not result.created or result.task is None:
                 log.info("flow %s: step %s not started: %s", self.flow.flow_id, step_id, result.reason)
                 return started  # a cancel request or a terminal flow: the loop notices next turn
@@ -309,15 +357,28 @@ class GraphController:
             self.task_ids[step_id] = task.task_id
             self._started_at[step_id] = self.ledger.clock.now()
             self._emit("step_started", step_id, task)
-            try:
-                self.launcher.start(task, list(step.run), shell=step.shell, timeout=step.timeout, cwd=step.cwd,
-                                    env=dict(step.env) or None)
-            except Exception as exc:  # a launcher that cannot start the step fails that step, not the controller
-                log.warning("flow %s: step %s failed to launch: %s", self.flow.flow_id, step_id, exc)
-                if task.run_id:
-                    self.ledger.tasks.fail(task.run_id, error=f"launch failed: {exc}")
+            self._launch(step, task)
             started = True
         return started
+
+    def _launch(self, step: StepDefinition, task: Task) -> None:
+        """Hand the step's task to its runtime; one that cannot take it fails the step, never the controller."""
+        launcher = self.launcher if self.launchers is None else self.launchers.get(step.runtime)
+        options: dict[str, Any] = {"cwd": step.cwd, "env": dict(step.env) or None}
+        if self.context is not None:  # a detached flow: the submitter's directory and environment, nothing else
+            options = {"cwd": self.context.step_cwd(step.cwd), "env": self.context.step_env(step.env),
+                       "inherit_env": False}
+        try:
+            if launcher is None:
+                raise InvalidInput(f"no {step.runtime.value} runtime here to run it")
+            launcher.start(task, list(step.run), shell=step.shell, timeout=step.timeout, **options,
+                           **launch_options(step))
+        except Exception as exc:  # a launcher that cannot start the step fails that step, not the controller
+            error = f"Step {step.id!r} could not start: {_one_line(exc)}"
+            log.warning("flow %s: task %s: %s", self.flow.flow_id, task.task_id, error)
+            if task.run_id:
+                with contextlib.suppress(FlowledgerError):  # it ended meanwhile: the collect reads what it became
+                    self.ledger.tasks.fail(task.run_id, error=error)
 
     def _running_tasks(self) -> dict[str, Task]:
         running = self.readiness.running()
@@ -444,6 +505,8 @@ class GraphController:
                                  "steps": steps}
         if self.driver is not None:
             state["driver"] = self.driver
+        if self.context is not None:
+            state["context"] = self.context.to_document()
         return state
 
     def _reload(self) -> Flow:

@@ -33,13 +33,18 @@ STEP_RUNTIMES: tuple[Runtime, ...] = (Runtime.CLI, Runtime.SUBAGENT, Runtime.ACP
 SHELL = "/bin/sh"
 
 TOP_KEYS = ("flow", "step")
-FLOW_KEYS = ("goal", "owner", "notify", "max_parallel", "origin")
-STEP_KEYS = ("id", "runtime", "run", "shell", "needs", "timeout", "retries", "label", "cwd", "env", "retry_delay",
-             "retry_backoff")
+FLOW_KEYS = ("goal", "owner", "notify", "max_parallel", "pass_env", "origin")
+STEP_KEYS = ("id", "runtime", "run", "shell", "needs", "timeout", "retries", "label", "cwd", "env", "prompt", "mode",
+             "retry_delay", "retry_backoff")
 ORIGIN_KEYS = ("channel", "to", "thread_id")
 MAX_RETRY_BACKOFF = 100.0
+# Agent steps (CONTRACT §7 "Agent runs"): what is asked, and whether an ACP session outlives its step.
+AGENT_RUNTIMES: tuple[Runtime, ...] = (Runtime.SUBAGENT, Runtime.ACP)
+ACP_MODES = ("oneshot", "persistent")
+DEFAULT_ACP_MODE = "oneshot"
 
 # Letters, digits and `_ . : -`; no spaces and no `>`, so `a -> b` in a cycle message is never ambiguous.
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _STEP_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}$")
 
 
@@ -76,7 +81,11 @@ def _empty_env() -> Mapping[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class StepDefinition:
-    """One `[[step]]`. `run` is the argv; with `shell = true` it holds the one command string instead."""
+    """One `[[step]]`. `run` is the argv; with `shell = true` it holds the one command string instead.
+
+    `prompt` and `mode` are kept as written (None when absent); `agent_prompt` and `session_mode` give what an
+    agent step runs with once the defaults are applied.
+    """
 
     id: str
     _: KW_ONLY
@@ -89,6 +98,8 @@ class StepDefinition:
     label: str | None = None
     cwd: str | None = None
     env: Mapping[str, str] = field(default_factory=_empty_env, hash=False)
+    prompt: str | None = None
+    mode: str | None = None
     retry_delay: timedelta | None = None
     retry_backoff: float = 1.0
 
@@ -112,6 +123,18 @@ class StepDefinition:
     def display_label(self) -> str:
         return self.label or self.id
 
+    @property
+    def agent_prompt(self) -> str | None:
+        """The text sent to the agent: `prompt`, else (subagent only) the step's label, else its id."""
+        if self.runtime == Runtime.CLI:
+            return None
+        return self.prompt if self.prompt is not None else self.display_label
+
+    @property
+    def session_mode(self) -> str | None:
+        """An acp step's session mode (`oneshot` unless the file says `persistent`); None for other steps."""
+        return (self.mode or DEFAULT_ACP_MODE) if self.runtime == Runtime.ACP else None
+
     def retry_wait(self, attempt: int) -> timedelta:
         """How long after attempt `attempt` (1-based) ended the next one starts: retry_delay × backoff^(k−1)."""
         if self.retry_delay is None or attempt < 1:
@@ -133,7 +156,7 @@ class StepDefinition:
             doc["retry_delay"] = format_duration(self.retry_delay)
         if self.retry_backoff != 1.0:
             doc["retry_backoff"] = self.retry_backoff
-        for key, value in (("label", self.label), ("cwd", self.cwd)):
+        for key, value in (("label", self.label), ("cwd", self.cwd), ("prompt", self.prompt), ("mode", self.mode)):
             if value is not None:
                 doc[key] = value
         if self.env:
@@ -150,12 +173,14 @@ class FlowDefinition:
     owner: str = DEFAULT_OWNER
     notify: NotifyPolicy = DEFAULT_NOTIFY
     max_parallel: int = DEFAULT_MAX_PARALLEL
+    pass_env: tuple[str, ...] = ()  # variables a detached run takes from the submitter (flows/context.py)
     steps: tuple[StepDefinition, ...] = ()
     origin: Mapping[str, str] | None = None  # where the flow's notices go: {channel, to, thread_id?}
     _by_id: Mapping[str, StepDefinition] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
+        object.__setattr__(self, "pass_env", tuple(self.pass_env))
         object.__setattr__(self, "_by_id", MappingProxyType({s.id: s for s in self.steps}))
 
     @property
@@ -170,6 +195,8 @@ class FlowDefinition:
         """The flow as plain JSON/TOML values, in the file's own shape."""
         flow: dict[str, Any] = {"goal": self.goal, "owner": self.owner, "notify": self.notify.value,
                                 "max_parallel": self.max_parallel}
+        if self.pass_env:
+            flow["pass_env"] = list(self.pass_env)
         if self.origin is not None:
             flow["origin"] = dict(self.origin)
         return {"flow": flow, "step": [s.to_document() for s in self.steps]}
@@ -272,6 +299,7 @@ class _Checker:
         notify = self.notify(head.get("notify", DEFAULT_NOTIFY.value))
         max_parallel = self.integer(head.get("max_parallel", DEFAULT_MAX_PARALLEL), "[flow] max_parallel", 1, 10_000)
         origin = self.origin(head["origin"]) if "origin" in head else None
+        pass_env = self.pass_env(head.get("pass_env", []))
 
         raw_steps = data.get("step", [])
         if not isinstance(raw_steps, list):
@@ -286,8 +314,8 @@ class _Checker:
                 self.fail(f"Duplicate step id {step.id!r} (steps #{first_seen[step.id]} and #{number})")
             first_seen[step.id] = number
             steps.append(step)
-        definition = FlowDefinition(goal, owner=owner, notify=notify, max_parallel=max_parallel, steps=tuple(steps),
-                                    origin=origin)
+        definition = FlowDefinition(goal, owner=owner, notify=notify, max_parallel=max_parallel, pass_env=pass_env,
+                                    steps=tuple(steps), origin=origin)
         self.graph(definition)
         return definition
 
@@ -310,6 +338,19 @@ class _Checker:
             if required not in value:
                 self.fail(f"Missing key {required!r} in {where}")
         return {key: self.text(value[key], f"{where} {key}") for key in ORIGIN_KEYS if key in value}
+
+    def pass_env(self, value: object) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            self.fail(f"[flow] pass_env must be an array of variable names such as [\"CI\"], got {_toml_type(value)}")
+        names: list[str] = []
+        for index, name in enumerate(value):
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                self.fail(f"[flow] pass_env[{index}] must be a variable name (letters, digits, _), got {name!r}")
+            if name.startswith("FLOWLEDGER_"):
+                self.fail(f"[flow] pass_env cannot pass {name!r}: flowledger's own settings never reach a step")
+            if name not in names:
+                names.append(name)
+        return tuple(names)
 
     def graph(self, definition: FlowDefinition) -> None:
         known = definition.step_ids
@@ -361,9 +402,10 @@ class _Checker:
         label = self.text(raw["label"], f"{prefix} label") if "label" in raw else None
         cwd = self.text(raw["cwd"], f"{prefix} cwd") if "cwd" in raw else None
         env = self.env(raw.get("env", {}), prefix)
+        prompt, mode = self.agent(raw, runtime, step_id)
         return StepDefinition(step_id, run=run, runtime=runtime, shell=shell, needs=needs, timeout=timeout,
-                              retries=retries, label=label, cwd=cwd, env=env, retry_delay=retry_delay,
-                              retry_backoff=retry_backoff)
+                              retries=retries, label=label, cwd=cwd, env=env, prompt=prompt, mode=mode,
+                              retry_delay=retry_delay, retry_backoff=retry_backoff)
 
     def duration(self, value: object, what: str) -> timedelta:
         prefix, _, name = what.rpartition(" ")
@@ -380,6 +422,29 @@ class _Checker:
         if not 1 <= value <= MAX_RETRY_BACKOFF:
             self.fail(f"{prefix} retry_backoff must be between 1 and {MAX_RETRY_BACKOFF:g}, got {value}")
         return float(value)
+
+    def agent(self, raw: Mapping[str, Any], runtime: Runtime, step_id: str) -> tuple[str | None, str | None]:
+        """`prompt` and `mode`: what an agent step asks, and (acp) whether its session outlives the step."""
+        prefix = f"Step {step_id!r}:"
+        if "prompt" in raw and runtime not in AGENT_RUNTIMES:
+            self.fail(f"Step {step_id!r} has a prompt but runtime {runtime.value!r} runs its command: "
+                      "prompt is for acp and subagent steps")
+        if "prompt" not in raw and runtime == Runtime.ACP:
+            self.fail(f"Missing key 'prompt' in step {step_id!r} (an acp step sends it to the agent)")
+        prompt = self.text(raw["prompt"], f"{prefix} prompt") if "prompt" in raw else None
+        mode = None
+        if "mode" in raw:
+            if runtime != Runtime.ACP:
+                self.fail(f"Step {step_id!r} has a mode but runtime {runtime.value!r} has no session: "
+                          "mode is for acp steps")
+            value = raw["mode"]
+            choices = "|".join(ACP_MODES)
+            if not isinstance(value, str):
+                self.fail(f"{prefix} mode must be a string ({choices}), got {_toml_type(value)}")
+            if value.strip() not in ACP_MODES:
+                self.fail(f"{prefix} invalid mode {value!r}: expected one of {choices}")
+            mode = value.strip()
+        return prompt, mode
 
     def runtime(self, value: object, step_id: str) -> Runtime:
         choices = "|".join(r.value for r in STEP_RUNTIMES)

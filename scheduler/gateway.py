@@ -4,7 +4,8 @@ APScheduler (a BackgroundScheduler) pulls the triggers: the maintenance sweep ev
 with the catch-up of unsettled deliveries), heartbeat wakes every second, a PASSIVE WAL checkpoint every
 30 min, cron-run session pruning, the cron jobs themselves and a cron reload every 2 s (so added/removed
 jobs are picked up within 5 s). A lease row, renewed every 30 s, tells
-every other process that the runs this gateway owns are live. A queue thread claims queued `cli` work.
+every other process that the runs this gateway owns are live. A queue thread claims queued work, and the flow
+driver (flow_driver.py) drives detached graph flows, many at once, every step on the runtime it names.
 Only the leader (see leader.py) sweeps and fires cron jobs; every gateway claims queued work and, at start
 and on the sweep's cadence, kills this host's children of gateways whose lease expired (orphans.py).
 """
@@ -12,18 +13,18 @@ and on the sweep's cadence, kills this host's children of gateways whose lease e
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import threading
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from flowledger.flows.controller import StepLauncher
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler import cron, knobs, orphans, queue
+from flowledger.scheduler.flow_driver import FlowDriver
 from flowledger.scheduler.leader import Leadership
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.registry import tombstone_orphans
@@ -44,7 +45,7 @@ MISFIRE_GRACE_S = 30
 
 class Gateway:
     def __init__(self, ledger: Ledger, *, gateway_id: str | None = None,
-                 kill_grace: timedelta = timedelta(seconds=5)) -> None:
+                 kill_grace: timedelta = timedelta(seconds=5), max_flows: int | None = None) -> None:
         self.ledger = ledger
         self.gateway_id = gateway_id or ledger.gateway_id or new_gateway_id("gw")
         self.lease = LeaseKeeper(ledger, self.gateway_id)
@@ -54,7 +55,13 @@ class Gateway:
         delivery.defer_delivery(ledger.tasks)
         self.cli = CliRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace, on_finish=self._wake.set)
         self.cron = CronRunner(ledger, self.gateway_id, kill_grace=kill_grace)
-        self.extra_runtimes: dict[Runtime, Any] = {}
+        self.subagent = SubagentRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace)
+        self.acp = AcpRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace)
+        self.extra_runtimes: dict[Runtime, Any] = {Runtime.SUBAGENT: self.subagent, Runtime.ACP: self.acp}
+        # What a flow step may run on: every runtime but cron (a schedule, not a step).
+        step_runtimes: dict[Runtime, StepLauncher] = {Runtime.CLI: self.cli, Runtime.SUBAGENT: self.subagent,
+                                                      Runtime.ACP: self.acp}
+        self.flows = FlowDriver(ledger, step_runtimes, cap=max_flows or knobs.max_flows())
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(4), "cron": ThreadPoolExecutor(8)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_S},
@@ -63,8 +70,6 @@ class Gateway:
         self._cron_loaded: dict[str, tuple[Any, ...]] = {}
         self._stopping = threading.Event()
         self._queue_thread: threading.Thread | None = None
-        self._flows_thread: threading.Thread | None = None
-        self._flow_resumer: Callable[..., Any] | None = _find_flow_resumer()
         self.sweeps = 0
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -94,19 +99,15 @@ class Gateway:
         s.start()
         self._queue_thread = threading.Thread(target=self._queue_loop, name="queue", daemon=True)
         self._queue_thread.start()
-        if self._flow_resumer is not None:
-            self._flows_thread = threading.Thread(target=self._flows_loop, name="flows", daemon=True)
-            self._flows_thread.start()
+        self.flows.start()
         log.info("gateway %s serving (leader=%s)", self.gateway_id, self.leader.held)
 
     def _install_runtimes(self) -> None:
         adapters = self.ledger.tasks.cancel_adapters
         adapters[Runtime.CLI] = self.cli
         adapters[Runtime.CRON] = self.cron
-        sub = SubagentRuntime(self.ledger, gateway_id=self.gateway_id)
-        acp = AcpRuntime(self.ledger, gateway_id=self.gateway_id)
-        self.extra_runtimes[Runtime.SUBAGENT] = adapters[Runtime.SUBAGENT] = sub
-        self.extra_runtimes[Runtime.ACP] = adapters[Runtime.ACP] = acp
+        adapters[Runtime.SUBAGENT] = self.subagent
+        adapters[Runtime.ACP] = self.acp
 
     def stop(self) -> None:
         """Stop firing, stop running work (recorded cancelled), release the lease. Idempotent."""
@@ -118,6 +119,7 @@ class Gateway:
             self.scheduler.shutdown(wait=False)
         if self._queue_thread is not None:
             self._queue_thread.join(timeout=5)
+        self.flows.stop()
         self.cron.shutdown()
         for runtime in self.extra_runtimes.values():
             with contextlib.suppress(Exception):
@@ -243,17 +245,6 @@ class Gateway:
         except FlowledgerError as exc:
             log.warning("cron job %s run failed: %s", job_id, exc.message)
 
-    def _flows_loop(self) -> None:
-        """Queued managed graph flows run here, one at a time, their steps through the cli runtime."""
-        assert self._flow_resumer is not None
-        while not self._stopping.wait(knobs.QUEUE_POLL_EVERY.total_seconds()):
-            try:
-                self._flow_resumer(self.ledger, self.cli)
-            except FlowledgerError as exc:
-                log.warning("flow resume failed: %s", exc.message)
-            except Exception:
-                log.exception("flow resume failed")
-
     # --- the work queue -----------------------------------------------------------------------------
 
     def running_count(self) -> int:
@@ -270,7 +261,9 @@ class Gateway:
         except FlowledgerError as exc:
             log.warning("task %s could not start: %s", task.task_id, exc.message)
             if task.run_id:
-                self.ledger.tasks.fail(task.run_id, error=exc.message)
+                self.cli.forget(task.run_id)  # the claim registered the run; nothing runs it
+                with contextlib.suppress(FlowledgerError):
+                    self.ledger.tasks.fail(task.run_id, error=exc.message)
 
     def _queue_loop(self) -> None:
         limit = knobs.max_parallel_runs()
@@ -290,15 +283,6 @@ class Gateway:
                 # A finished run sets _wake, so a free slot is refilled at once; otherwise poll.
                 self._wake.wait(0.25)
                 self._wake.clear()
-
-
-def _find_flow_resumer() -> Callable[..., Any] | None:
-    try:
-        module = importlib.import_module("flowledger.flows.controller")
-    except ImportError:
-        return None
-    fn = getattr(module, "resume_graph_flows", None)
-    return fn if callable(fn) else None
 
 
 def _counts(report: Any) -> str:

@@ -15,6 +15,7 @@ SESSION_PRUNE_EVERY = timedelta(minutes=10)
 QUEUE_POLL_EVERY = timedelta(seconds=1)
 CRON_RELOAD_EVERY = timedelta(seconds=2)
 MAX_PARALLEL_RUNS = 8
+MAX_FLOWS = 8
 
 
 def _ms(name: str, default: timedelta) -> timedelta:
@@ -48,3 +49,9 @@ def sweep_first_after() -> timedelta:
 def max_parallel_runs() -> int:
     raw = os.environ.get("FLOWLEDGER_MAX_PARALLEL_RUNS", "").strip()
     return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_PARALLEL_RUNS
+
+
+def max_flows() -> int:
+    """How many detached flows one gateway drives at once (`gateway --max-flows` wins over this)."""
+    raw = os.environ.get("FLOWLEDGER_MAX_FLOWS", "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_FLOWS

@@ -13,8 +13,9 @@ from flowledger.flows.ledger import Ledger
 from flowledger.scheduler import queue
 from flowledger.scheduler.lease import gateway_running
 from flowledger.scheduler.runtimes.cli import CliRuntime
+from flowledger.scheduler.runtimes.launch import LaunchFailed
 from flowledger.tasks.models import Task
-from flowledger.tasks.states import is_terminal
+from flowledger.tasks.states import Runtime, is_terminal
 
 POLL_S = 0.1
 
@@ -45,7 +46,13 @@ def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None
         if not claimed:  # a gateway appeared and took it: follow the record instead
             return RunOutcome(_follow(ledger, task.task_id), "gateway")
         current, payload = claimed[0]
-        runtime.start(current, payload.argv, shell=payload.shell, timeout=payload.timeout, cwd=payload.cwd)
+        try:
+            runtime.start(current, payload.argv, shell=payload.shell, timeout=payload.timeout, cwd=payload.cwd)
+        except LaunchFailed as exc:
+            assert current.run_id is not None
+            runtime.forget(current.run_id)
+            ledger.tasks.fail(current.run_id, error=exc.message, runtime=Runtime.CLI)
+            return RunOutcome(ledger.tasks.require(task.task_id), "in-process")
         done = runtime.wait(task.task_id)
         return RunOutcome(done or ledger.tasks.require(task.task_id), "in-process")
     finally:

@@ -25,6 +25,7 @@ from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths
+from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, child_environment
 from flowledger.scheduler.runtimes.process import cancelled_in_db, wait_for_end
 from flowledger.tasks import liveness
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
@@ -102,15 +103,22 @@ class AcpRuntime:
             runtime=Runtime.ACP, task=task, task_id=ident, run_id=f"acp:{ident}", source_id=ident,
             owner_key=requester_session_key, child_session_key=f"agent:{agent_id}:acp:{ident}", agent_id=agent_id,
             label=label)
-        self.start(created, agent, timeout=timeout, mode=mode)
+        try:
+            self.start(created, agent, timeout=timeout, mode=mode)
+        except LaunchFailed as exc:
+            self.ledger.tasks.fail(f"acp:{ident}", error=exc.message, runtime=Runtime.ACP)
         return self.ledger.tasks.require(ident)
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
-              cwd: str | None = None, env: dict[str, str] | None = None, mode: str = "oneshot") -> None:
+              cwd: str | None = None, env: dict[str, str] | None = None, mode: str = "oneshot",
+              inherit_env: bool = True) -> None:
+        """Start the agent's turn in a thread and return; LaunchFailed (nothing recorded) when the agent's
+        program or the directory is not there."""
         if mode not in MODES:
             raise InvalidInput(f"Invalid ACP session mode {mode!r}: expected oneshot or persistent.")
         if not task.child_session_key or not task.run_id or not argv:
             raise InvalidInput(f"ACP task {task.task_id} needs a child session key, a run id and an agent command.")
+        check_launchable(argv, cwd=cwd, env=env, inherit_env=inherit_env)
         if self._lease is not None and not self._lease_started:
             self._lease.start()
             self._lease_started = True
@@ -126,7 +134,8 @@ class AcpRuntime:
 
         self.ledger.db.transact(begin)
         self.ledger.tasks.start(run_id, runtime=Runtime.ACP)
-        turn = _Turn(task=task, run_id=run_id, argv=list(argv), mode=mode, cwd=cwd, env=dict(env or {}),
+        turn = _Turn(task=task, run_id=run_id, argv=list(argv), mode=mode, cwd=cwd,
+                     env=child_environment(env, inherit=inherit_env),
                      deadline=time.monotonic() + timeout.total_seconds() if timeout else None)
         with self._lock:
             self._turns[task.task_id] = turn
@@ -159,7 +168,7 @@ class AcpRuntime:
         handler: Any = client  # satisfies acp's Client protocol structurally
         log_dir(self.ledger.state_dir)
         _, err_path = log_paths(self.ledger.state_dir, turn.task.task_id)
-        env = {**os.environ, "FLOWLEDGER_TASK_ID": turn.task.task_id, RUN_MARKER: turn.run_id, **turn.env}
+        env = {**turn.env, "FLOWLEDGER_TASK_ID": turn.task.task_id, RUN_MARKER: turn.run_id}
         with err_path.open("ab") as err_fh:
             async with spawn_agent_process(handler, turn.argv[0], *turn.argv[1:], env=env, cwd=turn.cwd,
                                            transport_kwargs={"stderr": err_fh.fileno()}) as (conn, proc):

@@ -25,6 +25,7 @@ from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths, tail
+from flowledger.scheduler.runtimes.launch import check_launchable
 from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, wait_for_end
 from flowledger.tasks import liveness
 from flowledger.tasks.durations import format_duration
@@ -69,10 +70,12 @@ class CliRuntime:
     # --- starting -----------------------------------------------------------------------------------
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
-              cwd: str | None = None, env: dict[str, str] | None = None) -> None:
-        """Start argv for `task` and return at once; a thread supervises the child to its end."""
+              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True) -> None:
+        """Start argv for `task` and return at once; a thread supervises the child to its end. Raises
+        LaunchFailed, having recorded nothing, when the program or the directory is not there."""
         if not argv:
             raise InvalidInput(f"Task {task.task_id} has nothing to run.")
+        check_launchable(argv, shell=shell, cwd=cwd, env=env, inherit_env=inherit_env)
         run_id = task.run_id or self._assign_run_id(task)
         self.ensure_backing()
         now = self.ledger.clock.now()
@@ -84,7 +87,8 @@ class CliRuntime:
         out_fh, err_fh = out_path.open("ab"), err_path.open("ab")
         extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id, **(env or {})}
         try:
-            proc = spawn(argv, shell=shell, cwd=cwd, env=extra, stdout=out_fh, stderr=err_fh)
+            proc = spawn(argv, shell=shell, cwd=cwd, env=extra, stdout=out_fh, stderr=err_fh,
+                         inherit_env=inherit_env)
         except OSError as exc:
             out_fh.close()
             err_fh.close()
@@ -206,6 +210,10 @@ class CliRuntime:
             run.cancel_text = text
         run.stopper.request()
         return True
+
+    def forget(self, run_id: str) -> None:
+        """Drop the run context of a run that never started (its claim registered it)."""
+        self._release(run_id)
 
     def _release(self, run_id: str) -> None:
         with contextlib.suppress(FlowledgerError):

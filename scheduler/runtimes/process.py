@@ -15,6 +15,7 @@ from typing import IO, Any
 from sqlalchemy import select
 
 from flowledger.flows.ledger import Ledger
+from flowledger.scheduler.runtimes.launch import child_environment
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
 from flowledger.tasks.states import TaskStatus
@@ -22,10 +23,11 @@ from flowledger.tasks.tables import task_runs
 
 
 def spawn(argv: Sequence[str], *, shell: bool, cwd: str | None, env: Mapping[str, str] | None,
-          stdout: IO[Any] | int, stderr: IO[Any] | int, stdin: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
-    """Start argv (no shell unless asked) in a new session, so a stop reaches its whole process group."""
-    merged = dict(os.environ)
-    merged.update(env or {})
+          stdout: IO[Any] | int, stderr: IO[Any] | int, stdin: int = subprocess.DEVNULL,
+          inherit_env: bool = True) -> subprocess.Popen[bytes]:
+    """Start argv (no shell unless asked) in a new session, so a stop reaches its whole process group. The
+    child gets this process's environment with `env` on top, or only `env` when `inherit_env` is False."""
+    merged = child_environment(env, inherit=inherit_env)
     command: Sequence[str] | str = argv[0] if shell and len(argv) == 1 else list(argv)
     if shell and not isinstance(command, str):
         command = " ".join(command)

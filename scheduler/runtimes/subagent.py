@@ -26,6 +26,7 @@ from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths, tail
+from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable
 from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, wait_for_end
 from flowledger.tasks import liveness
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
@@ -90,13 +91,19 @@ class SubagentRuntime:
             runtime=Runtime.SUBAGENT, task=task, task_id=ident, run_id=f"subagent:{ident}", source_id=ident,
             owner_key=requester_session_key, child_session_key=f"agent:{agent_id}:subagent:{ident}",
             agent_id=agent_id, label=label)
-        self.start(created, target, timeout=timeout)
+        try:
+            self.start(created, target, timeout=timeout)
+        except LaunchFailed as exc:
+            self.ledger.tasks.fail(f"subagent:{ident}", error=exc.message, runtime=Runtime.SUBAGENT)
         return self.ledger.tasks.require(ident)
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
-              cwd: str | None = None, env: dict[str, str] | None = None) -> None:
+              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True) -> None:
+        """Start the child and return at once; LaunchFailed (nothing recorded) when it cannot start here."""
         if not task.child_session_key or not task.run_id:
             raise InvalidInput(f"Subagent task {task.task_id} needs a child session key and a run id.")
+        command = child_argv(argv, task.task)
+        check_launchable(command, shell=shell, cwd=cwd, env=env, inherit_env=inherit_env)
         if self._lease is not None and not self._lease_started:
             self._lease.start()
             self._lease_started = True
@@ -117,8 +124,8 @@ class SubagentRuntime:
         extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id,
                  "FLOWLEDGER_SESSION_KEY": child_key, "PYTHONUNBUFFERED": "1", **(env or {})}
         try:
-            proc = spawn(child_argv(argv, task.task), shell=shell, cwd=cwd, env=extra,
-                         stdout=subprocess.PIPE, stderr=err_fh)
+            proc = spawn(command, shell=shell, cwd=cwd, env=extra, stdout=subprocess.PIPE, stderr=err_fh,
+                         inherit_env=inherit_env)
         except OSError as exc:
             err_fh.close()
             self.ledger.tasks.fail(run_id, error=f"cannot start {argv[0]!r}: {exc.strerror or exc}",

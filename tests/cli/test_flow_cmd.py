@@ -221,7 +221,7 @@ def test_cancel_from_another_process_stops_a_running_flow(sqlite_url: str, state
 
 def test_run_refuses_steps_it_cannot_start_in_process(cli, tmp_path: Path) -> None:
     path = tmp_path / "acp.toml"
-    path.write_text('[flow]\ngoal="x"\n[[step]]\nid="ask"\nruntime="acp"\nrun=["true"]\n')
+    path.write_text('[flow]\ngoal="x"\n[[step]]\nid="ask"\nruntime="acp"\nprompt="hi"\nrun=["true"]\n')
     code, _, err = cli("tasks", "flow", "run", str(path))
     assert code == 1 and "uses runtime 'acp'" in err and "--detach" in err
     code, out, _ = cli("tasks", "flow", "list", "--json")

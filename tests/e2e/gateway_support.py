@@ -4,6 +4,7 @@ ready once they print `gateway ready`, stopped with SIGTERM (or killed with SIGK
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,12 @@ class GatewayProc:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def gateway_id(self) -> str:
+        """The id the gateway logged when it began serving."""
+        found = re.search(r"gateway (\S+) serving", self.log())
+        assert found is not None, self.log()
+        return found.group(1)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         def ready() -> bool:

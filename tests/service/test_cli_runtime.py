@@ -14,7 +14,9 @@ from sqlalchemy import select
 from flowledger import FrozenClock, Ledger, TaskStatus
 from flowledger.scheduler import queue
 from flowledger.scheduler.logs import log_paths
+from flowledger.scheduler.runner import run_command
 from flowledger.scheduler.runtimes.cli import CliRuntime
+from flowledger.scheduler.runtimes.launch import LaunchFailed
 from flowledger.tasks import liveness
 from flowledger.tasks.states import Runtime
 from flowledger.tasks.tables import run_contexts
@@ -62,11 +64,26 @@ def test_non_zero_exit_fails_with_code_and_stderr_tail(ledger: Ledger) -> None:
     assert task.error == "exit code 7: disk full"  # type: ignore[attr-defined]
 
 
-def test_missing_program_fails_without_a_traceback(ledger: Ledger) -> None:
-    runtime, task_id = _run(ledger, ["definitely-not-a-program-xyz"])
-    task = _wait(runtime, task_id)
-    assert task.status == TaskStatus.FAILED  # type: ignore[attr-defined]
-    assert task.error.startswith("cannot start 'definitely-not-a-program-xyz'")  # type: ignore[attr-defined]
+def test_missing_program_is_refused_before_anything_is_recorded(ledger: Ledger, tmp_path: object) -> None:
+    runtime = CliRuntime(ledger, kill_grace=timedelta(milliseconds=300))
+    task = queue.enqueue(ledger, ["definitely-not-a-program-xyz"])
+    with pytest.raises(LaunchFailed, match="program 'definitely-not-a-program-xyz' not found on PATH"):
+        runtime.start(task, ["definitely-not-a-program-xyz"])
+    gone = str(tmp_path) + "/vanished"
+    with pytest.raises(LaunchFailed, match=r"working directory .*vanished' does not exist"):
+        runtime.start(task, ["true"], cwd=gone)
+    runtime.shutdown()
+    assert ledger.tasks.require(task.task_id).status == TaskStatus.QUEUED
+    with ledger.db.read() as conn:
+        assert conn.execute(select(run_contexts)).all() == []
+
+
+def test_run_in_process_records_a_missing_program_as_failed(ledger: Ledger) -> None:
+    outcome = run_command(ledger, ["definitely-not-a-program-xyz"], kill_grace=timedelta(milliseconds=300))
+    assert outcome.task.status == TaskStatus.FAILED
+    assert outcome.task.error == "program 'definitely-not-a-program-xyz' not found on PATH"
+    with ledger.db.read() as conn:
+        assert conn.execute(select(run_contexts)).all() == []
 
 
 def test_shell_only_when_asked(ledger: Ledger) -> None:

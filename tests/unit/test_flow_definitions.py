@@ -81,6 +81,8 @@ def test_every_key() -> None:
         id = "a"
         runtime = "acp"
         run = ["agent", "--stdio"]
+        prompt = "Summarise the build"
+        mode = "persistent"
         label = "Ask the agent"
         cwd = "/tmp"
         retries = 2
@@ -102,6 +104,64 @@ def test_every_key() -> None:
     assert b.shell and b.run == ("echo $MODE | tr a-z A-Z",)
     assert b.argv == ("/bin/sh", "-c", "echo $MODE | tr a-z A-Z")
     assert b.command == "echo $MODE | tr a-z A-Z" and b.display_label == "b"
+    assert (a.prompt, a.agent_prompt, a.mode, a.session_mode) == ("Summarise the build",) * 2 + ("persistent",) * 2
+    assert (b.prompt, b.agent_prompt, b.mode, b.session_mode) == (None, "b", None, None)
+
+
+def test_agent_step_defaults() -> None:
+    parsed = parse_flow(flow("""
+        [[step]]
+        id = "build"
+        run = ["make"]
+        [[step]]
+        id = "ask"
+        runtime = "acp"
+        run = ["agent"]
+        prompt = "hello"
+        [[step]]
+        id = "review"
+        runtime = "subagent"
+        run = ["reviewer"]
+        label = "Review the diff"
+        [[step]]
+        id = "told"
+        runtime = "subagent"
+        run = ["reviewer"]
+        label = "ignored"
+        prompt = "Check the tests"
+    """))
+    build, ask, review, told = parsed.steps
+    assert (build.agent_prompt, build.session_mode) == (None, None)
+    assert (ask.agent_prompt, ask.mode, ask.session_mode) == ("hello", None, "oneshot")
+    assert (review.prompt, review.agent_prompt, review.session_mode) == (None, "Review the diff", None)
+    assert told.agent_prompt == "Check the tests"
+    doc = json.loads(json.dumps(parsed.to_document()))
+    assert doc["step"][1] == {"id": "ask", "runtime": "acp", "run": ["agent"], "prompt": "hello"}
+    assert flow_from_document(doc) == parsed
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        ('id = "a"\nrun = ["make"]\nprompt = "hi"\n',
+         "Step 'a' has a prompt but runtime 'cli' runs its command: prompt is for acp and subagent steps"),
+        ('id = "a"\nruntime = "acp"\nrun = ["agent"]\n',
+         "Missing key 'prompt' in step 'a' (an acp step sends it to the agent)"),
+        ('id = "a"\nruntime = "acp"\nrun = ["agent"]\nprompt = ""\n', "Step 'a': prompt must not be empty"),
+        ('id = "a"\nruntime = "acp"\nrun = ["agent"]\nprompt = ["hi"]\n',
+         "Step 'a': prompt must be a string, got array"),
+        ('id = "a"\nruntime = "acp"\nrun = ["agent"]\nprompt = "hi"\nmode = "forever"\n',
+         "Step 'a': invalid mode 'forever': expected one of oneshot|persistent"),
+        ('id = "a"\nruntime = "acp"\nrun = ["agent"]\nprompt = "hi"\nmode = 1\n',
+         "Step 'a': mode must be a string (oneshot|persistent), got integer"),
+        ('id = "a"\nruntime = "subagent"\nrun = ["agent"]\nmode = "persistent"\n',
+         "Step 'a' has a mode but runtime 'subagent' has no session: mode is for acp steps"),
+        ('id = "a"\nrun = ["make"]\nmode = "oneshot"\n', "Step 'a' has a mode but runtime 'cli'"),
+    ],
+)
+def test_agent_key_rejections(step: str, expected: str) -> None:
+    err = rejected(HEAD + "[[step]]\n" + step)
+    assert err.detail == expected or expected in err.detail, err.detail
 
 
 def test_definitions_are_frozen_and_hashable() -> None:
