@@ -213,6 +213,9 @@ def test_cancel_from_another_process_stops_a_running_flow(sqlite_url: str, state
             tasks = ledger.flows.linked_tasks(flow_id)
             assert [t.label for t in tasks] == ["wait"] and tasks[0].status.value == "cancelled"
             assert b"cancelled" in out
+            # The driver recorded its steps after the cancel: the flow still audits clean (issue 16).
+            assert flow.ended_at is not None and flow.ended_at >= flow.updated_at
+            assert not [f for f in ledger.audit().findings if f.token == flow_id]
     finally:
         if proc.poll() is None:
             proc.kill()

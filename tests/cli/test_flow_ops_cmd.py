@@ -78,6 +78,7 @@ def test_a_failed_run_counts_steps_names_attempts_and_is_retried(cli: Invoke, tm
     assert out.splitlines() == ["[build] built", "[unit-tests] testing", "[unit-tests] testing"]
     assert err.splitlines() == ["[unit-tests] boom", "[unit-tests] boom"]
 
+    assert cli("tasks", "flow", "logs", flow_id, "--follow")[1:] == (out, err)  # an ended flow: at once
     code, _, err = cli("tasks", "flow", "wait", flow_id)
     assert code == 1 and "Why: Step unit-tests failed" in err
 

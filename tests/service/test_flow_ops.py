@@ -336,3 +336,12 @@ def test_a_queued_flow_cancelled_before_any_driver_still_announces_its_end_once(
     [notice] = outbox.for_subject(ledger.db, flow.flow_id)
     assert notice.notice_key == f"flow:{flow.flow_id}:run:1:end" and notice.subject_status == "cancelled"
     assert notice.text == f'Flow "Chain" was cancelled. (flow {flow.flow_id})'
+
+
+def test_a_cancelled_flow_says_who_cancelled_it(ledger: Ledger) -> None:
+    flow = define_flow(ledger, chain(2))
+    ledger.flows.cancel(flow.flow_id)
+    cancelled = ledger.flows.require(flow.flow_id)
+    views = step_views(cancelled, ledger.flows.linked_tasks(flow.flow_id))
+    assert [v.status for v in views or []] == ["cancelled", "cancelled"]
+    assert why_not_succeeded(cancelled, views) == "Cancelled by an operator (tasks flow cancel)."
