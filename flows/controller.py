@@ -28,10 +28,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from flowledger.flows import context as submission
-from flowledger.flows import orphans
 from flowledger.flows import store as flow_store
 from flowledger.flows.definitions import FlowDefinition, StepDefinition, flow_from_document
 from flowledger.flows.graph import Readiness, StepStatus
@@ -64,6 +63,14 @@ class StepLauncher(Protocol):
 
     def start(self, task: Task, argv: list[str], *, shell: bool, timeout: timedelta | None, cwd: str | None,
               env: dict[str, str] | None) -> None: ...
+
+
+@runtime_checkable
+class OrphanStopper(Protocol):
+    """A launcher that can stop a run's process left behind by a dead driver (the scheduler's runtimes can:
+    they know how they start processes); True when it stopped one. An adopter uses it before it retries."""
+
+    def stop_orphan(self, run_id: str) -> bool: ...
 
 
 # One launcher serves every step (as a gateway's cli runtime did), or one launcher per runtime; a step whose
@@ -280,11 +287,12 @@ class GraphController:
                 continue
             with self.ledger.db.read() as conn:
                 live = liveness.run_is_live(conn, task.run_id, now)
+            if not live:
                 # A step process outlives its SIGKILLed gateway (it has a session of its own): a retry must
                 # not run alongside it, nor its work land after the retry's.
-                if not live:
-                    orphans.stop_orphan(conn, task.run_id)
-            if not live:
+                launcher = self.launcher if self.launchers is None else self.launchers.get(task.runtime)
+                if isinstance(launcher, OrphanStopper):
+                    launcher.stop_orphan(task.run_id)
                 try:
                     self.ledger.tasks.fail(task.run_id, error="lost: its flow driver stopped")
                 except FlowledgerError as exc:  # it ended meanwhile; the collect reads what it became

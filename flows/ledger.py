@@ -14,6 +14,7 @@ from flowledger.tasks.session_routes import Sessions
 
 if TYPE_CHECKING:
     from flowledger.flows.service import FlowService
+    from flowledger.tasks.runs import RunRegistry
 
 
 class Ledger:
@@ -30,6 +31,7 @@ class Ledger:
         self.tasks = TaskService(db, self.clock)
         self.sessions = Sessions(db, self.clock)  # stored chat routes (SPEC §3)
         self._flows: FlowService | None = None
+        self._runs: RunRegistry | None = None
         self._extensions_installed = False
         self._install_extensions()
 
@@ -62,6 +64,16 @@ class Ledger:
 
             self._flows = FlowService(self)
         return self._flows
+
+    @property
+    def runs(self) -> RunRegistry:
+        """The run registry: what the gateway and its runtimes persist (leases, run contexts, the run queue,
+        cron-run bookkeeping); the scheduler's one door into the database."""
+        if self._runs is None:
+            from flowledger.tasks.runs import RunRegistry
+
+            self._runs = RunRegistry(self.db, self.clock, self.tasks, self.state_dir)
+        return self._runs
 
     # --- health: delegated to flows.health, which composes the task and flow halves ------------------
 

@@ -7,7 +7,6 @@ execution is a `cron` task with run id `cron:<job_id>:<started_ms>` and source i
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Sequence
@@ -19,20 +18,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Connection, and_, delete, insert, select
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.queue import describe
-from flowledger.tasks import liveness, store
 from flowledger.tasks.clock import iso_z, to_ms
 from flowledger.tasks.durations import format_duration
-from flowledger.tasks.errors import InvalidInput, OperationRefused
+from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
-from flowledger.tasks.states import Runtime
-from flowledger.tasks.tables import cron_jobs, cron_run_log, task_runs
+from flowledger.tasks.runs import cron as stored
+from flowledger.tasks.runs.cron import CronJobRecord
 
 TIMED_OUT_ERROR = "cron: job execution timed out"
+run_id_for = stored.run_id_for
 # A run of a job without its own `timeout` (cron_jobs.timeout_ms NULL) is stopped after this long.
 DEFAULT_TIMEOUT = timedelta(hours=1)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -96,14 +94,12 @@ def _ms(value: timedelta) -> int:
     return int(value.total_seconds() * 1000)
 
 
-def _job(row: Any) -> CronJob:
-    m = row._mapping
-    return CronJob(job_id=m["job_id"], name=m["name"], schedule=m["schedule"],
-                   every=timedelta(milliseconds=m["every_ms"]) if m["every_ms"] else None, tz=m["tz"],
-                   isolated=bool(m["isolated"]), argv=json.loads(m["argv_json"]), agent_id=m["agent_id"],
-                   created_at=m["created_at"], running_at=m["running_at"], last_run_at=m["last_run_at"],
-                   last_status=m["last_status"], last_error=m["last_error"], last_duration_ms=m["last_duration_ms"],
-                   timeout=timedelta(milliseconds=m["timeout_ms"]) if m["timeout_ms"] is not None else None)
+def _job(record: CronJobRecord) -> CronJob:
+    return CronJob(job_id=record.job_id, name=record.name, schedule=record.schedule, every=record.every,
+                   tz=record.tz, isolated=record.isolated, argv=list(record.argv), agent_id=record.agent_id,
+                   created_at=record.created_at, running_at=record.running_at, last_run_at=record.last_run_at,
+                   last_status=record.last_status, last_error=record.last_error,
+                   last_duration_ms=record.last_duration_ms, timeout=record.timeout)
 
 
 def validate(schedule: str | None, every: timedelta | None, tz: str | None,
@@ -135,56 +131,31 @@ def add_job(ledger: Ledger, name: str, argv: Sequence[str], *, schedule: str | N
     if not argv or not argv[0].strip():
         raise InvalidInput("Nothing to run: give the command after `--`.")
     validate(schedule, every, tz, timeout)
-    now = ledger.clock.now()
-    job_id = uuid.uuid4().hex[:12]
-
-    def unit(conn: Connection) -> None:
-        if conn.execute(select(cron_jobs.c.job_id).where(cron_jobs.c.name == name)).first() is not None:
-            raise OperationRefused(f"Cron job already exists: {name}.")
-        conn.execute(insert(cron_jobs).values(
-            job_id=job_id, name=name, schedule=schedule, every_ms=_ms(every) if every else None,
-            tz=tz, isolated=isolated, argv_json=json.dumps(list(argv)), agent_id=agent_id, created_at=now,
-            timeout_ms=_ms(timeout) if timeout is not None else None))
-
-    ledger.db.transact(unit)
-    job = get_job(ledger, job_id)
-    assert job is not None
-    return job
+    record = ledger.runs.cron.add(uuid.uuid4().hex[:12], name, argv, schedule=schedule, every=every, tz=tz,
+                                  isolated=isolated, agent_id=agent_id, timeout=timeout)
+    return _job(record)
 
 
 def get_job(ledger: Ledger, name_or_id: str) -> CronJob | None:
-    with ledger.db.read() as conn:
-        row = conn.execute(select(cron_jobs).where(cron_jobs.c.name == name_or_id)).first()
-        if row is None:
-            row = conn.execute(select(cron_jobs).where(cron_jobs.c.job_id == name_or_id)).first()
-    return _job(row) if row is not None else None
+    record = ledger.runs.cron.find(name_or_id)
+    return _job(record) if record is not None else None
 
 
 def list_jobs(ledger: Ledger) -> list[CronJob]:
-    with ledger.db.read() as conn:
-        return [_job(r) for r in conn.execute(select(cron_jobs).order_by(cron_jobs.c.name))]
+    return [_job(r) for r in ledger.runs.cron.jobs()]
 
 
 def remove_job(ledger: Ledger, name: str) -> CronJob | None:
     job = get_job(ledger, name)
     if job is None:
         return None
-    ledger.db.transact(lambda conn: conn.execute(delete(cron_jobs).where(cron_jobs.c.job_id == job.job_id)))
+    ledger.runs.cron.delete(job.job_id)
     return job
 
 
 def job_runs(ledger: Ledger, job: CronJob, limit: int | None = None) -> list[Task]:
     """The job's executions as `cron` tasks, newest first."""
-    stmt = store.task_select().where(and_(task_runs.c.runtime == Runtime.CRON.value,
-                                          task_runs.c.source_id == job.job_id)).order_by(*store.NEWEST_FIRST)
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    with ledger.db.read() as conn:
-        return [store.row_to_task(r) for r in conn.execute(stmt)]
-
-
-def run_id_for(job_id: str, started_at: datetime) -> str:
-    return f"cron:{job_id}:{to_ms(started_at)}"
+    return ledger.runs.cron.job_tasks(job.job_id, limit)
 
 
 def main_session_child_key(agent_id: str, job_id: str, started_at: datetime) -> str:
@@ -201,37 +172,5 @@ def isolated_session_key(agent_id: str, job_id: str) -> str:
     return f"agent:{agent_id}:cron:{job_id}:run:{new_id()}"
 
 
-def record_run_end(conn: Connection, job_id: str, started_at: datetime, *, status: str, error: str | None,
-                   summary: str | None, duration_ms: int, now: datetime) -> None:
-    """Append the finished entry to the run log and update the job state, in the caller's transaction."""
-    conn.execute(insert(cron_run_log).values(job_id=job_id, action="finished", run_at=started_at, status=status,
-                                             error=error, summary=summary, duration_ms=duration_ms, ts=now))
-    conn.execute(cron_jobs.update().where(cron_jobs.c.job_id == job_id).values(
-        running_at=None, last_run_at=started_at, last_status=status, last_error=error,
-        last_duration_ms=duration_ms))
-
-
-def running_job_ids(conn: Connection) -> set[str]:
-    return {r[0].lower() for r in conn.execute(select(cron_jobs.c.job_id).where(cron_jobs.c.running_at.is_not(None)))}
-
-
 def format_every(job: CronJob) -> str:
     return f"every {format_duration(job.every)}" if job.every is not None else f"{job.schedule} ({job.tz or 'UTC'})"
-
-
-def release_stale_running(conn: Connection, now: datetime) -> list[str]:
-    """Clear `running_at` of jobs whose run is no longer live (its gateway died mid-run).
-
-    `running_at` is what an authoritative sweep reads as "the cron runtime tracks this job as active"; left
-    set by a dead gateway it would keep that job's task backed forever. The runner writes `running_at` and
-    the run context in one transaction, so a live run always has both.
-    """
-    live = liveness.live_run_ids(conn, now)
-    released = []
-    rows = conn.execute(select(cron_jobs.c.job_id, cron_jobs.c.running_at).where(cron_jobs.c.running_at.is_not(None)))
-    for job_id, running_at in rows.all():
-        if run_id_for(job_id, running_at) not in live:
-            conn.execute(cron_jobs.update().where(and_(cron_jobs.c.job_id == job_id,
-                                                       cron_jobs.c.running_at == running_at)).values(running_at=None))
-            released.append(job_id)
-    return released

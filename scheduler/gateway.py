@@ -22,17 +22,19 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from flowledger.flows.controller import StepLauncher
+from flowledger.flows.definitions import STEP_RUNTIMES
 from flowledger.flows.ledger import Ledger
-from flowledger.scheduler import cron, knobs, orphans, queue
+from flowledger.scheduler import cron, knobs, queue
 from flowledger.scheduler.flow_driver import FlowDriver
-from flowledger.scheduler.leader import Leadership
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.registry import tombstone_orphans
+from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.acp import AcpRuntime
+from flowledger.scheduler.runtimes.base import RuntimeImpl
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.cron import CronRunner
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
-from flowledger.tasks import delivery, outbox, session_sweep
+from flowledger.tasks import delivery
 from flowledger.tasks.clock import SystemClock
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
@@ -49,7 +51,7 @@ class Gateway:
         self.ledger = ledger
         self.gateway_id = gateway_id or ledger.gateway_id or new_gateway_id("gw")
         self.lease = LeaseKeeper(ledger, self.gateway_id)
-        self.leader = Leadership(ledger)
+        self.leader = ledger.runs.leadership()
         self._wake = threading.Event()
         # Writes in the gateway (its flow drivers, runtimes) never send: the notices loop does.
         delivery.defer_delivery(ledger.tasks)
@@ -57,10 +59,10 @@ class Gateway:
         self.cron = CronRunner(ledger, self.gateway_id, kill_grace=kill_grace)
         self.subagent = SubagentRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace)
         self.acp = AcpRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace)
-        self.extra_runtimes: dict[Runtime, Any] = {Runtime.SUBAGENT: self.subagent, Runtime.ACP: self.acp}
+        self.runtimes: dict[Runtime, RuntimeImpl] = {Runtime.CLI: self.cli, Runtime.SUBAGENT: self.subagent,
+                                                     Runtime.ACP: self.acp, Runtime.CRON: self.cron}
         # What a flow step may run on: every runtime but cron (a schedule, not a step).
-        step_runtimes: dict[Runtime, StepLauncher] = {Runtime.CLI: self.cli, Runtime.SUBAGENT: self.subagent,
-                                                      Runtime.ACP: self.acp}
+        step_runtimes: dict[Runtime, StepLauncher] = {rt: self.runtimes[rt] for rt in STEP_RUNTIMES}
         self.flows = FlowDriver(ledger, step_runtimes, cap=max_flows or knobs.max_flows())
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(4), "cron": ThreadPoolExecutor(8)},
@@ -75,7 +77,6 @@ class Gateway:
     # --- lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        queue.ensure_table(self.ledger)
         # Before our own lease is renewed: a previous incarnation under the same id counts if it expired.
         self.reap_orphans()
         self.lease.start()
@@ -103,11 +104,7 @@ class Gateway:
         log.info("gateway %s serving (leader=%s)", self.gateway_id, self.leader.held)
 
     def _install_runtimes(self) -> None:
-        adapters = self.ledger.tasks.cancel_adapters
-        adapters[Runtime.CLI] = self.cli
-        adapters[Runtime.CRON] = self.cron
-        adapters[Runtime.SUBAGENT] = self.subagent
-        adapters[Runtime.ACP] = self.acp
+        self.ledger.tasks.cancel_adapters.update(self.runtimes)
 
     def stop(self) -> None:
         """Stop firing, stop running work (recorded cancelled), release the lease. Idempotent."""
@@ -120,10 +117,10 @@ class Gateway:
         if self._queue_thread is not None:
             self._queue_thread.join(timeout=5)
         self.flows.stop()
-        self.cron.shutdown()
-        for runtime in self.extra_runtimes.values():
-            with contextlib.suppress(Exception):
-                runtime.shutdown()
+        for runtime in self.runtimes.values():  # cli last: its lease-free shutdown waits longest
+            if runtime is not self.cli:
+                with contextlib.suppress(Exception):
+                    runtime.shutdown()
         self.cli.shutdown()
         self.lease.stop(release=True)
         self.leader.release()
@@ -136,11 +133,9 @@ class Gateway:
             return
         try:
             tombstone_orphans(self.ledger, self.gateway_id)
-            now = self.ledger.clock.now()
-            for job_id in self.ledger.db.transact(lambda conn: cron.release_stale_running(conn, now)):
+            for job_id in self.ledger.runs.cron.release_stale_running():
                 log.info("cron job %s: its run's gateway is gone; no longer running", job_id)
             self._deliver_pending()
-            outbox.prune(self.ledger.db, now)
             report = self.ledger.maintenance(apply=True)
             self.sweeps += 1
             log.info("sweep done: %s", _counts(report))
@@ -167,6 +162,9 @@ class Gateway:
             settled = hooks.deliver_pending()
             if settled:
                 log.info("settled %d pending deliveries", settled)
+            pruned = hooks.prune_outbox()
+            if pruned:
+                log.info("pruned %d settled notices", pruned)
         except Exception:  # one bad channel must not stop the sweep
             log.exception("pending deliveries failed")
 
@@ -201,17 +199,14 @@ class Gateway:
         if not self.leader.try_acquire():
             return
         try:
-            with self.ledger.db.read() as conn:
-                running = cron.running_job_ids(conn)
-            counts = session_sweep.prune_cron_run_sessions(self.ledger.db, self.ledger.clock.now(), running,
-                                                           apply=True)
-            if counts.pruned:
-                log.info("pruned %d cron run sessions", counts.pruned)
+            pruned = self.ledger.runs.cron.prune_run_sessions()
+            if pruned:
+                log.info("pruned %d cron run sessions", pruned)
         except FlowledgerError as exc:
             log.warning("session pruning failed: %s", exc.message)
 
     def checkpoint(self) -> None:
-        self.ledger.db.checkpoint("PASSIVE")
+        self.ledger.runs.checkpoint("PASSIVE")
 
     def sync_cron_jobs(self) -> None:
         """Load added jobs, drop removed ones, reschedule changed ones (run every 2 s)."""
@@ -248,10 +243,10 @@ class Gateway:
     # --- the work queue -----------------------------------------------------------------------------
 
     def running_count(self) -> int:
-        return self.cli.running_count() + sum(int(r.running_count()) for r in self.extra_runtimes.values())
+        return sum(r.running_count() for rt, r in self.runtimes.items() if rt != Runtime.CRON)
 
     def _launch(self, task: Task, payload: queue.Payload) -> None:
-        launcher: Any = self.cli if task.runtime == Runtime.CLI else self.extra_runtimes.get(task.runtime)
+        launcher = self.runtimes.get(task.runtime)
         if launcher is None:
             assert task.run_id is not None
             self.ledger.tasks.fail(task.run_id, error=f"no {task.runtime.value} runtime in this gateway")

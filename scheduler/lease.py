@@ -12,7 +12,6 @@ from datetime import timedelta
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler import knobs
-from flowledger.tasks import liveness
 from flowledger.tasks.errors import FlowledgerError
 
 log = logging.getLogger(__name__)
@@ -34,9 +33,7 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
 
     def renew(self) -> None:
-        now = self.ledger.clock.now()
-        self.ledger.db.transact(lambda conn: liveness.renew_lease(
-            conn, self.gateway_id, now, host=socket.gethostname(), pid=os.getpid(), ttl=self.ttl))
+        self.ledger.runs.renew_lease(self.gateway_id, host=socket.gethostname(), pid=os.getpid(), ttl=self.ttl)
 
     def start(self) -> None:
         self.renew()
@@ -55,9 +52,8 @@ class LeaseKeeper:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if release:
-            now = self.ledger.clock.now()
             try:
-                self.ledger.db.transact(lambda conn: liveness.release_lease(conn, self.gateway_id, now))
+                self.ledger.runs.release_lease(self.gateway_id)
             except FlowledgerError as exc:
                 log.warning("lease %s release failed: %s", self.gateway_id, exc.message)
 
@@ -67,6 +63,4 @@ GATEWAY_PREFIX = "gw-"
 
 def gateway_running(ledger: Ledger) -> bool:
     """Whether some gateway (not an in-process `run`) holds a fresh lease and will claim queued work."""
-    now = ledger.clock.now()
-    with ledger.db.read() as conn:
-        return any(g.startswith(GATEWAY_PREFIX) for g in liveness.fresh_gateways(conn, now))
+    return any(g.startswith(GATEWAY_PREFIX) for g in ledger.runs.fresh_gateways())

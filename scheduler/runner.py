@@ -30,7 +30,6 @@ def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None
                 timeout: timedelta | None = None, detach: bool = False, shell: bool = False,
                 kill_grace: timedelta = timedelta(seconds=5), notify_policy: str | None = None,
                 requester_origin: Mapping[str, Any] | None = None) -> RunOutcome:
-    queue.ensure_table(ledger)
     task = queue.enqueue(ledger, argv, label=label, session_key=session_key, timeout=timeout, shell=shell,
                          notify_policy=notify_policy, requester_origin=requester_origin)
     if gateway_running(ledger):

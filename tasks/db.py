@@ -24,7 +24,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, Operat
 from sqlalchemy.sql import ClauseElement
 
 from flowledger.tasks.errors import InvalidInput, StorageUnavailable
-from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, schema_meta
+from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, notice_outbox, schema_meta, task_payloads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,8 +33,10 @@ BUSY_TIMEOUT_MS = 30_000
 # A pooled PostgreSQL connection idle longer than this is pinged before use (see _install_idle_ping).
 PING_AFTER_IDLE_S = 5.0
 DEFAULT_STATE_DIR = "~/.flowledger"
-# Versioned DDL steps: MIGRATIONS[n] brings a database at version n-1 to version n. Version 1 is create_all.
-MIGRATIONS: dict[int, list[str]] = {
+# Versioned DDL steps: MIGRATIONS[n] brings a database at version n-1 to version n. Version 1 is create_all. A
+# step is SQL text, or a callable given the connection where SQLAlchemy's own DDL says it for both engines.
+Migration = str | Callable[[Connection], object]
+MIGRATIONS: dict[int, list[Migration]] = {
     2: [
         "DROP INDEX IF EXISTS ix_task_runs_last_event_at",
         "DROP INDEX IF EXISTS ix_task_runs_cleanup_after",
@@ -42,15 +44,11 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE cron_jobs ADD COLUMN timeout_ms BIGINT",
         "ALTER TABLE sessions ADD COLUMN last_route_json TEXT",
     ],
-    3: [
-        "CREATE TABLE IF NOT EXISTS notice_outbox (notice_key VARCHAR(255) NOT NULL PRIMARY KEY, "
-        "kind VARCHAR(16) NOT NULL, subject_id VARCHAR(128) NOT NULL, subject_status VARCHAR(16) NOT NULL, "
-        "session_key TEXT NOT NULL, origin_json TEXT, text TEXT NOT NULL, fallback BOOLEAN NOT NULL DEFAULT FALSE, "
-        "status VARCHAR(16) NOT NULL, created_at BIGINT NOT NULL, claimed_by TEXT, claimed_at BIGINT, "
-        "attempts INTEGER NOT NULL DEFAULT 0, "
-        "last_error TEXT, settled_at BIGINT)",
-        "CREATE INDEX IF NOT EXISTS ix_notice_outbox_status ON notice_outbox (status)",
-    ],
+    # The durable run queue's payloads (tasks/runs/queue.py); databases of version 2 may already have the table,
+    # which the queue used to create on its own.
+    3: [lambda conn: task_payloads.create(conn, checkfirst=True)],
+    # The notice outbox (tasks/outbox.py): notices are recorded by writers and sent by a sender.
+    4: [lambda conn: notice_outbox.create(conn, checkfirst=True)],
 }
 
 
@@ -135,8 +133,11 @@ class Database:
                 conn.execute(insert(schema_meta).values(meta_key="schema_version", value=str(SCHEMA_VERSION)))
                 return
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS.get(version, []):
-                    conn.execute(text(statement))
+                for step in MIGRATIONS.get(version, []):
+                    if isinstance(step, str):
+                        conn.execute(text(step))
+                    else:
+                        step(conn)
             conn.execute(
                 schema_meta.update().where(schema_meta.c.meta_key == "schema_version").values(value=str(SCHEMA_VERSION))
             )

@@ -188,6 +188,10 @@ class DeliveryHooks(TaskHooks):
 
         return send_pending(self)
 
+    def prune_outbox(self) -> int:
+        """Settled outbox rows older than 7 days go (the gateway's sweep)."""
+        return outbox.prune(self.service.db, self.service.clock.now())
+
     def send_message(self, origin: DeliveryOrigin, message: Message) -> SendOutcome:
         return self._send(origin, message)
 

@@ -20,8 +20,9 @@ from flowledger.tasks.errors import StorageUnavailable
 
 # 2: no task_runs.last_event_at index, (cleanup_after, seq) instead of cleanup_after; cron_jobs.timeout_ms;
 #    sessions.last_route_json
-# 3: notice_outbox (notices are sent off the writer's path, tasks/outbox.py)
-SCHEMA_VERSION = 3
+# 3: task_payloads (the run queue's payloads) created by the migrations, no longer by the queue itself
+# 4: notice_outbox (notices are sent off the writer's path, tasks/outbox.py)
+SCHEMA_VERSION = 4
 
 
 class UTCMillis(TypeDecorator[datetime]):

@@ -19,16 +19,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection
-
 from flowledger.flows.ledger import Ledger
-from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths
-from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, child_environment
+from flowledger.scheduler.runtimes import orphans
+from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
+from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, child_environment, refuse_options
+from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import cancelled_in_db, wait_for_end
-from flowledger.tasks import liveness
-from flowledger.tasks.errors import FlowledgerError, InvalidInput
+from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import CANCELLED_BY_OPERATOR
@@ -110,10 +109,11 @@ class AcpRuntime:
         return self.ledger.tasks.require(ident)
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
-              cwd: str | None = None, env: dict[str, str] | None = None, mode: str = "oneshot",
-              inherit_env: bool = True) -> None:
+              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
+              mode: str = "oneshot", **options: Any) -> None:
         """Start the agent's turn in a thread and return; LaunchFailed (nothing recorded) when the agent's
         program or the directory is not there."""
+        refuse_options("acp", options)
         if mode not in MODES:
             raise InvalidInput(f"Invalid ACP session mode {mode!r}: expected oneshot or persistent.")
         if not task.child_session_key or not task.run_id or not argv:
@@ -122,17 +122,9 @@ class AcpRuntime:
         if self._lease is not None and not self._lease_started:
             self._lease.start()
             self._lease_started = True
-        run_id, child_key = task.run_id, task.child_session_key
-        now = self.ledger.clock.now()
-
-        def begin(conn: Connection) -> None:
-            liveness.upsert_session(conn, child_key, now, agent_id=task.agent_id, kind="acp", mode=mode,
-                                    parent_session_key=task.requester_session_key or task.owner_key,
-                                    spawned_by=task.owner_key, gateway_id=self.gateway_id, tombstone=None,
-                                    acp={"agent": list(argv), "state": "starting", "session_id": None})
-            liveness.register_run(conn, run_id, self.gateway_id, now, task_id=task.task_id)
-
-        self.ledger.db.transact(begin)
+        run_id = task.run_id
+        self.ledger.runs.begin_child(task, self.gateway_id, kind="acp", mode=mode,
+                                     acp={"agent": list(argv), "state": "starting", "session_id": None})
         self.ledger.tasks.start(run_id, runtime=Runtime.ACP)
         turn = _Turn(task=task, run_id=run_id, argv=list(argv), mode=mode, cwd=cwd,
                      env=child_environment(env, inherit=inherit_env),
@@ -155,8 +147,7 @@ class AcpRuntime:
         except Exception:
             log.exception("task %s acp turn bookkeeping failed", turn.task.task_id)
         finally:
-            with contextlib.suppress(FlowledgerError):
-                self.ledger.db.transact(lambda conn: liveness.release_run(conn, turn.run_id))
+            self.ledger.runs.release_run(turn.run_id)
             with self._lock:
                 self._turns.pop(turn.task.task_id, None)
             turn.done.set()
@@ -206,10 +197,8 @@ class AcpRuntime:
 
     def _update_session(self, turn: _Turn, *, state: str | None) -> None:
         key = turn.task.child_session_key or ""
-        now = self.ledger.clock.now()
         acp = None if state is None else {"agent": turn.argv, "state": state, "session_id": turn.session_id}
-        with contextlib.suppress(FlowledgerError):
-            self.ledger.db.transact(lambda conn: liveness.upsert_session(conn, key, now, acp=acp))
+        self.ledger.runs.update_session(key, acp=acp)
 
     def _record_end(self, turn: _Turn, stop_reason: str | None, text: str) -> None:
         run_id = turn.run_id
@@ -244,6 +233,10 @@ class AcpRuntime:
             turn.stop_text = reason
         return None
 
+    def stop_orphan(self, run_id: str) -> bool:
+        """Stop `run_id`'s process left behind by a dead supervisor, when provably that run (orphans.py)."""
+        return orphans.stop_orphan(self.ledger, run_id)
+
     def running_count(self) -> int:
         with self._lock:
             return len(self._turns)
@@ -251,7 +244,7 @@ class AcpRuntime:
     def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
         return wait_for_end(self.ledger, self._lock, self._done, task_id, timeout)
 
-    def shutdown(self, reason: str = "Cancelled: the gateway shut down.") -> None:
+    def shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
         with self._lock:
             turns = list(self._turns.values())
         for turn in turns:

@@ -19,21 +19,19 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import IO, Any
 
-from sqlalchemy import select
-
 from flowledger.flows.ledger import Ledger
-from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths, tail
-from flowledger.scheduler.runtimes.launch import check_launchable
+from flowledger.scheduler.runtimes import orphans
+from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
+from flowledger.scheduler.runtimes.launch import check_launchable, refuse_options
+from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, wait_for_end
-from flowledger.tasks import liveness
 from flowledger.tasks.durations import format_duration
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import CANCELLED_BY_OPERATOR
 from flowledger.tasks.states import Runtime, TaskStatus
-from flowledger.tasks.tables import task_runs
 
 log = logging.getLogger(__name__)
 WATCH_EVERY_S = 0.2
@@ -70,17 +68,17 @@ class CliRuntime:
     # --- starting -----------------------------------------------------------------------------------
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
-              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True) -> None:
+              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
+              **options: Any) -> None:
         """Start argv for `task` and return at once; a thread supervises the child to its end. Raises
         LaunchFailed, having recorded nothing, when the program or the directory is not there."""
         if not argv:
             raise InvalidInput(f"Task {task.task_id} has nothing to run.")
+        refuse_options("cli", options)
         check_launchable(argv, shell=shell, cwd=cwd, env=env, inherit_env=inherit_env)
         run_id = task.run_id or self._assign_run_id(task)
         self.ensure_backing()
-        now = self.ledger.clock.now()
-        self.ledger.db.transact(lambda conn: liveness.register_run(conn, run_id, self.gateway_id, now,
-                                                                   task_id=task.task_id))
+        self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id)
         self.ledger.tasks.start(run_id, runtime=Runtime.CLI)
         out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
         log_dir(self.ledger.state_dir)
@@ -105,20 +103,14 @@ class CliRuntime:
             self._runs[task.task_id] = run
             self._finished[task.task_id] = run.done
         with contextlib.suppress(FlowledgerError):
-            self.ledger.db.transact(lambda conn: liveness.register_run(
-                conn, run_id, self.gateway_id, now, task_id=task.task_id, pid=proc.pid))
+            self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id, pid=proc.pid)
         log.info("task %s started pid %s run %s", task.task_id, proc.pid, run_id)
         threading.Thread(target=self._supervise, args=(run, timeout), name=f"cli-{task.task_id[:8]}",
                          daemon=True).start()
 
     def _assign_run_id(self, task: Task) -> str:
         run_id = f"cli:{task.task_id}"
-
-        def unit(conn: Any, now: Any) -> Any:
-            change = self.ledger.tasks.apply(conn, task, task.replace(run_id=run_id), expected={task.status}, now=now)
-            return [change] if change else []
-
-        self.ledger.tasks.run_unit(unit)
+        self.ledger.runs.assign_run_id(task, run_id)
         return run_id
 
     def ensure_backing(self) -> None:
@@ -189,16 +181,8 @@ class CliRuntime:
                 ids = list(self._runs)
             if not ids:
                 continue
-            try:
-                with self.ledger.db.read() as conn:
-                    rows = conn.execute(select(task_runs.c.task_id, task_runs.c.status)
-                                        .where(task_runs.c.task_id.in_(ids))).all()
-            except FlowledgerError as exc:
-                log.warning("cli watcher read failed: %s", exc.message)
-                continue
-            for task_id, status in rows:
-                if status == TaskStatus.CANCELLED.value:
-                    self._stop(task_id, "cancel", None)
+            for task_id in self.ledger.runs.cancelled_among(ids):
+                self._stop(task_id, "cancel", None)
 
     def _stop(self, task_id: str, why: str, text: str | None) -> bool:
         with self._lock:
@@ -216,8 +200,7 @@ class CliRuntime:
         self._release(run_id)
 
     def _release(self, run_id: str) -> None:
-        with contextlib.suppress(FlowledgerError):
-            self.ledger.db.transact(lambda conn: liveness.release_run(conn, run_id))
+        self.ledger.runs.release_run(run_id)
 
     # --- control ------------------------------------------------------------------------------------
 
@@ -226,6 +209,10 @@ class CliRuntime:
         gateway that runs it notices and stops it)."""
         self._stop(task.task_id, "cancel", reason)
         return None
+
+    def stop_orphan(self, run_id: str) -> bool:
+        """Stop `run_id`'s process left behind by a dead supervisor, when provably that run (orphans.py)."""
+        return orphans.stop_orphan(self.ledger, run_id)
 
     def owns(self, task_id: str) -> bool:
         with self._lock:
@@ -238,7 +225,7 @@ class CliRuntime:
     def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
         return wait_for_end(self.ledger, self._lock, self._finished, task_id, timeout)
 
-    def shutdown(self, *, reason: str = "Cancelled: the gateway shut down.", wait_s: float | None = None) -> None:
+    def shutdown(self, reason: str = SHUTDOWN_REASON, *, wait_s: float | None = None) -> None:
         """Stop every child (SIGTERM, SIGKILL after the grace), record them cancelled, drop the lease."""
         with self._lock:
             runs = list(self._runs.values())

@@ -15,21 +15,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-
-from sqlalchemy import Connection, select
+from typing import Any
 
 from flowledger.flows.ledger import Ledger
-from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler import cron
 from flowledger.scheduler.logs import log_dir, log_paths, tail
+from flowledger.scheduler.runtimes import orphans
+from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
+from flowledger.scheduler.runtimes.launch import LaunchFailed
+from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn
-from flowledger.tasks import liveness
 from flowledger.tasks.clock import to_ms
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import CANCELLED_BY_OPERATOR
 from flowledger.tasks.states import NotifyPolicy, Runtime, ScopeKind, TaskStatus
-from flowledger.tasks.tables import cron_jobs, task_runs
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = cron.DEFAULT_TIMEOUT
@@ -76,14 +76,8 @@ class CronRunner:
         else:
             child = cron.main_session_child_key(job.agent_id, job.job_id, started)
 
-        def begin(conn: Connection) -> None:
-            conn.execute(cron_jobs.update().where(cron_jobs.c.job_id == job.job_id).values(running_at=started))
-            liveness.register_run(conn, run_id, self.gateway_id, started)
-            if job.isolated:
-                liveness.upsert_session(conn, child, started, agent_id=job.agent_id, kind="cron",
-                                        spawned_by=f"cron:{job.job_id}", gateway_id=self.gateway_id)
-
-        self.ledger.db.transact(begin)
+        self.ledger.runs.cron.begin_run(job.job_id, run_id, self.gateway_id, started, agent_id=job.agent_id,
+                                        isolated_session=child if job.isolated else None)
         task = self.ledger.tasks.create(
             runtime=Runtime.CRON, task=job.describe(), label=job.name, run_id=run_id, source_id=job.job_id,
             scope_kind=ScopeKind.SYSTEM, child_session_key=child, agent_id=job.agent_id, status=TaskStatus.RUNNING,
@@ -98,8 +92,7 @@ class CronRunner:
         finally:
             with self._lock:
                 self._active.pop(run_id, None)
-            with contextlib.suppress(FlowledgerError):
-                self.ledger.db.transact(lambda conn: liveness.release_run(conn, run_id))
+            self.ledger.runs.release_run(run_id)
         return self.ledger.tasks.get(task.task_id)
 
     def _execute(self, job: cron.CronJob, task: Task, active: _Active) -> None:
@@ -147,21 +140,14 @@ class CronRunner:
 
     def _record_pid(self, job: cron.CronJob, task: Task, pid: int) -> None:
         """The child's pid in the run context, so a later gateway can stop it should this one die
-        (scheduler/orphans.py); best effort, like the cli runtime's."""
+        (scheduler/runtimes/orphans.py); best effort, like the cli runtime's."""
         assert task.run_id is not None and task.started_at is not None
-        run_id, started = task.run_id, task.started_at
         with contextlib.suppress(FlowledgerError):
-            self.ledger.db.transact(lambda conn: liveness.register_run(conn, run_id, self.gateway_id, started,
-                                                                       task_id=task.task_id, pid=pid))
+            self.ledger.runs.register_run(task.run_id, self.gateway_id, task_id=task.task_id, pid=pid)
         log.info("task %s cron job %s started pid %s", task.task_id, job.name, pid)
 
     def _cancelled_in_db(self, task_id: str) -> bool:
-        try:
-            with self.ledger.db.read() as conn:
-                status = conn.execute(select(task_runs.c.status).where(task_runs.c.task_id == task_id)).scalar()
-        except FlowledgerError:
-            return False
-        return status == TaskStatus.CANCELLED.value
+        return self.ledger.runs.is_cancelled(task_id)
 
     def _finish(self, job: cron.CronJob, task: Task, active: _Active, code: int, timed_out: bool,
                 duration_ms: int) -> None:
@@ -178,15 +164,11 @@ class CronRunner:
         else:
             err_tail = tail(err_path)
             status, error = "error", exit_text(code) + (f": {err_tail}" if err_tail else "")
-        now = self.ledger.clock.now()
         started_at = task.started_at
-        self.ledger.db.transact(lambda conn: cron.record_run_end(
-            conn, job.job_id, started_at, status=status, error=error, summary=summary, duration_ms=duration_ms,
-            now=now))
+        self.ledger.runs.cron.record_end(job.job_id, started_at, status=status, error=error, summary=summary,
+                                         duration_ms=duration_ms)
         if job.isolated and task.child_session_key:
-            with contextlib.suppress(FlowledgerError):
-                self.ledger.db.transact(lambda conn: liveness.upsert_session(conn, task.child_session_key or "",
-                                                                             now))
+            self.ledger.runs.update_session(task.child_session_key)
         if active.cancelled:
             self.ledger.tasks.fail(task.run_id, error=error, status=TaskStatus.CANCELLED, runtime=Runtime.CRON)
         elif timed_out:
@@ -212,7 +194,34 @@ class CronRunner:
                 active.stopper.request()
         return None
 
-    def shutdown(self, reason: str = "Cancelled: the gateway shut down.") -> None:
+    def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
+              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
+              **options: Any) -> None:
+        """A cron run starts from its job's schedule (`run_job`), never from a queued task or a flow step."""
+        raise LaunchFailed("cron runs start from their job's schedule (flowledger cron add), not as queued work")
+
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
+        """The task once its run ended here (None on timeout); the stored task at once if it is not running."""
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        while any(a.task.task_id == task_id for a in self._snapshot()):
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+        return self.ledger.tasks.get(task_id)
+
+    def _snapshot(self) -> list[_Active]:
+        with self._lock:
+            return list(self._active.values())
+
+    def stop_orphan(self, run_id: str) -> bool:
+        """Stop `run_id`'s process left behind by a dead supervisor, when provably that run (orphans.py)."""
+        return orphans.stop_orphan(self.ledger, run_id)
+
+    def shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
         """Stop every active run and wait (up to the grace and a margin) until each has been recorded."""
         with self._lock:
             actives = list(self._active.values())

@@ -20,6 +20,12 @@ class LaunchFailed(FlowledgerError):
     """The work cannot start here (no such program, no such directory); nothing was recorded."""
 
 
+def refuse_options(runtime: str, options: Mapping[str, object]) -> None:
+    """A runtime given options it does not know refuses rather than run something other than asked."""
+    if options:
+        raise LaunchFailed(f"the {runtime} runtime takes no {', '.join(sorted(options))}")
+
+
 def child_environment(extra: Mapping[str, str] | None, *, inherit: bool = True) -> dict[str, str]:
     """The child's environment: this process's (unless `inherit` is False) with `extra` on top."""
     merged = dict(os.environ) if inherit else {}

@@ -12,14 +12,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from sqlalchemy import select
-
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.runtimes.launch import child_environment
-from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
-from flowledger.tasks.states import TaskStatus
-from flowledger.tasks.tables import task_runs
 
 
 def spawn(argv: Sequence[str], *, shell: bool, cwd: str | None, env: Mapping[str, str] | None,
@@ -77,12 +72,7 @@ def exit_text(code: int) -> str:
 
 def cancelled_in_db(ledger: Ledger, task_id: str) -> bool:
     """Whether another process recorded a cancel for this task (its runtime then stops the work)."""
-    try:
-        with ledger.db.read() as conn:
-            status = conn.execute(select(task_runs.c.status).where(task_runs.c.task_id == task_id)).scalar()
-    except FlowledgerError:
-        return False
-    return bool(status == TaskStatus.CANCELLED.value)
+    return ledger.runs.is_cancelled(task_id)
 
 
 def wait_for_end(ledger: Ledger, lock: threading.Lock, ends: Mapping[str, threading.Event], task_id: str,

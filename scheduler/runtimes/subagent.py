@@ -19,16 +19,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-
-from sqlalchemy import Connection
+from typing import Any
 
 from flowledger.flows.ledger import Ledger
-from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths, tail
-from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable
+from flowledger.scheduler.runtimes import orphans
+from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
+from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, refuse_options
+from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, wait_for_end
-from flowledger.tasks import liveness
 from flowledger.tasks.errors import FlowledgerError, InvalidInput
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
@@ -98,25 +98,19 @@ class SubagentRuntime:
         return self.ledger.tasks.require(ident)
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
-              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True) -> None:
+              cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
+              **options: Any) -> None:
         """Start the child and return at once; LaunchFailed (nothing recorded) when it cannot start here."""
         if not task.child_session_key or not task.run_id:
             raise InvalidInput(f"Subagent task {task.task_id} needs a child session key and a run id.")
+        refuse_options("subagent", options)
         command = child_argv(argv, task.task)
         check_launchable(command, shell=shell, cwd=cwd, env=env, inherit_env=inherit_env)
         if self._lease is not None and not self._lease_started:
             self._lease.start()
             self._lease_started = True
         run_id, child_key = task.run_id, task.child_session_key
-        now = self.ledger.clock.now()
-
-        def begin(conn: Connection) -> None:
-            liveness.upsert_session(conn, child_key, now, agent_id=task.agent_id, kind="subagent",
-                                    parent_session_key=task.requester_session_key or task.owner_key,
-                                    spawned_by=task.owner_key, gateway_id=self.gateway_id, tombstone=None)
-            liveness.register_run(conn, run_id, self.gateway_id, now, task_id=task.task_id)
-
-        self.ledger.db.transact(begin)
+        self.ledger.runs.begin_child(task, self.gateway_id, kind="subagent")
         self.ledger.tasks.start(run_id, runtime=Runtime.SUBAGENT)
         log_dir(self.ledger.state_dir)
         out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
@@ -140,8 +134,7 @@ class SubagentRuntime:
             self._children[task.task_id] = child
             self._done[task.task_id] = child.done
         with contextlib.suppress(FlowledgerError):
-            self.ledger.db.transact(lambda conn: liveness.register_run(conn, run_id, self.gateway_id, now,
-                                                                       task_id=task.task_id, pid=proc.pid))
+            self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id, pid=proc.pid)
         log.info("task %s subagent child %s started pid %s", task.task_id, child_key, proc.pid)
         child.reader = threading.Thread(target=self._read, args=(child, out_path), daemon=True)
         child.reader.start()
@@ -211,8 +204,7 @@ class SubagentRuntime:
         log.info("task %s subagent ended (%s)", tid, child.stop_reason or exit_text(code))
 
     def _release(self, run_id: str) -> None:
-        with contextlib.suppress(FlowledgerError):
-            self.ledger.db.transact(lambda conn: liveness.release_run(conn, run_id))
+        self.ledger.runs.release_run(run_id)
 
     # --- control ------------------------------------------------------------------------------------
 
@@ -227,6 +219,10 @@ class SubagentRuntime:
         child.stopper.request()
         return None
 
+    def stop_orphan(self, run_id: str) -> bool:
+        """Stop `run_id`'s process left behind by a dead supervisor, when provably that run (orphans.py)."""
+        return orphans.stop_orphan(self.ledger, run_id)
+
     def running_count(self) -> int:
         with self._lock:
             return len(self._children)
@@ -234,7 +230,7 @@ class SubagentRuntime:
     def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
         return wait_for_end(self.ledger, self._lock, self._done, task_id, timeout)
 
-    def shutdown(self, reason: str = "Cancelled: the gateway shut down.") -> None:
+    def shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
         with self._lock:
             children = list(self._children.values())
         for child in children:

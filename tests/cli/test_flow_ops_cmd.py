@@ -199,9 +199,11 @@ def test_a_foreground_flow_announces_its_end_through_a_short_lived_sender(
     code, _, _ = cli("tasks", "flow", "run", str(path), "--channel", "webhook", "--to", "ops")
     assert code == 0
     flow_id = only_flow_id(cli)
-    deadline = time.monotonic() + 20  # the sender is another process: wait for it, bounded
+    deadline = time.monotonic() + 60  # the sender is another process (a Python start-up): wait for it, bounded
     while not httpserver.log and time.monotonic() < deadline:
         time.sleep(0.05)
+    time.sleep(0.5)  # not waiting for time: a second (duplicate) POST would have to show up here to be caught
+    assert len(httpserver.log) == 1, [r.get_data() for r, _ in httpserver.log]
     [(request, _)] = httpserver.log
     body = json.loads(request.get_data())
     assert body["text"] == f'Flow "Demo" succeeded. (flow {flow_id})' and body["to"] == "ops"

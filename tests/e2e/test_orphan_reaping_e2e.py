@@ -19,7 +19,7 @@ from gateway_support import GatewayProc, cli, wait_for
 from sqlalchemy import select
 
 from flowledger import FrozenClock, Ledger, TaskStatus
-from flowledger.flows.orphans import RUN_MARKER, proc_stat
+from flowledger.scheduler.runtimes.orphans import RUN_MARKER, proc_stat
 from flowledger.tasks import liveness
 from flowledger.tasks.clock import SystemClock
 from flowledger.tasks.tables import run_contexts

@@ -57,7 +57,6 @@ def test_killed_gateways_leave_a_truthful_ledger(database_url: str, state_dir: P
     log.touch()
     submitted: list[str] = []
     with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
-        queue.ensure_table(ledger)
         for round_no in range(KILLS):
             for n in range(4):
                 argv = ["sleep", f"0.{rng.randrange(1, 4)}"] if n % 2 else ["true"]

@@ -1,6 +1,7 @@
-"""flows.orphans: an adopting controller stops a dead driver's step process only when this host can prove the
-recorded pid still runs that step (its lease names this host, the pid leads its group, its environment carries
-the run id). Real processes, real run contexts on both engines."""
+"""scheduler.runtimes.orphans.stop_orphan (the runtimes' capability): an adopting controller stops a dead
+driver's step process only when this host can prove the recorded pid still runs that step (its lease names this
+host, the pid leads its group, its environment carries the run id). Real processes, real run contexts on both
+engines."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ledger_helpers import wait_until_started
 from sqlalchemy import Connection
 
 from flowledger import FrozenClock, Ledger
-from flowledger.flows.orphans import stop_orphan
+from flowledger.scheduler.runtimes.orphans import stop_orphan
 from flowledger.tasks import liveness
 
 
@@ -53,10 +54,9 @@ def test_only_a_process_proven_to_run_the_step_is_stopped(ledger: Ledger, clock:
         liveness.register_run(conn, "flow:f:d:1", "gw-dead", now)  # no pid yet
 
     ledger.db.transact(record)
-    with ledger.db.read() as conn:
-        assert [stop_orphan(conn, run) for run in ("flow:f:x:1", "flow:f:c:1", "flow:f:d:1", "flow:f:none:1")] \
-            == [False, False, False, False]
-        assert reused.poll() is None and remote.poll() is None and orphan.poll() is None
-        assert stop_orphan(conn, "flow:f:b:1")
+    assert [stop_orphan(ledger, run) for run in ("flow:f:x:1", "flow:f:c:1", "flow:f:d:1", "flow:f:none:1")] \
+        == [False, False, False, False]
+    assert reused.poll() is None and remote.poll() is None and orphan.poll() is None
+    assert stop_orphan(ledger, "flow:f:b:1")
     assert orphan.wait(5) == -signal.SIGKILL
     assert reused.poll() is None and remote.poll() is None

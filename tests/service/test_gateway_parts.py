@@ -265,6 +265,6 @@ def test_a_dead_gateways_cron_job_stops_counting_as_running(ledger: Ledger, cloc
             liveness.register_run(conn, cron.run_id_for(job.job_id, now), gateway, now)  # type: ignore[arg-type]
 
     ledger.db.transact(setup)
-    assert ledger.db.transact(lambda conn: cron.release_stale_running(conn, clock.now())) == [dead_job.job_id]
+    assert ledger.runs.cron.release_stale_running() == [dead_job.job_id]
     assert cron.get_job(ledger, "live").running_at == now  # type: ignore[union-attr]
     assert cron.get_job(ledger, "dead").running_at is None  # type: ignore[union-attr]

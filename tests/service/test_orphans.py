@@ -19,8 +19,7 @@ from ledger_helpers import wait_until_started
 from sqlalchemy import select
 
 from flowledger import FrozenClock, Ledger
-from flowledger.flows.orphans import RUN_MARKER, proc_stat
-from flowledger.scheduler.orphans import reap_orphans
+from flowledger.scheduler.runtimes.orphans import RUN_MARKER, proc_stat, reap_orphans
 from flowledger.scheduler.runtimes.process import spawn
 from flowledger.tasks import liveness
 from flowledger.tasks.clock import SystemClock

@@ -1,5 +1,5 @@
-"""A version-1 database opens under the current version on both engines: two indexes replaced, columns and the
-notice outbox added, data kept."""
+"""Older databases open under the current version on both engines: indexes replaced, columns and tables added,
+data kept (version 1 → 4, version 2 with or without the queue's payload table → 4, version 3 → 4)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ V1_SHAPE = [
     "CREATE INDEX ix_task_runs_cleanup_after ON task_runs (cleanup_after)",
     "ALTER TABLE cron_jobs DROP COLUMN timeout_ms",
     "ALTER TABLE sessions DROP COLUMN last_route_json",
+    "DROP TABLE task_payloads",
     "DROP TABLE notice_outbox",
     "UPDATE schema_meta SET value = '1' WHERE meta_key = 'schema_version'",
 ]
@@ -28,7 +29,7 @@ def _task_run_indexes(ledger: Ledger) -> set[str]:
 
 
 def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, clock: FrozenClock) -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
         made = ledger.tasks.create(runtime="cli", task="made under version 1", owner_key="agent:m:main",
@@ -48,10 +49,52 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
                 version = conn.execute(schema_meta.select()).mappings().one()["value"]
                 cron_columns = {c["name"] for c in inspect(conn).get_columns("cron_jobs")}
                 session_columns = {c["name"] for c in inspect(conn).get_columns("sessions")}
-                tables = set(inspect(conn).get_table_names())
-            assert version == "3"
-            assert "notice_outbox" in tables
+                assert inspect(conn).has_table("task_payloads")
+                assert inspect(conn).has_table("notice_outbox")
+            assert version == str(SCHEMA_VERSION)
             assert "timeout_ms" in cron_columns
             assert "last_route_json" in session_columns
             assert ledger.tasks.get(made.task_id) == made
             assert [t.task_id for t in ledger.tasks.list(status="running")] == [made.task_id]
+
+
+def test_version_2_database_gets_the_payload_table_once(database_url: str, tmp_path: Path,
+                                                       clock: FrozenClock) -> None:
+    state_dir = tmp_path / "state"
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
+        conn.execute(text("DROP TABLE task_payloads"))
+        conn.execute(text("DROP TABLE notice_outbox"))
+        conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
+    for _ in range(2):
+        with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+            with ledger.db.read() as conn:
+                assert inspect(conn).has_table("task_payloads")
+                assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
+                indexes = {str(ix["name"]) for ix in inspect(conn).get_indexes("task_payloads")}
+            assert indexes == {"ix_task_payloads_claimed_by"}
+
+
+def test_version_2_database_that_already_has_the_payload_table_keeps_it(database_url: str, tmp_path: Path,
+                                                                       clock: FrozenClock) -> None:
+    state_dir = tmp_path / "state"
+    # What the queue used to create on its own under version 2, with a row in it.
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
+        conn.execute(text("INSERT INTO task_payloads (task_id, argv_json, shell) VALUES ('t1', '[]', false)"))
+        conn.execute(text("DROP TABLE notice_outbox"))
+        conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.read() as conn:
+        assert conn.execute(text("SELECT task_id FROM task_payloads")).scalars().all() == ["t1"]
+        assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
+
+
+def test_version_3_database_gets_the_notice_outbox_once(database_url: str, tmp_path: Path,
+                                                        clock: FrozenClock) -> None:
+    state_dir = tmp_path / "state"
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
+        conn.execute(text("DROP TABLE notice_outbox"))
+        conn.execute(text("UPDATE schema_meta SET value = '3' WHERE meta_key = 'schema_version'"))
+    for _ in range(2):
+        with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, \
+                ledger.db.read() as conn:
+            assert inspect(conn).has_table("notice_outbox")
+            assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)

@@ -16,29 +16,33 @@ from typing import Any
 
 from sqlalchemy import text
 
-from flowledger.flows.ledger import Ledger
+from flowledger.tasks.db import Database
 
 log = logging.getLogger(__name__)
 LEADER_LOCK_KEY = 7204118
 
 
 class Leadership:
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
+    """`try_acquire()` keeps or takes the leadership (cheap, call it before every leader-only job);
+    `release()` gives it up. At most one holder per database at any moment, on either engine."""
+
+    def __init__(self, db: Database, state_dir: Path) -> None:
+        self.db = db
+        self.state_dir = state_dir
         self._conn: Any = None
         self._fd: int | None = None
         self.held = False
 
     def try_acquire(self) -> bool:
         """Cheap to call often: keeps the lock if held, tries to take it otherwise."""
-        if self.ledger.db.is_postgres:
+        if self.db.is_postgres:
             return self._try_pg()
         return self._try_file()
 
     def _try_pg(self) -> bool:
         try:
             if self._conn is None:
-                self._conn = self.ledger.db.engine.connect()
+                self._conn = self.db.engine.connect()
             if self.held:  # the lock lives as long as this connection: prove it is still there
                 self._conn.execute(text("SELECT 1"))
                 self._conn.commit()
@@ -64,9 +68,9 @@ class Leadership:
     def _try_file(self) -> bool:
         if self.held:
             return True
-        sqlite_path = self.ledger.db.sqlite_path
+        sqlite_path = self.db.sqlite_path
         path = (Path(f"{sqlite_path}.leader.lock") if sqlite_path is not None
-                else Path(self.ledger.state_dir) / "gateway.leader.lock")
+                else Path(self.state_dir) / "gateway.leader.lock")
         try:
             if self._fd is None:
                 path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)

@@ -1,0 +1,15 @@
+"""The run registry: the one door through which the gateway and its runtimes persist what they do.
+
+`RunRegistry` (registry.py) owns gateway leases, run contexts and the session rows of the children runtimes
+start, cancel checks, orphan bookkeeping and checkpoints; `RunQueue` (queue.py) the durable queue of work a
+gateway claims; `CronRuns` (cron.py) cron jobs and the bookkeeping of their runs; `Leadership` (leader.py)
+which gateway sweeps. The scheduler reaches the database only through these (as APScheduler 4's schedulers
+reach theirs only through a `DataStore`): it holds no SQL and no dialect branch. Each method's docstring is its
+contract: what it writes, in how many transactions, and what it guarantees when gateways race.
+"""
+
+from flowledger.tasks.runs.cron import CronJobRecord, CronRuns
+from flowledger.tasks.runs.queue import Payload, RunQueue
+from flowledger.tasks.runs.registry import Orphan, RunRegistry
+
+__all__ = ["CronJobRecord", "CronRuns", "Orphan", "Payload", "RunQueue", "RunRegistry"]
