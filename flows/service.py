@@ -444,11 +444,12 @@ class FlowService:
 
 
 def settle_timestamps(current: Flow, new: Flow) -> Flow:
-    """A write to a flow that had already ended and stays ended (its driver recording the steps' final state
-    after a cancel from another process) does not move `updated_at` past `ended_at`: the flow itself did not
-    change after its end, and the audit holds `ended_at ≥ updated_at` for ended flows."""
-    if (current.status in LINK_TERMINAL and new.status == current.status and new.ended_at is not None
-            and new.updated_at > new.ended_at):
+    """A write to a managed flow that had already ended and stays ended (its driver recording the steps' final
+    state after a cancel from another process) does not move `updated_at` past `ended_at`: the flow itself did
+    not change after its end, and the audit holds `ended_at ≥ updated_at` for ended flows. (A mirrored flow's
+    times follow its tasks; maintenance repairs those.)"""
+    if (current.sync_mode == SyncMode.MANAGED and current.status in LINK_TERMINAL and new.status == current.status
+            and new.ended_at is not None and new.updated_at > new.ended_at):
         return new.replace(updated_at=new.ended_at)
     return new
 
