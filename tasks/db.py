@@ -49,6 +49,18 @@ MIGRATIONS: dict[int, list[Migration]] = {
     3: [lambda conn: task_payloads.create(conn, checkfirst=True)],
     # The notice outbox (tasks/outbox.py): notices are recorded by writers and sent by a sender.
     4: [lambda conn: notice_outbox.create(conn, checkfirst=True)],
+    # 5: generation jobs (media on the task, acknowledged items) and a session's tracked resources.
+    5: [
+        "ALTER TABLE task_runs ADD COLUMN media_json TEXT",
+        "ALTER TABLE sessions ADD COLUMN ended_at BIGINT",
+        "CREATE TABLE IF NOT EXISTS generation_media (task_id VARCHAR(128) NOT NULL, item_key VARCHAR(64) NOT NULL, "
+        "item TEXT NOT NULL, session_key VARCHAR(512) NOT NULL, acked_at BIGINT, sent_at BIGINT, claimed_by TEXT, "
+        "claimed_at BIGINT, PRIMARY KEY (task_id, item_key))",
+        "CREATE TABLE IF NOT EXISTS session_resources (resource_id VARCHAR(64) NOT NULL PRIMARY KEY, "
+        "session_key VARCHAR(512) NOT NULL, kind VARCHAR(16) NOT NULL, pid INTEGER, run_marker TEXT, argv_json TEXT, "
+        "label TEXT, registered_at BIGINT NOT NULL, released_at BIGINT, outcome TEXT)",
+        "CREATE INDEX IF NOT EXISTS ix_session_resources_session_key ON session_resources (session_key)",
+    ],
 }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_dir, log_paths, tail
-from flowledger.scheduler.runtimes import orphans
+from flowledger.scheduler.runtimes import orphans, resources
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, refuse_options
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
@@ -71,9 +71,13 @@ class _Child:
 
 class SubagentRuntime:
     def __init__(self, ledger: Ledger, *, gateway_id: str | None = None,
-                 kill_grace: timedelta = timedelta(seconds=5)) -> None:
+                 kill_grace: timedelta = timedelta(seconds=5),
+                 cleanup_timeout: timedelta = timedelta(seconds=resources.CLEANUP_TIMEOUT_S)) -> None:
         self.ledger = ledger
         self.kill_grace = kill_grace
+        self.cleanup_timeout = cleanup_timeout
+        # The thread releasing each ended child's tracked resources (scheduler/runtimes/resources.py), by task id.
+        self.releases: dict[str, threading.Thread] = {}
         self.gateway_id = gateway_id or new_gateway_id("run")
         self._lease = LeaseKeeper(ledger, self.gateway_id) if gateway_id is None else None
         self._lease_started = False
@@ -181,8 +185,13 @@ class SubagentRuntime:
             log.exception("task %s subagent supervision failed", child.task.task_id)
         finally:
             self._release(child.run_id)
+            # After the terminal status, never before it: a hanging cleanup must not delay or mask the outcome.
+            released = resources.finish_session(self.ledger, child.task.child_session_key,
+                                                timeout_s=self.cleanup_timeout.total_seconds())
             with self._lock:
                 self._children.pop(child.task.task_id, None)
+                if released is not None:
+                    self.releases[child.task.task_id] = released
             child.done.set()
 
     def _record_end(self, child: _Child, code: int) -> None:

@@ -124,7 +124,7 @@ class CronRuns:
             liveness.register_run(conn, run_id, gateway_id, started)
             if isolated_session is not None:
                 liveness.upsert_session(conn, isolated_session, started, agent_id=agent_id, kind="cron",
-                                        spawned_by=f"cron:{job_id}", gateway_id=gateway_id)
+                                        spawned_by=f"cron:{job_id}", gateway_id=gateway_id, ended_at=None)
 
         self.db.transact(unit)
 

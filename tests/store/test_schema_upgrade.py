@@ -1,5 +1,6 @@
-"""Older databases open under the current version on both engines: indexes replaced, columns and tables added,
-data kept (version 1 → 4, version 2 with or without the queue's payload table → 4, version 3 → 4)."""
+"""Older databases open under the current version on both engines, data kept: version 1 (two indexes replaced,
+columns added), version 2 with or without the queue's payload table, version 3 (the notice outbox), and the
+generation media and session resources of version 5."""
 
 from __future__ import annotations
 
@@ -10,8 +11,19 @@ from sqlalchemy import inspect, text
 from flowledger import FrozenClock, Ledger
 from flowledger.tasks.tables import SCHEMA_VERSION, schema_meta
 
+# What version 2 had before version 4 added the notice outbox and version 5 generation jobs and session
+# resources (a version-2 database may or may not have the queue's payload table: both are tested).
+V2_SHAPE = [
+    "DROP TABLE notice_outbox",
+    "ALTER TABLE task_runs DROP COLUMN media_json",
+    "ALTER TABLE sessions DROP COLUMN ended_at",
+    "DROP TABLE generation_media",
+    "DROP TABLE session_resources",
+    "UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'",
+]
 # What version 1 created that version 2 no longer has, and the reverse.
-V1_SHAPE = [
+V1_SHAPE = [*V2_SHAPE[:-1],
+    "DROP TABLE task_payloads",
     "CREATE INDEX ix_task_runs_last_event_at ON task_runs (last_event_at)",
     "DROP INDEX idx_task_runs_cleanup",
     "CREATE INDEX ix_task_runs_cleanup_after ON task_runs (cleanup_after)",
@@ -29,7 +41,7 @@ def _task_run_indexes(ledger: Ledger) -> set[str]:
 
 
 def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, clock: FrozenClock) -> None:
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
         made = ledger.tasks.create(runtime="cli", task="made under version 1", owner_key="agent:m:main",
@@ -39,7 +51,7 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
                 conn.execute(text(statement))
         assert "ix_task_runs_last_event_at" in _task_run_indexes(ledger)
 
-    for _ in range(2):  # the second open finds version 3 and runs nothing
+    for _ in range(2):  # the second open finds the current version and runs nothing
         with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
             indexes = _task_run_indexes(ledger)
             assert not indexes & {"ix_task_runs_last_event_at", "ix_task_runs_cleanup_after"}
@@ -63,8 +75,8 @@ def test_version_2_database_gets_the_payload_table_once(database_url: str, tmp_p
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
         conn.execute(text("DROP TABLE task_payloads"))
-        conn.execute(text("DROP TABLE notice_outbox"))
-        conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
+        for statement in V2_SHAPE:
+            conn.execute(text(statement))
     for _ in range(2):
         with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
             with ledger.db.read() as conn:
@@ -80,8 +92,8 @@ def test_version_2_database_that_already_has_the_payload_table_keeps_it(database
     # What the queue used to create on its own under version 2, with a row in it.
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
         conn.execute(text("INSERT INTO task_payloads (task_id, argv_json, shell) VALUES ('t1', '[]', false)"))
-        conn.execute(text("DROP TABLE notice_outbox"))
-        conn.execute(text("UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'"))
+        for statement in V2_SHAPE:
+            conn.execute(text(statement))
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.read() as conn:
         assert conn.execute(text("SELECT task_id FROM task_payloads")).scalars().all() == ["t1"]
         assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
@@ -91,10 +103,40 @@ def test_version_3_database_gets_the_notice_outbox_once(database_url: str, tmp_p
                                                         clock: FrozenClock) -> None:
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
-        conn.execute(text("DROP TABLE notice_outbox"))
+        for statement in V2_SHAPE[:-1]:  # version 3: no outbox yet, nor what version 5 adds
+            conn.execute(text(statement))
         conn.execute(text("UPDATE schema_meta SET value = '3' WHERE meta_key = 'schema_version'"))
     for _ in range(2):
         with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, \
                 ledger.db.read() as conn:
             assert inspect(conn).has_table("notice_outbox")
             assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
+
+
+def test_version_2_database_gains_generation_media_and_session_resources(database_url: str, tmp_path: Path,
+                                                                          clock: FrozenClock) -> None:
+    state_dir = tmp_path / "state"
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+        made = ledger.tasks.create(runtime="cli", task="made under version 2", owner_key="agent:m:main")
+        with ledger.db.write() as conn:
+            for statement in V2_SHAPE:
+                conn.execute(text(statement))
+            assert not inspect(conn).has_table("generation_media")
+
+    for _ in range(2):
+        with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+            with ledger.db.read() as conn:
+                schema = inspect(conn)
+                assert "media_json" in {c["name"] for c in schema.get_columns("task_runs")}
+                assert "ended_at" in {c["name"] for c in schema.get_columns("sessions")}
+                assert schema.has_table("generation_media") and schema.has_table("session_resources")
+                version = conn.execute(schema_meta.select()).mappings().one()["value"]
+            assert version == str(SCHEMA_VERSION)
+            assert ledger.tasks.get(made.task_id) == made
+            # The upgraded tables work: a job's items are recorded and acknowledged, a resource is registered.
+            job = ledger.tasks.start_generation("image_generate", "agent:m:main", f"fox {_}").task
+            assert job.run_id is not None
+            ledger.tasks.complete(job.run_id, media=["fox.png"])
+            assert ledger.sessions.ack_media("agent:m:main", job.task_id, ["fox.png"]) == 1
+            ledger.sessions.track_cleanup("agent:m:main", ["true"], label=f"tab {_}")
+            assert len(ledger.sessions.resources("agent:m:main")) == _ + 1
