@@ -29,8 +29,6 @@ V1_SHAPE = [*V2_SHAPE[:-1],
     "CREATE INDEX ix_task_runs_cleanup_after ON task_runs (cleanup_after)",
     "ALTER TABLE cron_jobs DROP COLUMN timeout_ms",
     "ALTER TABLE sessions DROP COLUMN last_route_json",
-    "DROP TABLE task_payloads",
-    "DROP TABLE notice_outbox",
     "UPDATE schema_meta SET value = '1' WHERE meta_key = 'schema_version'",
 ]
 
