@@ -152,9 +152,10 @@ def prune(db: Database, now: datetime) -> int:
 # --- waking a sender -------------------------------------------------------------------------------------
 
 
-# The sender this process started last: while it runs (it lingers LINGER_S after the outbox empties), later
-# writes of this process need no sender of their own (a cancel of a flow with many children starts one).
-_SENDER: subprocess.Popen[bytes] | None = None
+# The sender this process started last, per ledger: while it runs (it lingers LINGER_S after the outbox empties),
+# later writes of this process to that ledger need no sender of their own (a cancel of a flow with many children
+# starts one).
+_SENDERS: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
 LINGER_S = 1.0
 
 
@@ -162,8 +163,9 @@ def kick(db: Database, now: datetime, *, state_dir: Path | None, database_url: s
     """Make sure someone sends what is pending: a running gateway does (its loop runs every second); otherwise
     start a short-lived sender process, detached from this one, and return at once. True when one was started.
     A notice recorded just as a lingering sender exits waits for the next sender or the gateway."""
-    global _SENDER
-    if _SENDER is not None and _SENDER.poll() is None:
+    ledger_key = (str(state_dir), str(database_url))
+    running = _SENDERS.get(ledger_key)
+    if running is not None and running.poll() is None:
         return False
     with db.read() as conn:
         if any(g.startswith(GATEWAY_PREFIX) for g in liveness.fresh_gateways(conn, now)):
@@ -174,9 +176,9 @@ def kick(db: Database, now: datetime, *, state_dir: Path | None, database_url: s
     if database_url is not None:
         env["FLOWLEDGER_DATABASE_URL"] = database_url
     try:
-        _SENDER = subprocess.Popen([sys.executable, "-m", "flowledger.scheduler.sender"], env=env,
-                                   start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, close_fds=True)
+        _SENDERS[ledger_key] = subprocess.Popen(
+            [sys.executable, "-m", "flowledger.scheduler.sender"], env=env, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
     except OSError as exc:  # the gateway's sweep (or the next sender) still finds the rows
         log.info("could not start a notice sender: %s", exc)
         return False
