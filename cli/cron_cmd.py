@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from flowledger.cli.context import app_context
-from flowledger.cli.render import emit_json, err, out, table, when
+from flowledger.cli.render import emit_json, err, out, safe, table, when
 from flowledger.tasks.durations import format_duration, parse_duration
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED
 
@@ -78,7 +78,7 @@ def remove_cmd(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Job
 
     job = cron.remove_job(app_context(ctx).ledger(), name)
     if job is None:
-        err(f"Cron job not found: {name}.")
+        err(f"Cron job not found: {safe(name)}.")
         raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
     out(f"Removed cron job {job.name} ({job.job_id}).")
 
@@ -91,7 +91,7 @@ def runs_cmd(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Job n
     ledger = app_context(ctx).ledger()
     job = cron.get_job(ledger, name)
     if job is None:
-        err(f"Cron job not found: {name}.")
+        err(f"Cron job not found: {safe(name)}.")
         raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
     runs = cron.job_runs(ledger, job)
     if json_out:

@@ -1,9 +1,9 @@
 """`flowledger tasks flow list|show|cancel|validate|run`: parse, call one service method, render.
 
 Texts follow REFERENCE §10.7; JSON follows CONTRACT §3 (Flow keys plus `tasks` and `task_summary`) and §7
-(`steps`). `flow run` drives the flow in this process through the `cli` runtime, with live progress on stderr;
-`--detach` records it with the submitter's directory and allow-listed environment (flows/context.py) for a
-gateway. `flow logs|wait|retry` live in cli/flow_ops.py.
+(`steps`). `flow run` drives the flow in this process, each step on its own runtime (cli, subagent, acp), with live
+progress on stderr; `--detach` records it with the submitter's directory and allow-listed environment
+(flows/context.py) for a gateway. `flow logs|wait|retry` live in cli/flow_ops.py.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         ledger = app_context(ctx).ledger()
         from flowledger.flows.controller import define_flow
 
-        context = None
+        policy = notify.value if notify else None
         if detach:
             import os
 
@@ -116,17 +116,14 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
             except OSError:
                 raise OperationRefused("Cannot hand the flow over: the current directory no longer exists.") from None
             context = capture(here, os.environ, definition.pass_env)
-        else:
-            refuse_foreign_steps(definition)
-        flow = define_flow(ledger, definition, context, notify=notify.value if notify else None, origin=origin)
-        if detach:
+            flow = define_flow(ledger, definition, context, notify=policy, origin=origin)
             if json_out:
                 emit_json(flow_document(flow, []))
             else:
                 out(f"Queued flow {flow.flow_id} ({len(definition.steps)} steps); a running gateway will run it.")
                 err(f"Follow it with: flowledger tasks flow show {flow.flow_id}")
             return
-        flow = drive_here(ledger, flow, live=not json_out)
+        flow = drive_here(ledger, live=not json_out, definition=definition, notify=policy, origin=origin)
         tasks = ledger.flows.linked_tasks(flow.flow_id)
         if json_out:
             emit_json(flow_document(flow, tasks))
@@ -152,14 +149,6 @@ def origin_option(channel: str | None, to: str | None) -> dict[str, str] | None:
     return {"channel": channel.strip(), "to": to.strip()}
 
 
-def refuse_foreign_steps(definition: FlowDefinition) -> None:
-    """`flow run` (and a foreground retry) start `cli` steps only; refuse before anything is written."""
-    other = [s for s in definition.steps if s.runtime != Runtime.CLI]
-    if other:
-        raise OperationRefused(f"Step {other[0].id!r} uses runtime {other[0].runtime.value!r}, which `flow run` cannot "
-                               "start in this process; use --detach to hand the flow to a gateway.")
-
-
 def stored_definition(flow: Flow) -> FlowDefinition:
     """The definition a graph flow stored in its state (read back as a gateway would)."""
     from flowledger.flows.definitions import flow_from_document
@@ -171,21 +160,36 @@ def stored_definition(flow: Flow) -> FlowDefinition:
     return flow_from_document(state["definition"], source=f"flow {flow.flow_id}")
 
 
-def drive_here(ledger: Ledger, flow: Flow, *, live: bool) -> Flow:
-    """Drive a queued graph flow (new or retried) to its end in this process through the cli runtime."""
+def drive_here(ledger: Ledger, *, live: bool, flow: Flow | None = None, definition: FlowDefinition | None = None,
+               notify: str | None = None, origin: dict[str, str] | None = None) -> Flow:
+    """Drive a graph flow to its end in this process, each step on its runtime: a new one from `definition`
+    (defined running, driven by this process), or a retried `flow` (queued)."""
     try:
+        from flowledger.scheduler.runtimes.acp import AcpRuntime
         from flowledger.scheduler.runtimes.cli import CliRuntime
+        from flowledger.scheduler.runtimes.subagent import SubagentRuntime
     except ImportError as exc:
-        raise OperationRefused(f"Cannot run flows here: the cli runtime is unavailable ({exc}). "
+        raise OperationRefused(f"Cannot run flows here: the runtimes are unavailable ({exc}). "
                                "Use --detach to hand the flow to a gateway.") from None
-    from flowledger.flows.controller import GraphController
+    from flowledger.flows.controller import GraphController, StepLauncher, define_flow
 
-    definition = stored_definition(flow)
-    refuse_foreign_steps(definition)
-    runtime = CliRuntime(ledger)
+    # One lease (the cli runtime's) backs every step this process runs, whatever its runtime.
+    cli = CliRuntime(ledger)
+    agents: dict[Runtime, SubagentRuntime | AcpRuntime] = {
+        Runtime.SUBAGENT: SubagentRuntime(ledger, gateway_id=cli.gateway_id),
+        Runtime.ACP: AcpRuntime(ledger, gateway_id=cli.gateway_id)}
+    launchers: dict[Runtime, StepLauncher] = {Runtime.CLI: cli, **agents}
+    for runtime, adapter in agents.items():  # a cancel in this process reaches the live agent
+        ledger.tasks.cancel_adapters[runtime] = adapter
+    if flow is None:
+        assert definition is not None
+        # One write: the whole submission, or none of it.
+        flow = define_flow(ledger, definition, driving=cli, notify=notify, origin=origin)
+    else:  # a retried flow, queued: the controller claims it
+        definition = stored_definition(flow)
     progress = _LiveProgress(definition, flow) if live else None
     try:
-        controller = GraphController(ledger, flow, runtime, on_progress=progress.update if progress else None)
+        controller = GraphController(ledger, flow, launchers, on_progress=progress.update if progress else None)
         try:
             return controller.run()
         except KeyboardInterrupt:
@@ -195,7 +199,9 @@ def drive_here(ledger: Ledger, flow: Flow, *, live: bool) -> Flow:
     finally:
         if progress is not None:
             progress.close()
-        runtime.shutdown()
+        for agent in agents.values():
+            agent.shutdown()
+        cli.shutdown()
 
 
 class _LiveProgress:

@@ -185,12 +185,10 @@ def retry_cmd(ctx: typer.Context, lookup: Lookup,
               detach: Annotated[bool, typer.Option("--detach", help="Queue it for the gateway and return.")] = False,
               json_out: JsonFlag = False) -> None:
     """Run an ended (failed, cancelled or lost) graph flow again: succeeded steps are kept, the rest run anew."""
-    from flowledger.cli.flow_cmd import drive_here, refuse_foreign_steps, run_summary, stored_definition
+    from flowledger.cli.flow_cmd import drive_here, run_summary
     from flowledger.flows.retry import retry_flow
 
     ledger = app_context(ctx).ledger()
-    if not detach:
-        refuse_foreign_steps(stored_definition(ledger.flows.require(lookup)))
     plan = retry_flow(ledger, lookup)
     flow = plan.flow
     message = f"Retrying {flow.flow_id}: {len(plan.to_run)} steps to run, {len(plan.kept)} kept."
@@ -199,7 +197,7 @@ def retry_cmd(ctx: typer.Context, lookup: Lookup,
     else:
         out(message)
     if not detach:
-        flow = drive_here(ledger, flow, live=not json_out)
+        flow = drive_here(ledger, flow=flow, live=not json_out)
     tasks = ledger.flows.linked_tasks(flow.flow_id)
     if json_out:
         emit_json(flow_document(flow, tasks))

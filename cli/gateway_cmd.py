@@ -18,7 +18,7 @@ from flowledger.cli.context import app_context
 from flowledger.cli.render import emit_json, err, safe
 from flowledger.tasks.durations import parse_duration
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, InvalidInput, TaskNotFound
-from flowledger.tasks.states import NotifyPolicy, TaskStatus, is_terminal, parse_enum
+from flowledger.tasks.states import NotifyPolicy, Runtime, TaskStatus, is_terminal, parse_enum
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -84,12 +84,19 @@ def run_cmd(
     channel: Annotated[str | None, typer.Option("--channel", help="Where its notices go (with --to).")] = None,
     to: Annotated[str | None, typer.Option("--to", help="The target on --channel.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the Task as JSON.")] = False,
+    runtime: Annotated[str, typer.Option("--runtime", help="cli (run the command) | subagent | acp (the command "
+                                         "is the agent, asked --prompt).")] = "cli",
+    prompt: Annotated[str | None, typer.Option("--prompt", help="What an agent run asks the agent.")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="acp: oneshot (default) | persistent.")] = None,
 ) -> None:
-    """Run a command as a `cli` task: handed to a running gateway, else run in this process."""
+    """Run a command as a task (an agent with --runtime acp|subagent): handed to a running gateway, else run in
+    this process."""
     from flowledger.cli.flow_cmd import origin_option
     from flowledger.scheduler.logs import log_paths
-    from flowledger.scheduler.runner import run_command
+    from flowledger.scheduler.runner import agent_prompt, run_command
 
+    rt = _run_runtime(runtime)
+    agent_prompt(rt, prompt, label, mode)  # usage errors before anything is recorded
     limit = parse_duration(timeout, what="timeout") if timeout is not None else None
     policy = parse_enum(NotifyPolicy, notify, "--notify").value if notify is not None else None
     origin = origin_option(channel, to)
@@ -98,7 +105,8 @@ def run_cmd(
     ledger = app_context(ctx).ledger()
     try:
         outcome = run_command(ledger, argv or [], label=label, session_key=session, timeout=limit, detach=detach,
-                              notify_policy=policy, requester_origin=origin)
+                              runtime=rt, prompt=prompt, mode=mode, notify_policy=policy,
+                              requester_origin=origin)
     except KeyboardInterrupt:
         err("Interrupted: the task was cancelled.")
         raise typer.Exit(130) from None
@@ -113,10 +121,32 @@ def run_cmd(
         out_path, err_path = log_paths(ledger.state_dir, task.task_id)
         _copy(out_path, sys.stdout)
         _copy(err_path, sys.stderr)
+        if rt == Runtime.ACP and _ends_mid_line(out_path):  # the reply is streamed text, not lines
+            sys.stdout.write("\n")
         if task.status != TaskStatus.SUCCEEDED:
             err(f"Task {task.task_id} {task.status.value}: {safe(task.error or '')}".rstrip(": "))
     if not detach and task.status != TaskStatus.SUCCEEDED:
         raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
+
+
+def _run_runtime(value: str) -> Runtime:
+    choices = (Runtime.CLI, Runtime.SUBAGENT, Runtime.ACP)
+    for runtime in choices:
+        if value.strip() == runtime.value:
+            return runtime
+    raise InvalidInput(f"Invalid --runtime {value!r}: expected one of {'|'.join(r.value for r in choices)}.")
+
+
+def _ends_mid_line(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, 2)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 def logs_cmd(

@@ -11,6 +11,7 @@ from flowledger.cli.context import app_context
 from flowledger.cli.render import cut, emit_json, err, out, safe, table, when
 from flowledger.flows.documents import task_list_document
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, TaskNotFound
+from flowledger.tasks.limits import MAX_COUNT
 from flowledger.tasks.models import Task
 from flowledger.tasks.states import FAILURES, NotifyPolicy, Runtime, TaskStatus
 
@@ -23,7 +24,7 @@ RuntimeFilter = Annotated[RuntimeOpt | None, typer.Option("--runtime", help="Onl
 StatusFilter = Annotated[StatusOpt | None, typer.Option("--status", help="Only this status.")]
 # A ledger can hold millions of records; listing all of them is a request, not a default.
 DEFAULT_LIST_LIMIT = 100
-LimitOpt = Annotated[int, typer.Option("--limit", min=0,
+LimitOpt = Annotated[int, typer.Option("--limit", min=0, max=MAX_COUNT,
                                        help="Show at most N tasks, newest first (0 = all).")]
 Lookup = Annotated[str, typer.Argument(help="Task id, run id or session key.")]
 

@@ -4,8 +4,10 @@ Each step becomes a child task of the flow (runtime from the step, label = the s
 `flow:<flow_id>:<step_id>:<attempt>` with attempts counted over every run of the flow, see flows/steps.py)
 once every step it needs has succeeded; the `StepLauncher` of the step's runtime runs it and reports through
 `ledger.tasks`, and the controller watches task statuses in the database. An agent step (`subagent`, `acp`)
-gets a child session of its own per attempt, so `tasks cancel` can reach it from any process. A step whose
-runtime has no launcher here, or that its launcher cannot start, fails at once with one line naming the step.
+is asked its prompt (the task's text; `run` is the agent's argv) and gets a child session of its own per attempt,
+so `tasks cancel` can reach it from any process and a persistent ACP session is never reused by another step. A
+step whose runtime has no launcher here, or that its launcher cannot start, fails at once with one line naming the
+step.
 Per-step status lives in the flow's `state`:
 
     {"version": 1, "definition": <the flow file as a document>, "driver": "<lease id of the driving process>",
@@ -127,23 +129,34 @@ def initial_state(definition: FlowDefinition,
     return state
 
 
-def define_flow(ledger: Ledger, definition: FlowDefinition,
-                context: submission.SubmissionContext | None = None, *, notify: NotifyPolicy | str | None = None,
+def define_flow(ledger: Ledger, definition: FlowDefinition, context: submission.SubmissionContext | None = None,
+                *, driving: StepLauncher | None = None, notify: NotifyPolicy | str | None = None,
                 origin: Mapping[str, Any] | None = None) -> Flow:
-    """Record the flow (queued, nothing started) for a controller to drive later, e.g. the gateway's; a
-    detached flow carries its submission `context` (its steps then run there, with that environment).
-    `notify` and `origin` (e.g. from the command line) override the file's `[flow] notify` and `origin`."""
+    """Record the flow for a controller to drive: queued for a later one (e.g. the gateway's), or — `driving` —
+    already running under that launcher's lease, for this process to drive at once. A detached flow carries its
+    submission `context` (its steps then run there, with that environment). `notify` and `origin` (e.g. from
+    the command line) override the file's `[flow] notify` and `origin`.
+
+    The second is one insert, so a foreground submission commits whole or not at all: a flow first written
+    queued and claimed in a second write was left queued when that write failed (a full disk), and a gateway
+    later ran the flow its user had been told did not start (issue 12 item 4)."""
+    state = initial_state(definition, context)
+    status = FlowStatus.QUEUED
+    if driving is not None:
+        driver = _launcher_driver(ledger, driving)
+        if driver is not None:
+            state["driver"] = driver
+        status = FlowStatus.RUNNING
     where = origin if origin is not None else definition.origin
-    return ledger.flows.create_managed(definition.owner, GRAPH_CONTROLLER, definition.goal,
-                                       notify_policy=notify or definition.notify,
-                                       state=initial_state(definition, context),
+    return ledger.flows.create_managed(definition.owner, GRAPH_CONTROLLER, definition.goal, status=status,
+                                       notify_policy=notify or definition.notify, state=state,
                                        requester_origin=dict(where) if where is not None else None)
 
 
 def run_flow(ledger: Ledger, definition: FlowDefinition, launcher: Launchers, *,
              on_progress: ProgressCallback | None = None, poll_interval: float = POLL_INTERVAL_S) -> Flow:
     """Define the flow and drive it to its end in this thread; returns the final flow."""
-    flow = define_flow(ledger, definition)
+    flow = define_flow(ledger, definition, driving=launchers_by_runtime(launcher)[0])
     return GraphController(ledger, flow, launcher, on_progress=on_progress, poll_interval=poll_interval).run()
 
 
@@ -238,6 +251,7 @@ class GraphController:
         self.notices = FlowNotices(ledger)
         self._started_at: dict[str, Any] = {}
         self._claimed = flow.status == FlowStatus.RUNNING
+        self._announced = False  # flow_started emitted (by claim, adopt, or run for a flow defined running)
         self.driver: str | None = driver_of(flow)
         counts = self.readiness.counts()
         self._done = sum(n for s, n in counts.items() if s not in (StepStatus.PENDING.value, StepStatus.RUNNING.value))
@@ -258,7 +272,7 @@ class GraphController:
             return False
         self.flow = result.flow
         self._claimed = True
-        self._emit("flow_started")
+        self._announce()
         return True
 
     def adopt(self) -> bool:
@@ -274,8 +288,13 @@ class GraphController:
         self._claimed = True
         log.info("flow %s: adopted from driver %s by %s", self.flow.flow_id, previous, self.driver)
         self._reconcile()
-        self._emit("flow_started")
+        self._announce()
         return True
+
+    def _announce(self) -> None:
+        if not self._announced:
+            self._announced = True
+            self._emit("flow_started")
 
     def _reconcile(self) -> None:
         """Steps the dead driver left running: a task that ended is folded in by the next collect; one still
@@ -301,6 +320,7 @@ class GraphController:
     def run(self) -> Flow:
         if not self.claim():
             return self.ledger.flows.get_by_id(self.flow.flow_id) or self.flow
+        self._announce()  # a flow defined running (define_flow's `driving`) was never claimed
         try:
             return self._drive()
         except _Displaced:

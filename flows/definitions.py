@@ -16,12 +16,12 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
 
 from flowledger.tasks.durations import format_duration, parse_duration
 from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.limits import load_toml, read_regular_file
 from flowledger.tasks.states import NotifyPolicy, Runtime
 
 DEFAULT_OWNER = "agent:main:main"
@@ -209,9 +209,11 @@ def load_flow_file(path: str | os.PathLike[str]) -> FlowDefinition:
     """Read and check a flow file; raise FlowFileError (exit code 2) with one line naming the file."""
     source = os.fspath(path)
     try:
-        raw = Path(path).read_bytes()
+        raw = read_regular_file(path)
     except OSError as exc:
         raise FlowFileError(f"Cannot read flow file: {exc.strerror or exc}", source) from None
+    except InvalidInput as exc:  # a FIFO, a device, more than 1 MiB (CONTRACT §7)
+        raise FlowFileError(f"Cannot read flow file: {exc.message}", source) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -222,9 +224,11 @@ def load_flow_file(path: str | os.PathLike[str]) -> FlowDefinition:
 def parse_flow(text: str, source: str = "<string>") -> FlowDefinition:
     """Parse TOML text into a checked FlowDefinition. `source` prefixes every error message."""
     try:
-        data = tomllib.loads(text)
+        data = load_toml(text)
     except tomllib.TOMLDecodeError as exc:
         raise FlowFileError(f"Invalid TOML: {exc}", source) from None
+    except InvalidInput as exc:
+        raise FlowFileError(f"Invalid TOML: {exc.message}", source) from None
     return flow_from_document(data, source=source)
 
 

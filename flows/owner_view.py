@@ -15,8 +15,10 @@ from flowledger.flows.models import (
     UpdateReason,
 )
 from flowledger.flows.service import FlowList, FlowService, task_summary
+from flowledger.tasks import liveness
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.models import trimmed
+from flowledger.tasks.sessionkeys import parse_agent_id
 from flowledger.tasks.states import Runtime
 
 
@@ -86,7 +88,37 @@ class OwnerFlows:
     def run_task(self, flow_id: str, *, runtime: Runtime | str, task: str, **fields: Any) -> RunTaskResult:
         if self._own(flow_id) is None:
             return RunTaskResult(found=False, created=False, reason="Flow not found.")
+        refusal = self._foreign_session(fields)
+        if refusal is not None:
+            return RunTaskResult(found=True, created=False, reason=refusal)
         return self.service.run_task(flow_id, runtime=runtime, task=task, **fields)
+
+    def _foreign_session(self, fields: Mapping[str, Any]) -> str | None:
+        """Why `fields` would put work in a session this owner may not use, else None.
+
+        A bound view acts for its owner only: its tasks may run in sessions of the owner's own agent
+        (`agent:<owner's agent id>:…`) or in sessions the owner spawned. Anything else would let one owner's task
+        answer to another's session key: `tasks show <their key>` would resolve to it, their board would list it.
+        """
+        own_agent = parse_agent_id(self.owner_key)
+        for name in ("child_session_key", "requester_session_key"):
+            key = trimmed(fields.get(name))
+            if key is not None and not self._may_use(key, own_agent):
+                return f"Session {key} does not belong to {self.owner_key}."
+        for name in ("agent_id", "requester_agent_id"):
+            agent = trimmed(fields.get(name))
+            if agent is not None and agent.lower() != own_agent:
+                return f"Agent {agent} is not the agent of {self.owner_key}."
+        return None
+
+    def _may_use(self, session_key: str, own_agent: str | None) -> bool:
+        if session_key.lower() == self.owner_key.lower():
+            return True
+        if own_agent is not None and parse_agent_id(session_key) == own_agent:
+            return True
+        with self.service.db.read() as conn:
+            session = liveness.get_session(conn, session_key)
+        return session is not None and self.owner_key in {session.spawned_by, session.parent_session_key}
 
     def task_summary(self, flow_id: str) -> dict[str, Any] | None:
         if self._own(flow_id) is None:

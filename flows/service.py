@@ -27,6 +27,7 @@ from flowledger.flows.models import (
     SyncMode,
     UpdateReason,
 )
+from flowledger.tasks import limits
 from flowledger.tasks import store as task_store
 from flowledger.tasks.clock import coerce_time
 from flowledger.tasks.errors import (
@@ -195,13 +196,16 @@ class FlowService:
         text = trimmed(goal)
         if text is None:
             raise InvalidInput("Flow goal is required.")
+        limits.check_text(text, "Flow goal")
+        limits.check_session_key(owner, "Owner key")
+        chosen_id = limits.check_id(trimmed(fields.get("flow_id")), "flow id")
         now = self.ledger.clock.now()
         created = when(fields.get("created_at"), "created_at") or now
         st = fields.get("status")
         policy = fields.get("notify_policy")
         revision = int(fields.get("revision") or 0)
         flow = Flow(
-            flow_id=trimmed(fields.get("flow_id")) or new_id(),
+            flow_id=chosen_id or new_id(),
             sync_mode=mode,
             owner_key=owner,
             controller_id=fields.get("controller_id"),

@@ -47,8 +47,9 @@ class FlowDriver:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Take no new flow. Flows being driven keep their record `running` under this driver's lease (another
-        gateway adopts them once it expires); their threads end with the process."""
+        """Take no new flow. The flows being driven see their steps stopped with the gateway's runtimes and end
+        as any flow with a cancelled step does; a flow whose thread dies with the process first stays `running`
+        under this driver's released lease, and the next gateway adopts it and finishes it."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:

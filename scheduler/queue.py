@@ -14,6 +14,7 @@ from typing import Any
 from flowledger.flows.ledger import Ledger
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.ids import new_id
+from flowledger.tasks.limits import check_label, check_session_key, check_text, escape_undecodable
 from flowledger.tasks.models import Task
 from flowledger.tasks.runs.queue import Payload
 from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, Runtime
@@ -22,7 +23,8 @@ __all__ = ["Payload", "claim", "describe", "enqueue", "get_payload"]
 
 
 def describe(argv: Sequence[str], shell: bool = False) -> str:
-    return argv[0] if shell and len(argv) == 1 else shlex.join(argv)
+    """The task text for a command; bytes that were not UTF-8 are shown as `\\xNN` (the argv itself keeps them)."""
+    return escape_undecodable(argv[0] if shell and len(argv) == 1 else shlex.join(argv))
 
 
 def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, session_key: str | None = None,
@@ -45,6 +47,11 @@ def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, se
         raise InvalidInput("Cron runs are started by their job's schedule, not queued.")
     if rt != Runtime.CLI and not session_key:
         raise InvalidInput(f"A {rt.value} task needs the requester's session key.")
+    # The limits the task's create checks, checked before the payload is written: a refused task must not leave
+    # its payload row behind (the submission is whole or nothing).
+    check_text(task_text or describe(argv, shell), "Task text")
+    check_label(label.strip() if label else None)
+    check_session_key(session_key.strip() if session_key else None)
     task_id = new_id()
     ledger.runs.queue.add(task_id, argv, shell=shell, timeout=timeout, cwd=cwd)
     if rt == Runtime.CLI:

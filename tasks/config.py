@@ -6,6 +6,8 @@ whose repr/str never shows the value. Errors name the offending key, never its v
 
 from __future__ import annotations
 
+import logging
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +16,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.limits import load_toml, read_regular_file
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.toml"
 DEFAULT_TELEGRAM_API = "https://api.telegram.org"
@@ -213,10 +218,12 @@ def _heartbeat(path: Path, data: Any) -> HeartbeatConfig:
 
 def parse_config(text: str, path: Path) -> Config:
     try:
-        data = tomllib.loads(text)
+        data = load_toml(text)
     except tomllib.TOMLDecodeError as exc:
         # The decoder's message gives a position, never the line's content, so no secret can leak here.
         raise InvalidInput(f"Invalid config {path}: {exc}.") from None
+    except InvalidInput as exc:
+        raise InvalidInput(f"Invalid config {path}: {exc.message}.") from None
     root = _Section(path, "config", data)
     channels_data = root.data.pop("channels", {})
     if not isinstance(channels_data, dict):
@@ -230,12 +237,27 @@ def parse_config(text: str, path: Path) -> Config:
 
 
 def load_config(state_dir: Path) -> Config:
-    """The state dir's config; a missing file means no channels and no heartbeat hook."""
+    """The state dir's config; a missing file means no channels and no heartbeat hook.
+
+    Only a regular file of at most 1 MiB is read (CONTRACT §7): a FIFO named config.toml would hang every
+    command. One holding secrets that others may read is used, with one warning per process.
+    """
     path = Path(state_dir) / CONFIG_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path).decode("utf-8")
+        mode = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
         return Config()
+    except InvalidInput as exc:
+        raise InvalidInput(f"Invalid config {path}: {exc.message}.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"Invalid config {path}: cannot be read ({type(exc).__name__}).") from None
-    return parse_config(text, path)
+    config = parse_config(text, path)
+    if mode & 0o077 and config.secrets() and path not in _WARNED_READABLE:
+        _WARNED_READABLE.add(path)
+        log.warning("%s holds secrets and is readable by others (mode %o); run: chmod 600 %s", path, mode, path)
+    return config
+
+
+# Paths already warned about in this process: a gateway reloads its config, one warning is enough.
+_WARNED_READABLE: set[Path] = set()

@@ -1,41 +1,48 @@
 """Engines, transactions and dialect differences, all in one place.
 
 SQLite: WAL, `synchronous=NORMAL`, a long `busy_timeout`, `BEGIN IMMEDIATE` for every write transaction
-(so two writers queue instead of deadlocking on a lock upgrade), periodic PASSIVE checkpoints and a
-TRUNCATE checkpoint on close. PostgreSQL: row locks (`FOR UPDATE`) where the store reads before it writes.
+(so two writers queue instead of deadlocking on a lock upgrade), periodic PASSIVE checkpoints, and on
+close a TRUNCATE checkpoint only when it can be had at once (never waiting on another process).
+PostgreSQL: row locks (`FOR UPDATE`) where the store reads before it writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
-import stat
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
-from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.sql import ClauseElement
 
+from flowledger.tasks import filemodes
+from flowledger.tasks.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.errors import InvalidInput, StorageUnavailable
 from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, notice_outbox, schema_meta, task_payloads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+__all__ = ["DEFAULT_STATE_DIR", "Database", "resolve_database_url", "resolve_state_dir"]
 
 BUSY_TIMEOUT_MS = 30_000
 # A pooled PostgreSQL connection idle longer than this is pinged before use (see _install_idle_ping).
 PING_AFTER_IDLE_S = 5.0
-DEFAULT_STATE_DIR = "~/.flowledger"
-# Versioned DDL steps: MIGRATIONS[n] brings a database at version n-1 to version n. Version 1 is create_all. A
-# step is SQL text, or a callable given the connection where SQLAlchemy's own DDL says it for both engines.
-Migration = str | Callable[[Connection], object]
+# Versioned DDL steps: MIGRATIONS[n] brings a database at version n-1 to version n. Version 1 is create_all.
+# A step is SQL text; (dialect, statement) runs on that dialect only; a callable is given the connection where
+# SQLAlchemy's own DDL says it for both engines.
+Migration = str | tuple[str, str] | Callable[[Connection], object]
+
+
+def _create_payloads(conn: Connection) -> None:
+    task_payloads.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, list[Migration]] = {
     2: [
         "DROP INDEX IF EXISTS ix_task_runs_last_event_at",
@@ -44,9 +51,13 @@ MIGRATIONS: dict[int, list[Migration]] = {
         "ALTER TABLE cron_jobs ADD COLUMN timeout_ms BIGINT",
         "ALTER TABLE sessions ADD COLUMN last_route_json TEXT",
     ],
-    # The durable run queue's payloads (tasks/runs/queue.py); databases of version 2 may already have the table,
-    # which the queue used to create on its own.
-    3: [lambda conn: task_payloads.create(conn, checkfirst=True)],
+    # The run queue's payload table (tasks/runs/queue.py) comes first: the queue used to create it on its own, so
+    # a version-2 database may lack it, and the id widening below includes it.
+    3: [_create_payloads, *[
+        ("postgresql", f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(128)") for table, column in (
+            ("task_runs", "task_id"), ("task_runs", "parent_flow_id"), ("task_delivery_state", "task_id"),
+            ("task_events", "task_id"), ("flow_runs", "flow_id"), ("run_contexts", "task_id"),
+            ("task_payloads", "task_id"))]],
     # The notice outbox (tasks/outbox.py): notices are recorded by writers and sent by a sender.
     4: [lambda conn: notice_outbox.create(conn, checkfirst=True)],
     # 5: generation jobs (media on the task, acknowledged items) and a session's tracked resources.
@@ -64,18 +75,6 @@ MIGRATIONS: dict[int, list[Migration]] = {
 }
 
 
-def resolve_state_dir(state_dir: str | os.PathLike[str] | None = None) -> Path:
-    raw = state_dir if state_dir is not None else os.environ.get("FLOWLEDGER_STATE_DIR") or DEFAULT_STATE_DIR
-    return Path(os.fspath(raw)).expanduser().resolve()
-
-
-def resolve_database_url(database_url: str | None, state_dir: Path) -> str:
-    url = database_url or os.environ.get("FLOWLEDGER_DATABASE_URL")
-    if url:
-        return url
-    return f"sqlite:///{state_dir / 'tasks' / 'runs.sqlite'}"
-
-
 class Database:
     """One engine and the transaction discipline every store call goes through."""
 
@@ -84,6 +83,7 @@ class Database:
         self.sqlite_path = sqlite_path
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.is_postgres = engine.dialect.name == "postgresql"
+        self.state_dir: Path | None = None  # set by `open`: its mode is checked with the files'
         # Shares the pool; carrying the write flag as an engine default spares every write transaction an
         # `execution_options()` call on its connection.
         self._write_engine = engine.execution_options(flowledger_write=True)
@@ -93,27 +93,21 @@ class Database:
 
     @classmethod
     def open(cls, url: str, *, state_dir: Path | None = None, create: bool = True) -> Database:
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise StorageUnavailable(f"Storage unavailable: not a database URL: {url!r}") from None
-        sqlite_path: Path | None = None
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                sqlite_path = Path(parsed.database).expanduser().resolve()
-                _prepare_sqlite_dir(sqlite_path, state_dir)
+        target = parse_database_url(url)  # InvalidInput (exit 2) for a URL we cannot use, never echoing it
+        sqlite_path = target.sqlite_path
+        if state_dir is not None:
+            filemodes.make_private_dir(state_dir, required=False)
+        if sqlite_path is not None:
+            filemodes.prepare_sqlite_file(sqlite_path)
             engine = create_engine(
-                parsed, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+                target.url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
             )
             _install_sqlite_discipline(engine)
-        elif parsed.get_backend_name() == "postgresql":
-            if parsed.drivername == "postgresql":
-                parsed = parsed.set(drivername="postgresql+psycopg")
-            engine = create_engine(parsed, connect_args={"connect_timeout": 5})
-            _install_idle_ping(engine)
         else:
-            raise StorageUnavailable(f"Storage unavailable: unsupported database {parsed.get_backend_name()!r}")
+            engine = create_engine(target.url, connect_args={"connect_timeout": 5})
+            _install_idle_ping(engine)
         db = cls(engine, sqlite_path=sqlite_path)
+        db.state_dir = state_dir
         try:
             if create:
                 db.ensure_schema()
@@ -146,10 +140,12 @@ class Database:
                 return
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for step in MIGRATIONS.get(version, []):
-                    if isinstance(step, str):
-                        conn.execute(text(step))
-                    else:
+                    if callable(step):
                         step(conn)
+                        continue
+                    dialect, statement = step if isinstance(step, tuple) else (conn.dialect.name, step)
+                    if dialect == conn.dialect.name:
+                        conn.execute(text(statement))
             conn.execute(
                 schema_meta.update().where(schema_meta.c.meta_key == "schema_version").values(value=str(SCHEMA_VERSION))
             )
@@ -162,7 +158,13 @@ class Database:
         if not conn.dialect.has_table(conn, "schema_meta"):
             return None
         value = conn.execute(select(schema_meta.c.value).where(schema_meta.c.meta_key == "schema_version")).scalar()
-        return int(value) if value is not None else None
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:  # a hand edit or another program: name it, never a ValueError traceback
+            raise StorageUnavailable(
+                f"Storage unavailable: database schema version {str(value)[:40]!r} is not a number.") from None
 
     # --- transactions -------------------------------------------------------------------------------
 
@@ -263,44 +265,46 @@ class Database:
             log.warning("wal checkpoint %s failed: %s", mode, _one_line(exc))
 
     def secure_files(self) -> None:
-        """Database files 0600 (the directory was made 0700); warn when we cannot tighten them."""
-        if self.sqlite_path is None:
-            return
-        for suffix in ("", "-wal", "-shm"):
-            path = Path(f"{self.sqlite_path}{suffix}")
-            with contextlib.suppress(FileNotFoundError):
-                mode = stat.S_IMODE(path.stat().st_mode)
-                if mode & 0o077:
-                    try:
-                        path.chmod(0o600)
-                    except OSError:
-                        warnings.warn(f"{path} is readable by others (mode {mode:o})", stacklevel=2)
-                    else:  # say so at start-up: something (a copy, a restore) loosened it while we were away
-                        log.warning("%s was readable by others (mode %o); tightened to 0600", path, mode)
+        """Our directories 0700 and database files 0600; warn when found looser (tasks/filemodes.py). Called once
+        the database opened, so a failed open prints its one error line and nothing beside it."""
+        filemodes.check_private(self.state_dir, self.sqlite_path)
 
     def close(self) -> None:
-        self.checkpoint("TRUNCATE")
+        """Release the engine. SQLite: truncate the WAL if that is possible *now*, else leave a PASSIVE checkpoint.
+
+        A TRUNCATE checkpoint waits (busy handler) for every reader and writer of the file: with the 30 s busy
+        timeout, any other process holding a read transaction or the write lock made each CLI command stall
+        30 s at exit (issue 12, item 16). With a zero busy timeout it fails at once instead. Failing is normal
+        (another process, a read-only file, a full disk), so it is logged at debug level only: the one error
+        line a user sees must stay the only line.
+        """
+        if self.is_sqlite:
+            self._checkpoint_without_waiting()
         self.engine.dispose()
 
+    def checkpoint_quietly(self) -> None:
+        """A checkpoint that never waits and never speaks (SQLite; a no-op elsewhere): after a write failed for
+        want of space, it lets the next write reuse the WAL from its start instead of growing the file."""
+        if self.is_sqlite:
+            self._checkpoint_without_waiting()
 
-def _prepare_sqlite_dir(path: Path, state_dir: Path | None) -> None:
-    try:
-        if state_dir is not None and not state_dir.exists():
-            state_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise StorageUnavailable(f"Storage unavailable: cannot create {path.parent}: {exc.strerror}") from exc
-    for directory in {path.parent, state_dir} - {None}:
-        assert directory is not None
-        with contextlib.suppress(OSError):
-            mode = stat.S_IMODE(directory.stat().st_mode)
-            if mode & 0o077:
-                log.warning("%s is accessible by others (mode %o); flowledger expects 0700", directory, mode)
-    if not path.exists():
-        # Create the file 0600 before SQLite does, so it is never briefly world-readable.
-        with contextlib.suppress(OSError):
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    def _checkpoint_without_waiting(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                driver: Any = conn.connection.driver_connection
+                driver.execute("PRAGMA busy_timeout = 0")
+                try:
+                    try:
+                        busy = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    except sqlite3.OperationalError as exc:  # locked: someone else holds the file right now
+                        log.debug("wal truncate at close skipped: %s", exc)
+                        busy = (1,)
+                    if busy is not None and busy[0]:
+                        driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                finally:
+                    driver.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            log.debug("wal checkpoint at close skipped: %s", _one_line(exc))
 
 
 def _install_sqlite_discipline(engine: Engine) -> None:

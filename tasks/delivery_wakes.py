@@ -4,9 +4,9 @@ task triggers an immediate heartbeat wake). Without a hook, wakes wait in `heart
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 
+from flowledger.tasks.childenv import child_environment
 from flowledger.tasks.config import Config
 from flowledger.tasks.service import TaskService
 from flowledger.tasks.session_events import claim_wake, pending_wakes
@@ -28,7 +28,7 @@ def fire_heartbeat_wakes(service: TaskService, config: Config) -> int:
         if not _claim(service, wake.wake_id):
             continue  # another process fires this one
         fired += 1
-        env = {**os.environ, "FLOWLEDGER_SESSION_KEY": wake.session_key, "FLOWLEDGER_WAKE_REASON": wake.reason}
+        env = child_environment({"FLOWLEDGER_SESSION_KEY": wake.session_key, "FLOWLEDGER_WAKE_REASON": wake.reason})
         try:
             if heartbeat.command is not None:
                 subprocess.run(list(heartbeat.command), env=env, timeout=heartbeat.timeout_s, check=False,

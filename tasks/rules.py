@@ -6,7 +6,15 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from flowledger.tasks.models import DEFAULT_RETENTION, Task
-from flowledger.tasks.states import Runtime, ScopeKind, TaskStatus, TerminalOutcome, is_terminal
+from flowledger.tasks.states import (
+    DeliveryStatus,
+    NotifyPolicy,
+    Runtime,
+    ScopeKind,
+    TaskStatus,
+    TerminalOutcome,
+    is_terminal,
+)
 
 
 def normalize_timestamps(task: Task) -> Task:
@@ -52,6 +60,22 @@ def status_summary(task: Task) -> str | None:
 
 def prepare_write(task: Task, retention: timedelta = DEFAULT_RETENTION) -> Task:
     return with_cleanup_stamp(normalize_timestamps(task), retention)
+
+
+# A success may be overridden by a later failure (states.should_apply); its requester was already told "done".
+_CORRECTING = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT})
+_SETTLED = frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.SESSION_QUEUED, DeliveryStatus.FAILED})
+
+
+def reopen_delivery_on_override(previous: Task, new: Task) -> Task:
+    """A settled success turned failed/timed_out is due one more terminal notice — the correction — per its
+    notify policy (issue 12 item 7): its delivery goes back to pending. The notice's idempotency key names the
+    new status, so it is a message of its own, sent once."""
+    if (previous.status == TaskStatus.SUCCEEDED and new.status in _CORRECTING
+            and previous.delivery_status in _SETTLED and new.delivery_status == previous.delivery_status
+            and new.notify_policy != NotifyPolicy.SILENT):
+        return new.replace(delivery_status=DeliveryStatus.PENDING)
+    return new
 
 
 def _key(value: str | None) -> str:

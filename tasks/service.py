@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, text
 
-from flowledger.tasks import flowlinks, generation, rules, store
+from flowledger.tasks import flowlinks, generation, limits, rules, store
 from flowledger.tasks.clock import Clock, SystemClock, coerce_time
 from flowledger.tasks.db import Database
 from flowledger.tasks.errors import InvalidInput, OperationRefused, OwnerKeyRequired, TaskNotFound
@@ -314,8 +314,12 @@ class TaskService:
         origin = DeliveryOrigin.from_mapping(args["requester_origin"])
         if args["ended_at"] is not None and status in ACTIVE:
             raise InvalidInput(f"ended_at is only accepted for a task created terminal, not {status.value}.")
+        limits.check_text(text, "Task text")
+        limits.check_session_key(owner, "Owner key")
+        limits.check_session_key(requester, "Requester session key")
+        limits.check_session_key(child if isinstance(child, str) else None, "Child session key")
         return Task(
-            task_id=trimmed(args["task_id"]) or new_id(),
+            task_id=limits.check_id(trimmed(args["task_id"]), "task id") or new_id(),
             runtime=rt,
             task_kind=trimmed(args["task_kind"]),
             source_id=trimmed(args["source_id"]),
@@ -328,7 +332,7 @@ class TaskService:
             agent_id=agent,
             requester_agent_id=requester_agent,
             run_id=trimmed(args["run_id"]),
-            label=trimmed(args["label"]),
+            label=limits.check_label(trimmed(args["label"])),
             task=text,
             status=status,
             delivery_status=delivery,
@@ -338,9 +342,9 @@ class TaskService:
             last_event_at=coerce_time(args["last_event_at"], "last_event_at"),
             ended_at=coerce_time(args["ended_at"], "ended_at"),
             cleanup_after=coerce_time(args["cleanup_after"], "cleanup_after"),
-            error=args["error"],
-            progress_summary=collapse_whitespace(args["progress_summary"]),
-            terminal_summary=collapse_whitespace(args["terminal_summary"]),
+            error=limits.program_text(args["error"]),
+            progress_summary=limits.program_text(collapse_whitespace(args["progress_summary"])),
+            terminal_summary=limits.program_text(collapse_whitespace(args["terminal_summary"])),
             terminal_outcome=outcome,
             requester_origin=origin if origin and (origin.channel or origin.to) else None,
         )
@@ -402,7 +406,7 @@ class TaskService:
         progress: bool = False,
     ) -> Change | None:
         """Compare-and-set `new` over `current`, append the history row, run in-transaction hooks."""
-        new = rules.prepare_write(new, self.retention)
+        new = rules.prepare_write(rules.reopen_delivery_on_override(current, new), self.retention)
         if not store.compare_and_set(conn, new, expected=expected, previous=current):
             return None
         if new.requester_origin != current.requester_origin:
@@ -480,7 +484,7 @@ class TaskService:
     def progress(self, run_id: str, summary: str, at: datetime | None = None, session_key: str | None = None,
                  runtime: Runtime | str | None = None) -> Tasks:
         when = coerce_time(at, "at")
-        text = collapse_whitespace(summary)
+        text = limits.program_text(collapse_whitespace(summary))
 
         def build(t: Task, now: datetime) -> tuple[Task, str | None, bool]:
             return t.replace(progress_summary=text or t.progress_summary, last_event_at=when or now), text, True
@@ -494,7 +498,7 @@ class TaskService:
         """`media`: what a generation job produced (CONTRACT §7), added to the items already recorded."""
         when = coerce_time(ended_at, "ended_at")
         result = parse_enum(TerminalOutcome, outcome, "outcome") if outcome is not None else None
-        text = collapse_whitespace(summary)
+        text = limits.program_text(collapse_whitespace(summary))
         items = generation.media_items(media)
 
         def build(t: Task, now: datetime) -> tuple[Task, str | None, bool]:
@@ -514,11 +518,12 @@ class TaskService:
         if target not in {TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED}:
             raise InvalidInput(f"Invalid status {target.value!r}: expected one of failed|timed_out|cancelled.")
         when = coerce_time(ended_at, "ended_at")
-        text = collapse_whitespace(summary)
+        text = limits.program_text(collapse_whitespace(summary))
 
         def build(t: Task, now: datetime) -> tuple[Task, str | None, bool]:
             moment = when or now
-            return t.replace(status=target, ended_at=moment, last_event_at=moment, error=error or t.error,
+            return t.replace(status=target, ended_at=moment, last_event_at=moment,
+                             error=limits.program_text(error) or t.error,
                              terminal_summary=text or t.terminal_summary), None, False
 
         rt = parse_enum(Runtime, runtime, "runtime") if runtime else None
@@ -544,13 +549,13 @@ class TaskService:
                     outcome = lifecycle_outcome(phase, data)
                     ended = coerce_time(data.get("endedAt", data.get("ended_at")), "endedAt") or moment
                     err = data.get("error")
-                    error = str(err) if isinstance(err, str) and err else None
+                    error = limits.program_text(err) if isinstance(err, str) and err else None
                     if phase == "error":
                         error = error or t.error
                     new = new.replace(status=outcome.status, ended_at=ended,
                                       error=error or outcome.default_error or new.error)
             elif stream == "error" and isinstance(data.get("error"), str):
-                new = new.replace(error=data["error"])
+                new = new.replace(error=limits.program_text(data["error"]))
             return new, None, False
 
         return self._run_scoped(run_id, session_key, None, build, None)

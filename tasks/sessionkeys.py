@@ -6,6 +6,7 @@ import re
 from enum import StrEnum
 
 from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.limits import check_session_key
 
 
 class ChatType(StrEnum):
@@ -16,10 +17,11 @@ class ChatType(StrEnum):
 
 
 def required_key(session_key: str | None) -> str:
-    """The trimmed key, or InvalidInput (exit 2) when it is blank."""
+    """The trimmed key, or InvalidInput (exit 2) when it is blank or longer than CONTRACT §7 allows."""
     key = (session_key or "").strip()
     if not key:
         raise InvalidInput("Session key is required.")
+    check_session_key(key)
     return key
 
 

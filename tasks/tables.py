@@ -20,10 +20,13 @@ from flowledger.tasks.errors import StorageUnavailable
 
 # 2: no task_runs.last_event_at index, (cleanup_after, seq) instead of cleanup_after; cron_jobs.timeout_ms;
 #    sessions.last_route_json
-# 3: task_payloads (the run queue's payloads) created by the migrations, no longer by the queue itself
+# 3: task and flow id columns VARCHAR(128) (CONTRACT §7 "Limits"; only PostgreSQL enforces the width); the run
+#    queue's task_payloads created by the migrations, no longer by the queue itself
 # 4: notice_outbox (notices are sent off the writer's path, tasks/outbox.py)
 # 5: task_runs.media_json, sessions.ended_at, generation_media, session_resources (generation jobs, resource cleanup)
 SCHEMA_VERSION = 5
+# Task and flow ids are at most this long (flowledger.tasks.limits.MAX_ID_CHARS checks it before the database).
+ID_CHARS = 128
 
 
 class UTCMillis(TypeDecorator[datetime]):
@@ -71,7 +74,7 @@ class TaskRow(SQLModel, table=True):
     # seq orders ties in "newest first" by insertion and lets the sweep stream rows in keyset batches.
     seq: int | None = Field(default=None, sa_column=Column(Integer().with_variant(BigInteger, "postgresql"),
                                                            primary_key=True, autoincrement=True))
-    task_id: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    task_id: str = Field(sa_column=Column(String(ID_CHARS), nullable=False, unique=True))
     runtime: str = Field(sa_column=Column(String(16), nullable=False))
     task_kind: str | None = _text()
     source_id: str | None = _text()
@@ -79,7 +82,7 @@ class TaskRow(SQLModel, table=True):
     owner_key: str = Field(sa_column=Column(Text, nullable=False, index=True))
     scope_kind: str = Field(sa_column=Column(String(16), nullable=False))
     child_session_key: str | None = Field(default=None, sa_column=Column(Text, index=True))
-    parent_flow_id: str | None = Field(default=None, sa_column=Column(String(64), index=True))
+    parent_flow_id: str | None = Field(default=None, sa_column=Column(String(ID_CHARS), index=True))
     parent_task_id: str | None = _text()
     agent_id: str | None = Field(default=None, sa_column=Column(Text, index=True))
     requester_agent_id: str | None = _text()
@@ -106,7 +109,7 @@ class DeliveryRow(SQLModel, table=True):
 
     __tablename__ = "task_delivery_state"
 
-    task_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    task_id: str = Field(sa_column=Column(String(ID_CHARS), primary_key=True))
     requester_origin_json: str | None = _text()
     last_notified_event_at: datetime | None = _ts()
     # Exactly-once terminal delivery: a process claims the send in the database before making it.
@@ -123,7 +126,7 @@ class TaskEventRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_column=Column(Integer().with_variant(BigInteger, "postgresql"),
                                                           primary_key=True, autoincrement=True))
-    task_id: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    task_id: str = Field(sa_column=Column(String(ID_CHARS), nullable=False, index=True))
     at: datetime = Field(sa_column=Column(UTCMillis(), nullable=False))
     kind: str = Field(sa_column=Column(String(16), nullable=False))
     previous_status: str | None = Field(default=None, sa_column=Column(String(16)))
@@ -136,7 +139,7 @@ class FlowRow(SQLModel, table=True):
 
     seq: int | None = Field(default=None, sa_column=Column(Integer().with_variant(BigInteger, "postgresql"),
                                                            primary_key=True, autoincrement=True))
-    flow_id: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    flow_id: str = Field(sa_column=Column(String(ID_CHARS), nullable=False, unique=True))
     sync_mode: str = Field(default="managed", sa_column=Column(String(16), nullable=False))
     owner_key: str = Field(sa_column=Column(Text, nullable=False, index=True))
     requester_origin_json: str | None = _text()
@@ -224,7 +227,7 @@ class RunContextRow(SQLModel, table=True):
 
     run_id: str = Field(sa_column=Column(String(512), primary_key=True))
     gateway_id: str = Field(sa_column=Column(String(64), nullable=False, index=True))
-    task_id: str | None = Field(default=None, sa_column=Column(String(64), index=True))
+    task_id: str | None = Field(default=None, sa_column=Column(String(ID_CHARS), index=True))
     pid: int | None = Field(default=None, sa_column=Column(Integer))
     started_at: datetime = Field(sa_column=Column(UTCMillis(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCMillis(), nullable=False))
@@ -314,7 +317,7 @@ class TaskPayloadRow(SQLModel, table=True):
 
     __tablename__ = "task_payloads"
 
-    task_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    task_id: str = Field(sa_column=Column(String(ID_CHARS), primary_key=True))
     argv_json: str = Field(sa_column=Column(Text, nullable=False))
     shell: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default="0"))
     timeout_ms: int | None = Field(default=None, sa_column=Column(BigInteger))

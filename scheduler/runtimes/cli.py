@@ -21,14 +21,22 @@ from typing import IO, Any
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.logs import log_dir, log_paths, tail
+from flowledger.scheduler.logs import log_paths, tail
 from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import check_launchable, refuse_options
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
-from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, wait_for_end
+from flowledger.scheduler.runtimes.process import (
+    Stopper,
+    exit_text,
+    open_logs_or_fail,
+    spawn,
+    start_error,
+    supervise,
+    wait_for_end,
+)
 from flowledger.tasks.durations import format_duration
-from flowledger.tasks.errors import FlowledgerError, InvalidInput
+from flowledger.tasks.errors import FlowledgerError, InvalidInput, StorageUnavailable
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import CANCELLED_BY_OPERATOR
 from flowledger.tasks.states import Runtime, TaskStatus
@@ -48,6 +56,7 @@ class _Run:
     done: threading.Event = field(default_factory=threading.Event)
     stop_reason: str | None = None  # "cancel" | "timeout" | "shutdown"
     cancel_text: str | None = None
+    failure: FlowledgerError | None = None  # why its end could not be recorded as it happened
 
 
 class CliRuntime:
@@ -61,6 +70,7 @@ class CliRuntime:
         self._own_lease = gateway_id is None
         self._runs: dict[str, _Run] = {}
         self._finished: dict[str, threading.Event] = {}
+        self._failures: dict[str, FlowledgerError] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -78,11 +88,14 @@ class CliRuntime:
         check_launchable(argv, shell=shell, cwd=cwd, env=env, inherit_env=inherit_env)
         run_id = task.run_id or self._assign_run_id(task)
         self.ensure_backing()
-        self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id)
-        self.ledger.tasks.start(run_id, runtime=Runtime.CLI)
-        out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
-        log_dir(self.ledger.state_dir)
-        out_fh, err_fh = out_path.open("ab"), err_path.open("ab")
+        out_fh, err_fh = self._open_logs(task, run_id)
+        try:
+            self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id)
+            self.ledger.tasks.start(run_id, runtime=Runtime.CLI)
+        except BaseException:
+            out_fh.close()
+            err_fh.close()
+            raise
         extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id, **(env or {})}
         try:
             proc = spawn(argv, shell=shell, cwd=cwd, env=extra, stdout=out_fh, stderr=err_fh,
@@ -91,8 +104,7 @@ class CliRuntime:
             out_fh.close()
             err_fh.close()
             log.info("task %s could not start %r: %s", task.task_id, argv[0], exc)
-            self.ledger.tasks.fail(run_id, error=f"cannot start {argv[0]!r}: {exc.strerror or exc}",
-                                   runtime=Runtime.CLI)
+            self.ledger.tasks.fail(run_id, error=start_error(argv, cwd, exc), runtime=Runtime.CLI)
             self._release(run_id)
             self._finished.setdefault(task.task_id, threading.Event()).set()
             return
@@ -107,6 +119,13 @@ class CliRuntime:
         log.info("task %s started pid %s run %s", task.task_id, proc.pid, run_id)
         threading.Thread(target=self._supervise, args=(run, timeout), name=f"cli-{task.task_id[:8]}",
                          daemon=True).start()
+
+    def _open_logs(self, task: Task, run_id: str) -> tuple[IO[Any], IO[Any]]:
+        try:
+            return open_logs_or_fail(self.ledger, task, run_id, Runtime.CLI)
+        except StorageUnavailable:
+            self._finished.setdefault(task.task_id, threading.Event()).set()
+            raise
 
     def _assign_run_id(self, task: Task) -> str:
         run_id = f"cli:{task.task_id}"
@@ -125,24 +144,30 @@ class CliRuntime:
     # --- supervising --------------------------------------------------------------------------------
 
     def _supervise(self, run: _Run, timeout: timedelta | None) -> None:
+        def stopped(why: str) -> None:
+            run.stop_reason = run.stop_reason or why  # the first reason decides (a cancel beats a later timeout)
+
+        deadline = run.deadline
         try:
-            while True:
-                try:
-                    code = run.proc.wait(timeout=0.05)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if run.deadline is not None and time.monotonic() >= run.deadline and not run.stopper.requested:
-                    run.stop_reason = run.stop_reason or "timeout"
-                    run.stopper.request()
-                run.stopper.poll()
+            # Cancels recorded elsewhere reach every run at once through the watcher thread (one read for all).
+            code = supervise(run.proc, run.stopper, on_stop=stopped,
+                             expired=None if deadline is None else lambda: time.monotonic() >= deadline)
             for fh in run.files:
-                fh.close()
+                with contextlib.suppress(OSError):  # a full disk fails the last flush: the child has ended anyway
+                    fh.close()
             self._record_end(run, code, timeout)
-        except Exception:  # the record must still end; log the real cause
-            log.exception("task %s supervision failed", run.task.task_id)
+        except Exception as exc:  # the record must still end; one line here, the details at debug level
+            log.debug("task %s supervision failed", run.task.task_id, exc_info=True)
+            run.failure = exc if isinstance(exc, FlowledgerError) else StorageUnavailable(
+                f"Storage unavailable: task {run.task.task_id} could not be recorded: {type(exc).__name__}")
+            # A full disk: a checkpoint lets the next write reuse the WAL from its start instead of growing it,
+            # so the task can still end `failed` rather than wait for the lost grace.
+            self.ledger.runs.checkpoint_quietly()
             with contextlib.suppress(FlowledgerError):
-                self.ledger.tasks.fail(run.run_id, error="cli runtime error", runtime=Runtime.CLI)
+                self.ledger.tasks.fail(run.run_id, error=f"cli runtime error: {run.failure.message}",
+                                       runtime=Runtime.CLI)
+            with self._lock:
+                self._failures[run.task.task_id] = run.failure
         finally:
             self._release(run.run_id)
             with self._lock:
@@ -224,6 +249,11 @@ class CliRuntime:
 
     def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
         return wait_for_end(self.ledger, self._lock, self._finished, task_id, timeout)
+
+    def failure(self, task_id: str) -> FlowledgerError | None:
+        """Why a run's end could not be recorded as it happened (storage), else None."""
+        with self._lock:
+            return self._failures.get(task_id)
 
     def shutdown(self, reason: str = SHUTDOWN_REASON, *, wait_s: float | None = None) -> None:
         """Stop every child (SIGTERM, SIGKILL after the grace), record them cancelled, drop the lease."""

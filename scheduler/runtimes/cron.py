@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -17,14 +16,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from flowledger.flows import resources
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler import cron
-from flowledger.scheduler.logs import log_dir, log_paths, tail
-from flowledger.scheduler.runtimes import orphans, resources
+from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
+from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import LaunchFailed
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
-from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn
+from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, start_error, supervise
 from flowledger.tasks import cron_followup
 from flowledger.tasks.clock import to_ms
 from flowledger.tasks.errors import FlowledgerError
@@ -62,7 +62,7 @@ class CronRunner:
         self.timer = timer
         self.sleep = sleep
         self.cleanup_timeout = cleanup_timeout
-        # The thread releasing each ended isolated run's tracked resources (scheduler/runtimes/resources.py), by run id.
+        # The thread releasing each ended isolated run's tracked resources (flows/resources.py), by run id.
         self.releases: dict[str, threading.Thread] = {}
         self._active: dict[str, _Active] = {}  # run id -> active run
         self._lock = threading.Lock()
@@ -112,7 +112,7 @@ class CronRunner:
         log_dir(self.ledger.state_dir)
         t0 = self.timer()
         timed_out = False
-        with out_path.open("ab") as out_fh, err_path.open("ab") as err_fh:
+        with open_log(out_path) as out_fh, open_log(err_path) as err_fh:
             try:
                 proc = spawn(job.argv, shell=False, cwd=None, stdout=out_fh, stderr=err_fh, env={
                     "FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: task.run_id,
@@ -121,30 +121,23 @@ class CronRunner:
             except OSError as exc:
                 proc = None
                 code = 127
-                err_fh.write(f"cannot start {job.argv[0]!r}: {exc.strerror or exc}\n".encode())
+                err_fh.write(f"{start_error(job.argv, None, exc)}\n".encode())
             if proc is not None:
                 self._record_pid(job, task, proc.pid)
                 active.stopper = Stopper(proc, self.kill_grace.total_seconds())
                 if active.cancelled:
                     active.stopper.request()
                 deadline = t0 + (job.timeout if job.timeout is not None else self.timeout).total_seconds()
-                next_check = time.monotonic()
-                while code is None:
-                    try:
-                        code = proc.wait(timeout=0.05)
-                        break
-                    except subprocess.TimeoutExpired:
-                        pass
-                    if self.timer() >= deadline and not active.stopper.requested:
+
+                def stopped(why: str) -> None:  # a recorded cancel decides over a timeout (see _finish)
+                    nonlocal timed_out
+                    if why == "timeout":
                         timed_out = True
-                        active.stopper.request()
-                    now_m = time.monotonic()
-                    if now_m >= next_check:
-                        next_check = now_m + CHECK_CANCEL_EVERY_S
-                        if self._cancelled_in_db(task.task_id):
-                            active.cancelled = True
-                            active.stopper.request()
-                    active.stopper.poll()
+                    else:
+                        active.cancelled = True
+
+                code = supervise(proc, active.stopper, on_stop=stopped, expired=lambda: self.timer() >= deadline,
+                                 cancelled=lambda: self._cancelled_in_db(task.task_id))
         assert code is not None
         summary = tail(out_path, max_lines=1)[:500] or None
         if job.isolated and code == 0 and not timed_out and not active.cancelled:

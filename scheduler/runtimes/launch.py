@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 
+from flowledger.tasks.childenv import child_environment
 from flowledger.tasks.errors import FlowledgerError
 
 
@@ -24,13 +25,6 @@ def refuse_options(runtime: str, options: Mapping[str, object]) -> None:
     """A runtime given options it does not know refuses rather than run something other than asked."""
     if options:
         raise LaunchFailed(f"the {runtime} runtime takes no {', '.join(sorted(options))}")
-
-
-def child_environment(extra: Mapping[str, str] | None, *, inherit: bool = True) -> dict[str, str]:
-    """The child's environment: this process's (unless `inherit` is False) with `extra` on top."""
-    merged = dict(os.environ) if inherit else {}
-    merged.update(extra or {})
-    return merged
 
 
 def check_launchable(argv: Sequence[str], *, shell: bool = False, cwd: str | None = None,
@@ -50,6 +44,6 @@ def check_launchable(argv: Sequence[str], *, shell: bool = False, cwd: str | Non
         if not os.access(path, os.X_OK):
             raise LaunchFailed(f"program {program!r} is not executable")
         return
-    search = child_environment(env, inherit=inherit_env).get("PATH", os.defpath)
+    search = child_environment(env, base=None if inherit_env else {}).get("PATH", os.defpath)
     if shutil.which(program, path=search) is None:
         raise LaunchFailed(f"program {program!r} not found on PATH")

@@ -20,19 +20,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from flowledger.flows.ledger import Ledger
+from flowledger.flows.processes import PROC, RUN_MARKER, carries_marker, kill_run, proc_stat
 from flowledger.tasks.clock import from_ms
 from flowledger.tasks.errors import FlowledgerError
 
+# The run marker and the /proc checks live below the scheduler (flows/processes.py, which a session's resource
+# cleanup uses too); the runtimes take them from here.
+__all__ = ["PROC", "RUN_MARKER", "carries_marker", "kill_run", "on_this_host", "orphan_pid", "proc_stat",
+           "reap_orphans", "stop_orphan"]
+
 log = logging.getLogger(__name__)
-# Every runtime starts its child with this variable set to the run id; the child's own children inherit it.
-RUN_MARKER = "FLOWLEDGER_RUN_ID"
-PROC = Path("/proc")
 
 
 def on_this_host(host: str | None, gateway_id: str, hostname: str | None = None) -> bool:
@@ -50,51 +51,6 @@ def orphan_pid(ledger: Ledger, run_id: str) -> int | None:
     if owner is None or not owner.pid or not on_this_host(owner.host, owner.gateway_id):
         return None
     return owner.pid
-
-
-def carries_marker(pid: int, run_id: str) -> bool:
-    """Whether the process's environment holds FLOWLEDGER_RUN_ID=<run_id>. A zombie's reads empty; another
-    user's process cannot be read and is not ours to kill."""
-    try:
-        environ = (PROC / str(pid) / "environ").read_bytes()
-    except OSError:
-        return False
-    return f"{RUN_MARKER}={run_id}".encode() in environ.split(b"\0")
-
-
-def proc_stat(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (state first), None when gone."""
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2:].split()
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in PROC.iterdir():
-        if entry.name.isdigit():
-            fields = proc_stat(int(entry.name))
-            if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
-                members.append(int(entry.name))
-    return members
-
-
-def kill_run(pid: int, run_id: str) -> bool:
-    """SIGKILL the group `pid` led when one of its live members carries the run's marker (the leader may have
-    exited while its children run on); a pid that left the group is killed alone. True when a kill was sent.
-    SIGKILL, not SIGTERM: no supervisor is left to wait out a grace, and a retry must not overlap a process
-    still shutting down."""
-    if any(carries_marker(member, run_id) for member in _group_members(pid)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-            return True
-    if carries_marker(pid, run_id):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-            return True
-    return False
 
 
 def stop_orphan(ledger: Ledger, run_id: str) -> bool:

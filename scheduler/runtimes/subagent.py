@@ -1,5 +1,6 @@
 """The `subagent` runtime: a child session running a Python callable (`"package.module:function"`, called
-with the task text in a fresh `python -c` process) or a command.
+with the task text in a fresh `python -c` process) or a command. The task text is the prompt: a command reads it
+on stdin (closed after it) and in `FLOWLEDGER_PROMPT`.
 
 The child has a session row (kind `subagent`, parent = the requester) and a run context under the gateway.
 Lines it prints starting with `PROGRESS:` feed the task's progress summary; the lines it prints after its
@@ -19,17 +20,28 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+from flowledger.flows import resources
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
-from flowledger.scheduler.logs import log_dir, log_paths, tail
-from flowledger.scheduler.runtimes import orphans, resources
+from flowledger.scheduler.logs import log_paths, open_log, tail
+from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, refuse_options
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
-from flowledger.scheduler.runtimes.process import Stopper, cancelled_in_db, exit_text, spawn, wait_for_end
-from flowledger.tasks.errors import FlowledgerError, InvalidInput
+from flowledger.scheduler.runtimes.process import (
+    Stopper,
+    cancelled_in_db,
+    exit_text,
+    open_logs_or_fail,
+    spawn,
+    start_error,
+    supervise,
+    wait_for_end,
+)
+from flowledger.tasks.errors import FlowledgerError, InvalidInput, StorageUnavailable
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import CANCELLED_BY_OPERATOR
@@ -55,6 +67,14 @@ def child_argv(target: list[str], task_text: str) -> list[str]:
     return list(target)
 
 
+def _write_prompt(proc: subprocess.Popen[bytes], prompt: str) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError):  # the child exited or closed its stdin: it did not want the prompt
+        proc.stdin.write(prompt.encode("utf-8"))
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+
+
 @dataclass
 class _Child:
     task: Task
@@ -76,7 +96,7 @@ class SubagentRuntime:
         self.ledger = ledger
         self.kill_grace = kill_grace
         self.cleanup_timeout = cleanup_timeout
-        # The thread releasing each ended child's tracked resources (scheduler/runtimes/resources.py), by task id.
+        # The thread releasing each ended child's tracked resources (flows/resources.py), by task id.
         self.releases: dict[str, threading.Thread] = {}
         self.gateway_id = gateway_id or new_gateway_id("run")
         self._lease = LeaseKeeper(ledger, self.gateway_id) if gateway_id is None else None
@@ -114,20 +134,27 @@ class SubagentRuntime:
             self._lease.start()
             self._lease_started = True
         run_id, child_key = task.run_id, task.child_session_key
-        self.ledger.runs.begin_child(task, self.gateway_id, kind="subagent")
-        self.ledger.tasks.start(run_id, runtime=Runtime.SUBAGENT)
-        log_dir(self.ledger.state_dir)
-        out_path, err_path = log_paths(self.ledger.state_dir, task.task_id)
-        err_fh = err_path.open("ab")
-        extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id,
+        try:
+            out_fh, err_fh = open_logs_or_fail(self.ledger, task, run_id, Runtime.SUBAGENT)
+        except StorageUnavailable:
+            self._done.setdefault(task.task_id, threading.Event()).set()
+            raise
+        out_fh.close()  # stdout is the reply, read from a pipe and appended by `_read`
+        out_path, _ = log_paths(self.ledger.state_dir, task.task_id)
+        try:
+            self.ledger.runs.begin_child(task, self.gateway_id, kind="subagent", ended_at=None)
+            self.ledger.tasks.start(run_id, runtime=Runtime.SUBAGENT)
+        except BaseException:
+            err_fh.close()
+            raise
+        extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id, "FLOWLEDGER_PROMPT": task.task,
                  "FLOWLEDGER_SESSION_KEY": child_key, "PYTHONUNBUFFERED": "1", **(env or {})}
         try:
             proc = spawn(command, shell=shell, cwd=cwd, env=extra, stdout=subprocess.PIPE, stderr=err_fh,
-                         inherit_env=inherit_env)
+                         stdin=subprocess.PIPE, inherit_env=inherit_env)
         except OSError as exc:
             err_fh.close()
-            self.ledger.tasks.fail(run_id, error=f"cannot start {argv[0]!r}: {exc.strerror or exc}",
-                                   runtime=Runtime.SUBAGENT)
+            self.ledger.tasks.fail(run_id, error=start_error(argv, cwd, exc), runtime=Runtime.SUBAGENT)
             self._release(run_id)
             self._done.setdefault(task.task_id, threading.Event()).set()
             return
@@ -140,13 +167,15 @@ class SubagentRuntime:
         with contextlib.suppress(FlowledgerError):
             self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id, pid=proc.pid)
         log.info("task %s subagent child %s started pid %s", task.task_id, child_key, proc.pid)
+        # A child that never reads its stdin must not block us on a full pipe: the prompt is written aside.
+        threading.Thread(target=_write_prompt, args=(proc, task.task), daemon=True).start()
         child.reader = threading.Thread(target=self._read, args=(child, out_path), daemon=True)
         child.reader.start()
         threading.Thread(target=self._supervise, args=(child,), daemon=True).start()
 
-    def _read(self, child: _Child, out_path: object) -> None:
+    def _read(self, child: _Child, out_path: Path) -> None:
         assert child.proc.stdout is not None
-        with open(str(out_path), "ab") as out_fh:
+        with open_log(out_path) as out_fh:
             for raw in child.proc.stdout:
                 out_fh.write(raw)
                 out_fh.flush()
@@ -161,23 +190,14 @@ class SubagentRuntime:
                     child.result_lines.append(line)
 
     def _supervise(self, child: _Child) -> None:
-        next_check = time.monotonic()
+        def stopped(why: str) -> None:
+            child.stop_reason = child.stop_reason or why
+
+        deadline = child.deadline
         try:
-            while True:
-                try:
-                    code = child.proc.wait(timeout=0.05)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if child.deadline is not None and time.monotonic() >= child.deadline and not child.stopper.requested:
-                    child.stop_reason = child.stop_reason or "timeout"
-                    child.stopper.request()
-                if time.monotonic() >= next_check:  # a cancel recorded by another process
-                    next_check = time.monotonic() + 0.2
-                    if not child.stopper.requested and cancelled_in_db(self.ledger, child.task.task_id):
-                        child.stop_reason = "cancel"
-                        child.stopper.request()
-                child.stopper.poll()
+            code = supervise(child.proc, child.stopper, on_stop=stopped,
+                             expired=None if deadline is None else lambda: time.monotonic() >= deadline,
+                             cancelled=lambda: cancelled_in_db(self.ledger, child.task.task_id))
             if child.reader is not None:  # the result is the last lines: let the reader drain the pipe
                 child.reader.join(timeout=5)
             self._record_end(child, code)

@@ -128,6 +128,13 @@ class RunRegistry:
         with contextlib.suppress(FlowledgerError):
             self.db.transact(lambda conn: liveness.upsert_session(conn, session_key, now, **fields))
 
+    def session_mode(self, session_key: str) -> str | None:
+        """The `mode` recorded on a session row (`oneshot`/`persistent`), None when there is no row or mode: how
+        a runtime learns the mode an acp run was submitted with (`flowledger run --mode`)."""
+        with self.db.read() as conn:
+            session = liveness.get_session(conn, session_key, case_insensitive=False)
+        return session.mode if session is not None else None
+
     def assign_run_id(self, task: Task, run_id: str) -> None:
         """Give a task without one its run id (guarded on its current status, one transaction)."""
         def unit(conn: Connection, now: datetime) -> Any:
@@ -213,6 +220,11 @@ class RunRegistry:
     def leadership(self) -> Leadership:
         """A handle on the leader lock (leader.py); each gateway holds one."""
         return Leadership(self.db, self.state_dir)
+
+    def checkpoint_quietly(self) -> None:
+        """After a write failed for want of space: a checkpoint that never waits nor speaks (SQLite), so the next
+        write can reuse the WAL from its start and a task can still end `failed`."""
+        self.db.checkpoint_quietly()
 
     def checkpoint(self, mode: str = "PASSIVE") -> None:
         """A WAL checkpoint on SQLite (PASSIVE never waits on readers); nothing elsewhere. Never raises."""

@@ -104,6 +104,10 @@ BAD_FILES = {
     "runtime": ('[flow]\ngoal="x"\n[[step]]\nid="a"\nruntime="docker"\nrun=["true"]\n', "unknown runtime"),
     "empty": ('[flow]\ngoal="x"\n', "no steps"),
     "key": ('[flow]\ngoal="x"\n[[step]]\nid="a"\nrun=["true"]\ncolour="red"\n', "Unknown key 'colour'"),
+    "cli_prompt": ('[flow]\ngoal="x"\n[[step]]\nid="a"\nrun=["true"]\nprompt="hi"\n',
+                   "Step 'a' has a prompt but runtime 'cli' runs its command"),
+    "acp_without_prompt": ('[flow]\ngoal="x"\n[[step]]\nid="ask"\nruntime="acp"\nrun=["agent"]\n',
+                           "Missing key 'prompt' in step 'ask'"),
 }
 
 
@@ -213,19 +217,90 @@ def test_cancel_from_another_process_stops_a_running_flow(sqlite_url: str, state
             tasks = ledger.flows.linked_tasks(flow_id)
             assert [t.label for t in tasks] == ["wait"] and tasks[0].status.value == "cancelled"
             assert b"cancelled" in out
-            # The driver recorded its steps after the cancel: the flow still audits clean (issue 16).
-            assert flow.ended_at is not None and flow.ended_at >= flow.updated_at
-            assert not [f for f in ledger.audit().findings if f.token == flow_id]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
 
-def test_run_refuses_steps_it_cannot_start_in_process(cli, tmp_path: Path) -> None:
-    path = tmp_path / "acp.toml"
-    path.write_text('[flow]\ngoal="x"\n[[step]]\nid="ask"\nruntime="acp"\nprompt="hi"\nrun=["true"]\n')
-    code, _, err = cli("tasks", "flow", "run", str(path))
-    assert code == 1 and "uses runtime 'acp'" in err and "--detach" in err
-    code, out, _ = cli("tasks", "flow", "list", "--json")
-    assert json.loads(out)["count"] == 0
+AGENTS = Path(__file__).resolve().parents[1] / "e2e"
+AGENT_FLOW = """
+[flow]
+goal = "Build, then ask the agents"
+[[step]]
+id = "build"
+run = ["sh", "-c", "echo built"]
+[[step]]
+id = "summary"
+runtime = "acp"
+needs = ["build"]
+run = [{python}, {typed_agent}, "stream"]
+prompt = "Summarise the build"
+[[step]]
+id = "check"
+runtime = "subagent"
+needs = ["build"]
+run = ["sh", "-c", "printf 'stdin=%s env=%s' \\"$(cat)\\" \\"$FLOWLEDGER_PROMPT\\""]
+prompt = "Check the tests"
+[[step]]
+id = "review"
+runtime = "subagent"
+needs = ["summary", "check"]
+label = "Review the release"
+run = ["reviewer:review"]
+cwd = {cwd}
+"""
+
+
+def test_run_drives_acp_and_subagent_steps_in_the_foreground(ledger: Ledger, cli, tmp_path: Path) -> None:
+    import sys
+
+    (tmp_path / "reviewer.py").write_text("def review(prompt):\n    return 'reviewed: ' + prompt\n")
+    path = tmp_path / "agents.toml"
+    path.write_text(AGENT_FLOW.format(python=json.dumps(sys.executable),
+                                      typed_agent=json.dumps(str(AGENTS / "acp_typed_agent.py")),
+                                      cwd=json.dumps(str(tmp_path))))
+    code, out, err = cli("tasks", "flow", "run", str(path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["status"] == "succeeded"
+    tasks = {t["label"]: t for t in doc["tasks"]}
+    assert {label: t["status"] for label, t in tasks.items()} == dict.fromkeys(
+        ("build", "summary", "check", "review"), "succeeded")
+    assert [tasks[s]["runtime"] for s in ("build", "summary", "check", "review")] == ["cli", "acp", "subagent",
+                                                                                       "subagent"]
+    # Each agent step is asked its prompt (the task text) and its terminal summary is the agent's reply.
+    assert tasks["summary"]["task"] == "Summarise the build"
+    assert tasks["summary"]["terminal_summary"] == "Reading your prompt: Summarise the build"
+    assert tasks["check"]["terminal_summary"] == "stdin=Check the tests env=Check the tests"
+    assert tasks["review"]["terminal_summary"] == "reviewed: Review the release"
+    # Every attempt of an agent step has a child session of its own; a one-shot ACP session is closed with it.
+    assert tasks["summary"]["child_session_key"] == f"agent:main:acp:{tasks['summary']['task_id']}"
+    assert tasks["check"]["child_session_key"] != tasks["review"]["child_session_key"]
+    code, logs, _ = cli("tasks", "logs", tasks["summary"]["task_id"])
+    assert code == 0 and logs == "Reading your prompt: Summarise the build"
+
+
+def test_a_persistent_acp_session_stays_idle_and_no_other_step_reuses_it(ledger: Ledger, cli,
+                                                                                tmp_path: Path) -> None:
+    import sys
+
+    from flowledger.tasks import liveness
+
+    path = tmp_path / "persistent.toml"
+    agent = json.dumps([sys.executable, str(AGENTS / "acp_echo_agent.py")])
+    path.write_text(f'[flow]\ngoal="Ask twice"\n[[step]]\nid="first"\nruntime="acp"\nrun={agent}\n'
+                    'prompt="hello"\nmode="persistent"\n'
+                    f'[[step]]\nid="second"\nruntime="acp"\nneeds=["first"]\nrun={agent}\nprompt="again"\n'
+                    'mode="persistent"\n')
+    code, out, err = cli("tasks", "flow", "run", str(path), "--json")
+    assert code == 0, err
+    tasks = sorted(json.loads(out)["tasks"], key=lambda t: t["label"])
+    keys = [t["child_session_key"] for t in tasks]
+    assert len(set(keys)) == 2 and [t["terminal_summary"] for t in tasks] == ["echo: hello", "echo: again"]
+    with ledger.db.read() as conn:
+        sessions = [liveness.get_session(conn, key) for key in keys]
+    for session in sessions:
+        assert session is not None and session.mode == "persistent"
+        assert session.acp is not None and session.acp["state"] == "idle" and session.acp["session_id"]
+    assert sessions[0].acp["session_id"] != sessions[1].acp["session_id"]  # type: ignore[union-attr, index]

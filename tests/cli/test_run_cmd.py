@@ -59,3 +59,71 @@ def test_tasks_logs_shows_stdout_and_stderr_terminal_safe(cli: Invoke) -> None:
     assert code == 0 and out == "one\nred\n"
     code, _, err = cli("tasks", "logs", "no-such-task")
     assert code == 1 and err.strip() == "Task not found: no-such-task."
+
+
+# --- agent runs (CONTRACT §7 "Agent runs") ----------------------------------------------------------------
+
+AGENTS = Path(__file__).resolve().parents[1] / "e2e"
+
+
+def test_run_acp_prints_the_reply_and_records_it(cli: Invoke) -> None:
+    import sys
+
+    agent = [sys.executable, str(AGENTS / "acp_typed_agent.py"), "stream"]
+    code, out, err = cli("run", "--runtime", "acp", "--prompt", "hello", "--", *agent)
+    assert code == 0, err
+    assert out == "Reading your prompt: hello\n"
+    assert "[tool] Read notes.txt: pending" in err
+    code, out, _ = cli("tasks", "list", "--json", "--runtime", "acp")
+    [task] = json.loads(out)["tasks"]
+    assert (task["status"], task["task"]) == ("succeeded", "hello")
+    assert task["terminal_summary"] == "Reading your prompt: hello"
+    assert task["owner_key"] == "agent:main:main" and task["child_session_key"] == f"agent:main:acp:{task['task_id']}"
+    code, logs, _ = cli("tasks", "logs", task["task_id"])
+    assert code == 0 and logs == "Reading your prompt: hello"
+
+
+def test_run_acp_persistent_and_a_failed_agent_run(cli: Invoke, database_url: str, state_dir: Path) -> None:
+    import sys
+
+    from flowledger.tasks import liveness
+
+    echo = [sys.executable, str(AGENTS / "acp_echo_agent.py")]
+    code, out, _ = cli("run", "--json", "--runtime", "acp", "--mode", "persistent", "--session", "agent:ops:main",
+                       "--prompt", "keep me", "--", *echo)
+    task = json.loads(out)
+    assert code == 0 and task["terminal_summary"] == "echo: keep me" and task["owner_key"] == "agent:ops:main"
+    with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger, ledger.db.read() as conn:
+        session = liveness.get_session(conn, task["child_session_key"])
+    assert session is not None and session.mode == "persistent" and (session.acp or {}).get("state") == "idle"
+    code, out, err = cli("run", "--runtime", "acp", "--prompt", "refuse this", "--", *echo)
+    assert code == 1 and out == "" and "failed: ACP agent refused the prompt" in err
+
+
+def test_run_subagent_reads_the_prompt(cli: Invoke) -> None:
+    script = 'printf "stdin=%s env=%s\\n" "$(cat)" "$FLOWLEDGER_PROMPT"'
+    code, out, err = cli("run", "--json", "--runtime", "subagent", "--prompt", "Check it", "--", "sh", "-c", script)
+    task = json.loads(out)
+    assert code == 0, err
+    assert task["runtime"] == "subagent" and task["terminal_summary"] == "stdin=Check it env=Check it"
+    # Without --prompt a subagent run is asked its label.
+    code, out, _ = cli("run", "--json", "--runtime", "subagent", "--label", "Tidy up", "--", "sh", "-c", script)
+    assert code == 0 and json.loads(out)["terminal_summary"] == "stdin=Tidy up env=Tidy up"
+
+
+def test_agent_run_options_are_checked(cli: Invoke) -> None:
+    cases = {
+        ("--prompt", "hi"): "--prompt is for --runtime acp|subagent (a cli run runs its command).",
+        ("--runtime", "acp"): "--runtime acp needs --prompt TEXT (what the agent is asked).",
+        ("--runtime", "subagent"): "--runtime subagent needs --prompt TEXT (what the agent is asked).",
+        ("--runtime", "subagent", "--prompt", "x", "--mode", "persistent"):
+            "--mode is for --runtime acp (a subagent run has no ACP session).",
+        ("--runtime", "acp", "--prompt", "x", "--mode", "forever"):
+            "Invalid --mode 'forever': expected one of oneshot|persistent.",
+        ("--runtime", "cron"): "Invalid --runtime 'cron': expected one of cli|subagent|acp.",
+    }
+    for args, message in cases.items():
+        code, out, err = cli("run", *args, "--", "true")
+        assert (code, out, err.strip()) == (2, "", message), args
+    code, out, _ = cli("tasks", "list", "--json")
+    assert json.loads(out)["count"] == 0  # nothing was recorded

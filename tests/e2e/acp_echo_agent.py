@@ -21,6 +21,7 @@ from acp import (
     run_agent,
     update_agent_message_text,
 )
+from acp.schema import AgentCapabilities, SessionCapabilities, SessionCloseCapabilities
 
 
 class EchoAgent:
@@ -33,7 +34,9 @@ class EchoAgent:
 
     async def initialize(self, protocol_version: int, client_capabilities: Any = None, client_info: Any = None,
                          **kwargs: Any) -> InitializeResponse:
-        return InitializeResponse(protocol_version=min(protocol_version, PROTOCOL_VERSION))
+        return InitializeResponse(protocol_version=min(protocol_version, PROTOCOL_VERSION),
+                                  agent_capabilities=AgentCapabilities(
+                                      session_capabilities=SessionCapabilities(close=SessionCloseCapabilities())))
 
     async def new_session(self, cwd: str, additional_directories: Any = None, mcp_servers: Any = None,
                           **kwargs: Any) -> NewSessionResponse:
@@ -68,4 +71,4 @@ class EchoAgent:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(run_agent(EchoAgent())))  # type: ignore[func-returns-value]
+    sys.exit(asyncio.run(run_agent(EchoAgent(), use_unstable_protocol=True)))  # type: ignore[func-returns-value]

@@ -248,15 +248,19 @@ def test_three_ten_step_flows_run_at_the_same_time_on_one_gateway(
 def test_a_flow_beyond_the_cap_waits_queued(tmp_path: Path, gateways: Callable[..., GatewayProc]) -> None:
     state, url = _sqlite(tmp_path)
     gateways(state, url, env={"FLOWLEDGER_MAX_FLOWS": "1"})
-    first = _submit(state, url, _chain_flow(tmp_path / "a.toml", "first", 1, 1.5), cwd=tmp_path)
-    wait_for(lambda: _show(state, url, first)["status"] == "running", 10, 0.1, "the first flow to run")
+    gate = tmp_path / "go"
+    first = _submit(state, url, _chain_flow(tmp_path / "a.toml", "first", 1, 0, gate=gate), cwd=tmp_path)
+    wait_for(lambda: _show(state, url, first)["status"] == "running", 10, 0.05, "the first flow to run")
     second = _submit(state, url, _chain_flow(tmp_path / "b.toml", "second", 1, 0), cwd=tmp_path)
-    seen = 0
-    while _show(state, url, first)["status"] == "running":  # as long as the one slot is taken, the second waits
+    # The one slot is taken until the gate opens: over a second of the gateway's pick-up passes (every 0.25 s)
+    # the second flow stays queued.
+    until = time.monotonic() + 1.0
+    while time.monotonic() < until:
         assert _show(state, url, second)["status"] == "queued"
-        seen += 1
-    assert seen >= 1
-    done = wait_for(_ended(state, url, second), 15, 0.1, "the second flow to run once a slot freed")
+    assert _show(state, url, first)["status"] == "running"
+    gate.touch()
+    assert wait_for(_ended(state, url, first), 15, 0.05, "the first flow")["status"] == "succeeded"
+    done = wait_for(_ended(state, url, second), 15, 0.05, "the second flow to run once a slot freed")
     assert done["status"] == "succeeded"
 
 

@@ -12,6 +12,7 @@ import pytest
 from flowledger import Ledger
 from flowledger.cli.main import run
 from flowledger.flows.models import UpdateReason
+from flowledger.tasks import liveness
 from flowledger.tasks.errors import InvalidInput, ParentFlowLinkError
 from flowledger.tasks.states import TaskStatus
 
@@ -52,6 +53,31 @@ def test_an_owner_bound_view_cannot_see_steer_cancel_or_spawn_into_another_owner
     victim_task = ledger.tasks.get("run-victim")
     assert victim_task is not None and victim_task.status == TaskStatus.RUNNING
     assert {t.task for t in ledger.tasks.list() if t.parent_flow_id == flow.flow_id} == {"victim work"}
+
+
+def test_an_owner_bound_view_cannot_borrow_another_owners_session(ledger: Ledger, state_dir: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12 item 2: a child or requester session of another agent would make `tasks show <their key>` resolve
+    to the intruder's task and list it on their board."""
+    attacker = ledger.flows.bind(ATTACKER)
+    own = attacker.create_managed("ctl/attacker", "attacker goal", status="running")
+    for fields in ({"child_session_key": VICTIM}, {"child_session_key": "agent:victim:acp:x"},
+                   {"requester_session_key": VICTIM}, {"agent_id": "victim"}, {"requester_agent_id": "victim"}):
+        result = attacker.run_task(own.flow_id, runtime="acp", task="borrowed", run_id="run-b", **fields)
+        assert (result.found, result.created) == (True, False), fields
+        assert result.reason is not None and "victim" in result.reason
+    assert ledger.tasks.get(VICTIM) is None and ledger.tasks.list() == []
+    # The owner's own agent's sessions, and a session the owner spawned, stay usable.
+    with ledger.db.write() as conn:
+        liveness.upsert_session(conn, "spawned:by:attacker", ledger.clock.now(), kind="subagent",
+                                spawned_by=ATTACKER)
+    for key in ("agent:attacker:acp:c1", "agent:ATTACKER:acp:c2", "spawned:by:attacker", ATTACKER):
+        made = attacker.run_task(own.flow_id, runtime="acp", task="own", child_session_key=key)
+        assert made.created, (key, made.reason)
+    url = ledger.db.engine.url.render_as_string(hide_password=False)
+    capsys.readouterr()
+    code = run(["--state-dir", str(state_dir), "--database-url", url, "tasks", "show", VICTIM])
+    assert code == 1 and "Task not found" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("op", ["ingest", "fail", "complete", "progress"])

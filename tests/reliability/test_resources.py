@@ -113,8 +113,8 @@ def test_long_lived_writer_survives_a_full_disk_and_recovers(small_disk: Path) -
         refused = 0
         for n in range(1, 6):  # every attempt fails cleanly; none leaves a row or an event behind
             with pytest.raises(StorageUnavailable, match="Storage unavailable"):
-                ledger.tasks.create(runtime="cli", task=f"during {n}", owner_key="agent:main:main",
-                                    run_id=f"r-{n}", status="running", label="x" * 4096)
+                ledger.tasks.create(runtime="cli", task=f"during {n} " + "x" * 4096, owner_key="agent:main:main",
+                                    run_id=f"r-{n}", status="running")
             with pytest.raises(StorageUnavailable, match="Storage unavailable"):
                 ledger.tasks.complete("r-0")
             refused += 1
@@ -212,3 +212,19 @@ def _poll(condition: object, proc: subprocess.Popen[bytes], log: Path, timeout: 
         assert proc.poll() is None, f"gateway exited {proc.returncode}: {log.read_text(errors='replace')[-2000:]}"
         assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
         time.sleep(0.05)
+
+
+def test_run_whose_output_fills_the_disk_exits_3_with_one_line(small_disk: Path) -> None:
+    """Issue 12 item 6: the child's own output fills the disk; `run` says so on one line (exit 3), no traceback."""
+    state_dir = small_disk / "state"
+    seed_running(state_dir, "run-seed")  # the database exists before the disk fills
+    done = cli(state_dir, "run", "--", "sh", "-c", "head -c 8000000 /dev/zero; echo done")
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 3 and lines == ["Storage unavailable: database or disk is full"], done.stderr
+    for leftover in small_disk.glob("state/logs/*.out"):
+        leftover.unlink()  # space returns
+    with Ledger.open(state_dir=state_dir) as ledger:
+        ran = [t for t in ledger.tasks.list() if t.run_id != "run-seed"]
+    # Ended, not left `running` until the lost grace: a checkpoint made room in the WAL for that one write.
+    assert len(ran) == 1 and ran[0].status == TaskStatus.FAILED

@@ -113,3 +113,82 @@ def test_private_files_and_a_startup_warning_when_looser(tmp_path: Path) -> None
     assert f"{db} was readable by others (mode 644)" in second.stderr
     assert _mode(db) == 0o600  # the file is tightened; the directory is the operator's to fix
     assert "Traceback" not in second.stderr
+
+
+# --- issue 12, item 3 -----------------------------------------------------------------------------------------
+
+PASSWORD = "pw-Zq8Lr4"
+
+
+@pytest.mark.parametrize("url", [f"postgresql://u:{PASSWORD}@host:port/db", f"postgresql://u:{PASSWORD}@[::1/db",
+                                 f"not a url {PASSWORD}", f"mysql://u:{PASSWORD}@h/d",
+                                 f"postgresql+asyncpg://u:{PASSWORD}@127.0.0.1/db"])
+def test_a_bad_database_url_is_never_echoed(tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
+    code = run(["--state-dir", str(tmp_path / "s"), "--database-url", url, "tasks", "list"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("Invalid database URL:") and err.count("\n") == 1
+    assert PASSWORD not in err
+
+
+def test_children_never_inherit_flowledger_variables(database_url: str, state_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FLOWLEDGER_DATABASE_URL", database_url)  # with PostgreSQL it may carry a password
+    monkeypatch.setenv("FLOWLEDGER_STATE_DIR", str(state_dir))
+    monkeypatch.setenv("FLOWLEDGER_SOMETHING_ELSE", "x")
+    code = run(["run", "--", "env"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    names = {line.split("=", 1)[0] for line in out.splitlines() if "=" in line}
+    assert "FLOWLEDGER_TASK_ID" in names  # what flowledger hands the child on purpose stays
+    handed = {"FLOWLEDGER_TASK_ID", "FLOWLEDGER_RUN_ID"}
+    assert not {n for n in names if n.startswith("FLOWLEDGER_") and n not in handed}, names
+    assert database_url not in out
+
+
+def test_state_dir_and_log_files_are_private_on_every_engine(database_url: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "fresh" / "state"  # its parent is missing too: both are made 0700, not with the umask
+    code = run(["--state-dir", str(state), "--database-url", database_url, "run", "--json", "--",
+                "sh", "-c", "echo out; echo err >&2"])
+    task = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert (_mode(tmp_path / "fresh"), _mode(state), _mode(state / "logs")) == (0o700, 0o700, 0o700)
+    for suffix in (".out", ".err"):
+        assert _mode(state / "logs" / f"{task['task_id']}{suffix}") == 0o600
+
+
+def test_a_readable_config_holding_secrets_is_warned_about_once(
+    state_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flowledger.tasks import config as config_module
+
+    _config(state_dir, "https://example.invalid")
+    path = state_dir / "config.toml"
+    path.chmod(0o600)
+    caplog.set_level(logging.WARNING)
+    config_module.load_config(state_dir)
+    assert caplog.records == []
+    path.chmod(0o644)
+    config_module.load_config(state_dir)
+    config_module.load_config(state_dir)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "readable by others (mode 644)" in warned[0]
+    _no_secret("config warning", warned[0])
+
+
+def test_no_mode_warning_beside_an_error_or_for_a_directory_the_user_chose(tmp_path: Path) -> None:
+    """Issue 12 item 13: a database the user put in a shared directory says nothing about that directory, and a
+    failed open prints its one error line only."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    state = tmp_path / "state"
+    ok = _cli(state, "--database-url", f"sqlite:///{shared / 'runs.sqlite'}", "tasks", "list")
+    assert ok.returncode == 0 and ok.stderr == ""
+    state.chmod(0o755)  # looser than expected: worth a warning when the command works…
+    (shared / "broken.sqlite").write_bytes(b"not a database " * 100)
+    failed = _cli(state, "--database-url", f"sqlite:///{shared / 'broken.sqlite'}", "tasks", "list")
+    assert failed.returncode == 3
+    assert failed.stderr.startswith("Storage unavailable:") and failed.stderr.count("\n") == 1, failed.stderr

@@ -526,3 +526,27 @@ def test_the_heartbeat_webhook_is_posted_at_once(database_url: str, state_dir: P
         blocked_task(ledger)
         assert bodies(httpserver) == [{"session_key": OWNER, "reason": "background-task-blocked"}]
         assert wakes(ledger) == []
+
+
+# --- issue 12 item 7: a success overridden by a later failure is corrected ----------------------------------
+
+
+@pytest.mark.parametrize(("policy", "status"), [("done_only", "failed"), ("done_only", "timed_out"),
+                                                ("silent", "failed")])
+def test_a_success_overridden_by_a_failure_sends_one_correction(dl: Ledger, httpserver: HTTPServer, policy: str,
+                                                                status: str) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    task = dl.tasks.create(runtime="cli", task="Nightly export", owner_key=OWNER, run_id="run-c", status="running",
+                           notify_policy=policy, requester_origin={"channel": "webhook", "to": "ops"})
+    dl.tasks.complete("run-c", summary="exported")
+    dl.tasks.fail("run-c", error="checksum mismatch", status=status)
+    dl.tasks.fail("run-c", error="checksum mismatch", status=status)  # a repeated report corrects nothing more
+    sent = bodies(httpserver)
+    if policy == "silent":
+        assert sent == []
+        return
+    assert [b["status"] for b in sent] == ["succeeded", status]
+    assert "checksum mismatch" in sent[1]["text"] or status == "timed_out"
+    keys = [request.headers["Idempotency-Key"] for request, _ in httpserver.log]
+    assert keys[0] != keys[1]
+    assert dl.tasks.require(task.task_id).delivery_status == DeliveryStatus.DELIVERED

@@ -94,6 +94,76 @@ def test_all_steps_succeed_in_dependency_order(ledger: Ledger) -> None:
     assert events[0] == ("flow_started", None) and events[-1] == ("flow_finished", None)
 
 
+class RecordingAgentLauncher(ScriptedLauncher):
+    """An agent runtime's launcher: takes `mode` as the acp runtime does, and records what each step got."""
+
+    def __init__(self, ledger: Ledger, definition: FlowDefinition) -> None:
+        super().__init__(ledger, definition)
+        self.seen: dict[str, tuple[str, list[str], str | None, str | None]] = {}
+
+    def start(self, task: Task, argv: list[str], *, shell: bool, timeout: timedelta | None, cwd: str | None,
+              env: dict[str, str] | None, mode: str | None = None) -> None:
+        self.seen[task.label or ""] = (task.task, argv, task.child_session_key, mode)
+        super().start(task, argv, shell=shell, timeout=timeout, cwd=cwd, env=env)
+
+
+AGENT_STEPS = """
+[flow]
+goal = "Agents"
+[[step]]
+id = "build"
+run = ["make"]
+[[step]]
+id = "ask"
+runtime = "acp"
+needs = ["build"]
+run = ["agent", "--stdio"]
+prompt = "Summarise the build"
+mode = "persistent"
+[[step]]
+id = "check"
+runtime = "subagent"
+needs = ["build"]
+label = "Check the tests"
+run = ["checker"]
+"""
+
+
+def test_each_step_is_launched_by_its_runtime_with_its_prompt(ledger: Ledger) -> None:
+    from flowledger.tasks.states import Runtime
+
+    spec = parse_flow(AGENT_STEPS)
+    cli, subagent, acp = (ScriptedLauncher(ledger, spec), RecordingAgentLauncher(ledger, spec),
+                          RecordingAgentLauncher(ledger, spec))
+    flow = run_flow(ledger, spec, {Runtime.CLI: cli, Runtime.SUBAGENT: subagent, Runtime.ACP: acp},
+                    poll_interval=POLL)
+    assert flow.status == FlowStatus.SUCCEEDED
+    assert (cli.started, subagent.started, acp.started) == (["build"], ["check"], ["ask"])
+    tasks = {t.label: t for t in ledger.flows.linked_tasks(flow.flow_id)}
+    # The prompt is the agent step's task text; `run` stays the agent's argv; each attempt has its own session.
+    assert acp.seen["ask"] == ("Summarise the build", ["agent", "--stdio"],
+                               f"agent:main:acp:{tasks['ask'].task_id}", "persistent")
+    assert subagent.seen["check"] == ("Check the tests", ["checker"],
+                                      f"agent:main:subagent:{tasks['check'].task_id}", None)
+    assert tasks["build"].task == "make" and tasks["build"].child_session_key is None
+    assert tasks["ask"].runtime == Runtime.ACP and tasks["check"].runtime == Runtime.SUBAGENT
+
+
+def test_a_step_whose_runtime_has_no_launcher_fails_at_once(ledger: Ledger) -> None:
+    from flowledger.tasks.states import Runtime
+
+    spec = parse_flow(AGENT_STEPS)
+    flow = run_flow(ledger, spec, {Runtime.CLI: ScriptedLauncher(ledger, spec)}, poll_interval=POLL)
+    assert flow.status == FlowStatus.FAILED
+    tasks = {t.label: t for t in ledger.flows.linked_tasks(flow.flow_id)}
+    failed = [t for t in tasks.values() if t.status == TaskStatus.FAILED]
+    assert failed and all(t.error in ("Step 'ask' could not start: no acp runtime here to run it",
+                                      "Step 'check' could not start: no subagent runtime here to run it")
+                          for t in failed)
+    assert flow.blocked_summary is not None and "could not start: no" in flow.blocked_summary
+    assert not any(t.status in ACTIVE for t in tasks.values())
+
+
 def test_failure_cancels_unstarted_steps_and_fails_flow(ledger: Ledger) -> None:
     spec = definition(DIAMOND, max_parallel=1)
     launcher = ScriptedLauncher(ledger, spec, {"b": ["failed"]})

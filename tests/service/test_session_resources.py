@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from flowledger import Ledger, TaskStatus
-from flowledger.scheduler.runtimes import resources
-from flowledger.scheduler.runtimes.orphans import RUN_MARKER, proc_stat
+from flowledger.flows import resources
+from flowledger.flows.processes import RUN_MARKER, proc_stat
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
 from flowledger.tasks import liveness
 from flowledger.tasks.errors import InvalidInput

@@ -126,7 +126,7 @@ def test_acp_persistent_session_keeps_its_metadata(ledger: Ledger, acp: AcpRunti
 
 @pytest.mark.parametrize(("text", "status", "error"), [
     ("refuse this", TaskStatus.FAILED, "ACP agent refused the prompt"),
-    ("crash now", TaskStatus.FAILED, "ACP agent failed: ConnectionError: Connection closed"),
+    ("crash now", TaskStatus.FAILED, "ACP agent failed: the agent exited during session/prompt (exit code 3)"),
 ])
 def test_acp_stop_reasons_and_crashes_map_to_statuses(ledger: Ledger, acp: AcpRuntime, text: str,
                                                       status: TaskStatus, error: str) -> None:
@@ -155,3 +155,14 @@ def test_acp_timeout(ledger: Ledger, acp: AcpRuntime) -> None:
     acp.start(created, AGENT, timeout=timedelta(milliseconds=500))
     done = acp.wait(created.task_id, 15)
     assert done is not None and done.status == TaskStatus.TIMED_OUT
+
+
+def test_acp_agent_that_cannot_start_fails_with_one_line(ledger: Ledger, acp: AcpRuntime, tmp_path: Path) -> None:
+    # Found but not startable (the launch check passes; the exec fails): said as the other runtimes say it.
+    agent = tmp_path / "not-an-executable-format"
+    agent.write_bytes(b"\x00\x01\x02")
+    agent.chmod(0o755)
+    task = acp.spawn(task="hi", agent=[str(agent)], requester_session_key=SESSION)
+    done = acp.wait(task.task_id, 15)
+    assert done is not None and done.status == TaskStatus.FAILED
+    assert done.error == f"ACP agent failed: cannot start '{agent}': Exec format error"

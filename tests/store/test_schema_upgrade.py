@@ -1,6 +1,7 @@
-"""Older databases open under the current version on both engines, data kept: version 1 (two indexes replaced,
-columns added), version 2 with or without the queue's payload table, version 3 (the notice outbox), and the
-generation media and session resources of version 5."""
+"""Older databases open under the current version on both engines: version 1 → 2 replaced two indexes and added
+columns, 2 → 3 widened the id columns to 128 characters (PostgreSQL) and brought the run queue's payload table
+(with or without the one the queue used to create on its own), 5 added generation media and session resources
+(two columns, two tables); data kept."""
 
 from __future__ import annotations
 
@@ -11,10 +12,8 @@ from sqlalchemy import inspect, text
 from flowledger import FrozenClock, Ledger
 from flowledger.tasks.tables import SCHEMA_VERSION, schema_meta
 
-# What version 2 had before version 4 added the notice outbox and version 5 generation jobs and session
-# resources (a version-2 database may or may not have the queue's payload table: both are tested).
+# What version 2 had before version 5 added generation jobs and session resources.
 V2_SHAPE = [
-    "DROP TABLE notice_outbox",
     "ALTER TABLE task_runs DROP COLUMN media_json",
     "ALTER TABLE sessions DROP COLUMN ended_at",
     "DROP TABLE generation_media",
@@ -23,12 +22,12 @@ V2_SHAPE = [
 ]
 # What version 1 created that version 2 no longer has, and the reverse.
 V1_SHAPE = [*V2_SHAPE[:-1],
-    "DROP TABLE task_payloads",
     "CREATE INDEX ix_task_runs_last_event_at ON task_runs (last_event_at)",
     "DROP INDEX idx_task_runs_cleanup",
     "CREATE INDEX ix_task_runs_cleanup_after ON task_runs (cleanup_after)",
     "ALTER TABLE cron_jobs DROP COLUMN timeout_ms",
     "ALTER TABLE sessions DROP COLUMN last_route_json",
+    "DROP TABLE task_payloads",
     "UPDATE schema_meta SET value = '1' WHERE meta_key = 'schema_version'",
 ]
 
@@ -60,7 +59,6 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
                 cron_columns = {c["name"] for c in inspect(conn).get_columns("cron_jobs")}
                 session_columns = {c["name"] for c in inspect(conn).get_columns("sessions")}
                 assert inspect(conn).has_table("task_payloads")
-                assert inspect(conn).has_table("notice_outbox")
             assert version == str(SCHEMA_VERSION)
             assert "timeout_ms" in cron_columns
             assert "last_route_json" in session_columns
@@ -97,18 +95,23 @@ def test_version_2_database_that_already_has_the_payload_table_keeps_it(database
         assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
 
 
-def test_version_3_database_gets_the_notice_outbox_once(database_url: str, tmp_path: Path,
-                                                        clock: FrozenClock) -> None:
+def test_version_2_database_takes_ids_of_128_characters(database_url: str, tmp_path: Path, clock: FrozenClock
+                                                        ) -> None:
     state_dir = tmp_path / "state"
-    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
-        for statement in V2_SHAPE[:-1]:  # version 3: no outbox yet, nor what version 5 adds
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, \
+            ledger.db.write() as conn:
+        if ledger.db.is_postgres:  # version 2's widths; SQLite never enforced them
+            for table, column in (("task_runs", "task_id"), ("task_events", "task_id"),
+                                  ("task_delivery_state", "task_id"), ("flow_runs", "flow_id")):
+                conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(64)"))
+        for statement in V2_SHAPE:
             conn.execute(text(statement))
-        conn.execute(text("UPDATE schema_meta SET value = '3' WHERE meta_key = 'schema_version'"))
-    for _ in range(2):
-        with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, \
-                ledger.db.read() as conn:
-            assert inspect(conn).has_table("notice_outbox")
-            assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+        flow = ledger.flows.create_managed("agent:m:main", "ctl", "goal", flow_id="f" * 128)
+        task = ledger.tasks.create(runtime="cli", task="t", owner_key="agent:m:main", task_id="t" * 128,
+                                   parent_flow_id=flow.flow_id,
+                                   requester_origin={"channel": "webhook", "to": "x"})
+        assert ledger.tasks.get(task.task_id) == task
 
 
 def test_version_2_database_gains_generation_media_and_session_resources(database_url: str, tmp_path: Path,

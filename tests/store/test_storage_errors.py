@@ -62,11 +62,34 @@ def test_unreachable_postgres_from_environment(capsys: pytest.CaptureFixture[str
     _assert_one_line(err)
 
 
-@pytest.mark.parametrize("url", ["mysql://u@h/db", "not a url at all"])
+# Issue 12 item 10: each URL a user can get wrong is a usage error (exit 2) on one line, never a traceback.
+BAD_URLS = ["mysql://u@h/db", "not a url at all", "postgresql://u@host:abc/db", "postgresql://u@[::1/db",
+            "postgresql+asyncpg://u@127.0.0.1/db", "postgresql+psycopg2://u@127.0.0.1/db", "sqlite://",
+            "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true", "sqlite:///" + "n" * 5000]
+
+
+@pytest.mark.parametrize("url", BAD_URLS, ids=lambda u: u[:40])
 def test_unsupported_or_malformed_url(capsys: pytest.CaptureFixture[str], tmp_path: Path, url: str) -> None:
     code, out, err = _cli(capsys, "--database-url", url, "--state-dir", str(tmp_path / "s"), "tasks", "list")
+    assert (code, out) == (2, "")
+    _assert_one_line(err)
+    assert err.startswith("Invalid database URL:")
+
+
+def test_empty_state_dir_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _cli(capsys, "--state-dir", "", "tasks", "list")
+    assert (code, out) == (2, "")
+    _assert_one_line(err)
+
+
+def test_non_numeric_schema_version_is_storage_unavailable(state_dir: Path, capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    with Ledger.open(state_dir=state_dir) as ledger, ledger.db.write() as conn:
+        conn.execute(update(schema_meta).where(schema_meta.c.meta_key == "schema_version").values(value="two"))
+    code, out, err = _cli(capsys, "--state-dir", str(state_dir), "tasks", "list")
     assert (code, out) == (3, "")
     _assert_one_line(err)
+    assert "schema version 'two' is not a number" in err
 
 
 def test_state_dir_that_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

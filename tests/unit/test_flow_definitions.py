@@ -207,6 +207,15 @@ def test_examples_parse(name: str) -> None:
     assert all(s.runtime == Runtime.CLI for s in parsed.steps)
 
 
+def test_agent_steps_example_has_an_acp_and_a_subagent_step_after_a_cli_one() -> None:
+    parsed = load_flow_file(EXAMPLES / "agent-steps.toml")
+    build, summary, check = parsed.steps
+    assert (build.runtime, summary.runtime, check.runtime) == (Runtime.CLI, Runtime.ACP, Runtime.SUBAGENT)
+    assert summary.needs == check.needs == ("build",)
+    assert (summary.agent_prompt, summary.session_mode) == ("Summarise the build", "oneshot")
+    assert check.prompt is None and check.agent_prompt == "Check the tests"
+
+
 def test_nightly_example_shows_fan_out_fan_in_timeout_and_retries() -> None:
     parsed = load_flow_file(EXAMPLES / "nightly-release.toml")
     assert any(s.timeout is not None for s in parsed.steps)

@@ -1,10 +1,10 @@
 """Release what a child session tracked when its run ends (SPEC §5; tasks/session_resources.py holds the registry).
 
 Best effort and bounded: a tracked process is killed only when one of its process group still carries the run
-marker it was registered with (scheduler/runtimes/orphans.py's check, so a reused pid is left alone); a cleanup
-command gets `timeout` seconds, then its process group is killed and the failure logged. Release always runs
-after the run's terminal status is recorded, on a thread of its own (`release_in_background`), so a failing or
-hanging cleanup never delays or masks the task's outcome.
+marker it was registered with (flows/processes.py's check, so a reused pid is left alone); a cleanup command gets
+`timeout` seconds, then its process group is killed and the failure logged. Release always runs after the run's
+terminal status is recorded, on a thread of its own (`release_in_background`), so a failing or hanging cleanup
+never delays or masks the task's outcome.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 
 from flowledger.flows.ledger import Ledger
-from flowledger.scheduler.runtimes.orphans import carries_marker, kill_run
+from flowledger.flows.processes import carries_marker, kill_run
 from flowledger.tasks import session_resources
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.session_resources import COMMAND, PROCESS, Resource
