@@ -1,9 +1,9 @@
 """`flowledger tasks flow list|show|cancel|validate|run`: parse, call one service method, render.
 
-Texts follow REFERENCE §10.7; JSON follows CONTRACT §3 (Flow keys plus `tasks` and `task_summary`).
-`flow run` drives the flow in this process, each step on its own runtime (cli, subagent, acp), with live progress
-on stderr; `--detach` records it with the submitter's directory and allow-listed environment (flows/context.py)
-for a gateway.
+Texts follow REFERENCE §10.7; JSON follows CONTRACT §3 (Flow keys plus `tasks` and `task_summary`) and §7
+(`steps`). `flow run` drives the flow in this process, each step on its own runtime (cli, subagent, acp), with live
+progress on stderr; `--detach` records it with the submitter's directory and allow-listed environment
+(flows/context.py) for a gateway. `flow logs|wait|retry` live in cli/flow_ops.py.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from flowledger.cli import flow_ops
 from flowledger.cli.context import app_context
 from flowledger.cli.options import (
     JsonFlag,
@@ -32,7 +33,7 @@ from flowledger.flows.documents import flow_document, flow_list_document
 from flowledger.flows.models import ABSENT, Flow, FlowStatus
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, FlowNotFound, OperationRefused
 from flowledger.tasks.models import Task
-from flowledger.tasks.states import ACTIVE, FAILURES, Runtime
+from flowledger.tasks.states import ACTIVE, FAILURES, NotifyPolicy, Runtime
 
 if TYPE_CHECKING:  # the file format and the service (SQLAlchemy) load in the commands that use them
     from flowledger.flows.controller import StepEvent
@@ -53,6 +54,7 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
     _ = app
     flow_app = typer.Typer(help="Inspect, cancel and run flows (Task Flow).", no_args_is_help=True)
     tasks_app.add_typer(flow_app, name="flow")
+    flow_ops.register(flow_app)
 
     @flow_app.command("list")
     def list_cmd(ctx: typer.Context,
@@ -104,14 +106,20 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
     @flow_app.command("run")
     def run_cmd(ctx: typer.Context, path: FlowFile,
                 detach: Annotated[bool, typer.Option("--detach", help="Queue it for the gateway and return.")] = False,
+                notify: Annotated[NotifyOpt | None, typer.Option("--notify", help="Overrides [flow] notify.")] = None,
+                channel: Annotated[str | None, typer.Option("--channel", help="Notices go to this channel "
+                                                                              "(with --to).")] = None,
+                to: Annotated[str | None, typer.Option("--to", help="The target on --channel.")] = None,
                 json_out: JsonFlag = False) -> None:
         """Define a graph flow from a file and run it to the end (or hand it to the gateway with --detach)."""
         from flowledger.flows.definitions import load_flow_file
 
         definition = load_flow_file(path)
+        origin = origin_option(channel, to)
         ledger = app_context(ctx).ledger()
         from flowledger.flows.controller import define_flow
 
+        policy = notify.value if notify else None
         if detach:
             import os
 
@@ -122,14 +130,14 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
             except OSError:
                 raise OperationRefused("Cannot hand the flow over: the current directory no longer exists.") from None
             context = capture(here, os.environ, definition.pass_env)
-            flow = define_flow(ledger, definition, context)
+            flow = define_flow(ledger, definition, context, notify=policy, origin=origin)
             if json_out:
                 emit_json(flow_document(flow, []))
             else:
                 out(f"Queued flow {flow.flow_id} ({len(definition.steps)} steps); a running gateway will run it.")
                 err(f"Follow it with: flowledger tasks flow show {flow.flow_id}")
             return
-        flow = _run_here(ledger, definition, live=not json_out)
+        flow = drive_here(ledger, live=not json_out, definition=definition, notify=policy, origin=origin)
         tasks = ledger.flows.linked_tasks(flow.flow_id)
         if json_out:
             emit_json(flow_document(flow, tasks))
@@ -140,7 +148,36 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
             raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
 
 
-def _run_here(ledger: Ledger, definition: FlowDefinition, *, live: bool) -> Flow:
+NotifyOpt = StrEnum("NotifyOpt", {p.value: p.value for p in NotifyPolicy})  # type: ignore[misc]
+
+
+def origin_option(channel: str | None, to: str | None) -> dict[str, str] | None:
+    """`--channel C --to T` as a requester origin; one without the other is a usage error."""
+    if channel is None and to is None:
+        return None
+    if not (channel or "").strip() or not (to or "").strip():
+        from flowledger.tasks.errors import InvalidInput
+
+        raise InvalidInput("--channel and --to go together: give both (e.g. --channel webhook --to ops).")
+    assert channel is not None and to is not None
+    return {"channel": channel.strip(), "to": to.strip()}
+
+
+def stored_definition(flow: Flow) -> FlowDefinition:
+    """The definition a graph flow stored in its state (read back as a gateway would)."""
+    from flowledger.flows.definitions import flow_from_document
+    from flowledger.flows.steps import graph_state
+
+    state = graph_state(flow)
+    if state is None:
+        raise OperationRefused(f"Flow {flow.flow_id} is not a graph flow.")
+    return flow_from_document(state["definition"], source=f"flow {flow.flow_id}")
+
+
+def drive_here(ledger: Ledger, *, live: bool, flow: Flow | None = None, definition: FlowDefinition | None = None,
+               notify: str | None = None, origin: dict[str, str] | None = None) -> Flow:
+    """Drive a graph flow to its end in this process, each step on its runtime: a new one from `definition`
+    (defined running, driven by this process), or a retried `flow` (queued)."""
     try:
         from flowledger.scheduler.runtimes.acp import AcpRuntime
         from flowledger.scheduler.runtimes.cli import CliRuntime
@@ -158,7 +195,12 @@ def _run_here(ledger: Ledger, definition: FlowDefinition, *, live: bool) -> Flow
     launchers: dict[Runtime, StepLauncher] = {Runtime.CLI: cli, **agents}
     for runtime, adapter in agents.items():  # a cancel in this process reaches the live agent
         ledger.tasks.cancel_adapters[runtime] = adapter
-    flow = define_flow(ledger, definition, driving=cli)  # one write: the whole submission, or none of it
+    if flow is None:
+        assert definition is not None
+        # One write: the whole submission, or none of it.
+        flow = define_flow(ledger, definition, driving=cli, notify=notify, origin=origin)
+    else:  # a retried flow, queued: the controller claims it
+        definition = stored_definition(flow)
     progress = _LiveProgress(definition, flow) if live else None
     try:
         controller = GraphController(ledger, flow, launchers, on_progress=progress.update if progress else None)
@@ -177,14 +219,16 @@ def _run_here(ledger: Ledger, definition: FlowDefinition, *, live: bool) -> Flow
 
 
 class _LiveProgress:
-    """A rich progress bar for the flow and one stderr line per step start and end."""
+    """A rich progress bar for the flow (steps, not attempts; red when the flow did not succeed) and one stderr
+    line per step start, retry and end."""
 
     def __init__(self, definition: FlowDefinition, flow: Flow) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = Console(stderr=True, highlight=False)
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.bar_column = BarColumn()
+        self.progress = Progress(TextColumn("{task.description}"), self.bar_column, MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=self.console, transient=False)
         self.bar = self.progress.add_task(self._escape(cut(definition.goal, 60)), total=len(definition.steps))
         self.progress.start()
@@ -203,10 +247,18 @@ class _LiveProgress:
         if event.kind == "step_started":
             self.console.print(f"▶ {step} started (task {task})", markup=False)
         elif event.kind == "step_retry":
-            self.console.print(f"↻ {step} {event.status}, retrying", markup=False)
+            self.console.print(retry_line(event), markup=False)
         elif event.kind == "step_finished":
             mark = "✔" if event.status == "succeeded" else "✖"
             self.console.print(f"{mark} {step} {event.status}", markup=False)
+        elif event.kind == "flow_finished" and event.flow.status != FlowStatus.SUCCEEDED:
+            # The bar ends red at the steps that succeeded: a failed flow never looks complete and green.
+            state = event.flow.state if isinstance(event.flow.state, dict) else {}
+            steps = state.get("steps") or {}
+            succeeded = sum(1 for entry in steps.values() if entry.get("status") == "succeeded")
+            self.bar_column.complete_style = self.bar_column.finished_style = "red"
+            self.progress.update(self.bar, completed=succeeded)
+            self.progress.refresh()
 
     def close(self) -> None:
         self.progress.stop()
@@ -308,6 +360,9 @@ def show_lines(flow: Flow, tasks: list[Task]) -> list[str]:
         f"endedAt: {when(flow.ended_at)}",
         f"tasks: {len(tasks)} total · {active} active · {issues} issues",
     ]
+    steps = flow_ops.graph_show_lines(flow, tasks)
+    if steps is not None:
+        return lines + steps
     if not tasks:
         lines.append("Linked tasks: none")
         return lines
@@ -318,18 +373,33 @@ def show_lines(flow: Flow, tasks: list[Task]) -> list[str]:
     return lines
 
 
-def run_summary(flow: Flow, tasks: list[Task]) -> list[str]:
-    from flowledger.flows.service import task_summary
+def retry_line(event: StepEvent) -> str:
+    """`↻ unit-tests attempt 2/3 failed: exit 1 — <last stderr line>`."""
+    step = safe(event.step_id or "")
+    error = (event.task.error if event.task else None) or ""
+    head, _, rest = error.partition(": ")
+    head = head.replace("exit code ", "exit ", 1) if head.startswith("exit code ") else head
+    lines = [line for line in rest.strip().splitlines() if line.strip()]
+    detail = f"{head} — {lines[-1].strip()}" if lines else head
+    text = f"↻ {step} attempt {event.attempt}/{event.max_attempts} {event.status}"
+    return safe(f"{text}: {detail}" if detail else text)
 
-    summary = task_summary(tasks)
+
+def run_summary(flow: Flow, tasks: list[Task]) -> list[str]:
+    from flowledger.flows.steps import step_views, why_not_succeeded
+
+    views = step_views(flow, tasks) or []
+    counts = {status: sum(v.status == status for v in views) for status in ("succeeded", "cancelled")}
+    failed = sum(v.status in {s.value for s in FAILURES} for v in views)
+    attempts = sum(v.attempts for v in views)
     lines = [f"Flow {flow.flow_id} {flow.status.value}: {safe(flow.goal)}",
-             f"Steps: {summary['by_status']['succeeded']} succeeded · {summary['failures']} failed · "
-             f"{summary['by_status']['cancelled']} cancelled · {summary['total']} tasks"]
-    if flow.blocked_summary:
-        lines.append(f"Reason: {safe(flow.blocked_summary)}")
+             f"Steps: {counts['succeeded']} succeeded · {failed} failed · {counts['cancelled']} cancelled · "
+             f"{len(views)} steps ({attempts} attempts)"]
+    why = why_not_succeeded(flow, views)
+    if why:
+        lines.append(f"Reason: {safe(why)}")
     lines.append(f"Details: flowledger tasks flow show {flow.flow_id}")
-    if flow.blocked_task_id:
-        lines.append(f"Logs: flowledger tasks logs {flow.blocked_task_id}")
-    elif tasks:
-        lines.append(f"Logs: flowledger tasks logs <task>  (e.g. {tasks[0].task_id})")
+    lines.append(f"Logs: flowledger tasks flow logs {flow.flow_id}")
+    if flow.status in (FlowStatus.FAILED, FlowStatus.CANCELLED, FlowStatus.LOST):
+        lines.append(f"Retry: flowledger tasks flow retry {flow.flow_id}")
     return lines

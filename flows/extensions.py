@@ -18,6 +18,9 @@ def install(ledger: Ledger) -> None:
     from flowledger.tasks.delivery import DeliveryHooks
 
     delivery = DeliveryHooks.from_config(ledger.tasks, load_config(ledger.state_dir))
+    # What a short-lived notice sender needs to open this same ledger (tasks/outbox.py).
+    delivery.state_dir = ledger.state_dir
+    delivery.database_url = ledger.db.engine.url.render_as_string(hide_password=False)
     ledger.tasks.hooks.members.append(delivery)
     from flowledger.tasks.generation_delivery import GenerationHooks
 

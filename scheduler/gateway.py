@@ -54,6 +54,8 @@ class Gateway:
         self.lease = LeaseKeeper(ledger, self.gateway_id)
         self.leader = ledger.runs.leadership()
         self._wake = threading.Event()
+        # Writes in the gateway (its flow drivers, runtimes) never send: the notices loop does.
+        delivery.defer_delivery(ledger.tasks)
         self.cli = CliRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace, on_finish=self._wake.set)
         self.cron = CronRunner(ledger, self.gateway_id, kill_grace=kill_grace)
         self.subagent = SubagentRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace)
@@ -92,6 +94,7 @@ class Gateway:
         s.add_job(self.reap_orphans, "interval", seconds=knobs.sweep_every().total_seconds(), id="orphans",
                   next_run_time=now + knobs.sweep_first_after())
         s.add_job(self.fire_wakes, "interval", seconds=1, id="heartbeat-wakes")
+        s.add_job(self.send_notices, "interval", seconds=1, id="notices", next_run_time=now)
         s.add_job(self.checkpoint, "interval", seconds=knobs.CHECKPOINT_EVERY.total_seconds(), id="checkpoint")
         s.add_job(self.sync_cron_jobs, "interval", seconds=knobs.CRON_RELOAD_EVERY.total_seconds(), id="cron-sync",
                   next_run_time=now)
@@ -161,8 +164,25 @@ class Gateway:
             settled = hooks.deliver_pending()
             if settled:
                 log.info("settled %d pending deliveries", settled)
+            pruned = hooks.prune_outbox()
+            if pruned:
+                log.info("pruned %d settled notices", pruned)
         except Exception:  # one bad channel must not stop the sweep
             log.exception("pending deliveries failed")
+
+    def send_notices(self) -> None:
+        """The outbox (tasks/outbox.py): every writer records its notices, the gateway sends them."""
+        hooks = delivery.delivery_hooks(self.ledger.tasks)
+        if hooks is None:
+            return
+        try:
+            sent = hooks.send_outbox()
+            if sent:
+                log.info("sent %d notices", sent)
+        except FlowledgerError as exc:
+            log.warning("notices failed: %s", exc.message)
+        except Exception:  # one bad channel must not stop the loop
+            log.exception("notices failed")
 
     def _retry_generation_fallbacks(self) -> None:
         """Generation jobs whose direct fallback failed (tasks/generation_delivery.py): try the missing items again."""

@@ -7,8 +7,9 @@ in one transaction with `SKIP LOCKED` / `BEGIN IMMEDIATE`); this module shapes t
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from typing import Any
 
 from flowledger.flows.ledger import Ledger
 from flowledger.tasks.errors import InvalidInput
@@ -16,7 +17,7 @@ from flowledger.tasks.ids import new_id
 from flowledger.tasks.limits import check_label, check_session_key, check_text, escape_undecodable
 from flowledger.tasks.models import Task
 from flowledger.tasks.runs.queue import Payload
-from flowledger.tasks.states import NotifyPolicy, Runtime
+from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, Runtime
 
 __all__ = ["Payload", "claim", "describe", "enqueue", "get_payload"]
 
@@ -28,10 +29,14 @@ def describe(argv: Sequence[str], shell: bool = False) -> str:
 
 def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, session_key: str | None = None,
             timeout: timedelta | None = None, shell: bool = False, cwd: str | None = None,
-            runtime: Runtime | str = Runtime.CLI, task_text: str | None = None, agent_id: str = "main") -> Task:
+            runtime: Runtime | str = Runtime.CLI, task_text: str | None = None, agent_id: str = "main",
+            notify_policy: NotifyPolicy | str | None = None, requester_origin: Mapping[str, Any] | None = None
+            ) -> Task:
     """Record queued work and what it runs; a gateway (or `run` in-process) claims it.
 
-    `cli`: argv is the command (run id `cli:<task id>`, system scope unless a session key is given).
+    `cli`: argv is the command (run id `cli:<task id>`, system scope unless a session key is given); it is
+    `silent` unless `notify_policy` says otherwise, and a silent one's delivery is `not_applicable` (nothing is
+    ever due, so nothing stays `pending`).
     `subagent` / `acp`: argv is the child (a `module:function` target or a command; for acp the agent's
     command) and `task_text` the task; a session key is required and a child session key is assigned.
     """
@@ -50,15 +55,19 @@ def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, se
     task_id = new_id()
     ledger.runs.queue.add(task_id, argv, shell=shell, timeout=timeout, cwd=cwd)
     if rt == Runtime.CLI:
+        policy = NotifyPolicy(notify_policy) if notify_policy else NotifyPolicy.SILENT
         return ledger.tasks.create(
             runtime=rt, task=task_text or describe(argv, shell), task_id=task_id, run_id=f"cli:{task_id}",
             source_id=task_id, label=label, owner_key=session_key, requester_session_key=session_key,
-            notify_policy=NotifyPolicy.SILENT, task_kind="command",
+            notify_policy=policy, task_kind="command", requester_origin=requester_origin,
+            delivery_status=DeliveryStatus.NOT_APPLICABLE if policy == NotifyPolicy.SILENT or not session_key
+            else None,
         )
     return ledger.tasks.create(
         runtime=rt, task=task_text or describe(argv, shell), task_id=task_id, run_id=f"{rt.value}:{task_id}",
         source_id=task_id, label=label, owner_key=session_key, requester_session_key=session_key,
         child_session_key=f"agent:{agent_id}:{rt.value}:{task_id}", agent_id=agent_id,
+        notify_policy=notify_policy, requester_origin=requester_origin,
     )
 
 

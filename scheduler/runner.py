@@ -8,9 +8,10 @@ task's text) in a child session of its own under `session_key` (default the main
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from flowledger.flows.definitions import ACP_MODES
 from flowledger.flows.ledger import Ledger
@@ -37,14 +38,17 @@ class RunOutcome:
 def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, session_key: str | None = None,
                 timeout: timedelta | None = None, detach: bool = False, shell: bool = False,
                 kill_grace: timedelta = timedelta(seconds=5), runtime: Runtime | str = Runtime.CLI,
-                prompt: str | None = None, mode: str | None = None) -> RunOutcome:
+                prompt: str | None = None, mode: str | None = None, notify_policy: str | None = None,
+                requester_origin: Mapping[str, Any] | None = None) -> RunOutcome:
     rt = Runtime(runtime)
     prompt = agent_prompt(rt, prompt, label, mode)
     if rt == Runtime.CLI:
-        task = queue.enqueue(ledger, argv, label=label, session_key=session_key, timeout=timeout, shell=shell)
+        task = queue.enqueue(ledger, argv, label=label, session_key=session_key, timeout=timeout, shell=shell,
+                             notify_policy=notify_policy, requester_origin=requester_origin)
     else:
         task = queue.enqueue(ledger, argv, label=label, session_key=session_key or AGENT_SESSION, timeout=timeout,
-                             shell=shell, runtime=rt, task_text=prompt)
+                             shell=shell, runtime=rt, task_text=prompt, notify_policy=notify_policy,
+                             requester_origin=requester_origin)
         if rt == Runtime.ACP:
             reserve_session(ledger, task, mode or "oneshot")
     if gateway_running(ledger):

@@ -24,7 +24,7 @@ from sqlalchemy.sql import ClauseElement
 from flowledger.tasks import filemodes
 from flowledger.tasks.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.errors import InvalidInput, StorageUnavailable
-from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, schema_meta, task_payloads
+from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, notice_outbox, schema_meta, task_payloads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,7 +58,8 @@ MIGRATIONS: dict[int, list[Migration]] = {
             ("task_runs", "task_id"), ("task_runs", "parent_flow_id"), ("task_delivery_state", "task_id"),
             ("task_events", "task_id"), ("flow_runs", "flow_id"), ("run_contexts", "task_id"),
             ("task_payloads", "task_id"))]],
-    # 4: the notice outbox (another branch).
+    # The notice outbox (tasks/outbox.py): notices are recorded by writers and sent by a sender.
+    4: [lambda conn: notice_outbox.create(conn, checkfirst=True)],
     # 5: generation jobs (media on the task, acknowledged items) and a session's tracked resources.
     5: [
         "ALTER TABLE task_runs ADD COLUMN media_json TEXT",

@@ -22,7 +22,7 @@ from flowledger.tasks.errors import StorageUnavailable
 #    sessions.last_route_json
 # 3: task and flow id columns VARCHAR(128) (CONTRACT §7 "Limits"; only PostgreSQL enforces the width); the run
 #    queue's task_payloads created by the migrations, no longer by the queue itself
-# 4: the notice outbox (another branch)
+# 4: notice_outbox (notices are sent off the writer's path, tasks/outbox.py)
 # 5: task_runs.media_json, sessions.ended_at, generation_media, session_resources (generation jobs, resource cleanup)
 SCHEMA_VERSION = 5
 # Task and flow ids are at most this long (flowledger.tasks.limits.MAX_ID_CHARS checks it before the database).
@@ -326,6 +326,29 @@ class TaskPayloadRow(SQLModel, table=True):
     claimed_at: datetime | None = _ts()
 
 
+class NoticeRow(SQLModel, table=True):
+    """A notice waiting to be sent (or settled) off the writer's path: a ready message for a channel, or a
+    task whose terminal delivery is due. Keyed by its idempotency key, so a notice is recorded once."""
+
+    __tablename__ = "notice_outbox"
+
+    notice_key: str = Field(sa_column=Column(String(255), primary_key=True))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))  # message | task_terminal
+    subject_id: str = Field(sa_column=Column(String(128), nullable=False))  # the flow or task it is about
+    subject_status: str = Field(default="", sa_column=Column(String(16), nullable=False))
+    session_key: str = Field(default="", sa_column=Column(Text, nullable=False))
+    origin_json: str | None = _text()
+    text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    fallback: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default="0"))
+    status: str = Field(sa_column=Column(String(16), nullable=False, index=True))
+    created_at: datetime = Field(sa_column=Column(UTCMillis(), nullable=False))
+    claimed_by: str | None = _text()
+    claimed_at: datetime | None = _ts()
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    last_error: str | None = _text()
+    settled_at: datetime | None = _ts()
+
+
 class SchemaMetaRow(SQLModel, table=True):
     __tablename__ = "schema_meta"
 
@@ -347,5 +370,6 @@ cron_jobs = CronJobRow.__table__  # type: ignore[attr-defined]
 cron_run_log = CronRunLogRow.__table__  # type: ignore[attr-defined]
 schema_meta = SchemaMetaRow.__table__  # type: ignore[attr-defined]
 task_payloads = TaskPayloadRow.__table__  # type: ignore[attr-defined]
+notice_outbox = NoticeRow.__table__  # type: ignore[attr-defined]
 generation_media = GenerationMediaRow.__table__  # type: ignore[attr-defined]
 session_resources = SessionResourceRow.__table__  # type: ignore[attr-defined]

@@ -108,7 +108,7 @@ class RunRegistry:
 
     def begin_child(self, task: Task, gateway_id: str, *, kind: str, **session: Any) -> None:
         """A subagent or acp child: its session row (kind, parent = the requester, owned by `gateway_id`,
-        tombstone cleared, plus `session` fields such as `mode` and `acp`) and its run context, together in one
+        tombstone and end cleared, plus `session` fields such as `mode` and `acp`) and its run context, together in one
         transaction, so a child never has one without the other."""
         assert task.child_session_key is not None and task.run_id is not None
         key, run_id, now = task.child_session_key, task.run_id, self.clock.now()
@@ -116,7 +116,8 @@ class RunRegistry:
         def unit(conn: Connection) -> None:
             liveness.upsert_session(conn, key, now, agent_id=task.agent_id, kind=kind,
                                     parent_session_key=task.requester_session_key or task.owner_key,
-                                    spawned_by=task.owner_key, gateway_id=gateway_id, tombstone=None, **session)
+                                    spawned_by=task.owner_key, gateway_id=gateway_id, tombstone=None,
+                                    **{"ended_at": None, **session})
             liveness.register_run(conn, run_id, gateway_id, now, task_id=task.task_id)
 
         self.db.transact(unit)

@@ -264,7 +264,8 @@ def test_run_drives_acp_and_subagent_steps_in_the_foreground(ledger: Ledger, cli
     assert code == 0, err
     doc = json.loads(out)
     assert doc["status"] == "succeeded"
-    tasks = {t["label"]: t for t in doc["tasks"]}
+    tasks = {t["run_id"].split(":")[-2]: t for t in doc["tasks"]}  # by step id (a step's label is its tasks')
+    assert tasks["review"]["label"] == "Review the release"
     assert {label: t["status"] for label, t in tasks.items()} == dict.fromkeys(
         ("build", "summary", "check", "review"), "succeeded")
     assert [tasks[s]["runtime"] for s in ("build", "summary", "check", "review")] == ["cli", "acp", "subagent",

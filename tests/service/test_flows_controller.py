@@ -26,6 +26,11 @@ OWNER = "agent:main:main"
 POLL = 0.001
 
 
+def step_of(task: Task) -> str:
+    """The step id of a step task, from its run id `flow:<flow_id>:<step_id>:<attempt>`."""
+    return (task.run_id or "").split(":")[-2]
+
+
 class ScriptedLauncher:
     """Ends each attempt at once with a scripted status ("hang" leaves it running), after checking in the ledger
     that every step it needs has succeeded."""
@@ -42,10 +47,10 @@ class ScriptedLauncher:
 
     def start(self, task: Task, argv: list[str], *, shell: bool, timeout: timedelta | None, cwd: str | None,
               env: dict[str, str] | None) -> None:
-        step = task.label or ""
+        step = step_of(task)  # by run id: a step's `label` is its tasks' label, not its id
         assert task.parent_flow_id and task.run_id
         siblings = self.ledger.flows.linked_tasks(task.parent_flow_id)
-        succeeded = {t.label for t in siblings if t.status == TaskStatus.SUCCEEDED}
+        succeeded = {step_of(t) for t in siblings if t.status == TaskStatus.SUCCEEDED}
         for need in self.definition.step(step).needs:
             if need not in succeeded:
                 self.violations.append(f"{step} started before {need} succeeded")
@@ -103,7 +108,7 @@ class RecordingAgentLauncher(ScriptedLauncher):
 
     def start(self, task: Task, argv: list[str], *, shell: bool, timeout: timedelta | None, cwd: str | None,
               env: dict[str, str] | None, mode: str | None = None) -> None:
-        self.seen[task.label or ""] = (task.task, argv, task.child_session_key, mode)
+        self.seen[step_of(task)] = (task.task, argv, task.child_session_key, mode)
         super().start(task, argv, shell=shell, timeout=timeout, cwd=cwd, env=env)
 
 
@@ -139,7 +144,7 @@ def test_each_step_is_launched_by_its_runtime_with_its_prompt(ledger: Ledger) ->
                     poll_interval=POLL)
     assert flow.status == FlowStatus.SUCCEEDED
     assert (cli.started, subagent.started, acp.started) == (["build"], ["check"], ["ask"])
-    tasks = {t.label: t for t in ledger.flows.linked_tasks(flow.flow_id)}
+    tasks = {step_of(t): t for t in ledger.flows.linked_tasks(flow.flow_id)}
     # The prompt is the agent step's task text; `run` stays the agent's argv; each attempt has its own session.
     assert acp.seen["ask"] == ("Summarise the build", ["agent", "--stdio"],
                                f"agent:main:acp:{tasks['ask'].task_id}", "persistent")
