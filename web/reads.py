@@ -1,0 +1,141 @@
+"""What the board reads: the same service calls and JSON serialisers as the CLI, nothing of its own.
+
+Pages and the JSON API both come here, so `/api/tasks` and the tasks page can never disagree, and both agree
+with `flowledger tasks list --json` (flows/documents.py builds every document).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flowledger.flows import health
+from flowledger.flows.documents import flow_document, flow_list_document, task_list_document
+from flowledger.flows.models import Flow, FlowStatus
+from flowledger.flows.pressure import FlowPressure, flow_pressure
+from flowledger.scheduler import cron
+from flowledger.scheduler.logs import log_paths, tail
+from flowledger.tasks.errors import TaskNotFound
+from flowledger.tasks.models import Task, TaskEvent
+from flowledger.tasks.states import FAILURES
+from flowledger.web.queries import FlowQuery, TaskQuery
+from flowledger.web.steps import with_steps
+
+if TYPE_CHECKING:
+    from flowledger.flows.ledger import Ledger
+
+RECENT_WINDOW = 200  # the overview looks for failures among this many newest tasks
+RECENT_FAILURES = 10
+LOG_TAIL_LINES = 40
+LOG_TAIL_BYTES = 16_384
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    tasks: list[Task]
+    query: TaskQuery
+    more: bool  # another page follows
+
+    def document(self) -> dict[str, Any]:
+        return task_list_document(self.tasks, runtime=self.query.runtime, status=self.query.status)
+
+
+def task_page(ledger: Ledger, query: TaskQuery) -> TaskPage:
+    """Newest first, reconciled, like `tasks list`: one row past the page says whether another follows."""
+    wanted = query.offset + query.limit + 1 if query.limit else None
+    tasks = health.project_list(ledger, runtime=query.runtime, status=query.status, limit=wanted)
+    window = tasks[query.offset:]
+    if query.limit:
+        return TaskPage(window[: query.limit], query, len(window) > query.limit)
+    return TaskPage(window, query, False)
+
+
+def task(ledger: Ledger, lookup: str) -> Task:
+    """One task as `tasks show` prints it: the reconciled projection."""
+    found = ledger.tasks.get(lookup)
+    if found is None:
+        raise TaskNotFound(lookup)
+    return health.project_one(ledger, found)
+
+
+def task_events(ledger: Ledger, task_id: str) -> list[TaskEvent]:
+    return list(ledger.tasks.events(task_id))
+
+
+def log_tail(ledger: Ledger, task_id: str) -> dict[str, Any]:
+    """The end of a task's captured stdout and stderr (`tasks logs`), as text."""
+    out_path, err_path = log_paths(ledger.state_dir, task_id)
+    return {"task_id": task_id,
+            "stdout": tail(out_path, max_bytes=LOG_TAIL_BYTES, max_lines=LOG_TAIL_LINES),
+            "stderr": tail(err_path, max_bytes=LOG_TAIL_BYTES, max_lines=LOG_TAIL_LINES),
+            "captured": out_path.exists() or err_path.exists()}
+
+
+@dataclass(frozen=True, slots=True)
+class FlowView:
+    flow: Flow
+    tasks: list[Task]
+    document: dict[str, Any]  # `tasks flow show --json`, steps included
+
+    @property
+    def steps(self) -> list[dict[str, Any]] | None:
+        steps = self.document.get("steps")
+        return list(steps) if isinstance(steps, list) else None
+
+
+def flow(ledger: Ledger, lookup: str) -> FlowView:
+    found = ledger.flows.require(lookup)
+    tasks = list(ledger.flows.linked_tasks(found.flow_id))
+    return FlowView(found, tasks, with_steps(flow_document(found, tasks), found, tasks))
+
+
+@dataclass(frozen=True, slots=True)
+class FlowPage:
+    flows: list[Flow]
+    linked: dict[str, list[Task]]
+    query: FlowQuery
+    more: bool
+
+    def document(self) -> dict[str, Any]:
+        return flow_list_document(self.flows, self.linked, status=self.query.status)
+
+
+def flow_page(ledger: Ledger, query: FlowQuery) -> FlowPage:
+    flows = list(ledger.flows.list(query.status))[query.offset:]
+    more = bool(query.limit) and len(flows) > query.limit
+    shown = flows[: query.limit] if query.limit else flows
+    linked = {k: list(v) for k, v in ledger.flows.linked_for([f.flow_id for f in shown]).items()}
+    return FlowPage(shown, linked, query, more)
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    status: health.StatusReport
+    flows: FlowPressure
+    recent_failures: list[Task]
+    live_flows: list[Flow]
+
+
+def overview(ledger: Ledger) -> Overview:
+    newest = health.project_list(ledger, limit=RECENT_WINDOW)
+    failures = [t for t in newest if t.status in FAILURES][:RECENT_FAILURES]
+    live = [*ledger.flows.list(FlowStatus.RUNNING), *ledger.flows.list(FlowStatus.QUEUED)][:RECENT_FAILURES]
+    return Overview(health.status(ledger), flow_pressure(ledger), failures, live)
+
+
+@dataclass(frozen=True, slots=True)
+class CronRow:
+    job: dict[str, Any]  # `cron list --json` item
+    runs: list[Task]
+
+
+def cron_jobs(ledger: Ledger) -> list[dict[str, Any]]:
+    """`cron list --json`'s jobs."""
+    now = ledger.clock.now()
+    return [job.to_json(now) for job in cron.list_jobs(ledger)]
+
+
+def cron_board(ledger: Ledger, runs_per_job: int = 10) -> list[CronRow]:
+    now = ledger.clock.now()
+    return [CronRow(job.to_json(now), cron.job_runs(ledger, job, limit=runs_per_job))
+            for job in cron.list_jobs(ledger)]
