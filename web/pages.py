@@ -28,7 +28,7 @@ PAGE_SIZE = 50
 
 def render(request: Request, template: str, context: dict[str, Any], status: int = 200) -> Response:
     templates: Jinja2Templates = request.app.state.templates
-    base = {"allow_actions": request.app.state.access.allow_actions, "nav": template.split(".")[0]}
+    base = {"allow_actions": request.app.state.access.allow_actions, "nav": template.removesuffix(".html")}
     return templates.TemplateResponse(request, template, {**base, **context}, status_code=status)
 
 

@@ -27,15 +27,21 @@ DEFAULT_PORT = 8765
 class _Server(uvicorn.Server):
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
-        def stop(signum: int, _frame: object) -> None:
-            self.should_exit = True
+        yield  # `stopping_on_signals` installed ours before the ready line
 
-        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+
+@contextmanager
+def stopping_on_signals(server: uvicorn.Server) -> Iterator[None]:
+    """SIGTERM and SIGINT ask the server to stop; installed before the ready line so none is ever missed."""
+    def stop(signum: int, _frame: object) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -58,16 +64,18 @@ def serve(*, host: str, port: int, allow_actions: bool, env_token: str | None, s
     sock = bind(host, port)
     source = LedgerSource.from_config(state_dir, database_url)
     app = build_app(source, access)
-    shown = f"[{host}]" if ":" in host else host
-    sys.stderr.write(f"flowledger web: serving http://{shown}:{sock.getsockname()[1]}/ "
-                     f"({'actions allowed' if allow_actions else 'read-only'})\n")
-    if allow_actions and not access.token_from_env:
-        sys.stderr.write(f"Action token (set {TOKEN_ENV} to choose it): {access.token}\n")
-    sys.stderr.flush()
     server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
-        source.close()
+    shown = f"[{host}]" if ":" in host else host
+    with stopping_on_signals(server):
+        if allow_actions and not access.token_from_env:
+            sys.stderr.write(f"Action token (set {TOKEN_ENV} to choose it): {access.token}\n")
+        # the last line before serving: scripts and tests wait for it (with --port 0 it names the port chosen)
+        sys.stderr.write(f"flowledger web: serving http://{shown}:{sock.getsockname()[1]}/ "
+                         f"({'actions allowed' if allow_actions else 'read-only'})\n")
+        sys.stderr.flush()
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+            source.close()
     return 0

@@ -60,10 +60,8 @@ def derive_steps(flow: Flow, definition: FlowDefinition, tasks: Sequence[Task]) 
     for step in definition.steps:
         tried = sorted(attempts.get(step.id, []), key=lambda pair: pair[0])
         last = tried[-1][1] if tried else None
-        if last is None:
-            status = "cancelled" if ended else "pending"
-        else:
-            status = last.status.value
+        # not started: pending while the flow may still start it, cancelled once it ended without it
+        status = last.status.value if last is not None else ("cancelled" if ended else "pending")
         rows.append({
             "step_id": step.id, "label": step.display_label, "runtime": step.runtime.value, "status": status,
             "attempts": len(tried), "task_id": last.task_id if last else None,

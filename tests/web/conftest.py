@@ -80,10 +80,10 @@ class Seeded:
 
 def seed(ledger: Ledger) -> Seeded:
     now = ledger.clock.now()
-    done = ledger.tasks.create(runtime="cli", task="export", owner_key=OWNER, run_id="run-done", status="running",
+    ledger.tasks.create(runtime="cli", task="export", owner_key=OWNER, run_id="run-done", status="running",
                                started_at=now, label="nightly export")
     ledger.tasks.complete("run-done", summary="exported 12 rows")
-    failed = ledger.tasks.create(runtime="cli", task=HOSTILE, owner_key=OWNER, run_id="run-failed",
+    ledger.tasks.create(runtime="cli", task=HOSTILE, owner_key=OWNER, run_id="run-failed",
                                  status="running", started_at=now, label=HOSTILE)
     ledger.tasks.fail("run-failed", error=f"exit 3 {HOSTILE}")
     running = ledger.tasks.create(runtime="subagent", task="summarise", owner_key=OWNER,
