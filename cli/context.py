@@ -17,12 +17,18 @@ class AppContext:
     database_url: str | None = None
     _ledger: Ledger | None = field(default=None, repr=False)
 
-    def ledger(self) -> Ledger:
+    def ledger(self, *, read_only: bool = False) -> Ledger:
+        """The ledger; `read_only` commands never create one and only warn on a broken config (cli/reading)."""
         if self._ledger is None:
             # Imported here: the ledger brings SQLAlchemy and the schema, which `--help` never needs.
-            from flowledger.flows.ledger import Ledger
+            if read_only:
+                from flowledger.cli.reading import open_for_reading
 
-            self._ledger = Ledger.open(state_dir=self.state_dir, database_url=self.database_url)
+                self._ledger = open_for_reading(self.state_dir, self.database_url)
+            else:
+                from flowledger.flows.ledger import Ledger
+
+                self._ledger = Ledger.open(state_dir=self.state_dir, database_url=self.database_url)
         return self._ledger
 
     def close(self) -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flowledger.cli.context import app_context
 from flowledger.cli.render import emit_json, err, out, table, when
+from flowledger.cli.tables import Col, render
 from flowledger.tasks.durations import format_duration, parse_duration
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED
+
+if TYPE_CHECKING:
+    from flowledger.scheduler import cron
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 
@@ -64,12 +69,19 @@ def list_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     if not jobs:
         err("No cron jobs.")
         return
-    headers = [("Name", 20), ("Job ID", 12), ("Schedule", 24), ("Timeout", 8), ("Next run", 24), ("Last run", 24),
-               ("Last", 8), ("Command", 0)]
-    rows = [[j.name, j.job_id, cron.format_every(j), format_duration(j.effective_timeout), when(j.next_run_at(now)),
-             when(j.last_run_at), j.last_status or "-", j.describe()] for j in jobs]
-    for line in table(headers, rows):
-        out(line)
+    columns = [Col("Name"), Col("Schedule"), Col("Next run"), Col("Last"), Col("Command", fixed=False)]
+    rows = [[j.name, cron.format_every(j), _next_text(j, now), j.last_status or "-", j.describe()] for j in jobs]
+    render(columns, rows, status_column=3)
+
+
+def _next_text(job: cron.CronJob, now: datetime) -> str:
+    """`2026-12-03T14:00:00.000Z`, and the job's own zone's clock when that is not UTC: `(09:00 -05:00)`."""
+    moment = job.next_run_at(now)
+    text = when(moment)
+    local = job.local_text(moment)
+    if local is not None and job.zone != "UTC":
+        text += f" ({local[11:16]} {local[19:]})"
+    return text
 
 
 def remove_cmd(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Job name or id.")]) -> None:

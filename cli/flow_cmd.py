@@ -6,6 +6,7 @@ Texts follow REFERENCE §10.7; JSON follows CONTRACT §3 (Flow keys plus `tasks`
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,9 +14,20 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from flowledger.cli.context import app_context
-from flowledger.cli.render import cut, emit_json, err, out, safe, table, when
+from flowledger.cli.options import (
+    JsonFlag,
+    LimitOpt,
+    OffsetOpt,
+    OwnerOpt,
+    SinceOpt,
+    inherited,
+    parse_since,
+    wants_json,
+)
+from flowledger.cli.render import cut, emit_json, err, out, safe, when
+from flowledger.cli.tables import Col, age, duration, render, short_ids
 from flowledger.flows.documents import flow_document, flow_list_document
-from flowledger.flows.models import ABSENT, LINK_TERMINAL, Flow, FlowStatus
+from flowledger.flows.models import ABSENT, Flow, FlowStatus
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, FlowNotFound, OperationRefused
 from flowledger.tasks.models import Task
 from flowledger.tasks.states import ACTIVE, FAILURES, Runtime
@@ -24,12 +36,15 @@ if TYPE_CHECKING:  # the file format and the service (SQLAlchemy) load in the co
     from flowledger.flows.controller import StepEvent
     from flowledger.flows.definitions import FlowDefinition
     from flowledger.flows.ledger import Ledger
+    from flowledger.flows.listing import FlowPage
 
 FlowStatusOpt = StrEnum("FlowStatusOpt", {s.value: s.value for s in FlowStatus})  # type: ignore[misc]
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
-Lookup = Annotated[str, typer.Argument(help="Flow id, or an owner key (its newest live flow).")]
-FlowFile = Annotated[Path, typer.Argument(help="A flow file (TOML).", dir_okay=False)]
+Lookup = Annotated[str, typer.Argument(metavar="FLOW", help="Flow id (or a unique prefix of ≥ 6 characters), or an "
+                                                            "owner key (its newest live flow).", show_default=False)]
+FlowFile = Annotated[Path, typer.Argument(metavar="FILE", help="A flow file (TOML).", dir_okay=False,
+                                          show_default=False)]
+DEFAULT_LIST_LIMIT = 100
 
 
 def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
@@ -40,25 +55,24 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
     @flow_app.command("list")
     def list_cmd(ctx: typer.Context,
                  status: Annotated[FlowStatusOpt | None, typer.Option("--status", help="Only this status.")] = None,
-                 json_out: JsonFlag = False) -> None:
-        """Flows, newest first, with their linked tasks."""
-        ledger = app_context(ctx).ledger()
-        st = status.value if status else None
-        flows = ledger.flows.list(st)
-        linked = ledger.flows.linked_for([f.flow_id for f in flows])
-        if json_out:
-            emit_json(flow_list_document(flows, linked, status=st))
-            return
-        for line in list_lines(flows, linked, st):
-            out(line)
+                 json_out: JsonFlag = False, owner: OwnerOpt = None, since: SinceOpt = None,
+                 limit: LimitOpt = None, offset: OffsetOpt = None) -> None:
+        """Flows, newest first, with their linked tasks.
+
+        Example: flowledger tasks flow list --status running --since 1d
+        """
+        list_flows(ctx, status, json_out, owner, since, limit, offset)
 
     @flow_app.command("show")
     def show_cmd(ctx: typer.Context, lookup: Lookup, json_out: JsonFlag = False) -> None:
-        """One flow: status, goal, step, timing and its linked tasks."""
-        ledger = app_context(ctx).ledger()
+        """One flow: status, goal, step, timing and its linked tasks.
+
+        Example: flowledger tasks flow show 01a23b43-5c --json
+        """
+        ledger = app_context(ctx).ledger(read_only=True)
         flow = ledger.flows.require(lookup)
         tasks = ledger.flows.linked_tasks(flow.flow_id)
-        if json_out:
+        if wants_json(ctx, json_out):
             emit_json(flow_document(flow, tasks))
             return
         for line in show_lines(flow, tasks):
@@ -183,28 +197,59 @@ class _LiveProgress:
 # --- rendering ------------------------------------------------------------------------------------------
 
 
-def list_lines(flows: list[Flow], linked: dict[str, list[Task]], status: str | None) -> list[str]:
-    active = sum(f.status in (FlowStatus.QUEUED, FlowStatus.RUNNING) for f in flows)
-    blocked = sum(f.status == FlowStatus.BLOCKED for f in flows)
-    # Only outstanding intent counts (reference-bugs 117713): requested and not yet terminal.
-    cancelling = sum(f.cancel_requested_at is not None and f.status not in LINK_TERMINAL for f in flows)
-    lines = [f"TaskFlows: {len(flows)}",
+def list_flows(ctx: typer.Context, status: FlowStatusOpt | None, json_out: bool, owner: str | None,
+               since: str | None, limit: int | None, offset: int | None) -> None:
+    from flowledger.flows.listing import Paging, flow_page
+    from flowledger.tasks.states import parse_enum
+
+    # `tasks --status S flow list`: the parent's status holds when it names a flow status (exit 2 otherwise).
+    parent_status = inherited(ctx, "status", None)
+    st = status.value if status else (parse_enum(FlowStatus, parent_status.value, "flow status").value
+                                      if parent_status else None)
+    limit = inherited(ctx, "limit", limit)
+    paging = Paging.parse(DEFAULT_LIST_LIMIT if limit is None else limit, inherited(ctx, "offset", offset) or 0)
+    after = parse_since(inherited(ctx, "since", since))  # usage errors before the ledger is opened
+    ledger = app_context(ctx).ledger(read_only=True)
+    page = flow_page(ledger, status=st, owner_key=inherited(ctx, "owner", owner),
+                     since=after, paging=paging)
+    if wants_json(ctx, json_out):
+        emit_json(flow_list_document(page.flows, page.linked, status=st, total=page.total, filters=page.filters))
+        return
+    for line in list_head(page):
+        out(line)
+    if page.flows:
+        render_flows(page.flows, page.linked, ledger.clock.now())
+    from flowledger.cli.tasks_cmd import page_hint
+
+    more = page_hint(len(page.flows), page.total, paging)
+    if more:
+        out(more)
+
+
+def list_head(page: FlowPage) -> list[str]:
+    active, blocked, cancelling = page.pressure
+    lines = [f"TaskFlows: {page.total}",
              f"TaskFlow pressure: {active} active · {blocked} blocked · {cancelling} cancel-requested · "
-             f"{len(flows)} total"]
-    if status:
-        lines.append(f"Status filter: {status}")
-    if not flows:
+             f"{sum(n for n, _ in page.counts.values())} total"]
+    for key, name in (("status", "Status"), ("owner", "Owner"), ("since", "Since")):
+        if page.filters.get(key):
+            lines.append(f"{name} filter: {safe(page.filters[key])}")
+    if not page.flows:
         lines.append("No TaskFlows found. Run flowledger tasks list to inspect standalone background tasks.")
-        return lines
-    headers = [("TaskFlow", 10), ("Mode", 14), ("Status", 10), ("Rev", 6), ("Controller", 20), ("Tasks", 18),
-               ("Goal", 80)]
+    return lines
+
+
+def render_flows(flows: list[Flow], linked: dict[str, list[Task]], now: datetime) -> None:
+    short = short_ids([f.flow_id for f in flows])
+    columns = [Col("TaskFlow"), Col("Mode"), Col("Status"), Col("Age"), Col("Duration"), Col("Active/Tasks"),
+               Col("Goal", fixed=False)]
     rows = []
     for flow in flows:
         tasks = linked.get(flow.flow_id, [])
-        counts = f"{sum(t.status in ACTIVE for t in tasks)} active/{len(tasks)} total"
-        rows.append([flow.flow_id, flow.sync_mode.value, flow.status.value, str(flow.revision),
-                     flow.controller_id or "n/a", counts, cut(flow.goal, 80)])
-    return lines + table(headers, rows)
+        counts = f"{sum(t.status in ACTIVE for t in tasks)}/{len(tasks)}"
+        rows.append([short[flow.flow_id], flow.sync_mode.value, flow.status.value, age(flow.created_at, now),
+                     duration(flow.created_at, flow.ended_at, now), counts, flow.goal])
+    render(columns, rows, status_column=2)
 
 
 def state_line(flow: Flow) -> str | None:

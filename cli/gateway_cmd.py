@@ -7,18 +7,26 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
 from flowledger.cli import cron_cmd
 from flowledger.cli.context import app_context
-from flowledger.cli.render import emit_json, err, safe
+from flowledger.cli.logformat import LOG_FORMATS, formatter
+from flowledger.cli.render import emit_json, err, out, safe
+from flowledger.cli.run_result import exit_code_of
+from flowledger.tasks.clock import iso_z
 from flowledger.tasks.durations import parse_duration
-from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, InvalidInput, TaskNotFound
+from flowledger.tasks.errors import InvalidInput, TaskNotFound
+from flowledger.tasks.models import Task
 from flowledger.tasks.states import TaskStatus, is_terminal
+
+if TYPE_CHECKING:
+    from flowledger.flows.ledger import Ledger
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -32,14 +40,25 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
 
 def gateway_cmd(
     ctx: typer.Context,
-    log_level: Annotated[str, typer.Option("--log-level", help="debug | info | warning | error")] = "info",
+    log_level: Annotated[str, typer.Option("--log-level", metavar="LEVEL",
+                                           help="debug | info | warning | error")] = "info",
+    log_format: Annotated[str, typer.Option("--log-format", metavar="FORMAT",
+                                            help="text | json (one object a line, for log shippers)")] = "text",
 ) -> None:
-    """Run the gateway in the foreground: sweep, cron jobs, runtimes. Stops cleanly on SIGTERM/SIGINT."""
+    """Run the gateway in the foreground: sweep, cron jobs, runtimes. Stops cleanly on SIGTERM/SIGINT. Log
+    times are UTC (ISO-8601, `Z`).
+
+    Example: flowledger gateway --log-level debug --log-format json
+    """
     level = log_level.strip().lower()
     if level not in LOG_LEVELS:
         raise InvalidInput(f"Invalid --log-level {log_level!r}: expected one of {' | '.join(LOG_LEVELS)}.")
-    logging.basicConfig(level=getattr(logging, level.upper()), force=True, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kind = log_format.strip().lower()
+    if kind not in LOG_FORMATS:
+        raise InvalidInput(f"Invalid --log-format {log_format!r}: expected one of {' | '.join(LOG_FORMATS)}.")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(kind))
+    logging.basicConfig(level=getattr(logging, level.upper()), force=True, handlers=[handler])
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, getattr(logging, level.upper())))
     from flowledger.flows.ledger import Ledger
     from flowledger.scheduler.gateway import Gateway
@@ -70,14 +89,21 @@ def gateway_cmd(
 
 def run_cmd(
     ctx: typer.Context,
-    argv: Annotated[list[str] | None, typer.Argument(help="The command, after `--`.", show_default=False)] = None,
-    label: Annotated[str | None, typer.Option("--label", help="A short name for the task.")] = None,
-    session: Annotated[str | None, typer.Option("--session", help="Owner session key (else system scope).")] = None,
-    timeout: Annotated[str | None, typer.Option("--timeout", help="e.g. 30s, 5m; the task ends timed_out.")] = None,
+    argv: Annotated[list[str] | None, typer.Argument(metavar="-- COMMAND [ARG]...", help="The command, after `--`.",
+                                                     show_default=False)] = None,
+    label: Annotated[str | None, typer.Option("--label", metavar="TEXT", help="A short name for the task.")] = None,
+    session: Annotated[str | None, typer.Option("--session", metavar="KEY",
+                                                help="Owner session key (else system scope).")] = None,
+    timeout: Annotated[str | None, typer.Option("--timeout", metavar="DURATION",
+                                                help="e.g. 30s, 5m; the task ends timed_out.")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Hand it over and return at once.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the Task as JSON.")] = False,
 ) -> None:
-    """Run a command as a `cli` task: handed to a running gateway, else run in this process."""
+    """Run a command as a `cli` task: handed to a running gateway, else run in this process. Exits with the
+    command's own code (124 timed out, 130 cancelled); --detach prints the task id on stdout.
+
+    Example: flowledger run --label backup --timeout 1h -- ./backup.sh
+    """
     from flowledger.scheduler.logs import log_paths
     from flowledger.scheduler.runner import run_command
 
@@ -89,11 +115,13 @@ def run_cmd(
         err("Interrupted: the task was cancelled.")
         raise typer.Exit(130) from None
     task = outcome.task
+    code = exit_code_of(task)
     if json_out:
-        emit_json(task.to_json())
+        emit_json({**task.to_json(), "exit_code": code})
     elif detach:
         where = "handed to the gateway" if outcome.handled_by == "gateway" else \
             "queued; no gateway is running (start one with `flowledger gateway`)"
+        out(task.task_id)  # `id=$(flowledger run --detach -- …)`
         err(f"Task {task.task_id} {where}.")
     else:
         out_path, err_path = log_paths(ledger.state_dir, task.task_id)
@@ -101,41 +129,90 @@ def run_cmd(
         _copy(err_path, sys.stderr)
         if task.status != TaskStatus.SUCCEEDED:
             err(f"Task {task.task_id} {task.status.value}: {safe(task.error or '')}".rstrip(": "))
-    if not detach and task.status != TaskStatus.SUCCEEDED:
-        raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
+    if not detach and code:
+        raise typer.Exit(code)
 
 
 def logs_cmd(
     ctx: typer.Context,
-    lookup: Annotated[str, typer.Argument(help="Task id, run id or session key.")],
+    lookup: Annotated[str, typer.Argument(metavar="TASK", help="Task id (or a unique prefix), run id or session key.",
+                                          show_default=False)],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the task ends.")] = False,
+    tail_lines: Annotated[int | None, typer.Option("--tail", metavar="N", min=0,
+                                                   help="Start with the last N lines of each stream.")] = None,
+    timestamps: Annotated[bool, typer.Option("--timestamps", "-t",
+                                             help="Prefix each line with the UTC time flowledger read it.")] = False,
 ) -> None:
-    """The captured stdout (to stdout) and stderr (to stderr) of a task's run."""
+    """The captured stdout (to stdout) and stderr (to stderr) of a task's run, then its status on stderr.
+
+    Example: flowledger tasks logs 01a23b43-5c --follow --tail 20
+    """
     from flowledger.scheduler.logs import log_paths
 
-    ledger = app_context(ctx).ledger()
+    ledger = app_context(ctx).ledger(read_only=True)
     task = ledger.tasks.get(lookup)
     if task is None:
         raise TaskNotFound(lookup)
     out_path, err_path = log_paths(ledger.state_dir, task.task_id)
     if not follow and not out_path.exists() and not err_path.exists():
         err(f"No captured output for task {task.task_id}.")
+        err(status_line(task))
         return
-    offsets = [0, 0]
+    stamp = _stamper(ledger) if timestamps else None
+    offsets = [_tail_offset(out_path, tail_lines), _tail_offset(err_path, tail_lines)]
+    waiting_said = False
     while True:
-        offsets[0] = _copy(out_path, sys.stdout, offsets[0], whole=not follow)
-        offsets[1] = _copy(err_path, sys.stderr, offsets[1], whole=not follow)
-        if not follow:
+        offsets[0] = _copy(out_path, sys.stdout, offsets[0], whole=not follow, stamp=stamp)
+        offsets[1] = _copy(err_path, sys.stderr, offsets[1], whole=not follow, stamp=stamp)
+        current = ledger.tasks.get(task.task_id) or task
+        if not follow or is_terminal(current.status):
+            if follow:
+                offsets[0] = _copy(out_path, sys.stdout, offsets[0], stamp=stamp)
+                offsets[1] = _copy(err_path, sys.stderr, offsets[1], stamp=stamp)
+            err(status_line(current))
             return
-        current = ledger.tasks.get(task.task_id)
-        if current is None or is_terminal(current.status):
-            offsets[0] = _copy(out_path, sys.stdout, offsets[0])
-            offsets[1] = _copy(err_path, sys.stderr, offsets[1])
-            return
+        if current.status == TaskStatus.QUEUED and not waiting_said:
+            err(f"Task {current.task_id} is queued; waiting for it to start (is a gateway running?)…")
+            waiting_said = True
         time.sleep(0.2)
 
 
-def _copy(path: Path, stream: TextIO, offset: int = 0, *, whole: bool = True) -> int:
+def status_line(task: Task) -> str:
+    """`Task <id> succeeded (exit 0).` — the last line `tasks logs` prints, on stderr."""
+    code = exit_code_of(task)
+    tail_text = f" (exit {code})" if code is not None else ""
+    error = f": {safe(task.error)}" if task.error and task.status != TaskStatus.SUCCEEDED else ""
+    return f"Task {task.task_id} {task.status.value}{tail_text}{error}"[:500]
+
+
+def _stamper(ledger: Ledger) -> Callable[[], str]:
+    def stamp() -> str:
+        return iso_z(ledger.clock.now()) or ""
+
+    return stamp
+
+
+def _tail_offset(path: Path, lines: int | None) -> int:
+    """The byte offset where the last `lines` lines of `path` begin (0 = from the start)."""
+    if lines is None:
+        return 0
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return 0
+    if lines == 0:
+        return len(data)
+    end = len(data) - 1 if data.endswith(b"\n") else len(data)
+    start = end
+    for _ in range(lines):
+        start = data.rfind(b"\n", 0, start)
+        if start < 0:
+            return 0
+    return start + 1
+
+
+def _copy(path: Path, stream: TextIO, offset: int = 0, *, whole: bool = True,
+          stamp: Callable[[], str] | None = None) -> int:
     """Write what `path` gained since `offset`, terminal-safe line by line; return the new offset.
     Unless `whole`, a trailing partial line waits for the next call."""
     try:
@@ -148,6 +225,10 @@ def _copy(path: Path, stream: TextIO, offset: int = 0, *, whole: bool = True) ->
         data = data[: data.rfind(b"\n") + 1]
     if data:
         text = data.decode("utf-8", "replace")
-        stream.write("\n".join(safe(line) for line in text.split("\n")))
+        lines = text.split("\n")
+        if stamp is not None:
+            now = stamp()
+            lines = [f"{now} {line}" if line else line for line in lines]
+        stream.write("\n".join(safe(line) for line in lines))
         stream.flush()
     return offset + len(data)

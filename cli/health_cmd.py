@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from flowledger.cli.context import app_context
-from flowledger.cli.render import cut, emit_json, out, safe, table, when
+from flowledger.cli.options import wants_json
+from flowledger.cli.render import emit_json, out, safe, when
+from flowledger.cli.tables import Col, render, short_ids
 from flowledger.tasks import board
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.findings import Finding, Severity
@@ -29,20 +31,32 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
     def audit_cmd(
         ctx: typer.Context,
         severity: Annotated[SeverityOpt | None, typer.Option("--severity", help="warn | error")] = None,
-        code: Annotated[str | None, typer.Option("--code", help="Only this finding code.")] = None,
-        limit: Annotated[str | None, typer.Option("--limit", help="Show at most N findings.")] = None,
+        code: Annotated[str | None, typer.Option("--code", metavar="CODE",
+                                                 help="Only this finding code (stale_queued, lost, …).")] = None,
+        limit: Annotated[str | None, typer.Option("--limit", metavar="N", help="Show at most N findings.")] = None,
         json_out: JsonFlag = False,
     ) -> None:
-        """Task and flow findings: stale, lost, undelivered, uncleaned, inconsistent."""
-        from flowledger.flows import health
+        """Task and flow findings: stale, lost, undelivered, uncleaned, inconsistent.
 
-        report = health.run_audit(app_context(ctx).ledger(), severity=severity.value if severity else None,
-                                  code=code, limit=parse_limit(limit))
-        if json_out:
+        Example: flowledger tasks audit --severity error --json
+        """
+        from flowledger.flows import health
+        from flowledger.tasks.audit import TASK_CODES
+
+        known = sorted(set(TASK_CODES) | set(health.FLOW_CODES))
+        if code is not None and code.strip() not in known:
+            raise InvalidInput(f"Unknown --code {code!r}: expected one of {', '.join(known)}.")
+        most = parse_limit(limit)  # usage errors before the ledger is opened
+        report = health.run_audit(app_context(ctx).ledger(read_only=True),
+                                  severity=severity.value if severity else None,
+                                  code=code.strip() if code is not None else None, limit=most)
+        if wants_json(ctx, json_out):
             emit_json(report.to_json())
             return
         for line in audit_lines(report):
             out(line)
+        if report.findings:
+            render_findings(report.findings)
 
     @tasks_app.command("maintenance")
     def maintenance_cmd(
@@ -50,9 +64,12 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         apply: Annotated[bool, typer.Option("--apply", help="Write the changes (default: preview only).")] = False,
         json_out: JsonFlag = False,
     ) -> None:
-        """Reconcile lost tasks, recover cron runs, stamp and prune; a preview unless --apply."""
+        """Reconcile lost tasks, recover cron runs, stamp and prune; a preview unless --apply.
+
+        Example: flowledger tasks maintenance --apply
+        """
         report = app_context(ctx).ledger().maintenance(apply=apply)
-        if json_out:
+        if wants_json(ctx, json_out):
             emit_json(report.to_json())
             return
         for line in maintenance_lines(report):
@@ -61,13 +78,17 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
     @tasks_app.command("board")
     def board_cmd(
         ctx: typer.Context,
-        session: Annotated[str, typer.Option("--session", help="The session key whose board to show.")],
+        session: Annotated[str, typer.Option("--session", metavar="KEY",
+                                             help="The session key whose board to show.")],
     ) -> None:
-        """The /tasks board of one session; agent-local counts when nothing is linked to it."""
+        """The /tasks board of one session; agent-local counts when nothing is linked to it.
+
+        Example: flowledger tasks board --session agent:main:main
+        """
         key = session.strip()
         if not key:
             raise InvalidInput("--session must name a session key.")
-        ledger = app_context(ctx).ledger()
+        ledger = app_context(ctx).ledger(read_only=True)
         now = ledger.clock.now()
         tasks = ledger.tasks.list(related_session=key)
         agent_tasks: list[Task] = []
@@ -79,11 +100,14 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
 
     @app.command("status")
     def status_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
-        """Task pressure: queued, running, issues, by runtime, audit counts."""
+        """Task pressure: queued, running, issues, by runtime, audit counts.
+
+        Example: flowledger status --json
+        """
         from flowledger.flows import health
 
-        report = health.status(app_context(ctx).ledger())
-        if json_out:
+        report = health.status(app_context(ctx).ledger(read_only=True))
+        if wants_json(ctx, json_out):
             emit_json(report.to_json())
             return
         for line in status_lines(report):
@@ -131,15 +155,17 @@ def audit_lines(report: health.AuditReport) -> list[str]:
     lines.append(f"Task findings: {report.summary.tasks.total} · TaskFlow findings: {report.summary.task_flows.total}")
     if not report.findings:
         lines.append("No tasks audit findings.")
-        return lines
-    headers = [("Scope", 8), ("Severity", 8), ("Code", 22), ("Item", 10), ("Status", 10), ("Age", 8), ("Detail", 88)]
-    return lines + table(headers, [_row(f) for f in report.findings])
+    return lines
 
 
-def _row(finding: Finding) -> list[object]:
-    scope = "Task" if finding.kind == "task" else "TaskFlow"
-    return [scope, finding.severity.value, finding.code, finding.token or "n/a", finding.status,
-            age_text(finding.age_ms), cut(finding.detail, 88)]
+def render_findings(findings: list[Finding]) -> None:
+    short = short_ids([f.token for f in findings if f.token])
+    columns = [Col("Scope"), Col("Severity"), Col("Code"), Col("Item"), Col("Status"), Col("Age"),
+               Col("Detail", fixed=False)]
+    rows = [["Task" if f.kind == "task" else "TaskFlow", f.severity.value, f.code,
+             short.get(f.token, "n/a") if f.token else "n/a", f.status, age_text(f.age_ms), f.detail]
+            for f in findings]
+    render(columns, rows, status_column=4)
 
 
 def _health(summary: Summary, audit: health.AuditSummary) -> str:

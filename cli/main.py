@@ -8,16 +8,17 @@ from typing import Annotated
 
 import typer
 
-from flowledger.cli import flow_cmd, gateway_cmd, health_cmd, sessions_cmd, tasks_cmd, web_cmd
+from flowledger.cli import flow_cmd, gateway_cmd, health_cmd, helpstyle, sessions_cmd, tasks_cmd, web_cmd
 from flowledger.cli.context import AppContext
 from flowledger.cli.render import err, safe
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, EXIT_USAGE, FlowledgerError
 
+helpstyle.install()
 app = typer.Typer(
     name="flowledger",
     help="A durable ledger of background work, and Task Flow on top of it.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish and PowerShell
     pretty_exceptions_enable=False,
     # Plain click help: rich's help renderer (rich + markdown-it) costs ~0.1 s of start-up on every `--help`.
     rich_markup_mode=None,
@@ -31,14 +32,34 @@ gateway_cmd.register(app, tasks_app)
 web_cmd.register(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("flowledger")
+        except PackageNotFoundError:  # run from a source tree without installing
+            text = "unknown"
+        sys.stdout.write(f"flowledger {text}\n")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
-    state_dir: Annotated[str | None, typer.Option("--state-dir", help="State directory (env FLOWLEDGER_STATE_DIR).",
+    state_dir: Annotated[str | None, typer.Option("--state-dir", metavar="DIR",
+                                                  help="State directory (env FLOWLEDGER_STATE_DIR).",
                                                   show_default="~/.flowledger")] = None,
-    database_url: Annotated[str | None, typer.Option("--database-url",
+    database_url: Annotated[str | None, typer.Option("--database-url", metavar="URL",
                                                      help="Database URL (env FLOWLEDGER_DATABASE_URL).")] = None,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print `flowledger <version>` and exit.")] = False,
 ) -> None:
+    """A durable ledger of background work, and Task Flow on top of it.
+
+    Example: flowledger --state-dir ~/.flowledger tasks list --since 1h
+    """
+    _ = version
     context = AppContext(state_dir=state_dir, database_url=database_url)
     ctx.obj = context
     ctx.call_on_close(context.close)
@@ -64,6 +85,8 @@ def run(argv: list[str] | None = None) -> int:
         return code
     except FlowledgerError as exc:
         err(safe(exc.message))  # messages echo user input (a lookup, a path): never let it drive the terminal
+        for line in exc.details:
+            err(safe(line))
         return exc.exit_code
     except KeyboardInterrupt:
         err("Interrupted.")

@@ -2,30 +2,44 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flowledger.cli.context import app_context
-from flowledger.cli.render import cut, emit_json, err, out, safe, table, when
+from flowledger.cli.options import (
+    FlowOpt,
+    JsonFlag,
+    LimitOpt,
+    OffsetOpt,
+    OwnerOpt,
+    SinceOpt,
+    inherited,
+    parse_since,
+    wants_json,
+)
+from flowledger.cli.render import emit_json, err, out, safe, when
+from flowledger.cli.tables import Col, age, duration, render, short_ids
 from flowledger.flows.documents import task_list_document
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, TaskNotFound
 from flowledger.tasks.models import Task
 from flowledger.tasks.states import FAILURES, NotifyPolicy, Runtime, TaskStatus
 
+if TYPE_CHECKING:
+    from flowledger.flows.listing import Paging, TaskPage
+
 RuntimeOpt = StrEnum("RuntimeOpt", {r.value: r.value for r in Runtime})  # type: ignore[misc]
 StatusOpt = StrEnum("StatusOpt", {s.value: s.value for s in TaskStatus})  # type: ignore[misc]
 PolicyOpt = StrEnum("PolicyOpt", {p.value: p.value for p in NotifyPolicy})  # type: ignore[misc]
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 RuntimeFilter = Annotated[RuntimeOpt | None, typer.Option("--runtime", help="Only this runtime.")]
 StatusFilter = Annotated[StatusOpt | None, typer.Option("--status", help="Only this status.")]
 # A ledger can hold millions of records; listing all of them is a request, not a default.
 DEFAULT_LIST_LIMIT = 100
-LimitOpt = Annotated[int, typer.Option("--limit", min=0,
-                                       help="Show at most N tasks, newest first (0 = all).")]
-Lookup = Annotated[str, typer.Argument(help="Task id, run id or session key.")]
+Lookup = Annotated[str, typer.Argument(metavar="TASK", help="Task id (or a unique prefix of ≥ 6 characters), "
+                                                            "run id or session key.", show_default=False)]
 
 
 def build() -> typer.Typer:
@@ -34,26 +48,36 @@ def build() -> typer.Typer:
 
     @tasks_app.callback()
     def tasks_root(ctx: typer.Context, runtime: RuntimeFilter = None, status: StatusFilter = None,
-                   json_out: JsonFlag = False, limit: LimitOpt = DEFAULT_LIST_LIMIT) -> None:
-        """List tasks when no sub-command is given (same as `tasks list`)."""
+                   json_out: JsonFlag = False, owner: OwnerOpt = None, since: SinceOpt = None,
+                   flow: FlowOpt = None, limit: LimitOpt = None, offset: OffsetOpt = None) -> None:
+        """List tasks when no sub-command is given (same as `tasks list`); --json, --runtime and --status given
+        here hold for the sub-command.
+
+        Example: flowledger tasks --runtime cron --json
+        """
         if ctx.invoked_subcommand is None:
-            list_tasks(ctx, runtime, status, json_out, limit)
+            list_tasks(ctx, runtime, status, json_out, owner, since, flow, limit, offset)
 
     @tasks_app.command("list")
     def list_cmd(ctx: typer.Context, runtime: RuntimeFilter = None, status: StatusFilter = None,
-                 json_out: JsonFlag = False, limit: LimitOpt = DEFAULT_LIST_LIMIT) -> None:
-        """Tasks, newest first."""
-        list_tasks(ctx, runtime, status, json_out, limit)
+                 json_out: JsonFlag = False, owner: OwnerOpt = None, since: SinceOpt = None,
+                 flow: FlowOpt = None, limit: LimitOpt = None, offset: OffsetOpt = None) -> None:
+        """Tasks, newest first (the reconciled view).
+
+        Example: flowledger tasks list --status failed --since 2h
+        """
+        list_tasks(ctx, runtime, status, json_out, owner, since, flow, limit, offset)
 
     @tasks_app.command("show")
     def show_cmd(ctx: typer.Context, lookup: Lookup, json_out: JsonFlag = False) -> None:
-        """One task in full: timing, delivery state, error and terminal summary."""
-        ledger = app_context(ctx).ledger()
+        """One task in full: timing, delivery state, error and terminal summary.
+
+        Example: flowledger tasks show 01a23b43-5c
+        """
         task = inspect_one(ctx, lookup)
-        if json_out:
+        if wants_json(ctx, json_out):
             emit_json(task.to_json())
             return
-        _ = ledger
         for line in show_lines(task):
             out(line)
 
@@ -61,7 +85,10 @@ def build() -> typer.Typer:
     def cancel_cmd(ctx: typer.Context, lookup: Lookup,
                    reason: Annotated[str | None, typer.Option("--reason", help="Recorded as the error.")] = None
                    ) -> None:
-        """Cancel a task: its runtime stops the work, or the registry records the cancellation."""
+        """Cancel a task: its runtime stops the work, or the registry records the cancellation.
+
+        Example: flowledger tasks cancel 01a23b43-5c --reason "wrong branch"
+        """
         result = app_context(ctx).ledger().tasks.cancel(lookup, reason)
         if not result.found:
             raise TaskNotFound(lookup)
@@ -74,17 +101,23 @@ def build() -> typer.Typer:
     @tasks_app.command("notify")
     def notify_cmd(ctx: typer.Context, lookup: Lookup,
                    policy: Annotated[PolicyOpt, typer.Argument(help="done_only | state_changes | silent")]) -> None:
-        """Change who hears about a task, even while it runs."""
+        """Change who hears about a task, even while it runs.
+
+        Example: flowledger tasks notify 01a23b43-5c silent
+        """
         task = app_context(ctx).ledger().tasks.set_notify_policy(lookup, policy.value)
         out(f"Updated {task.task_id} notify policy to {task.notify_policy.value}.")
 
     @tasks_app.command("events")
     def events_cmd(ctx: typer.Context, lookup: Lookup, json_out: JsonFlag = False) -> None:
-        """A task's append-only history: each status it entered and each progress report."""
-        ledger = app_context(ctx).ledger()
+        """A task's append-only history: each status it entered and each progress report.
+
+        Example: flowledger tasks events 01a23b43-5c --json
+        """
+        ledger = app_context(ctx).ledger(read_only=True)
         task = ledger.tasks.require(lookup)
         events = ledger.tasks.events(task.task_id)
-        if json_out:
+        if wants_json(ctx, json_out):
             emit_json({"task_id": task.task_id, "events": [e.to_json() for e in events]})
             return
         for event in events:
@@ -96,7 +129,7 @@ def build() -> typer.Typer:
 
 def inspect_one(ctx: typer.Context, lookup: str) -> Task:
     """The reconciled projection of one task (what maintenance would make of it), or TaskNotFound."""
-    ledger = app_context(ctx).ledger()
+    ledger = app_context(ctx).ledger(read_only=True)
     task = ledger.tasks.get(lookup)
     if task is None:
         raise TaskNotFound(lookup)
@@ -106,49 +139,68 @@ def inspect_one(ctx: typer.Context, lookup: str) -> Task:
 
 
 def list_tasks(ctx: typer.Context, runtime: RuntimeOpt | None, status: StatusOpt | None, json_out: bool,
-               limit: int = DEFAULT_LIST_LIMIT) -> None:
-    ledger = app_context(ctx).ledger()
-    from flowledger.flows import health
+               owner: str | None, since: str | None, flow: str | None, limit: int | None,
+               offset: int | None) -> None:
+    from flowledger.flows.listing import Paging, task_page
 
-    rt = runtime.value if runtime else None
-    st = status.value if status else None
-    # One row past the limit tells us whether the listing was cut, without counting every record.
-    tasks = health.project_list(ledger, runtime=rt, status=st, limit=limit + 1 if limit else None)
-    truncated = bool(limit) and len(tasks) > limit
-    tasks = tasks[:limit] if limit else tasks
-    if json_out:
-        emit_json(task_list_document(tasks, runtime=rt, status=st))
-        if truncated:  # the document keeps the contract's keys; the hint goes to stderr
-            err(f"Showing the newest {limit}; use --limit N (0 = all) to see more.")
+    rt = inherited(ctx, "runtime", runtime)
+    st = inherited(ctx, "status", status)
+    limit = inherited(ctx, "limit", limit)
+    paging = Paging.parse(DEFAULT_LIST_LIMIT if limit is None else limit, inherited(ctx, "offset", offset) or 0)
+    after = parse_since(inherited(ctx, "since", since))  # usage errors before the ledger is opened
+    ledger = app_context(ctx).ledger(read_only=True)
+    page = task_page(ledger, runtime=rt.value if rt else None, status=st.value if st else None,
+                     owner_key=inherited(ctx, "owner", owner),
+                     since=after,
+                     flow=inherited(ctx, "flow", flow), paging=paging)
+    if wants_json(ctx, json_out):
+        emit_json(task_list_document(page.tasks, runtime=page.filters["runtime"], status=page.filters["status"],
+                                     total=page.total, filters=page.filters))
         return
-    for line in list_lines(tasks, rt, st):
+    for line in list_head(page):
         out(line)
-    if truncated:
-        out(f"Showing the newest {limit}; use --limit N (0 = all) to see more.")
+    if page.tasks:
+        render_tasks(page.tasks, ledger.clock.now())
+    more = page_hint(len(page.tasks), page.total, paging)
+    if more:
+        out(more)
 
 
-def list_lines(tasks: list[Task], runtime: str | None, status: str | None) -> list[str]:
-    queued = sum(t.status == TaskStatus.QUEUED for t in tasks)
-    running = sum(t.status == TaskStatus.RUNNING for t in tasks)
-    failures = sum(t.status in FAILURES for t in tasks)
-    lines = [f"Background tasks: {len(tasks)}",
-             f"Task pressure: {queued} queued · {running} running · {failures} issues"]
-    if runtime:
-        lines.append(f"Runtime filter: {runtime}")
-    if status:
-        lines.append(f"Status filter: {status}")
-    if not tasks:
+def list_head(page: TaskPage) -> list[str]:
+    queued, running, issues = page.pressure
+    filters = page.filters
+    lines = [f"Background tasks: {page.total}", f"Task pressure: {queued} queued · {running} running · {issues} issues"]
+    for key, name in (("runtime", "Runtime"), ("status", "Status"), ("owner", "Owner"), ("flow", "Flow"),
+                      ("since", "Since")):
+        if filters.get(key):
+            lines.append(f"{name} filter: {safe(filters[key])}")
+    if not page.tasks:
         lines.append("No background tasks found. Run flowledger tasks audit to check for stale task state.")
-        return lines
-    headers = [("Task", 10), ("Kind", 8), ("Status", 10), ("Delivery", 14), ("Run", 10), ("Child Session", 36),
-               ("Summary", 80)]
-    rows = [
-        [t.task_id, t.runtime.value, t.status.value, t.delivery_status.value, t.run_id or "n/a",
-         t.child_session_key or "n/a",
-         cut(t.terminal_summary or t.progress_summary or t.label or t.task, 80)]
-        for t in tasks
-    ]
-    return lines + table(headers, rows)
+    return lines
+
+
+def page_hint(shown: int, total: int, paging: Paging) -> str | None:
+    """`Showing 101–200 of 1000; --limit N (0 = all) and --offset N page through them.` when cut."""
+    if shown >= total or (shown == 0 and paging.offset == 0):
+        return None
+    first = paging.offset + 1 if shown else paging.offset
+    return (f"Showing {first}–{paging.offset + shown} of {total}; "
+            "--limit N (0 = all) and --offset N page through them.")
+
+
+def render_tasks(tasks: list[Task], now: datetime) -> None:
+    short = short_ids([t.task_id for t in tasks])
+    columns = [Col("Task"), Col("Kind"), Col("Status"), Col("Age"), Col("Duration"), Col("Summary", fixed=False)]
+    rows = [[short[t.task_id], t.runtime.value, t.status.value, age(t.created_at, now),
+             duration(t.started_at, t.ended_at, now), summary_of(t)] for t in tasks]
+    render(columns, rows, status_column=2)
+
+
+def summary_of(task: Task) -> str:
+    """The error of a task that failed; else its latest summary, label or text."""
+    if task.status in FAILURES and task.error:
+        return task.error
+    return task.terminal_summary or task.progress_summary or task.label or task.task
 
 
 def show_lines(task: Task) -> list[str]:

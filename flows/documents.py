@@ -13,9 +13,14 @@ from flowledger.flows.models import Flow
 from flowledger.tasks.models import Task
 
 
-def task_list_document(tasks: Sequence[Task], *, runtime: str | None, status: str | None) -> dict[str, Any]:
-    """`tasks list --json` and `GET /api/tasks`."""
-    return {"count": len(tasks), "runtime": runtime, "status": status, "tasks": [t.to_json() for t in tasks]}
+def task_list_document(tasks: Sequence[Task], *, runtime: str | None, status: str | None, total: int | None = None,
+                       filters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`tasks list --json` and `GET /api/tasks`: `count` = items in `tasks`, `total` = every task matching the
+    filters (CONTRACT §7), then the filters used (`owner`, `flow` as a flow id, `since`, `limit` 0 = all,
+    `offset`)."""
+    used = {**(filters or {}), "runtime": runtime, "status": status}
+    return {"count": len(tasks), "total": len(tasks) if total is None else total, **_filters(used, TASK_FILTERS),
+            "tasks": [t.to_json() for t in tasks]}
 
 
 def flow_document(flow: Flow, tasks: Sequence[Task]) -> dict[str, Any]:
@@ -26,7 +31,18 @@ def flow_document(flow: Flow, tasks: Sequence[Task]) -> dict[str, Any]:
 
 
 def flow_list_document(flows: Sequence[Flow], linked: Mapping[str, Sequence[Task]],
-                       *, status: str | None) -> dict[str, Any]:
-    """`tasks flow list --json` and `GET /api/flows`."""
-    return {"count": len(flows), "status": status,
+                       *, status: str | None, total: int | None = None,
+                       filters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`tasks flow list --json` and `GET /api/flows`: `count`, `total` and the filters as for tasks."""
+    used = {**(filters or {}), "status": status}
+    return {"count": len(flows), "total": len(flows) if total is None else total, **_filters(used, FLOW_FILTERS),
             "flows": [flow_document(f, linked.get(f.flow_id, [])) for f in flows]}
+
+
+TASK_FILTERS = ("runtime", "status", "owner", "flow", "since", "limit", "offset")
+FLOW_FILTERS = ("status", "owner", "since", "limit", "offset")
+
+
+def _filters(used: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """Every filter key, always present (null when unused), in one order: a stable document."""
+    return {key: used.get(key) for key in keys}

@@ -27,6 +27,7 @@ from flowledger.flows.models import (
     SyncMode,
     UpdateReason,
 )
+from flowledger.tasks import prefixes
 from flowledger.tasks import store as task_store
 from flowledger.tasks.clock import coerce_time
 from flowledger.tasks.errors import (
@@ -40,6 +41,7 @@ from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import DeliveryOrigin, Task, trimmed
 from flowledger.tasks.service import Changes
 from flowledger.tasks.states import ACTIVE, FAILURES, NotifyPolicy, Runtime, TaskStatus, parse_enum
+from flowledger.tasks.tables import flow_runs
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
@@ -124,7 +126,8 @@ class FlowService:
 
     @staticmethod
     def resolve(conn: Connection, lookup: str) -> Flow | None:
-        """Flow id, else the owner's newest live flow, else its newest flow (reference-bugs 119129)."""
+        """Flow id, else the owner's newest live flow, else its newest flow (reference-bugs 119129), else a unique
+        flow id prefix (CONTRACT §7; AmbiguousLookup when several ids start so)."""
         token = (lookup or "").strip()
         if not token:
             return None
@@ -134,7 +137,10 @@ class FlowService:
         owned = store.list_flows(conn, owner_key=token)
         live = [f for f in owned if f.status not in LINK_TERMINAL]
         pool = live or owned
-        return pool[0] if pool else None
+        if pool:
+            return pool[0]
+        flow_id = prefixes.unique_id(conn, flow_runs.c.flow_id, token, "flows")
+        return store.get(conn, flow_id) if flow_id is not None else None
 
     def get(self, lookup: str) -> Flow | None:
         with self.db.read() as conn:

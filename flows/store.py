@@ -168,18 +168,35 @@ def get(conn: Connection, flow_id: str, *, for_update: bool = False) -> Flow | N
 
 
 def list_flows(conn: Connection, *, status: FlowStatus | None = None, owner_key: str | None = None,
-               controller_id: str | None = None, limit: int | None = None) -> list[Flow]:
-    stmt = _select()
+               controller_id: str | None = None, limit: int | None = None, since: datetime | None = None,
+               offset: int = 0) -> list[Flow]:
+    stmt = _select().where(*_filters(owner_key=owner_key, since=since))
     if status is not None:
         stmt = stmt.where(flow_runs.c.status == status.value)
-    if owner_key is not None:
-        stmt = stmt.where(flow_runs.c.owner_key == owner_key)
     if controller_id is not None:
         stmt = stmt.where(flow_runs.c.controller_id == controller_id)
-    stmt = stmt.order_by(*NEWEST_FIRST)
+    stmt = stmt.order_by(*NEWEST_FIRST).offset(offset or None)
     if limit is not None:
         stmt = stmt.limit(limit)
     return [row_to_flow(row) for row in conn.execute(stmt)]
+
+
+def count_by_status(conn: Connection, *, owner_key: str | None = None, since: datetime | None = None
+                    ) -> dict[str, tuple[int, int]]:
+    """status -> (flows, flows with a cancel request) over the flows matching the filters, one grouped COUNT."""
+    c = flow_runs.c
+    stmt = select(c.status, func.count(), func.count(c.cancel_requested_at)).where(
+        *_filters(owner_key=owner_key, since=since)).group_by(c.status)
+    return {str(status): (int(n), int(cancelling)) for status, n, cancelling in conn.execute(stmt)}
+
+
+def _filters(*, owner_key: str | None, since: datetime | None) -> list[Any]:
+    where: list[Any] = []
+    if owner_key is not None:
+        where.append(flow_runs.c.owner_key == owner_key)
+    if since is not None:
+        where.append(flow_runs.c.created_at >= since)
+    return where
 
 
 def stream(conn: Connection, *, after_seq: int, batch: int) -> list[tuple[int, Flow]]:

@@ -82,11 +82,23 @@ class CronJob:
     def describe(self) -> str:
         return describe(self.argv)
 
+    @property
+    def zone(self) -> str | None:
+        """The zone a `schedule` is read in (UTC unless `--tz` named one); None for `every` jobs."""
+        return (self.tz or "UTC") if self.schedule is not None else None
+
+    def local_text(self, moment: datetime | None) -> str | None:
+        """`moment` as ISO-8601 with the offset of the job's zone, e.g. `2026-12-03T09:00:00-05:00`."""
+        if moment is None or self.zone is None:
+            return None
+        return moment.astimezone(ZoneInfo(self.zone)).isoformat(timespec="seconds")
+
     def to_json(self, now: datetime) -> dict[str, Any]:
         return {
             "name": self.name, "job_id": self.job_id, "schedule": self.schedule,
-            "every": format_duration(self.every) if self.every is not None else None, "tz": self.tz,
+            "every": format_duration(self.every) if self.every is not None else None, "tz": self.zone,
             "isolated": self.isolated, "argv": list(self.argv), "next_run_at": iso_z(self.next_run_at(now)),
+            "next_run_local": self.local_text(self.next_run_at(now)),
             "last_run_at": iso_z(self.last_run_at), "last_status": self.last_status,
             "timeout_ms": _ms(self.timeout) if self.timeout is not None else None,
         }

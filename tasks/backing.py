@@ -19,8 +19,8 @@ from sqlalchemy import Connection, func, select
 from flowledger.tasks import liveness
 from flowledger.tasks.models import Task
 from flowledger.tasks.sessionkeys import ChatType, chat_type
-from flowledger.tasks.states import ACTIVE, Runtime
-from flowledger.tasks.tables import cron_jobs, sessions
+from flowledger.tasks.states import ACTIVE, Runtime, TaskStatus
+from flowledger.tasks.tables import cron_jobs, sessions, task_payloads
 
 LOST_GRACE = timedelta(minutes=5)
 CODEX_NATIVE_GRACE = timedelta(minutes=30)
@@ -59,6 +59,8 @@ class BackingView:
     sessions: dict[str, SessionState] = field(default_factory=dict)  # exact key and lower-cased key
     active_cron_jobs: set[str] = field(default_factory=set)
     active_acp_sessions: set[str] | None = None
+    # Queued `cli` tasks whose command waits, unclaimed, for the next gateway (`run --detach` with none running).
+    waiting_for_gateway: set[str] = field(default_factory=set)
 
     @classmethod
     def load(
@@ -81,6 +83,9 @@ class BackingView:
         keys = {t.child_session_key for t in batch if t.child_session_key}
         if keys:
             view.sessions = load_sessions(conn, keys)
+        queued_cli = [t.task_id for t in batch if t.runtime == Runtime.CLI and t.status == TaskStatus.QUEUED]
+        if queued_cli:
+            view.waiting_for_gateway = unclaimed_payloads(conn, queued_cli)
         if active_cron_jobs is not None:
             view.active_cron_jobs = {j.lower() for j in active_cron_jobs}
         elif authoritative and any(t.runtime == Runtime.CRON for t in batch):
@@ -89,6 +94,17 @@ class BackingView:
 
     def session(self, key: str) -> SessionState | None:
         return self.sessions.get(key) or self.sessions.get(key.lower())
+
+
+def unclaimed_payloads(conn: Connection, task_ids: list[str]) -> set[str]:
+    """Which of `task_ids` have a command payload no gateway has claimed yet."""
+    found: set[str] = set()
+    for start in range(0, len(task_ids), _IN_CHUNK):
+        chunk = task_ids[start:start + _IN_CHUNK]
+        stmt = select(task_payloads.c.task_id).where(task_payloads.c.task_id.in_(chunk),
+                                                     task_payloads.c.claimed_by.is_(None))
+        found.update(str(r[0]) for r in conn.execute(stmt))
+    return found
 
 
 def load_sessions(conn: Connection, keys: Iterable[str]) -> dict[str, SessionState]:
@@ -134,6 +150,8 @@ def judge(task: Task, view: BackingView) -> Verdict:
         job = (task.source_id or "").lower()
         return Verdict(bool(job) and job in view.active_cron_jobs,
                        "backing_session_present" if job in view.active_cron_jobs else "backing_session_missing")
+    if task.runtime == Runtime.CLI and task.status == TaskStatus.QUEUED and task.task_id in view.waiting_for_gateway:
+        return Verdict(True, "queued_for_gateway")  # docs/runtimes.md: it stays queued for the next gateway
     if task.runtime == Runtime.CLI and (task.run_id or task.source_id):
         live = (task.run_id in view.live_runs) or (task.source_id in view.live_runs)
         return Verdict(live, "active_cli_run" if live else "backing_session_missing")

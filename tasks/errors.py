@@ -17,6 +17,11 @@ class FlowledgerError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def details(self) -> list[str]:
+        """Further lines the CLI prints on stderr under the message (none by default)."""
+        return []
+
 
 class InvalidInput(FlowledgerError, ValueError):
     """A value given by the caller is not acceptable (bad enum, naive time, bad duration…)."""
@@ -34,6 +39,22 @@ class FlowNotFound(FlowledgerError, LookupError):
     def __init__(self, lookup: str) -> None:
         super().__init__(f"Flow not found: {lookup}.")
         self.lookup = lookup
+
+
+class AmbiguousLookup(FlowledgerError, LookupError):
+    """An id prefix that names several records (CONTRACT §7): a lookup miss, with the first candidates."""
+
+    def __init__(self, prefix: str, kind: str, matches: int, candidates: list[str]) -> None:
+        super().__init__(f"Ambiguous id prefix '{prefix}': matches {matches} {kind}.")
+        self.prefix = prefix
+        self.kind = kind  # "tasks" | "flows"
+        self.matches = matches
+        self.candidates = candidates
+
+    @property
+    def details(self) -> list[str]:
+        more = self.matches - len(self.candidates)
+        return [f"  {c}" for c in self.candidates] + ([f"  … and {more} more"] if more > 0 else [])
 
 
 class OperationRefused(FlowledgerError):

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, text
 
-from flowledger.tasks import flowlinks, rules, store
+from flowledger.tasks import flowlinks, prefixes, rules, store
 from flowledger.tasks.clock import Clock, SystemClock, coerce_time
 from flowledger.tasks.db import Database
 from flowledger.tasks.errors import InvalidInput, OperationRefused, OwnerKeyRequired, TaskNotFound
@@ -39,6 +39,7 @@ from flowledger.tasks.states import (
     parse_enum,
     should_apply,
 )
+from flowledger.tasks.tables import task_runs
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,8 @@ class TaskService:
 
     @staticmethod
     def resolve(conn: Connection, lookup: str) -> Task | None:
-        """Task id, then run id (preferred task), then the newest task of that owner or child session."""
+        """Task id, then run id (preferred task), then the newest task of that owner or child session, then a
+        unique task id prefix (CONTRACT §7; AmbiguousLookup when several ids start so)."""
         token = (lookup or "").strip()
         if not token:
             return None
@@ -156,7 +158,11 @@ class TaskService:
         by_run = rules.preferred(store.by_run_id(conn, token))
         if by_run is not None:
             return by_run
-        return store.newest_related(conn, token)
+        related = store.newest_related(conn, token)
+        if related is not None:
+            return related
+        task_id = prefixes.unique_id(conn, task_runs.c.task_id, token, "tasks")
+        return store.get(conn, task_id) if task_id is not None else None
 
     def list(
         self,

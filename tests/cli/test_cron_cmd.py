@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -16,23 +17,27 @@ from flowledger.scheduler.runtimes.cron import CronRunner
 Invoke = Callable[..., tuple[int, str, str]]  # the `cli` fixture (tests/cli/conftest.py)
 
 JOB_KEYS = {"name", "job_id", "schedule", "every", "tz", "isolated", "argv", "next_run_at", "last_run_at",
-            "last_status", "timeout_ms"}
+            "last_status", "timeout_ms", "next_run_local"}
 
 
 
-def test_add_list_remove(cli: Invoke) -> None:
+def test_add_list_remove(cli: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "160")
     code, out, _ = cli("cron", "add", "--name", "digest", "--schedule", "30 6 * * 1-5", "--tz", "Europe/Paris",
                        "--json", "--", "make", "digest")
     assert code == 0
     job = json.loads(out)
     assert set(job) == JOB_KEYS and job["schedule"] == "30 6 * * 1-5" and job["tz"] == "Europe/Paris"
     assert job["argv"] == ["make", "digest"] and job["every"] is None and job["last_run_at"] is None
-    assert job["next_run_at"].endswith("Z")
+    assert job["next_run_at"].endswith("Z") and job["next_run_local"][-6:] in ("+01:00", "+02:00")
     code, out, _ = cli("cron", "add", "--name", "tick", "--every", "1s", "--isolated", "--", "true")
     assert code == 0 and out.startswith("Added cron job tick")
     code, out, _ = cli("cron", "list", "--json")
     jobs = json.loads(out)["jobs"]
     assert [j["name"] for j in jobs] == ["digest", "tick"] and jobs[1]["every"] == "1s" and jobs[1]["isolated"]
+    assert (jobs[1]["tz"], jobs[1]["next_run_local"]) == (None, None)  # an interval has no zone
+    code, out, _ = cli("cron", "list")
+    assert "30 6 * * 1-5 (Europe/Paris)" in out and re.search(r"Z \(06:30 \+0[12]:00\)", out)
     assert cli("cron", "remove", "digest")[0] == 0
     code, _, err = cli("cron", "remove", "digest")
     assert code == 1 and err.strip() == "Cron job not found: digest."

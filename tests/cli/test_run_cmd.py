@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,11 +32,24 @@ def test_run_json_prints_the_final_task(cli: Invoke, database_url: str, state_di
         assert payload is not None and payload.claimed_by is not None and payload.claimed_by.startswith("run-")
 
 
-def test_run_exits_1_unless_the_task_succeeded(cli: Invoke) -> None:
+def test_run_exits_with_the_commands_code(cli: Invoke) -> None:
     code, out, err = cli("run", "--json", "--", "sh", "-c", "echo nope >&2; exit 4")
-    assert code == 1 and json.loads(out)["error"] == "exit code 4: nope"
+    task = json.loads(out)
+    assert (code, task["error"], task["exit_code"]) == (4, "exit code 4: nope", 4)
+    code, _, err = cli("run", "--", "sh", "-c", "exit 0")
+    assert code == 0
     code, _, err = cli("run", "--timeout", "200ms", "--", "sleep", "30")
-    assert code == 1 and "timed_out" in err and "Traceback" not in err
+    assert code == 124 and "timed_out" in err and "Traceback" not in err
+    code, _, err = cli("run", "--", "no-such-command-flowledger")
+    assert code == 127 and "cannot start" in err
+
+
+def test_run_exits_130_when_the_task_is_cancelled(cli: Invoke, database_url: str, state_dir: Path) -> None:
+    # The command cancels its own task from another process, as an operator would; the runtime stops it.
+    cancel = (f'"{sys.executable}" -m flowledger.cli.main --state-dir "{state_dir}" --database-url "{database_url}"'
+              ' tasks cancel "$FLOWLEDGER_TASK_ID" >/dev/null; sleep 30')
+    code, out, _ = cli("run", "--json", "--", "sh", "-c", cancel)
+    assert (code, json.loads(out)["status"], json.loads(out)["exit_code"]) == (130, "cancelled", 130)
 
 
 def test_run_options_are_checked(cli: Invoke) -> None:
@@ -45,17 +60,26 @@ def test_run_options_are_checked(cli: Invoke) -> None:
 
 def test_run_detach_without_a_gateway_leaves_it_queued(cli: Invoke) -> None:
     code, out, err = cli("run", "--detach", "--json", "--", "true")
-    assert code == 0 and json.loads(out)["status"] == "queued"
-    code, _, err = cli("run", "--detach", "--", "true")
+    assert code == 0 and json.loads(out)["status"] == "queued" and json.loads(out)["exit_code"] is None
+    code, out, err = cli("run", "--detach", "--", "true")
     assert code == 0 and "no gateway is running" in err
+    task_id = out.strip()  # `id=$(flowledger run --detach -- …)`
+    assert out == f"{task_id}\n" and task_id in err
+    assert json.loads(cli("tasks", "show", task_id, "--json")[1])["status"] == "queued"
 
 
 def test_tasks_logs_shows_stdout_and_stderr_terminal_safe(cli: Invoke) -> None:
     _, out, _ = cli("run", "--json", "--", "sh", "-c", r"printf 'one\n\033[31mred\033[0m\n'; echo two >&2")
     task_id = json.loads(out)["task_id"]
     code, out, err = cli("tasks", "logs", task_id)
-    assert code == 0 and out == "one\nred\n" and err == "two\n"
+    assert code == 0 and out == "one\nred\n" and err == f"two\nTask {task_id} succeeded (exit 0)\n"
     code, out, err = cli("tasks", "logs", task_id, "--follow")  # a finished task: prints and returns
     assert code == 0 and out == "one\nred\n"
+    code, out, err = cli("tasks", "logs", task_id, "--tail", "1")
+    assert code == 0 and out == "red\n"
+    code, out, err = cli("tasks", "logs", task_id, "--tail", "0")
+    assert code == 0 and out == ""
+    code, out, err = cli("tasks", "logs", task_id, "--timestamps")
+    assert code == 0 and re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (one|red)\n){2}", out)
     code, _, err = cli("tasks", "logs", "no-such-task")
     assert code == 1 and err.strip() == "Task not found: no-such-task."

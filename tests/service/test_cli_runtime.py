@@ -133,3 +133,15 @@ def test_start_refuses_an_empty_argv(ledger: Ledger) -> None:
     task = queue.enqueue(ledger, ["true"])
     with pytest.raises(Exception, match="nothing to run"):
         CliRuntime(ledger).start(task, [])
+
+
+def test_a_command_queued_for_the_next_gateway_stays_queued(ledger: Ledger, clock: FrozenClock) -> None:
+    # `flowledger run --detach` with no gateway running: docs/runtimes.md promises the task waits, not `lost`.
+    queue.ensure_table(ledger)
+    waiting = queue.enqueue(ledger, ["true"])
+    claimed = queue.enqueue(ledger, ["true"])
+    assert queue.claim(ledger, "gw-gone", 1, task_id=claimed.task_id)  # a gateway took it, then vanished
+    clock.advance(timedelta(minutes=10))
+    ledger.maintenance(apply=True)
+    assert ledger.tasks.require(waiting.task_id).status == TaskStatus.QUEUED
+    assert ledger.tasks.require(claimed.task_id).status == TaskStatus.LOST

@@ -1,0 +1,72 @@
+"""How the read-only commands open the ledger (`tasks`, `show`, `status`, `audit`, `flow list/show`, `board`).
+
+They never create a state dir or a database: a mistyped `--state-dir` must not leave an empty ledger behind.
+On a missing one they say `No ledger at <path> yet.` on stderr and read an empty in-memory ledger, so every
+command shows its ordinary empty result. A broken config.toml only configures delivery, which reading never
+does: it is a warning here, and stays an error for the commands that deliver.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flowledger.cli.render import err, safe
+from flowledger.tasks.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from flowledger.flows.ledger import Ledger
+    from flowledger.tasks.db import Database
+
+IN_MEMORY = "sqlite://"
+
+
+def open_for_reading(state_dir: str | None, database_url: str | None) -> Ledger:
+    from sqlalchemy.engine import make_url
+
+    from flowledger.tasks.db import Database, resolve_database_url, resolve_state_dir
+
+    resolved = resolve_state_dir(state_dir)
+    url = resolve_database_url(database_url, resolved)
+    parsed = make_url(url) if "://" in url else None
+    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database).expanduser().resolve()
+        if not path.is_file():
+            return _empty(str(path), resolved)
+        return _reading_ledger(Database.open(url, state_dir=resolved), resolved)
+    db = Database.open(url, state_dir=resolved, create=False)
+    if not _has_schema(db):
+        where = parsed.render_as_string(hide_password=True) if parsed is not None else url
+        db.engine.dispose()
+        return _empty(where, resolved)
+    db.ensure_schema()  # an older schema is brought up to date, as every other command would
+    return _reading_ledger(db, resolved)
+
+
+def _has_schema(db: Database) -> bool:
+    from sqlalchemy import inspect
+
+    from flowledger.tasks.tables import task_runs
+
+    with db.engine.connect() as conn:
+        return bool(inspect(conn).has_table(task_runs.name))
+
+
+def _empty(where: str, state_dir: Path) -> Ledger:
+    from flowledger.tasks.db import Database
+
+    err(f"No ledger at {safe(where)} yet.")
+    return _reading_ledger(Database.open(IN_MEMORY), state_dir)
+
+
+def _reading_ledger(db: Database, state_dir: Path) -> Ledger:
+    from flowledger.flows.ledger import Ledger
+
+    class ReadingLedger(Ledger):
+        def _install_extensions(self) -> None:
+            try:
+                super()._install_extensions()
+            except InvalidInput as exc:  # delivery's config: reading never delivers
+                err(f"Warning: {safe(exc.message)} (commands that deliver refuse until it is fixed)")
+
+    return ReadingLedger(db, state_dir=state_dir)
