@@ -44,8 +44,9 @@ def status(request: Request) -> Response:
 
 
 def tasks(request: Request) -> Response:
-    query = TaskQuery.parse(request.query_params)
-    return _json(reads.task_page(ledger_of(request), query).document())
+    ledger = ledger_of(request)
+    query = TaskQuery.parse(request.query_params, ledger.clock.now())
+    return _json(reads.task_page(ledger, query).document())
 
 
 def task(request: Request) -> Response:
@@ -66,8 +67,9 @@ def task_logs(request: Request) -> Response:
 
 
 def flows(request: Request) -> Response:
-    query = FlowQuery.parse(request.query_params)
-    return _json(reads.flow_page(ledger_of(request), query).document())
+    ledger = ledger_of(request)
+    query = FlowQuery.parse(request.query_params, ledger.clock.now())
+    return _json(reads.flow_page(ledger, query).document())
 
 
 def flow(request: Request) -> Response:

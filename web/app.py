@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
@@ -19,7 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from flowledger.tasks.errors import EXIT_STORAGE, EXIT_USAGE, FlowledgerError
+from flowledger.tasks.errors import EXIT_STORAGE, EXIT_USAGE, AmbiguousLookup, FlowledgerError
 from flowledger.web import api, filters, pages
 from flowledger.web.metrics import CONTENT_TYPE, registry_for, scrape
 from flowledger.web.security import Access, ReadGuard, SecurityHeaders
@@ -43,9 +44,9 @@ def wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/") or request.url.path == "/metrics"
 
 
-def error_response(request: Request, status: int, message: str) -> Response:
+def error_response(request: Request, status: int, message: str, **extra: Any) -> Response:
     if wants_json(request):
-        return JSONResponse({"error": message}, status_code=status)
+        return JSONResponse({"error": message, **extra}, status_code=status)
     templates: Jinja2Templates = request.app.state.templates
     context = {"status": status, "message": message, "nav": "error",
                "allow_actions": request.app.state.access.allow_actions}
@@ -57,6 +58,8 @@ async def on_flowledger_error(request: Request, exc: Exception) -> Response:
     status = http_status(exc)
     if status == 503:
         log.warning("%s %s: %s", request.method, request.url.path, exc.message)
+    if isinstance(exc, AmbiguousLookup):  # what the CLI lists on stderr, the API gives as data
+        return error_response(request, status, exc.message, candidates=exc.candidates)
     return error_response(request, status, exc.message)
 
 

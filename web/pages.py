@@ -14,6 +14,7 @@ from starlette.templating import Jinja2Templates
 
 from flowledger.flows import health
 from flowledger.flows.graph import build_graph
+from flowledger.flows.listing import Paging
 from flowledger.flows.models import FlowStatus
 from flowledger.tasks.findings import Severity
 from flowledger.tasks.states import Runtime, TaskStatus
@@ -32,9 +33,10 @@ def render(request: Request, template: str, context: dict[str, Any], status: int
     return templates.TemplateResponse(request, template, {**base, **context}, status_code=status)
 
 
-def page_links(path: str, params: Mapping[str, str], offset: int, limit: int, more: bool) -> dict[str, str | None]:
+def page_links(path: str, params: Mapping[str, str], paging: Paging, more: bool) -> dict[str, str | None]:
     """Previous/next links that keep the filters."""
     kept = {k: v for k, v in params.items() if k not in ("offset", "limit") and v}
+    offset, limit = paging.offset, paging.limit or 0
 
     def link(at: int) -> str:
         return f"{path}?{urlencode({**kept, 'limit': limit, 'offset': at})}"
@@ -57,11 +59,12 @@ def overview(request: Request) -> Response:
 
 def flows(request: Request) -> Response:
     params = _paged(request.query_params)
-    query = FlowQuery.parse(params)
-    page = reads.flow_page(ledger_of(request), query)
+    ledger = ledger_of(request)
+    query = FlowQuery.parse(params, ledger.clock.now())
+    page = reads.flow_page(ledger, query)
     return render(request, "flows.html", {
-        "page": page, "statuses": [s.value for s in FlowStatus],
-        "links": page_links("/flows", params, query.offset, query.limit, page.more)})
+        "page": page, "statuses": [s.value for s in FlowStatus], "params": params,
+        "links": page_links("/flows", params, query.paging, page.more)})
 
 
 def flow(request: Request) -> Response:
@@ -76,11 +79,12 @@ def flow(request: Request) -> Response:
 
 def tasks(request: Request) -> Response:
     params = _paged(request.query_params)
-    query = TaskQuery.parse(params)
-    page = reads.task_page(ledger_of(request), query)
+    ledger = ledger_of(request)
+    query = TaskQuery.parse(params, ledger.clock.now())
+    page = reads.task_page(ledger, query)
     return render(request, "tasks.html", {
         "page": page, "runtimes": [r.value for r in Runtime], "statuses": [s.value for s in TaskStatus],
-        "links": page_links("/tasks", params, query.offset, query.limit, page.more)})
+        "params": params, "links": page_links("/tasks", params, query.paging, page.more)})
 
 
 def task(request: Request) -> Response:

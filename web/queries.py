@@ -6,15 +6,16 @@ A parameter the endpoint does not know is refused (400) like an unknown CLI opti
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
+from flowledger.flows.listing import Paging, parse_since
 from flowledger.flows.models import FlowStatus
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.findings import Severity
 from flowledger.tasks.states import Runtime, TaskStatus, parse_enum
 
 DEFAULT_LIMIT = 100  # the CLI's `--limit` default for listings
-PAGE_MAX = 1000  # a page the board draws; `limit=0` (all) is for the JSON API
 
 
 def check_known(params: Mapping[str, str], known: tuple[str, ...]) -> None:
@@ -28,48 +29,67 @@ def _text(params: Mapping[str, str], name: str) -> str | None:
     return value.strip() or None if value is not None else None
 
 
-def count_param(params: Mapping[str, str], name: str, default: int, *, zero_ok: bool = True) -> int:
+def count_param(params: Mapping[str, str], name: str, default: int) -> int:
     raw = _text(params, name)
     if raw is None:
         return default
-    if not raw.isdigit() or (not zero_ok and int(raw) == 0):
-        least = 0 if zero_ok else 1
-        raise InvalidInput(f"--{name} must be an integer ≥ {least}, for example --{name} 25.")
-    return int(raw)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"Invalid value for '--{name}': {raw!r} is not a valid integer.") from None
+    return value
+
+
+def _paging(params: Mapping[str, str]) -> Paging:
+    """`limit` (default 100, 0 = all) and `offset`, refused as `--limit`/`--offset` are."""
+    return Paging.parse(count_param(params, "limit", DEFAULT_LIMIT), count_param(params, "offset", 0))
+
+
+def _since(params: Mapping[str, str], now: datetime) -> datetime | None:
+    raw = _text(params, "since")
+    return parse_since(raw, now) if raw is not None else None
 
 
 @dataclass(frozen=True, slots=True)
 class TaskQuery:
+    """`tasks list`'s filters: runtime, status, owner, flow (a flow lookup), since, limit, offset."""
+
     runtime: str | None = None
     status: str | None = None
-    limit: int = DEFAULT_LIMIT  # 0 = all
-    offset: int = 0
+    owner: str | None = None
+    flow: str | None = None
+    since: datetime | None = None
+    paging: Paging = field(default_factory=Paging)
 
-    PARAMS = ("runtime", "status", "limit", "offset")
+    PARAMS = ("runtime", "status", "owner", "flow", "since", "limit", "offset")
 
     @classmethod
-    def parse(cls, params: Mapping[str, str]) -> TaskQuery:
+    def parse(cls, params: Mapping[str, str], now: datetime) -> TaskQuery:
         check_known(params, cls.PARAMS)
         runtime, status = _text(params, "runtime"), _text(params, "status")
         return cls(runtime=parse_enum(Runtime, runtime, "runtime").value if runtime else None,
                    status=parse_enum(TaskStatus, status, "status").value if status else None,
-                   limit=count_param(params, "limit", DEFAULT_LIMIT), offset=count_param(params, "offset", 0))
+                   owner=_text(params, "owner"), flow=_text(params, "flow"), since=_since(params, now),
+                   paging=_paging(params))
 
 
 @dataclass(frozen=True, slots=True)
 class FlowQuery:
-    status: str | None = None
-    limit: int = DEFAULT_LIMIT
-    offset: int = 0
+    """`tasks flow list`'s filters: status, owner, since, limit, offset."""
 
-    PARAMS = ("status", "limit", "offset")
+    status: str | None = None
+    owner: str | None = None
+    since: datetime | None = None
+    paging: Paging = field(default_factory=Paging)
+
+    PARAMS = ("status", "owner", "since", "limit", "offset")
 
     @classmethod
-    def parse(cls, params: Mapping[str, str]) -> FlowQuery:
+    def parse(cls, params: Mapping[str, str], now: datetime) -> FlowQuery:
         check_known(params, cls.PARAMS)
         status = _text(params, "status")
         return cls(status=parse_enum(FlowStatus, status, "flow status").value if status else None,
-                   limit=count_param(params, "limit", DEFAULT_LIMIT), offset=count_param(params, "offset", 0))
+                   owner=_text(params, "owner"), since=_since(params, now), paging=_paging(params))
 
 
 @dataclass(frozen=True, slots=True)

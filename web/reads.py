@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flowledger.flows import health
+from flowledger.flows import health, listing
 from flowledger.flows.documents import flow_document, flow_list_document, task_list_document
 from flowledger.flows.models import Flow, FlowStatus
 from flowledger.flows.pressure import FlowPressure, flow_pressure
@@ -32,22 +32,28 @@ LOG_TAIL_BYTES = 16_384
 
 @dataclass(frozen=True, slots=True)
 class TaskPage:
-    tasks: list[Task]
+    page: listing.TaskPage
     query: TaskQuery
-    more: bool  # another page follows
+
+    @property
+    def tasks(self) -> list[Task]:
+        return self.page.tasks
+
+    @property
+    def more(self) -> bool:
+        paging = self.query.paging
+        return paging.limit is not None and paging.offset + len(self.page.tasks) < self.page.total
 
     def document(self) -> dict[str, Any]:
-        return task_list_document(self.tasks, runtime=self.query.runtime, status=self.query.status)
+        filters = self.page.filters
+        return task_list_document(self.page.tasks, runtime=filters["runtime"], status=filters["status"],
+                                  total=self.page.total, filters=filters)
 
 
 def task_page(ledger: Ledger, query: TaskQuery) -> TaskPage:
-    """Newest first, reconciled, like `tasks list`: one row past the page says whether another follows."""
-    wanted = query.offset + query.limit + 1 if query.limit else None
-    tasks = health.project_list(ledger, runtime=query.runtime, status=query.status, limit=wanted)
-    window = tasks[query.offset:]
-    if query.limit:
-        return TaskPage(window[: query.limit], query, len(window) > query.limit)
-    return TaskPage(window, query, False)
+    """Newest first, reconciled, with `total` over every match: `tasks list`'s own listing."""
+    return TaskPage(listing.task_page(ledger, runtime=query.runtime, status=query.status, owner_key=query.owner,
+                                      flow=query.flow, since=query.since, paging=query.paging), query)
 
 
 def task(ledger: Ledger, lookup: str) -> Task:
@@ -91,21 +97,30 @@ def flow(ledger: Ledger, lookup: str) -> FlowView:
 
 @dataclass(frozen=True, slots=True)
 class FlowPage:
-    flows: list[Flow]
-    linked: dict[str, list[Task]]
+    page: listing.FlowPage
     query: FlowQuery
-    more: bool
+
+    @property
+    def flows(self) -> list[Flow]:
+        return self.page.flows
+
+    @property
+    def linked(self) -> dict[str, list[Task]]:
+        return self.page.linked
+
+    @property
+    def more(self) -> bool:
+        paging = self.query.paging
+        return paging.limit is not None and paging.offset + len(self.page.flows) < self.page.total
 
     def document(self) -> dict[str, Any]:
-        return flow_list_document(self.flows, self.linked, status=self.query.status)
+        return flow_list_document(self.page.flows, self.page.linked, status=self.query.status,
+                                  total=self.page.total, filters=self.page.filters)
 
 
 def flow_page(ledger: Ledger, query: FlowQuery) -> FlowPage:
-    flows = list(ledger.flows.list(query.status))[query.offset:]
-    more = bool(query.limit) and len(flows) > query.limit
-    shown = flows[: query.limit] if query.limit else flows
-    linked = {k: list(v) for k, v in ledger.flows.linked_for([f.flow_id for f in shown]).items()}
-    return FlowPage(shown, linked, query, more)
+    return FlowPage(listing.flow_page(ledger, status=query.status, owner_key=query.owner, since=query.since,
+                                      paging=query.paging), query)
 
 
 @dataclass(frozen=True, slots=True)

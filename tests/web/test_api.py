@@ -6,7 +6,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from flowledger import Ledger
-from flowledger.flows import health
+from flowledger.flows import health, listing
 from flowledger.flows.documents import task_list_document
 
 from .conftest import HOSTILE, seed
@@ -23,7 +23,10 @@ def test_status_is_status_json(ledger: Ledger, board: TestClient) -> None:
 def test_tasks_is_tasks_list_json_with_the_same_filters(ledger: Ledger, board: TestClient) -> None:
     seed(ledger)
     everything = board.get("/api/tasks").json()
-    assert everything == task_list_document(health.project_list(ledger, limit=100), runtime=None, status=None)
+    page = listing.task_page(ledger)
+    assert everything == task_list_document(page.tasks, runtime=None, status=None, total=page.total,
+                                            filters=page.filters)
+    assert everything["total"] == everything["count"] == 6 and everything["limit"] == 100
     failed = board.get("/api/tasks", params={"status": "failed", "runtime": "cli"}).json()
     assert failed["status"] == "failed" and failed["runtime"] == "cli"
     assert "run-failed" in {t["run_id"] for t in failed["tasks"]}
@@ -103,9 +106,12 @@ def test_task_events_and_log_tail(ledger: Ledger, board: TestClient) -> None:
 @pytest.mark.parametrize(("path", "message"), [
     ("/api/tasks?status=bogus", "Invalid status 'bogus': expected one of queued|running|"),
     ("/api/tasks?runtime=shell", "Invalid runtime 'shell': expected one of"),
-    ("/api/tasks?limit=-1", "--limit must be an integer ≥ 0"),
-    ("/api/tasks?limit=ten", "--limit must be an integer ≥ 0"),
-    ("/api/tasks?offset=x", "--offset must be an integer ≥ 0"),
+    ("/api/tasks?limit=-1", "--limit must be 0 (all) or a positive integer, not -1."),
+    ("/api/tasks?limit=ten", "Invalid value for '--limit': 'ten' is not a valid integer."),
+    ("/api/tasks?offset=x", "Invalid value for '--offset': 'x' is not a valid integer."),
+    ("/api/tasks?offset=-2", "--offset must be 0 or a positive integer, not -2."),
+    ("/api/tasks?since=2026-12-01T10:00:00", "Invalid --since '2026-12-01T10:00:00': the time has no zone"),
+    ("/api/flows?since=yesterday", "Invalid --since 'yesterday': expected a duration"),
     ("/api/tasks?colour=red", "Unknown query parameter 'colour'"),
     ("/api/flows?status=done", "Invalid flow status 'done'"),
     ("/api/audit?severity=fatal", "Invalid severity 'fatal'"),
@@ -130,6 +136,30 @@ def test_unknown_ids_are_404_json(board: TestClient, path: str) -> None:
 def test_lookup_misses_use_the_cli_message(board: TestClient) -> None:
     assert board.get("/api/tasks/nope").json() == {"error": "Task not found: nope."}
     assert board.get("/api/flows/nope").json() == {"error": "Flow not found: nope."}
+    missing_flow = board.get("/api/tasks", params={"flow": "nope"})
+    assert missing_flow.status_code == 404 and missing_flow.json() == {"error": "Flow not found: nope."}
+
+
+def test_an_ambiguous_prefix_is_a_miss_with_its_candidates(ledger: Ledger, board: TestClient) -> None:
+    seed(ledger)  # two flows made within the same second share their first characters
+    flows = sorted(f["flow_id"] for f in board.get("/api/flows").json()["flows"])
+    response = board.get(f"/api/flows/{flows[0][:6]}")
+    assert response.status_code == 404
+    assert response.json() == {"error": f"Ambiguous id prefix '{flows[0][:6]}': matches 2 flows.",
+                               "candidates": flows}
+    assert board.get(f"/api/flows/{flows[1][:-3]}").json()["flow_id"] == flows[1]
+
+
+def test_owner_flow_and_since_filters(ledger: Ledger, board: TestClient) -> None:
+    seeded = seed(ledger)
+    steps = board.get("/api/tasks", params={"flow": seeded.flow_id[:-4], "limit": 0}).json()
+    assert steps["flow"] == seeded.flow_id and steps["total"] == 3  # fetch, build, lint ran; ship never did
+    assert board.get("/api/tasks", params={"owner": "agent:nobody"}).json()["total"] == 0
+    assert board.get("/api/tasks", params={"since": "1h"}).json()["total"] == 6
+    later = ledger.clock.now().replace(year=2030).isoformat()
+    assert board.get("/api/tasks", params={"since": later}).json()["total"] == 0
+    flows = board.get("/api/flows", params={"owner": "agent:main:main", "limit": 1}).json()
+    assert flows["count"] == 1 and flows["total"] == 2 and flows["owner"] == "agent:main:main"
 
 
 def test_healthz(board: TestClient) -> None:

@@ -112,7 +112,7 @@ def test_an_unknown_id_is_escaped_on_its_404_page(board: TestClient) -> None:
 
 @pytest.mark.parametrize(("path", "message"), [
     ("/tasks?status=bogus", "Invalid status &#39;bogus&#39;"),
-    ("/flows?limit=x", "--limit must be an integer"),
+    ("/flows?limit=x", "Invalid value for &#39;--limit&#39;: &#39;x&#39; is not a valid integer."),
     ("/audit?severity=loud", "Invalid severity &#39;loud&#39;"),
     ("/?refresh=1", "Unknown query parameter &#39;refresh&#39;"),
 ])
