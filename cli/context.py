@@ -29,6 +29,10 @@ class AppContext:
                 from flowledger.flows.ledger import Ledger
 
                 self._ledger = Ledger.open(state_dir=self.state_dir, database_url=self.database_url)
+            # A command never waits on a channel: notices go to the outbox and a sender sends them.
+            from flowledger.tasks.delivery import defer_delivery
+
+            defer_delivery(self._ledger.tasks)
         return self._ledger
 
     def close(self) -> None:

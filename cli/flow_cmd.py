@@ -1,7 +1,8 @@
 """`flowledger tasks flow list|show|cancel|validate|run`: parse, call one service method, render.
 
-Texts follow REFERENCE §10.7; JSON follows CONTRACT §3 (Flow keys plus `tasks` and `task_summary`).
-`flow run` drives the flow in this process through the `cli` runtime, with live progress on stderr.
+Texts follow REFERENCE §10.7; JSON follows CONTRACT §3 (Flow keys plus `tasks` and `task_summary`) and §7
+(`steps`). `flow run` drives the flow in this process through the `cli` runtime, with live progress on stderr.
+`flow logs|wait|retry` live in cli/flow_ops.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from flowledger.cli import flow_ops
 from flowledger.cli.context import app_context
 from flowledger.cli.options import (
     JsonFlag,
@@ -30,7 +32,7 @@ from flowledger.flows.documents import flow_document, flow_list_document
 from flowledger.flows.models import ABSENT, Flow, FlowStatus
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, FlowNotFound, OperationRefused
 from flowledger.tasks.models import Task
-from flowledger.tasks.states import ACTIVE, FAILURES, Runtime
+from flowledger.tasks.states import ACTIVE, FAILURES, NotifyPolicy, Runtime
 
 if TYPE_CHECKING:  # the file format and the service (SQLAlchemy) load in the commands that use them
     from flowledger.flows.controller import StepEvent
@@ -51,6 +53,7 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
     _ = app
     flow_app = typer.Typer(help="Inspect, cancel and run flows (Task Flow).", no_args_is_help=True)
     tasks_app.add_typer(flow_app, name="flow")
+    flow_ops.register(flow_app)
 
     @flow_app.command("list")
     def list_cmd(ctx: typer.Context,
@@ -102,23 +105,30 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
     @flow_app.command("run")
     def run_cmd(ctx: typer.Context, path: FlowFile,
                 detach: Annotated[bool, typer.Option("--detach", help="Queue it for the gateway and return.")] = False,
+                notify: Annotated[NotifyOpt | None, typer.Option("--notify", help="Overrides [flow] notify.")] = None,
+                channel: Annotated[str | None, typer.Option("--channel", help="Notices go to this channel "
+                                                                              "(with --to).")] = None,
+                to: Annotated[str | None, typer.Option("--to", help="The target on --channel.")] = None,
                 json_out: JsonFlag = False) -> None:
         """Define a graph flow from a file and run it to the end (or hand it to the gateway with --detach)."""
         from flowledger.flows.definitions import load_flow_file
 
         definition = load_flow_file(path)
+        origin = origin_option(channel, to)
         ledger = app_context(ctx).ledger()
         from flowledger.flows.controller import define_flow
 
+        if not detach:
+            refuse_foreign_steps(definition)
+        flow = define_flow(ledger, definition, notify=notify.value if notify else None, origin=origin)
         if detach:
-            flow = define_flow(ledger, definition)
             if json_out:
                 emit_json(flow_document(flow, []))
             else:
                 out(f"Queued flow {flow.flow_id} ({len(definition.steps)} steps); a running gateway will run it.")
                 err(f"Follow it with: flowledger tasks flow show {flow.flow_id}")
             return
-        flow = _run_here(ledger, definition, live=not json_out)
+        flow = drive_here(ledger, flow, live=not json_out)
         tasks = ledger.flows.linked_tasks(flow.flow_id)
         if json_out:
             emit_json(flow_document(flow, tasks))
@@ -129,20 +139,52 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
             raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
 
 
-def _run_here(ledger: Ledger, definition: FlowDefinition, *, live: bool) -> Flow:
+NotifyOpt = StrEnum("NotifyOpt", {p.value: p.value for p in NotifyPolicy})  # type: ignore[misc]
+
+
+def origin_option(channel: str | None, to: str | None) -> dict[str, str] | None:
+    """`--channel C --to T` as a requester origin; one without the other is a usage error."""
+    if channel is None and to is None:
+        return None
+    if not (channel or "").strip() or not (to or "").strip():
+        from flowledger.tasks.errors import InvalidInput
+
+        raise InvalidInput("--channel and --to go together: give both (e.g. --channel webhook --to ops).")
+    assert channel is not None and to is not None
+    return {"channel": channel.strip(), "to": to.strip()}
+
+
+def refuse_foreign_steps(definition: FlowDefinition) -> None:
+    """`flow run` (and a foreground retry) start `cli` steps only; refuse before anything is written."""
+    other = [s for s in definition.steps if s.runtime != Runtime.CLI]
+    if other:
+        raise OperationRefused(f"Step {other[0].id!r} uses runtime {other[0].runtime.value!r}, which `flow run` cannot "
+                               "start in this process; use --detach to hand the flow to a gateway.")
+
+
+def stored_definition(flow: Flow) -> FlowDefinition:
+    """The definition a graph flow stored in its state (read back as a gateway would)."""
+    from flowledger.flows.definitions import flow_from_document
+    from flowledger.flows.steps import graph_state
+
+    state = graph_state(flow)
+    if state is None:
+        raise OperationRefused(f"Flow {flow.flow_id} is not a graph flow.")
+    return flow_from_document(state["definition"], source=f"flow {flow.flow_id}")
+
+
+def drive_here(ledger: Ledger, flow: Flow, *, live: bool) -> Flow:
+    """Drive a queued graph flow (new or retried) to its end in this process through the cli runtime."""
     try:
         from flowledger.scheduler.runtimes.cli import CliRuntime
     except ImportError as exc:
         raise OperationRefused(f"Cannot run flows here: the cli runtime is unavailable ({exc}). "
                                "Use --detach to hand the flow to a gateway.") from None
-    from flowledger.flows.controller import GraphController, define_flow
+    from flowledger.flows.controller import GraphController
 
-    other = [s for s in definition.steps if s.runtime != Runtime.CLI]
-    if other:
-        raise OperationRefused(f"Step {other[0].id!r} uses runtime {other[0].runtime.value!r}, which `flow run` cannot "
-                               "start in this process; use --detach to hand the flow to a gateway.")
+    definition = stored_definition(flow)
+    refuse_foreign_steps(definition)
     runtime = CliRuntime(ledger)
-    flow = define_flow(ledger, definition)
     progress = _LiveProgress(definition, flow) if live else None
     try:
         controller = GraphController(ledger, flow, runtime, on_progress=progress.update if progress else None)
@@ -159,14 +201,16 @@ def _run_here(ledger: Ledger, definition: FlowDefinition, *, live: bool) -> Flow
 
 
 class _LiveProgress:
-    """A rich progress bar for the flow and one stderr line per step start and end."""
+    """A rich progress bar for the flow (steps, not attempts; red when the flow did not succeed) and one stderr
+    line per step start, retry and end."""
 
     def __init__(self, definition: FlowDefinition, flow: Flow) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = Console(stderr=True, highlight=False)
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.bar_column = BarColumn()
+        self.progress = Progress(TextColumn("{task.description}"), self.bar_column, MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=self.console, transient=False)
         self.bar = self.progress.add_task(self._escape(cut(definition.goal, 60)), total=len(definition.steps))
         self.progress.start()
@@ -185,10 +229,18 @@ class _LiveProgress:
         if event.kind == "step_started":
             self.console.print(f"▶ {step} started (task {task})", markup=False)
         elif event.kind == "step_retry":
-            self.console.print(f"↻ {step} {event.status}, retrying", markup=False)
+            self.console.print(retry_line(event), markup=False)
         elif event.kind == "step_finished":
             mark = "✔" if event.status == "succeeded" else "✖"
             self.console.print(f"{mark} {step} {event.status}", markup=False)
+        elif event.kind == "flow_finished" and event.flow.status != FlowStatus.SUCCEEDED:
+            # The bar ends red at the steps that succeeded: a failed flow never looks complete and green.
+            state = event.flow.state if isinstance(event.flow.state, dict) else {}
+            steps = state.get("steps") or {}
+            succeeded = sum(1 for entry in steps.values() if entry.get("status") == "succeeded")
+            self.bar_column.complete_style = self.bar_column.finished_style = "red"
+            self.progress.update(self.bar, completed=succeeded)
+            self.progress.refresh()
 
     def close(self) -> None:
         self.progress.stop()
@@ -290,6 +342,9 @@ def show_lines(flow: Flow, tasks: list[Task]) -> list[str]:
         f"endedAt: {when(flow.ended_at)}",
         f"tasks: {len(tasks)} total · {active} active · {issues} issues",
     ]
+    steps = flow_ops.graph_show_lines(flow, tasks)
+    if steps is not None:
+        return lines + steps
     if not tasks:
         lines.append("Linked tasks: none")
         return lines
@@ -300,18 +355,33 @@ def show_lines(flow: Flow, tasks: list[Task]) -> list[str]:
     return lines
 
 
-def run_summary(flow: Flow, tasks: list[Task]) -> list[str]:
-    from flowledger.flows.service import task_summary
+def retry_line(event: StepEvent) -> str:
+    """`↻ unit-tests attempt 2/3 failed: exit 1 — <last stderr line>`."""
+    step = safe(event.step_id or "")
+    error = (event.task.error if event.task else None) or ""
+    head, _, rest = error.partition(": ")
+    head = head.replace("exit code ", "exit ", 1) if head.startswith("exit code ") else head
+    lines = [line for line in rest.strip().splitlines() if line.strip()]
+    detail = f"{head} — {lines[-1].strip()}" if lines else head
+    text = f"↻ {step} attempt {event.attempt}/{event.max_attempts} {event.status}"
+    return safe(f"{text}: {detail}" if detail else text)
 
-    summary = task_summary(tasks)
+
+def run_summary(flow: Flow, tasks: list[Task]) -> list[str]:
+    from flowledger.flows.steps import step_views, why_not_succeeded
+
+    views = step_views(flow, tasks) or []
+    counts = {status: sum(v.status == status for v in views) for status in ("succeeded", "cancelled")}
+    failed = sum(v.status in {s.value for s in FAILURES} for v in views)
+    attempts = sum(v.attempts for v in views)
     lines = [f"Flow {flow.flow_id} {flow.status.value}: {safe(flow.goal)}",
-             f"Steps: {summary['by_status']['succeeded']} succeeded · {summary['failures']} failed · "
-             f"{summary['by_status']['cancelled']} cancelled · {summary['total']} tasks"]
-    if flow.blocked_summary:
-        lines.append(f"Reason: {safe(flow.blocked_summary)}")
+             f"Steps: {counts['succeeded']} succeeded · {failed} failed · {counts['cancelled']} cancelled · "
+             f"{len(views)} steps ({attempts} attempts)"]
+    why = why_not_succeeded(flow, views)
+    if why:
+        lines.append(f"Reason: {safe(why)}")
     lines.append(f"Details: flowledger tasks flow show {flow.flow_id}")
-    if flow.blocked_task_id:
-        lines.append(f"Logs: flowledger tasks logs {flow.blocked_task_id}")
-    elif tasks:
-        lines.append(f"Logs: flowledger tasks logs <task>  (e.g. {tasks[0].task_id})")
+    lines.append(f"Logs: flowledger tasks flow logs {flow.flow_id}")
+    if flow.status in (FlowStatus.FAILED, FlowStatus.CANCELLED, FlowStatus.LOST):
+        lines.append(f"Retry: flowledger tasks flow retry {flow.flow_id}")
     return lines

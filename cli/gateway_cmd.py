@@ -23,7 +23,7 @@ from flowledger.tasks.clock import iso_z
 from flowledger.tasks.durations import parse_duration
 from flowledger.tasks.errors import InvalidInput, TaskNotFound
 from flowledger.tasks.models import Task
-from flowledger.tasks.states import TaskStatus, is_terminal
+from flowledger.tasks.states import NotifyPolicy, TaskStatus, is_terminal, parse_enum
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
@@ -97,6 +97,10 @@ def run_cmd(
     timeout: Annotated[str | None, typer.Option("--timeout", metavar="DURATION",
                                                 help="e.g. 30s, 5m; the task ends timed_out.")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Hand it over and return at once.")] = False,
+    notify: Annotated[str | None, typer.Option("--notify", help="done_only | state_changes | silent (default "
+                                                                "silent); needs --session.")] = None,
+    channel: Annotated[str | None, typer.Option("--channel", help="Where its notices go (with --to).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="The target on --channel.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the Task as JSON.")] = False,
 ) -> None:
     """Run a command as a `cli` task: handed to a running gateway, else run in this process. Exits with the
@@ -104,13 +108,19 @@ def run_cmd(
 
     Example: flowledger run --label backup --timeout 1h -- ./backup.sh
     """
+    from flowledger.cli.flow_cmd import origin_option
     from flowledger.scheduler.logs import log_paths
     from flowledger.scheduler.runner import run_command
 
     limit = parse_duration(timeout, what="timeout") if timeout is not None else None
+    policy = parse_enum(NotifyPolicy, notify, "--notify").value if notify is not None else None
+    origin = origin_option(channel, to)
+    if (policy not in (None, NotifyPolicy.SILENT.value) or origin is not None) and not session:
+        raise InvalidInput("--notify and --channel/--to need --session: notices go to a session's owner.")
     ledger = app_context(ctx).ledger()
     try:
-        outcome = run_command(ledger, argv or [], label=label, session_key=session, timeout=limit, detach=detach)
+        outcome = run_command(ledger, argv or [], label=label, session_key=session, timeout=limit, detach=detach,
+                              notify_policy=policy, requester_origin=origin)
     except KeyboardInterrupt:
         err("Interrupted: the task was cancelled.")
         raise typer.Exit(130) from None

@@ -205,4 +205,8 @@ def status_lines(report: health.StatusReport) -> list[str]:
     if report.retained_lost is not None:
         lines.append(f"Retained lost tasks: {report.retained_lost.count} retained until "
                      f"{when(report.retained_lost.next_cleanup_after)}.")
+    if report.flows is not None:
+        flows = report.flows
+        lines.append(f"Flows: {flows['active']} active · {flows['blocked']} blocked · "
+                     f"{flows['cancel_requested']} cancel-requested · {flows['total']} total")
     return lines

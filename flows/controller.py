@@ -1,11 +1,14 @@
 """The built-in graph controller: drives a managed flow made from a flow file (CONTRACT §5).
 
-Each step becomes a child task of the flow (runtime from the step, label = step id, run id unique per attempt)
+Each step becomes a child task of the flow (runtime from the step, label = the step's label or id, run id
+`flow:<flow_id>:<step_id>:<attempt>` with attempts counted over every run of the flow, see flows/steps.py)
 once every step it needs has succeeded; a `StepLauncher` runs it and reports through `ledger.tasks`, and the
 controller watches task statuses in the database. Per-step status lives in the flow's `state`:
 
     {"version": 1, "definition": <the flow file as a document>, "driver": "<lease id of the driving process>",
-     "steps": {"<id>": {"status": "pending|running|succeeded|…", "attempts": n, "task_id": "…"}}}
+     "steps": {"<id>": {"status": "pending|running|succeeded|…", "attempts": n, "task_id": "…",
+                        "base": <attempts in earlier runs>, "not_before": <epoch ms of the next attempt>}},
+     "run": <1 + retries of the flow>, "history": [<one entry per retry, flows/retry.py>]}
 
 so a controller in another process (the gateway, after `flow run --detach`) can pick the flow up. Readiness
 bookkeeping is `flows.graph.Readiness`: finishing a step costs O(its out-edges). A failed step (after its
@@ -17,9 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flowledger.flows import orphans
@@ -27,11 +30,14 @@ from flowledger.flows import store as flow_store
 from flowledger.flows.definitions import FlowDefinition, flow_from_document
 from flowledger.flows.graph import Readiness, StepStatus
 from flowledger.flows.models import GRAPH_CONTROLLER, Flow, FlowStatus
+from flowledger.flows.notices import FlowNotices, run_number
+from flowledger.flows.steps import step_run_id
 from flowledger.tasks import liveness
 from flowledger.tasks import store as task_store
+from flowledger.tasks.clock import coerce_time, to_ms
 from flowledger.tasks.errors import FlowledgerError, FlowNotFound, InvalidInput
 from flowledger.tasks.models import Task
-from flowledger.tasks.states import ACTIVE, TaskStatus, TerminalOutcome
+from flowledger.tasks.states import ACTIVE, DeliveryStatus, NotifyPolicy, TaskStatus, TerminalOutcome
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
@@ -64,6 +70,8 @@ class StepEvent:
     status: str | None = None
     done: int = 0
     total: int = 0
+    attempt: int = 0  # step events: this run's attempt number, and how many this run may make
+    max_attempts: int = 0
 
 
 ProgressCallback = Callable[[StepEvent], None]
@@ -87,10 +95,14 @@ def initial_state(definition: FlowDefinition) -> dict[str, Any]:
     return {"version": STATE_VERSION, "definition": definition.to_document(), "steps": snapshot["steps"]}
 
 
-def define_flow(ledger: Ledger, definition: FlowDefinition) -> Flow:
-    """Record the flow (queued, nothing started) for a controller to drive later, e.g. the gateway's."""
+def define_flow(ledger: Ledger, definition: FlowDefinition, *, notify: NotifyPolicy | str | None = None,
+                origin: Mapping[str, Any] | None = None) -> Flow:
+    """Record the flow (queued, nothing started) for a controller to drive later, e.g. the gateway's.
+    `notify` and `origin` (e.g. from the command line) override the file's `[flow] notify` and `origin`."""
+    where = origin if origin is not None else definition.origin
     return ledger.flows.create_managed(definition.owner, GRAPH_CONTROLLER, definition.goal,
-                                       notify_policy=definition.notify, state=initial_state(definition))
+                                       notify_policy=notify or definition.notify, state=initial_state(definition),
+                                       requester_origin=dict(where) if where is not None else None)
 
 
 def run_flow(ledger: Ledger, definition: FlowDefinition, launcher: StepLauncher, *,
@@ -160,6 +172,16 @@ class GraphController:
         steps = state.get("steps") or {}
         self.readiness = Readiness.restore(self.definition, {"version": 1, "steps": steps})
         self.task_ids: dict[str, str] = {k: v["task_id"] for k, v in steps.items() if v.get("task_id")}
+        # Attempts of earlier runs (a retried flow): run ids keep counting, the retries budget starts afresh.
+        self.base: dict[str, int] = {k: int(v.get("base") or 0) for k, v in steps.items()}
+        self.not_before: dict[str, datetime] = {}
+        for step_id, entry in steps.items():
+            at = coerce_time(entry.get("not_before"), "not_before") if entry.get("not_before") else None
+            if at is not None:
+                self.not_before[step_id] = at
+        # Keys other parts keep in the state (the run number, the retry history, the submission context).
+        self._extra = {k: v for k, v in state.items() if k not in ("version", "definition", "steps", "driver")}
+        self.notices = FlowNotices(ledger)
         self._started_at: dict[str, Any] = {}
         self._claimed = flow.status == FlowStatus.RUNNING
         self.driver: str | None = driver_of(flow)
@@ -232,38 +254,57 @@ class GraphController:
 
     def _drive(self) -> Flow:
         while True:
-            with self.ledger.db.read() as conn:  # the head only: the state document can be large
-                head = flow_store.head(conn, self.flow.flow_id)
-            if head is None:
-                raise FlowNotFound(self.flow.flow_id)
-            if head.cancel_requested_at is not None or head.is_link_terminal:
-                return self._stop()
-            changed = self._collect()
-            if self.readiness.is_done():
-                return self._conclude()
-            changed = self._start_ready() or changed
-            if changed:
-                self._save()
-            else:
-                if self._dirty:
-                    self._save(force=True)
+            ended, changed = self.turn()
+            if ended is not None:
+                return ended
+            if not changed:
                 time.sleep(self.poll_interval)
+
+    def turn(self) -> tuple[Flow | None, bool]:
+        """One pass of the driving loop on a claimed flow: (the ended flow or None, whether anything changed).
+        Tests drive a flow pass by pass with a FrozenClock; `run()` loops over it."""
+        with self.ledger.db.read() as conn:  # the head only: the state document can be large
+            head = flow_store.head(conn, self.flow.flow_id)
+        if head is None:
+            raise FlowNotFound(self.flow.flow_id)
+        if head.cancel_requested_at is not None or head.is_link_terminal:
+            return self._stop(), True
+        changed = self._collect()
+        if self.readiness.is_done():
+            return self._conclude(), True
+        changed = self._start_ready() or changed
+        if changed:
+            self._save()
+        elif self._dirty:
+            self._save(force=True)
+        return None, changed
 
     # --- steps ----------------------------------------------------------------------------------------
 
+    def _ready_now(self) -> list[str]:
+        """The ready steps to start now: a step waiting out its retry_delay keeps no slot and is skipped."""
+        now = self.ledger.clock.now()
+        waiting = {s for s, at in self.not_before.items() if now < at}
+        running = len(self.readiness.running())
+        picked = self.readiness.next_to_start(running_count=running - len(waiting))
+        slots = self.readiness.max_parallel - running
+        return [s for s in picked if s not in waiting][:max(0, slots)]
+
     def _start_ready(self) -> bool:
         started = False
-        for step_id in self.readiness.next_to_start():
+        for step_id in self._ready_now():
             step = self.definition.step(step_id)
-            attempt = self.readiness.attempts(step_id) + 1
+            attempt = self.base.get(step_id, 0) + self.readiness.attempts(step_id) + 1
+            # Step tasks stay silent (not_applicable): the flow speaks for them (flows/notices.py).
             result = self.ledger.flows.run_task(
-                self.flow.flow_id, runtime=step.runtime, task=step.command, label=step.id,
-                run_id=f"flow:{self.flow.flow_id}:{step.id}:{attempt}", notify_policy="silent", status="queued",
-                refresh=False)
+                self.flow.flow_id, runtime=step.runtime, task=step.command, label=step.display_label,
+                run_id=step_run_id(self.flow.flow_id, step.id, attempt), notify_policy=NotifyPolicy.SILENT,
+                delivery_status=DeliveryStatus.NOT_APPLICABLE, status="queued", refresh=False)
             if not result.created or result.task is None:
                 log.info("flow %s: step %s not started: %s", self.flow.flow_id, step_id, result.reason)
                 return started  # a cancel request or a terminal flow: the loop notices next turn
             task = result.task
+            self.not_before.pop(step_id, None)
             self.readiness.mark_started(step_id)
             self.task_ids[step_id] = task.task_id
             self._started_at[step_id] = self.ledger.clock.now()
@@ -298,8 +339,13 @@ class GraphController:
                 self._enforce_timeout(step_id, task, now)
                 continue
             changed = True
+            attempt = self.readiness.attempts(step_id)
+            self.notices.step_attempt_ended(self.flow, step_id, self.base.get(step_id, 0) + attempt, task)
             if self.readiness.can_retry(step_id, status):
                 self.readiness.mark_retry(step_id)
+                wait = self.definition.step(step_id).retry_wait(attempt)
+                if wait:
+                    self.not_before[step_id] = (task.ended_at or now) + wait
                 self._emit("step_retry", step_id, task, status.value)
                 continue
             self._finish(step_id, status)
@@ -344,6 +390,7 @@ class GraphController:
                 f.flow_id, f.revision, current_step=None, blocked_task_id=blocked_task, blocked_summary=summary))
         flow = result or self._reload()
         self.flow = flow
+        self.notices.flow_ended(flow, self.run_number)
         self._emit("flow_finished")
         return flow
 
@@ -373,16 +420,28 @@ class GraphController:
         if flow.cancel_requested_at is not None and not flow.is_link_terminal:
             flow = self.ledger.flows.cancel(flow.flow_id).flow or self._reload()
         self.flow = flow
+        if flow.is_link_terminal:
+            self.notices.flow_ended(flow, self.run_number)
         self._emit("flow_finished")
         return flow
 
     # --- persistence ----------------------------------------------------------------------------------
 
+    @property
+    def run_number(self) -> int:
+        return run_number(self.flow)
+
     def state(self) -> dict[str, Any]:
         steps = self.readiness.snapshot()["steps"]
         for step_id, task_id in self.task_ids.items():
             steps[step_id]["task_id"] = task_id
-        state: dict[str, Any] = {"version": STATE_VERSION, "definition": self._document, "steps": steps}
+        for step_id, base in self.base.items():
+            if base:
+                steps[step_id]["base"] = base
+        for step_id, at in self.not_before.items():
+            steps[step_id]["not_before"] = to_ms(at)
+        state: dict[str, Any] = {**self._extra, "version": STATE_VERSION, "definition": self._document,
+                                 "steps": steps}
         if self.driver is not None:
             state["driver"] = self.driver
         return state
@@ -431,8 +490,10 @@ class GraphController:
               status: str | None = None) -> None:
         if self.on_progress is None:
             return
+        attempt = self.readiness.attempts(step_id) if step_id else 0
+        limit = self.definition.step(step_id).retries + 1 if step_id else 0
         try:
             self.on_progress(StepEvent(kind, self.flow, step_id, task, status, self._done,
-                                       len(self.readiness.order)))
+                                       len(self.readiness.order), attempt, limit))
         except Exception:  # a broken progress display must not stop the flow
             log.exception("flow %s: progress callback failed", self.flow.flow_id)

@@ -33,8 +33,11 @@ STEP_RUNTIMES: tuple[Runtime, ...] = (Runtime.CLI, Runtime.SUBAGENT, Runtime.ACP
 SHELL = "/bin/sh"
 
 TOP_KEYS = ("flow", "step")
-FLOW_KEYS = ("goal", "owner", "notify", "max_parallel")
-STEP_KEYS = ("id", "runtime", "run", "shell", "needs", "timeout", "retries", "label", "cwd", "env")
+FLOW_KEYS = ("goal", "owner", "notify", "max_parallel", "origin")
+STEP_KEYS = ("id", "runtime", "run", "shell", "needs", "timeout", "retries", "label", "cwd", "env", "retry_delay",
+             "retry_backoff")
+ORIGIN_KEYS = ("channel", "to", "thread_id")
+MAX_RETRY_BACKOFF = 100.0
 
 # Letters, digits and `_ . : -`; no spaces and no `>`, so `a -> b` in a cycle message is never ambiguous.
 _STEP_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}$")
@@ -86,6 +89,8 @@ class StepDefinition:
     label: str | None = None
     cwd: str | None = None
     env: Mapping[str, str] = field(default_factory=_empty_env, hash=False)
+    retry_delay: timedelta | None = None
+    retry_backoff: float = 1.0
 
     def __post_init__(self) -> None:
         # Accept lists and dicts from hand-written code; store immutable values.
@@ -107,6 +112,12 @@ class StepDefinition:
     def display_label(self) -> str:
         return self.label or self.id
 
+    def retry_wait(self, attempt: int) -> timedelta:
+        """How long after attempt `attempt` (1-based) ended the next one starts: retry_delay × backoff^(k−1)."""
+        if self.retry_delay is None or attempt < 1:
+            return timedelta(0)
+        return self.retry_delay * (self.retry_backoff ** (attempt - 1))
+
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"id": self.id, "runtime": self.runtime.value}
         doc["run"] = self.run[0] if self.shell else list(self.run)
@@ -118,6 +129,10 @@ class StepDefinition:
             doc["timeout"] = format_duration(self.timeout)
         if self.retries:
             doc["retries"] = self.retries
+        if self.retry_delay is not None:
+            doc["retry_delay"] = format_duration(self.retry_delay)
+        if self.retry_backoff != 1.0:
+            doc["retry_backoff"] = self.retry_backoff
         for key, value in (("label", self.label), ("cwd", self.cwd)):
             if value is not None:
                 doc[key] = value
@@ -136,6 +151,7 @@ class FlowDefinition:
     notify: NotifyPolicy = DEFAULT_NOTIFY
     max_parallel: int = DEFAULT_MAX_PARALLEL
     steps: tuple[StepDefinition, ...] = ()
+    origin: Mapping[str, str] | None = None  # where the flow's notices go: {channel, to, thread_id?}
     _by_id: Mapping[str, StepDefinition] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -154,6 +170,8 @@ class FlowDefinition:
         """The flow as plain JSON/TOML values, in the file's own shape."""
         flow: dict[str, Any] = {"goal": self.goal, "owner": self.owner, "notify": self.notify.value,
                                 "max_parallel": self.max_parallel}
+        if self.origin is not None:
+            flow["origin"] = dict(self.origin)
         return {"flow": flow, "step": [s.to_document() for s in self.steps]}
 
 
@@ -253,6 +271,7 @@ class _Checker:
         owner = self.text(head.get("owner", DEFAULT_OWNER), "[flow] owner")
         notify = self.notify(head.get("notify", DEFAULT_NOTIFY.value))
         max_parallel = self.integer(head.get("max_parallel", DEFAULT_MAX_PARALLEL), "[flow] max_parallel", 1, 10_000)
+        origin = self.origin(head["origin"]) if "origin" in head else None
 
         raw_steps = data.get("step", [])
         if not isinstance(raw_steps, list):
@@ -267,7 +286,8 @@ class _Checker:
                 self.fail(f"Duplicate step id {step.id!r} (steps #{first_seen[step.id]} and #{number})")
             first_seen[step.id] = number
             steps.append(step)
-        definition = FlowDefinition(goal, owner=owner, notify=notify, max_parallel=max_parallel, steps=tuple(steps))
+        definition = FlowDefinition(goal, owner=owner, notify=notify, max_parallel=max_parallel, steps=tuple(steps),
+                                    origin=origin)
         self.graph(definition)
         return definition
 
@@ -279,6 +299,17 @@ class _Checker:
             return NotifyPolicy(value.strip())
         except ValueError:
             self.fail(f"Invalid [flow] notify {value!r}: expected one of {choices}")
+
+    def origin(self, value: object) -> dict[str, str]:
+        where = "[flow] origin"
+        if not isinstance(value, Mapping):
+            self.fail(f"{where} must be a table such as {{ channel = \"webhook\", to = \"ops\" }}, "
+                      f"got {_toml_type(value)}")
+        self.keys(value, ORIGIN_KEYS, f"in {where}")
+        for required in ("channel", "to"):
+            if required not in value:
+                self.fail(f"Missing key {required!r} in {where}")
+        return {key: self.text(value[key], f"{where} {key}") for key in ORIGIN_KEYS if key in value}
 
     def graph(self, definition: FlowDefinition) -> None:
         known = definition.step_ids
@@ -323,21 +354,32 @@ class _Checker:
             self.fail(f"Missing key 'run' in {name}")
         run = self.run(raw["run"], shell, prefix)
         needs = self.needs(raw.get("needs", []), prefix)
-        timeout = None
-        if "timeout" in raw:
-            value = raw["timeout"]
-            if not isinstance(value, str):
-                self.fail(f"{prefix} timeout must be a duration string such as \"10m\", got {_toml_type(value)}")
-            try:
-                timeout = parse_duration(value, what="timeout")
-            except InvalidInput as exc:
-                self.fail(f"{prefix} {exc.message.rstrip('.')}")
+        timeout = self.duration(raw["timeout"], f"{prefix} timeout") if "timeout" in raw else None
         retries = self.integer(raw.get("retries", 0), f"{prefix} retries", 0, MAX_RETRIES)
+        retry_delay = self.duration(raw["retry_delay"], f"{prefix} retry_delay") if "retry_delay" in raw else None
+        retry_backoff = self.backoff(raw.get("retry_backoff", 1), prefix)
         label = self.text(raw["label"], f"{prefix} label") if "label" in raw else None
         cwd = self.text(raw["cwd"], f"{prefix} cwd") if "cwd" in raw else None
         env = self.env(raw.get("env", {}), prefix)
         return StepDefinition(step_id, run=run, runtime=runtime, shell=shell, needs=needs, timeout=timeout,
-                              retries=retries, label=label, cwd=cwd, env=env)
+                              retries=retries, label=label, cwd=cwd, env=env, retry_delay=retry_delay,
+                              retry_backoff=retry_backoff)
+
+    def duration(self, value: object, what: str) -> timedelta:
+        prefix, _, name = what.rpartition(" ")
+        if not isinstance(value, str):
+            self.fail(f"{what} must be a duration string such as \"10m\", got {_toml_type(value)}")
+        try:
+            return parse_duration(value, what=name)
+        except InvalidInput as exc:
+            self.fail(f"{prefix} {exc.message.rstrip('.')}")
+
+    def backoff(self, value: object, prefix: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(f"{prefix} retry_backoff must be a number (at least 1), got {_toml_type(value)}")
+        if not 1 <= value <= MAX_RETRY_BACKOFF:
+            self.fail(f"{prefix} retry_backoff must be between 1 and {MAX_RETRY_BACKOFF:g}, got {value}")
+        return float(value)
 
     def runtime(self, value: object, step_id: str) -> Runtime:
         choices = "|".join(r.value for r in STEP_RUNTIMES)

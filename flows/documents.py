@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flowledger.flows.models import Flow
+from flowledger.flows.steps import step_views
 from flowledger.tasks.models import Task
 
 
@@ -23,11 +24,17 @@ def task_list_document(tasks: Sequence[Task], *, runtime: str | None, status: st
             "tasks": [t.to_json() for t in tasks]}
 
 
-def flow_document(flow: Flow, tasks: Sequence[Task]) -> dict[str, Any]:
-    """`tasks flow show --json` and `GET /api/flows/<lookup>`: the flow, its linked tasks and their summary."""
+def flow_document(flow: Flow, tasks: Sequence[Task], *, with_steps: bool = True) -> dict[str, Any]:
+    """`tasks flow show --json` and `GET /api/flows/<lookup>`: the flow, its linked tasks and their summary, and
+    for a graph flow its `steps` in file order (flows/steps.py; null for any other flow). Listings leave the
+    steps out (`with_steps=False`): CONTRACT §3 fixes their keys."""
     from flowledger.flows.service import task_summary
 
-    return {**flow.to_json(), "tasks": [t.to_json() for t in tasks], "task_summary": task_summary(list(tasks))}
+    document = {**flow.to_json(), "tasks": [t.to_json() for t in tasks], "task_summary": task_summary(list(tasks))}
+    if with_steps:
+        views = step_views(flow, tasks)
+        document["steps"] = [v.to_json() for v in views] if views is not None else None
+    return document
 
 
 def flow_list_document(flows: Sequence[Flow], linked: Mapping[str, Sequence[Task]],
@@ -36,7 +43,7 @@ def flow_list_document(flows: Sequence[Flow], linked: Mapping[str, Sequence[Task
     """`tasks flow list --json` and `GET /api/flows`: `count`, `total` and the filters as for tasks."""
     used = {**(filters or {}), "status": status}
     return {"count": len(flows), "total": len(flows) if total is None else total, **_filters(used, FLOW_FILTERS),
-            "flows": [flow_document(f, linked.get(f.flow_id, [])) for f in flows]}
+            "flows": [flow_document(f, linked.get(f.flow_id, []), with_steps=False) for f in flows]}
 
 
 TASK_FILTERS = ("runtime", "status", "owner", "flow", "since", "limit", "offset")

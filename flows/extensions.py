@@ -17,4 +17,8 @@ def install(ledger: Ledger) -> None:
     from flowledger.tasks.config import load_config
     from flowledger.tasks.delivery import DeliveryHooks
 
-    ledger.tasks.hooks.members.append(DeliveryHooks.from_config(ledger.tasks, load_config(ledger.state_dir)))
+    hooks = DeliveryHooks.from_config(ledger.tasks, load_config(ledger.state_dir))
+    # What a short-lived notice sender needs to open this same ledger (tasks/outbox.py).
+    hooks.state_dir = ledger.state_dir
+    hooks.database_url = ledger.db.engine.url.render_as_string(hide_password=False)
+    ledger.tasks.hooks.members.append(hooks)

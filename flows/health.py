@@ -130,10 +130,12 @@ class StatusReport:
     tasks: Summary
     audit: dict[str, int]
     retained_lost: RetainedLost | None
+    flows: dict[str, Any] | None = None  # flow pressure: active, blocked, cancel_requested, total, by_status
 
     def to_json(self) -> dict[str, Any]:
         return {"line": self.line, "tasks": self.tasks.to_json(), "audit": dict(self.audit),
-                "retained_lost": self.retained_lost.to_json() if self.retained_lost else None}
+                "retained_lost": self.retained_lost.to_json() if self.retained_lost else None,
+                "flows": dict(self.flows) if self.flows is not None else None}
 
 
 # --- projection ------------------------------------------------------------------------------------
@@ -299,4 +301,16 @@ def status(ledger: Ledger) -> StatusReport:
     audit = {"total": actionable.total + flows.total, "warnings": actionable.warnings + flows.warnings,
              "errors": actionable.errors + flows.errors}
     line = f"Tasks: {summary.queued} queued · {summary.running} running · {summary.failures} issues"
-    return StatusReport(line=line, tasks=summary, audit=audit, retained_lost=retained if retained.count else None)
+    return StatusReport(line=line, tasks=summary, audit=audit, retained_lost=retained if retained.count else None,
+                        flows=flow_pressure(ledger))
+
+
+def flow_pressure(ledger: Ledger) -> dict[str, Any]:
+    """The `TaskFlow pressure` of `tasks flow list`, over every flow: active (queued or running), blocked,
+    outstanding cancel requests, total, and the count per status."""
+    from flowledger.flows import store as flow_store
+
+    with ledger.db.read() as conn:
+        by_status, cancelling = flow_store.pressure_counts(conn)
+    return {"active": by_status["queued"] + by_status["running"], "blocked": by_status["blocked"],
+            "cancel_requested": cancelling, "total": sum(by_status.values()), "by_status": by_status}

@@ -242,7 +242,7 @@ class FlowService:
                 return FlowUpdate(applied=False, reason=UpdateReason.NOT_FOUND)
             if current.revision != expected_revision:
                 return FlowUpdate(applied=False, reason=UpdateReason.REVISION_CONFLICT, current=current)
-            new = build(current, now).replace(revision=current.revision + 1)
+            new = settle_timestamps(current, build(current, now)).replace(revision=current.revision + 1)
             if not store.compare_and_set(conn, new, expected_revision=expected_revision):
                 return FlowUpdate(applied=False, reason=UpdateReason.REVISION_CONFLICT,
                                   current=store.get(conn, flow_id))
@@ -392,7 +392,12 @@ class FlowService:
                 result = self.ledger.tasks.cancel(child.task_id, reason)
                 if not result.cancelled:
                     log.info("flow %s: child task %s not cancelled: %s", flow.flow_id, child.task_id, result.reason)
-        return self._finalise_cancel(flow.flow_id)
+        ended = self._finalise_cancel(flow.flow_id)
+        if ended.cancelled and ended.flow is not None:
+            from flowledger.flows.notices import FlowNotices
+
+            FlowNotices(self.ledger).graph_flow_ended(ended.flow)
+        return ended
 
     def _record_cancel_intent(self, flow: Flow) -> Flow | FlowCancelResult:
         """Set the sticky cancel intent (revision-checked). A driver saving its step between our read and our
@@ -442,6 +447,16 @@ class FlowService:
         from flowledger.flows.owner_view import OwnerFlows
 
         return OwnerFlows(self, owner_key)
+
+
+def settle_timestamps(current: Flow, new: Flow) -> Flow:
+    """A write to a flow that had already ended and stays ended (its driver recording the steps' final state
+    after a cancel from another process) does not move `updated_at` past `ended_at`: the flow itself did not
+    change after its end, and the audit holds `ended_at ≥ updated_at` for ended flows."""
+    if (current.status in LINK_TERMINAL and new.status == current.status and new.ended_at is not None
+            and new.updated_at > new.ended_at):
+        return new.replace(updated_at=new.ended_at)
+    return new
 
 
 def run_refusal(flow: Flow | store.FlowHead) -> str | None:

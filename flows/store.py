@@ -257,3 +257,14 @@ def existing_task_ids(conn: Connection, task_ids: Sequence[str]) -> set[str]:
         return set()
     stmt = select(task_runs.c.task_id).where(task_runs.c.task_id.in_(list(task_ids)))
     return {row[0] for row in conn.execute(stmt)}
+
+
+def pressure_counts(conn: Connection) -> tuple[dict[str, int], int]:
+    """Flows per status, and how many carry an outstanding cancel intent (requested, not yet terminal)."""
+    by_status = {s.value: 0 for s in FlowStatus}
+    for status, count in conn.execute(select(flow_runs.c.status, func.count()).group_by(flow_runs.c.status)):
+        by_status[str(status)] = int(count)
+    cancelling = conn.execute(select(func.count()).select_from(flow_runs).where(and_(
+        flow_runs.c.cancel_requested_at.is_not(None),
+        flow_runs.c.status.not_in([s.value for s in LINK_TERMINAL])))).scalar()
+    return by_status, int(cancelling or 0)

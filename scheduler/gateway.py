@@ -31,7 +31,7 @@ from flowledger.scheduler.runtimes.acp import AcpRuntime
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.cron import CronRunner
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
-from flowledger.tasks import delivery, session_sweep
+from flowledger.tasks import delivery, outbox, session_sweep
 from flowledger.tasks.clock import SystemClock
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
@@ -50,6 +50,8 @@ class Gateway:
         self.lease = LeaseKeeper(ledger, self.gateway_id)
         self.leader = Leadership(ledger)
         self._wake = threading.Event()
+        # Writes in the gateway (its flow drivers, runtimes) never send: the notices loop does.
+        delivery.defer_delivery(ledger.tasks)
         self.cli = CliRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace, on_finish=self._wake.set)
         self.cron = CronRunner(ledger, self.gateway_id, kill_grace=kill_grace)
         self.extra_runtimes: dict[Runtime, Any] = {}
@@ -85,6 +87,7 @@ class Gateway:
         s.add_job(self.reap_orphans, "interval", seconds=knobs.sweep_every().total_seconds(), id="orphans",
                   next_run_time=now + knobs.sweep_first_after())
         s.add_job(self.fire_wakes, "interval", seconds=1, id="heartbeat-wakes")
+        s.add_job(self.send_notices, "interval", seconds=1, id="notices", next_run_time=now)
         s.add_job(self.checkpoint, "interval", seconds=knobs.CHECKPOINT_EVERY.total_seconds(), id="checkpoint")
         s.add_job(self.sync_cron_jobs, "interval", seconds=knobs.CRON_RELOAD_EVERY.total_seconds(), id="cron-sync",
                   next_run_time=now)
@@ -135,6 +138,7 @@ class Gateway:
             for job_id in self.ledger.db.transact(lambda conn: cron.release_stale_running(conn, now)):
                 log.info("cron job %s: its run's gateway is gone; no longer running", job_id)
             self._deliver_pending()
+            outbox.prune(self.ledger.db, now)
             report = self.ledger.maintenance(apply=True)
             self.sweeps += 1
             log.info("sweep done: %s", _counts(report))
@@ -163,6 +167,20 @@ class Gateway:
                 log.info("settled %d pending deliveries", settled)
         except Exception:  # one bad channel must not stop the sweep
             log.exception("pending deliveries failed")
+
+    def send_notices(self) -> None:
+        """The outbox (tasks/outbox.py): every writer records its notices, the gateway sends them."""
+        hooks = delivery.delivery_hooks(self.ledger.tasks)
+        if hooks is None:
+            return
+        try:
+            sent = hooks.send_outbox()
+            if sent:
+                log.info("sent %d notices", sent)
+        except FlowledgerError as exc:
+            log.warning("notices failed: %s", exc.message)
+        except Exception:  # one bad channel must not stop the loop
+            log.exception("notices failed")
 
     def fire_wakes(self) -> None:
         """Immediate heartbeat wakes: run the configured heartbeat hook once per pending wake."""

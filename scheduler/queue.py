@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, and_, insert, select, update
 
@@ -23,7 +24,7 @@ from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import Changes
-from flowledger.tasks.states import NotifyPolicy, Runtime, TaskStatus
+from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, Runtime, TaskStatus
 from flowledger.tasks.tables import task_payloads, task_runs
 
 
@@ -48,10 +49,14 @@ def describe(argv: Sequence[str], shell: bool = False) -> str:
 
 def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, session_key: str | None = None,
             timeout: timedelta | None = None, shell: bool = False, cwd: str | None = None,
-            runtime: Runtime | str = Runtime.CLI, task_text: str | None = None, agent_id: str = "main") -> Task:
+            runtime: Runtime | str = Runtime.CLI, task_text: str | None = None, agent_id: str = "main",
+            notify_policy: NotifyPolicy | str | None = None, requester_origin: Mapping[str, Any] | None = None
+            ) -> Task:
     """Record queued work and what it runs; a gateway (or `run` in-process) claims it.
 
-    `cli`: argv is the command (run id `cli:<task id>`, system scope unless a session key is given).
+    `cli`: argv is the command (run id `cli:<task id>`, system scope unless a session key is given); it is
+    `silent` unless `notify_policy` says otherwise, and a silent one's delivery is `not_applicable` (nothing is
+    ever due, so nothing stays `pending`).
     `subagent` / `acp`: argv is the child (a `module:function` target or a command; for acp the agent's
     command) and `task_text` the task; a session key is required and a child session key is assigned.
     """
@@ -69,10 +74,13 @@ def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, se
 
     ledger.db.transact(write)
     if rt == Runtime.CLI:
+        policy = NotifyPolicy(notify_policy) if notify_policy else NotifyPolicy.SILENT
         return ledger.tasks.create(
             runtime=rt, task=task_text or describe(argv, shell), task_id=task_id, run_id=f"cli:{task_id}",
             source_id=task_id, label=label, owner_key=session_key, requester_session_key=session_key,
-            notify_policy=NotifyPolicy.SILENT, task_kind="command",
+            notify_policy=policy, task_kind="command", requester_origin=requester_origin,
+            delivery_status=DeliveryStatus.NOT_APPLICABLE if policy == NotifyPolicy.SILENT or not session_key
+            else None,
         )
     if not session_key:
         raise InvalidInput(f"A {rt.value} task needs the requester's session key.")
@@ -80,6 +88,7 @@ def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, se
         runtime=rt, task=task_text or describe(argv, shell), task_id=task_id, run_id=f"{rt.value}:{task_id}",
         source_id=task_id, label=label, owner_key=session_key, requester_session_key=session_key,
         child_session_key=f"agent:{agent_id}:{rt.value}:{task_id}", agent_id=agent_id,
+        notify_policy=notify_policy, requester_origin=requester_origin,
     )
 
 

@@ -4,9 +4,10 @@ in this process when there is none. Either way the ledger records everything."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler import queue
@@ -26,9 +27,11 @@ class RunOutcome:
 
 def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, session_key: str | None = None,
                 timeout: timedelta | None = None, detach: bool = False, shell: bool = False,
-                kill_grace: timedelta = timedelta(seconds=5)) -> RunOutcome:
+                kill_grace: timedelta = timedelta(seconds=5), notify_policy: str | None = None,
+                requester_origin: Mapping[str, Any] | None = None) -> RunOutcome:
     queue.ensure_table(ledger)
-    task = queue.enqueue(ledger, argv, label=label, session_key=session_key, timeout=timeout, shell=shell)
+    task = queue.enqueue(ledger, argv, label=label, session_key=session_key, timeout=timeout, shell=shell,
+                         notify_policy=notify_policy, requester_origin=requester_origin)
     if gateway_running(ledger):
         if detach:
             return RunOutcome(task, "gateway")

@@ -42,6 +42,15 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE cron_jobs ADD COLUMN timeout_ms BIGINT",
         "ALTER TABLE sessions ADD COLUMN last_route_json TEXT",
     ],
+    3: [
+        "CREATE TABLE IF NOT EXISTS notice_outbox (notice_key VARCHAR(255) NOT NULL PRIMARY KEY, "
+        "kind VARCHAR(16) NOT NULL, subject_id VARCHAR(128) NOT NULL, subject_status VARCHAR(16) NOT NULL, "
+        "session_key TEXT NOT NULL, origin_json TEXT, text TEXT NOT NULL, fallback BOOLEAN NOT NULL DEFAULT FALSE, "
+        "status VARCHAR(16) NOT NULL, created_at BIGINT NOT NULL, claimed_by TEXT, claimed_at BIGINT, "
+        "attempts INTEGER NOT NULL DEFAULT 0, "
+        "last_error TEXT, settled_at BIGINT)",
+        "CREATE INDEX IF NOT EXISTS ix_notice_outbox_status ON notice_outbox (status)",
+    ],
 }
 
 

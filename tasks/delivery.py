@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
 
-from flowledger.tasks import messages, store
+from flowledger.tasks import messages, outbox, store
 from flowledger.tasks.channels import Channel, Message, SendOutcome, build_channels
 from flowledger.tasks.config import Config
 from flowledger.tasks.delivery_notices import StateChangeNotices
@@ -90,6 +92,12 @@ class DeliveryHooks(TaskHooks):
     channels: dict[str, Channel] = field(default_factory=dict)
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
     claim_ttl: timedelta = CLAIM_TTL
+    # Deferred: nothing is sent in the writing process; due notices go to the outbox (tasks/outbox.py) and a
+    # sender (the gateway, else a short-lived process started here) sends them. The CLI and the gateway defer;
+    # a library user's ledger sends inline unless it asks otherwise.
+    deferred: bool = False
+    state_dir: Path | None = None
+    database_url: str | None = None
 
     @classmethod
     def from_config(cls, service: TaskService, config: Config,
@@ -113,6 +121,9 @@ class DeliveryHooks(TaskHooks):
                 record_route(conn, key, route, now)
 
     def after_commit(self, changes: Sequence[Change]) -> None:
+        if self.deferred:
+            self._defer(changes)
+            return
         for change in changes:
             try:
                 if change.event is not None:
@@ -121,6 +132,64 @@ class DeliveryHooks(TaskHooks):
                     self.deliver_terminal(change.task.task_id)
             except Exception:  # one task's delivery trouble must not starve the others in this batch
                 log.exception("delivery for task %s failed", change.task.task_id)
+
+    # --- off the writer's path (tasks/outbox.py) --------------------------------------------------
+
+    def _defer(self, changes: Sequence[Change]) -> None:
+        due = False
+        for change in changes:
+            task = change.task
+            try:
+                if change.event is not None:
+                    due = StateChangeNotices(self.service, self._record_message, lambda: 0).deliver(
+                        task, change.event) or due
+                if terminal_eligible(task):
+                    due = self._record_terminal(task) or due
+            except Exception:  # one task's trouble must not starve the others in this batch
+                log.exception("delivery for task %s could not be recorded", task.task_id)
+        if due:
+            self.kick()
+
+    def _record_terminal(self, task: Task) -> bool:
+        """The writer's part of a terminal delivery in deferred mode: a row saying it is due."""
+        key = f"task:{task.task_id}:{task.status.value}"
+
+        def unit(conn: Connection) -> bool:
+            return outbox.record(conn, self.service.clock.now(), key=key, kind=outbox.TASK_TERMINAL,
+                                 subject_id=task.task_id, subject_status=task.status.value)
+
+        return bool(self.service.db.transact(unit))
+
+    def _record_message(self, origin: DeliveryOrigin, message: Message) -> SendOutcome:
+        """The writer's `send` in deferred mode: record the ready message for a sender (never a fallback)."""
+        self.service.db.transact(lambda conn: outbox.record(
+            conn, self.service.clock.now(), key=message.idempotency_key, kind=outbox.MESSAGE,
+            subject_id=message.task_id, subject_status=message.status, origin=origin, text=message.text))
+        return SendOutcome(True, 0)
+
+    def kick(self) -> None:
+        """Wake a sender for what the outbox holds: deferred, the gateway or a short-lived process; inline (a
+        library ledger), a thread of this process. Either way the caller does not wait for the send."""
+        if self.deferred:
+            outbox.kick(self.service.db, self.service.clock.now(), state_dir=self.state_dir,
+                        database_url=self.database_url)
+        else:
+            threading.Thread(target=self._send_quietly, name="notices", daemon=True).start()
+
+    def _send_quietly(self) -> None:
+        try:
+            self.send_outbox()
+        except Exception:  # a closed ledger or a broken channel: the rows stay pending for the next sender
+            log.info("notice sending stopped", exc_info=True)
+
+    def send_outbox(self) -> int:
+        """Send every pending outbox notice from this process (a sender's job); returns how many settled."""
+        from flowledger.tasks.delivery_outbox import send_pending
+
+        return send_pending(self)
+
+    def send_message(self, origin: DeliveryOrigin, message: Message) -> SendOutcome:
+        return self._send(origin, message)
 
     # --- terminal delivery (REFERENCE §4.4) -------------------------------------------------------
 
@@ -265,3 +334,10 @@ def delivery_hooks(service: TaskService) -> DeliveryHooks | None:
         if isinstance(hook, DeliveryHooks):
             return hook
     return None
+
+
+def defer_delivery(service: TaskService) -> None:
+    """Send nothing in this process: every notice goes through the outbox (tasks/outbox.py)."""
+    hooks = delivery_hooks(service)
+    if hooks is not None:
+        hooks.deferred = True

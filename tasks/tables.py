@@ -20,7 +20,8 @@ from flowledger.tasks.errors import StorageUnavailable
 
 # 2: no task_runs.last_event_at index, (cleanup_after, seq) instead of cleanup_after; cron_jobs.timeout_ms;
 #    sessions.last_route_json
-SCHEMA_VERSION = 2
+# 3: notice_outbox (notices are sent off the writer's path, tasks/outbox.py)
+SCHEMA_VERSION = 3
 
 
 class UTCMillis(TypeDecorator[datetime]):
@@ -282,6 +283,29 @@ class TaskPayloadRow(SQLModel, table=True):
     claimed_at: datetime | None = _ts()
 
 
+class NoticeRow(SQLModel, table=True):
+    """A notice waiting to be sent (or settled) off the writer's path: a ready message for a channel, or a
+    task whose terminal delivery is due. Keyed by its idempotency key, so a notice is recorded once."""
+
+    __tablename__ = "notice_outbox"
+
+    notice_key: str = Field(sa_column=Column(String(255), primary_key=True))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))  # message | task_terminal
+    subject_id: str = Field(sa_column=Column(String(128), nullable=False))  # the flow or task it is about
+    subject_status: str = Field(default="", sa_column=Column(String(16), nullable=False))
+    session_key: str = Field(default="", sa_column=Column(Text, nullable=False))
+    origin_json: str | None = _text()
+    text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    fallback: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default="0"))
+    status: str = Field(sa_column=Column(String(16), nullable=False, index=True))
+    created_at: datetime = Field(sa_column=Column(UTCMillis(), nullable=False))
+    claimed_by: str | None = _text()
+    claimed_at: datetime | None = _ts()
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    last_error: str | None = _text()
+    settled_at: datetime | None = _ts()
+
+
 class SchemaMetaRow(SQLModel, table=True):
     __tablename__ = "schema_meta"
 
@@ -303,3 +327,4 @@ cron_jobs = CronJobRow.__table__  # type: ignore[attr-defined]
 cron_run_log = CronRunLogRow.__table__  # type: ignore[attr-defined]
 schema_meta = SchemaMetaRow.__table__  # type: ignore[attr-defined]
 task_payloads = TaskPayloadRow.__table__  # type: ignore[attr-defined]
+notice_outbox = NoticeRow.__table__  # type: ignore[attr-defined]

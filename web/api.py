@@ -6,7 +6,6 @@ pages poll (`/logs`, `/events`, `/cron`) reuse the CLI's shapes too (`tasks even
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -15,13 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flowledger.flows import health
+from flowledger.flows import health, retry
 from flowledger.flows.documents import flow_document
 from flowledger.tasks.errors import FlowNotFound, InvalidInput, TaskNotFound
 from flowledger.web import reads
 from flowledger.web.queries import AuditQuery, FlowQuery, TaskQuery, check_known
 from flowledger.web.security import bearer_ok
-from flowledger.web.steps import with_steps
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
@@ -142,30 +140,21 @@ async def cancel_flow(request: Request) -> Response:
     done = result.flow
     message = f"Cancelled {done.flow_id} ({done.sync_mode.value}) with status {done.status.value}."
     linked = await _in_thread(lambda: ledger.flows.linked_tasks(done.flow_id))
-    return _json({"message": message, "flow": with_steps(flow_document(done, linked), done, linked)})
-
-
-def _retry_function() -> Callable[..., Any] | None:
-    """`tasks flow retry`'s service call, where this version has one (flows/retry.py)."""
-    try:
-        found = importlib.import_module("flowledger.flows.retry").retry_flow
-    except (ImportError, AttributeError):
-        return None
-    return found if callable(found) else None
+    return _json({"message": message, "flow": flow_document(done, linked)})
 
 
 async def retry_flow(request: Request) -> Response:
+    """`tasks flow retry --detach`: the flow is queued again and a running gateway drives it (the board runs
+    nothing itself). A flow that cannot be retried is refused (409) with the CLI's reason."""
     if (denied := _authorised(request)) is not None:
         return denied
-    retry = _retry_function()
-    if retry is None:
-        return _json({"error": "Flow retry is not available in this version of flowledger."}, 501)
     lookup = request.path_params["lookup"]
     ledger = ledger_of(request)
-    flow_after = await _in_thread(lambda: retry(ledger, lookup))
-    linked = await _in_thread(lambda: ledger.flows.linked_tasks(flow_after.flow_id))
-    return _json({"message": f"Retrying {flow_after.flow_id}.",
-                  "flow": with_steps(flow_document(flow_after, linked), flow_after, linked)})
+    plan = await _in_thread(lambda: retry.retry_flow(ledger, lookup))
+    queued = plan.flow
+    linked = await _in_thread(lambda: ledger.flows.linked_tasks(queued.flow_id))
+    message = f"Retrying {queued.flow_id}: {len(plan.to_run)} steps to run, {len(plan.kept)} kept."
+    return _json({"message": message, "flow": flow_document(queued, linked)})
 
 
 async def _in_thread(fn: Callable[[], Any]) -> Any:

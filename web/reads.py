@@ -13,13 +13,13 @@ from flowledger.flows import health, listing
 from flowledger.flows.documents import flow_document, flow_list_document, task_list_document
 from flowledger.flows.models import Flow, FlowStatus
 from flowledger.flows.pressure import FlowPressure, flow_pressure
+from flowledger.flows.steps import step_views, why_not_succeeded
 from flowledger.scheduler import cron
 from flowledger.scheduler.logs import log_paths, tail
 from flowledger.tasks.errors import TaskNotFound
 from flowledger.tasks.models import Task, TaskEvent
 from flowledger.tasks.states import FAILURES
 from flowledger.web.queries import FlowQuery, TaskQuery
-from flowledger.web.steps import with_steps
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
@@ -88,11 +88,16 @@ class FlowView:
         steps = self.document.get("steps")
         return list(steps) if isinstance(steps, list) else None
 
+    @property
+    def why(self) -> str | None:
+        """`flow show`'s line for a flow that ended without succeeding."""
+        return why_not_succeeded(self.flow, step_views(self.flow, self.tasks))
+
 
 def flow(ledger: Ledger, lookup: str) -> FlowView:
     found = ledger.flows.require(lookup)
     tasks = list(ledger.flows.linked_tasks(found.flow_id))
-    return FlowView(found, tasks, with_steps(flow_document(found, tasks), found, tasks))
+    return FlowView(found, tasks, flow_document(found, tasks))
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ def test_status_text_and_json(seeded: Ledger, state: Path, capsys: pytest.Captur
     assert lines[2] == "Audit: 0 errors · 1 warnings"
     assert lines[3].startswith("Retained lost tasks: 1 retained until ")
     document = cli_json(capsys, state, "status", "--json")
-    assert set(document) == {"line", "tasks", "audit", "retained_lost"}
+    assert set(document) == {"line", "tasks", "audit", "retained_lost", "flows"}
     assert document["tasks"]["by_status"]["lost"] == 1 and document["tasks"]["failures"] == 0
     assert document["audit"] == {"total": 1, "warnings": 1, "errors": 0}
     assert document["retained_lost"]["count"] == 1

@@ -1,4 +1,5 @@
-"""A version-1 database opens under version 2 on both engines: two indexes replaced, columns added, data kept."""
+"""A version-1 database opens under the current version on both engines: two indexes replaced, columns and the
+notice outbox added, data kept."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ V1_SHAPE = [
     "CREATE INDEX ix_task_runs_cleanup_after ON task_runs (cleanup_after)",
     "ALTER TABLE cron_jobs DROP COLUMN timeout_ms",
     "ALTER TABLE sessions DROP COLUMN last_route_json",
+    "DROP TABLE notice_outbox",
     "UPDATE schema_meta SET value = '1' WHERE meta_key = 'schema_version'",
 ]
 
@@ -26,7 +28,7 @@ def _task_run_indexes(ledger: Ledger) -> set[str]:
 
 
 def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, clock: FrozenClock) -> None:
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
         made = ledger.tasks.create(runtime="cli", task="made under version 1", owner_key="agent:m:main",
@@ -36,7 +38,7 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
                 conn.execute(text(statement))
         assert "ix_task_runs_last_event_at" in _task_run_indexes(ledger)
 
-    for _ in range(2):  # the second open finds version 2 and runs nothing
+    for _ in range(2):  # the second open finds version 3 and runs nothing
         with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
             indexes = _task_run_indexes(ledger)
             assert not indexes & {"ix_task_runs_last_event_at", "ix_task_runs_cleanup_after"}
@@ -46,7 +48,9 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
                 version = conn.execute(schema_meta.select()).mappings().one()["value"]
                 cron_columns = {c["name"] for c in inspect(conn).get_columns("cron_jobs")}
                 session_columns = {c["name"] for c in inspect(conn).get_columns("sessions")}
-            assert version == "2"
+                tables = set(inspect(conn).get_table_names())
+            assert version == "3"
+            assert "notice_outbox" in tables
             assert "timeout_ms" in cron_columns
             assert "last_route_json" in session_columns
             assert ledger.tasks.get(made.task_id) == made

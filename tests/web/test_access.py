@@ -58,13 +58,18 @@ def test_cancel_a_flow_with_the_token(ledger: Ledger, make_client: MakeClient) -
     assert client.post("/api/flows/nope/cancel", headers=BEARER).status_code == 404
 
 
-def test_retry_needs_the_token_and_answers_clearly(ledger: Ledger, make_client: MakeClient) -> None:
+def test_retry_a_failed_flow_with_the_token(ledger: Ledger, make_client: MakeClient) -> None:
     seeded = seed(ledger)
     client = make_client(allow_actions=True, token=TOKEN)
     assert client.post(f"/api/flows/{seeded.flow_id}/retry").status_code == 401
     response = client.post(f"/api/flows/{seeded.flow_id}/retry", headers=BEARER)
-    assert response.status_code in (200, 501)
-    assert response.json().get("error") or response.json()["flow"]["status"] in ("queued", "running")
+    assert response.status_code == 200
+    assert response.json()["message"] == f"Retrying {seeded.flow_id}: 2 steps to run, 2 kept."
+    assert response.json()["flow"]["status"] == "queued"
+    assert ledger.flows.require(seeded.flow_id).status.value == "queued"  # a gateway drives it from here
+    again = client.post(f"/api/flows/{seeded.flow_id}/retry", headers=BEARER)
+    assert again.status_code == 409
+    assert again.json()["error"].endswith("only a failed, cancelled or lost flow can be retried.")
 
 
 def test_a_random_token_is_made_when_none_is_set() -> None:

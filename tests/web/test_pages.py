@@ -51,6 +51,7 @@ def test_flow_page_draws_one_svg_node_per_step(ledger: Ledger, board: TestClient
     assert html.count('class="edge"') == 4
     assert 'data-ended="true"' in html
     assert ESCAPED in html  # the failed step's error in the steps table
+    assert "Why: Step build failed: build broke: &lt;script&gt;" in html
     _no_raw_script(html)
 
 

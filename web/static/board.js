@@ -98,8 +98,6 @@
     }
     const revision = $('[data-flow-field="revision"]');
     if (revision) revision.textContent = String(doc.revision);
-    const why = $('[data-flow-field="blocked_summary"]');
-    if (why) { why.textContent = doc.blocked_summary || ""; why.hidden = !doc.blocked_summary; }
     for (const step of doc.steps || []) applyStep(step);
   }
   async function openStep(node) {
@@ -146,7 +144,9 @@
     poll(async () => {
       const doc = await getJSON("/api/flows/" + encodeURIComponent(id));
       applyFlow(doc);
-      return !doc.ended_at; // one last update after the flow ended, then stop
+      // ended: the page becomes static; load it once more for the full picture (why it ended, every task)
+      if (doc.ended_at) window.location.reload();
+      return !doc.ended_at;
     }, 1000);
   }
 
