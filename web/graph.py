@@ -3,7 +3,7 @@
 Pure: networkx in, boxes and edge paths out; the template draws them as inline SVG. Generation k holds the
 steps whose longest chain of needs has length k, so every edge points right. Within a generation, steps sit
 near the mean row of what they need (one barycentre pass), which keeps fan-outs and joins from crossing much.
-Cost: O(steps + edges) after networkx's sort, so a 1,000-step flow lays out in milliseconds.
+Cost: O(steps + edges × layers skipped), so a 1,000-step flow lays out in milliseconds.
 """
 
 from __future__ import annotations
@@ -52,26 +52,54 @@ class Layout:
     node_height: int = NODE_HEIGHT
 
 
-def _generations(graph: nx.DiGraph[str]) -> list[list[str]]:
+def _layers(graph: nx.DiGraph[str]) -> tuple[list[list[str]], dict[tuple[str, str], list[str]]]:
+    """Steps by generation, each layer ordered by the barycentre of what it needs. An edge that skips layers gets
+    a waypoint in each layer it crosses (Sugiyama's dummy nodes): it reserves a slot there, so the line runs in
+    its own lane instead of behind a box."""
     file_order = {node: index for index, node in enumerate(graph)}
-    layers: list[list[str]] = []
+    generation = {node: depth for depth, layer in enumerate(nx.topological_generations(graph)) for node in layer}
+    depth_count = max(generation.values(), default=-1) + 1
+    members: list[list[str]] = [[] for _ in range(depth_count)]
+    needs: dict[str, list[str]] = {node: [] for node in graph}
+    waypoints: dict[tuple[str, str], list[str]] = {}
+    for node in graph:
+        members[generation[node]].append(node)
+    for source, target in graph.edges:
+        previous = source
+        chain = []
+        for depth in range(generation[source] + 1, generation[target]):
+            dummy = f"\0{source}\0{target}\0{depth}"  # NUL cannot occur in a step id
+            members[depth].append(dummy)
+            needs[dummy] = [previous]
+            file_order[dummy] = file_order[source]
+            chain.append(dummy)
+            previous = dummy
+        needs[target].append(previous)
+        if chain:
+            waypoints[(source, target)] = chain
     row: dict[str, float] = {}
-    for generation in nx.topological_generations(graph):
+    layers: list[list[str]] = []
+    for layer in members:
         def barycentre(node: str) -> tuple[float, int]:
-            needs = [row[p] for p in graph.predecessors(node)]
-            return (sum(needs) / len(needs) if needs else file_order[node], file_order[node])
+            placed = [row[p] for p in needs[node]]
+            return (sum(placed) / len(placed) if placed else file_order[node], file_order[node])
 
-        layer = sorted(generation, key=barycentre)
-        for index, node in enumerate(layer):
+        ordered = sorted(layer, key=barycentre)
+        for index, node in enumerate(ordered):
             row[node] = index
-        layers.append(layer)
-    return layers
+        layers.append(ordered)
+    return layers, waypoints
+
+
+def _curve(x1: int, y1: int, x2: int, y2: int) -> str:
+    bend = max(GAP_X // 2, (x2 - x1) // 2)
+    return f" C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}"
 
 
 def layout(graph: nx.DiGraph[str], steps: Sequence[Mapping[str, Any]]) -> Layout:
     """Boxes for every step in `steps` (the graph's nodes) and one path per need → step edge."""
     by_id = {str(s["step_id"]): s for s in steps}
-    layers = _generations(graph)
+    layers, waypoints = _layers(graph)
     tallest = max((len(layer) for layer in layers), default=0)
     position: dict[str, tuple[int, int]] = {}
     nodes: list[Node] = []
@@ -82,14 +110,20 @@ def layout(graph: nx.DiGraph[str], steps: Sequence[Mapping[str, Any]]) -> Layout
         for index, step_id in enumerate(layer):
             y = top + index * (NODE_HEIGHT + GAP_Y)
             position[step_id] = (x, y)
-            nodes.append(Node(step_id, x, y, by_id.get(step_id, {"step_id": step_id, "status": "pending"})))
+            if step_id in graph:
+                nodes.append(Node(step_id, x, y, by_id.get(step_id, {"step_id": step_id, "status": "pending"})))
     edges = []
+    mid = NODE_HEIGHT // 2
     for source, target in graph.edges:
-        (x1, y1), (x2, y2) = position[source], position[target]
-        start_x, start_y = x1 + NODE_WIDTH, y1 + NODE_HEIGHT // 2
-        end_x, end_y = x2, y2 + NODE_HEIGHT // 2
-        bend = max(GAP_X // 2, (end_x - start_x) // 2)
-        path = f"M{start_x},{start_y} C{start_x + bend},{start_y} {end_x - bend},{end_y} {end_x},{end_y}"
+        x, y = position[source]
+        x, y = x + NODE_WIDTH, y + mid
+        path = f"M{x},{y}"
+        for dummy in waypoints.get((source, target), []):
+            dx, dy = position[dummy]
+            path += _curve(x, y, dx, dy + mid) + f" L{dx + NODE_WIDTH},{dy + mid}"
+            x, y = dx + NODE_WIDTH, dy + mid
+        tx, ty = position[target]
+        path += _curve(x, y, tx, ty + mid)
         edges.append(Edge(source, target, path))
     width = PAD * 2 + max(0, len(layers) * (NODE_WIDTH + GAP_X) - GAP_X)
     height = PAD * 2 + max(0, tallest * (NODE_HEIGHT + GAP_Y) - GAP_Y)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from flowledger.web.graph import GAP_X, NODE_HEIGHT, NODE_WIDTH, layout
+from flowledger.web.graph import GAP_X, GAP_Y, NODE_HEIGHT, NODE_WIDTH, PAD, layout
 
 
 def _graph(edges: list[tuple[str, str]], nodes: list[str]) -> nx.DiGraph[str]:
@@ -49,3 +49,14 @@ def test_long_labels_are_shortened_for_the_box() -> None:
 def test_an_empty_graph_is_an_empty_picture() -> None:
     drawn = layout(_graph([], []), [])
     assert drawn.nodes == [] and drawn.edges == []
+
+
+def test_an_edge_that_skips_a_layer_runs_in_a_lane_of_its_own() -> None:
+    graph = _graph([("a", "b"), ("b", "c"), ("a", "c")], ["a", "b", "c"])
+    drawn = layout(graph, [])
+    by_id = {n.step_id: n for n in drawn.nodes}
+    long_edge = next(e for e in drawn.edges if (e.source, e.target) == ("a", "c"))
+    assert long_edge.path.count(" L") == 1  # straight through its waypoint's slot in b's layer
+    lane_y = int(long_edge.path.split(" L")[1].split(",")[1].split()[0]) - NODE_HEIGHT // 2
+    assert lane_y != by_id["b"].y  # never behind b's box
+    assert drawn.height == 2 * PAD + 2 * NODE_HEIGHT + GAP_Y  # the lane took a slot: b's layer is two tall
