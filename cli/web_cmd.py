@@ -16,13 +16,18 @@ def register(app: typer.Typer) -> None:
 
 def web_cmd(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on; a non-loopback one needs "
-                                                     "FLOWLEDGER_WEB_TOKEN.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0 = any free port).")] = 8765,
+    host: Annotated[str, typer.Option("--host", metavar="HOST",
+                                      help="Address to listen on; a non-loopback one needs FLOWLEDGER_WEB_TOKEN.")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", min=0, max=65535,
+                                      help="TCP port (0 = any free port).")] = 8765,
     allow_actions: Annotated[bool, typer.Option("--allow-actions", help="Enable cancel and retry (POST, with "
                                                                         "the bearer token).")] = False,
 ) -> None:
-    """Serve the web board: flows with their live graphs, tasks, audit, cron, JSON API and /metrics."""
+    """Serve the web board: flows with their live graphs, tasks, audit, cron, JSON API and /metrics.
+
+    Example: flowledger web --port 9000 --allow-actions
+    """
     from flowledger.web.server import serve  # Starlette and uvicorn load only for this command
 
     config = app_context(ctx)

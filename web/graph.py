@@ -3,7 +3,8 @@
 Pure: networkx in, boxes and edge paths out; the template draws them as inline SVG. Generation k holds the
 steps whose longest chain of needs has length k, so every edge points right. Within a generation, steps sit
 near the mean row of what they need (one barycentre pass), which keeps fan-outs and joins from crossing much.
-Cost: O(steps + edges × layers skipped), so a 1,000-step flow lays out in milliseconds.
+Cost: O(steps + edges), lanes included (they are bounded by the step count), so a 1,000-step flow lays out in
+milliseconds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ GAP_X = 56
 GAP_Y = 20
 PAD = 16
 LABEL_CHARS = 24
+LANE_BUDGET = 64  # waypoints always allowed, however few steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,10 @@ def _layers(graph: nx.DiGraph[str]) -> tuple[list[list[str]], dict[tuple[str, st
     waypoints: dict[tuple[str, str], list[str]] = {}
     for node in graph:
         members[generation[node]].append(node)
-    for source, target in graph.edges:
+    # Lanes cost a slot per layer crossed: within a budget of one per step they make the picture; beyond it (big
+    # graphs with far-reaching needs) they would only make it taller, so long edges are drawn straight instead.
+    crossings = sum(max(0, generation[t] - generation[s] - 1) for s, t in graph.edges)
+    for source, target in graph.edges if crossings <= max(LANE_BUDGET, graph.number_of_nodes()) else ():
         previous = source
         chain = []
         for depth in range(generation[source] + 1, generation[target]):
@@ -75,8 +80,10 @@ def _layers(graph: nx.DiGraph[str]) -> tuple[list[list[str]], dict[tuple[str, st
             chain.append(dummy)
             previous = dummy
         needs[target].append(previous)
-        if chain:
-            waypoints[(source, target)] = chain
+        waypoints[(source, target)] = chain
+    for source, target in graph.edges:
+        if (source, target) not in waypoints:
+            needs[target].append(source)
     row: dict[str, float] = {}
     layers: list[list[str]] = []
     for layer in members:

@@ -23,6 +23,7 @@ from flowledger.web.api import ledger_of
 from flowledger.web.graph import layout
 from flowledger.web.queries import AuditQuery, FlowQuery, TaskQuery, check_known
 from flowledger.web.steps import definition_of
+from flowledger.web.svg import render_svg
 
 PAGE_SIZE = 50
 
@@ -74,7 +75,8 @@ def flow(request: Request) -> Response:
     graph = None
     if definition is not None and view.steps is not None:
         graph = layout(build_graph(definition), view.steps)
-    return render(request, "flow.html", {"view": view, "doc": view.document, "graph": graph})
+    return render(request, "flow.html", {"view": view, "graph": graph,
+                                         "graph_svg": render_svg(graph) if graph is not None else None})
 
 
 def tasks(request: Request) -> Response:

@@ -7,13 +7,14 @@ with `flowledger tasks list --json` (flows/documents.py builds every document).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from flowledger.flows import health, listing
 from flowledger.flows.documents import flow_document, flow_list_document, task_list_document
 from flowledger.flows.models import Flow, FlowStatus
 from flowledger.flows.pressure import FlowPressure, flow_pressure
-from flowledger.flows.steps import step_views, why_not_succeeded
+from flowledger.flows.steps import StepView, step_views, why_not_succeeded
 from flowledger.scheduler import cron
 from flowledger.scheduler.logs import log_paths, tail
 from flowledger.tasks.errors import TaskNotFound
@@ -28,6 +29,7 @@ RECENT_WINDOW = 200  # the overview looks for failures among this many newest ta
 RECENT_FAILURES = 10
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 16_384
+LINKED_SHOWN = 100  # a flow page lists this many linked tasks; its steps table covers every step
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,27 +79,39 @@ def log_tail(ledger: Ledger, task_id: str) -> dict[str, Any]:
             "captured": out_path.exists() or err_path.exists()}
 
 
-@dataclass(frozen=True, slots=True)
 class FlowView:
-    flow: Flow
-    tasks: list[Task]
-    document: dict[str, Any]  # `tasks flow show --json`, steps included
+    """One flow with its linked tasks; the JSON document (`tasks flow show --json`) and the step view are each
+    built on first use: the page needs only the steps, the API only the document."""
 
-    @property
+    def __init__(self, flow: Flow, tasks: list[Task]) -> None:
+        self.flow = flow
+        self.tasks = tasks
+
+    @cached_property
+    def document(self) -> dict[str, Any]:
+        return flow_document(self.flow, self.tasks)
+
+    @cached_property
+    def views(self) -> list[StepView] | None:
+        return step_views(self.flow, self.tasks)
+
+    @cached_property
     def steps(self) -> list[dict[str, Any]] | None:
-        steps = self.document.get("steps")
-        return list(steps) if isinstance(steps, list) else None
+        """The document's `steps` (the same serialiser), without building the rest of the document."""
+        return [v.to_json() for v in self.views] if self.views is not None else None
 
     @property
     def why(self) -> str | None:
         """`flow show`'s line for a flow that ended without succeeding."""
-        return why_not_succeeded(self.flow, step_views(self.flow, self.tasks))
+        return why_not_succeeded(self.flow, self.views)
+
+    def newest_tasks(self, limit: int = LINKED_SHOWN) -> list[Task]:
+        return self.tasks[:limit]
 
 
 def flow(ledger: Ledger, lookup: str) -> FlowView:
     found = ledger.flows.require(lookup)
-    tasks = list(ledger.flows.linked_tasks(found.flow_id))
-    return FlowView(found, tasks, flow_document(found, tasks))
+    return FlowView(found, list(ledger.flows.linked_tasks(found.flow_id)))
 
 
 @dataclass(frozen=True, slots=True)
