@@ -9,12 +9,15 @@ import typer
 
 from flowledger.cli.context import app_context
 from flowledger.cli.render import emit_json, err, out, table, when
+from flowledger.cli.run_result import exit_code_of
 from flowledger.cli.tables import Col, render
 from flowledger.tasks.durations import format_duration, parse_duration
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED
 
 if TYPE_CHECKING:
+    from flowledger.flows.ledger import Ledger
     from flowledger.scheduler import cron
+    from flowledger.tasks.models import Task
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 
@@ -26,6 +29,9 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
     cron_app.command("list")(list_cmd)
     cron_app.command("remove")(remove_cmd)
     cron_app.command("runs")(runs_cmd)
+    cron_app.command("pause")(pause_cmd)
+    cron_app.command("resume")(resume_cmd)
+    cron_app.command("trigger")(trigger_cmd)
     app.add_typer(cron_app, name="cron")
 
 
@@ -57,21 +63,104 @@ def add_cmd(
 
 
 def list_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
-    """Cron jobs with their next and last runs."""
-    from flowledger.scheduler import cron
+    """Cron jobs with their next and last runs.
+
+    Example: flowledger cron list --json
+    """
+    from flowledger.scheduler import cron, cron_control
 
     ledger = app_context(ctx).ledger()
     now = ledger.clock.now()
     jobs = cron.list_jobs(ledger)
+    paused = cron_control.paused_at(ledger)
     if json_out:
-        emit_json({"jobs": [j.to_json(now) for j in jobs]})
+        emit_json({"jobs": [{**j.to_json(now), "paused": j.job_id in paused} for j in jobs]})
         return
     if not jobs:
         err("No cron jobs.")
         return
     columns = [Col("Name"), Col("Schedule"), Col("Next run"), Col("Last"), Col("Command", fixed=False)]
-    rows = [[j.name, cron.format_every(j), _next_text(j, now), j.last_status or "-", j.describe()] for j in jobs]
+    rows = [[j.name, cron.format_every(j), "paused" if j.job_id in paused else _next_text(j, now),
+             j.last_status or "-", j.describe()] for j in jobs]
     render(columns, rows, status_column=3)
+
+
+JobName = Annotated[str, typer.Argument(metavar="NAME", help="Job name or id.", show_default=False)]
+
+
+def pause_cmd(ctx: typer.Context, name: JobName) -> None:
+    """Stop scheduling a job (it stays defined; a running gateway unloads it within 5 s).
+
+    Example: flowledger cron pause nightly-digest
+    """
+    from flowledger.scheduler import cron_control
+
+    ledger = app_context(ctx).ledger()
+    job = _require_job(ledger, name)
+    changed = cron_control.set_paused(ledger, job.job_id, True)
+    out(f"Paused cron job {job.name}." if changed else f"Cron job {job.name} is already paused.")
+
+
+def resume_cmd(ctx: typer.Context, name: JobName) -> None:
+    """Schedule a paused job again from its next due time.
+
+    Example: flowledger cron resume nightly-digest
+    """
+    from flowledger.scheduler import cron_control
+
+    ledger = app_context(ctx).ledger()
+    job = _require_job(ledger, name)
+    changed = cron_control.set_paused(ledger, job.job_id, False)
+    out(f"Resumed cron job {job.name}." if changed else f"Cron job {job.name} is not paused.")
+
+
+def trigger_cmd(ctx: typer.Context, name: JobName) -> None:
+    """Run a job once now, recorded like any run: by the running gateway, else in this process (exits as the
+    run did: 0, the command's code, 124 timed out).
+
+    Example: flowledger cron trigger nightly-digest
+    """
+    from flowledger.scheduler import cron_control
+    from flowledger.scheduler.lease import gateway_running
+
+    ledger = app_context(ctx).ledger()
+    job = _require_job(ledger, name)
+    if gateway_running(ledger):
+        cron_control.request_trigger(ledger, job.job_id)
+        out(f"Triggered cron job {job.name}: the running gateway starts it within 5 s "
+            f"(flowledger cron runs {job.name}).")
+        return
+    task = _run_here(ledger, job)
+    if task is None:
+        err(f"Cron job not found: {name}.")
+        raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
+    out(f"Ran cron job {job.name} as task {task.task_id}: {task.status.value}.")
+    code = exit_code_of(task)
+    if code:
+        raise typer.Exit(code)
+
+
+def _run_here(ledger: Ledger, job: cron.CronJob) -> Task | None:
+    from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
+    from flowledger.scheduler.runtimes.cron import CronRunner
+
+    runner_id = new_gateway_id("run")  # a short-lived lease backs the run while it lasts, as for `run`
+    lease = LeaseKeeper(ledger, runner_id)
+    lease.start()
+    try:
+        return CronRunner(ledger, runner_id).run_job(job.job_id)
+    finally:
+        lease.stop(release=True)
+
+
+def _require_job(ledger: Ledger, name: str) -> cron.CronJob:
+    from flowledger.scheduler import cron
+
+    job = cron.get_job(ledger, name)
+    if job is None:
+        err(f"Cron job not found: {name}.")
+        raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
+    return job
 
 
 def _next_text(job: cron.CronJob, now: datetime) -> str:
@@ -85,13 +174,18 @@ def _next_text(job: cron.CronJob, now: datetime) -> str:
 
 
 def remove_cmd(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Job name or id.")]) -> None:
-    """Remove a cron job (its run records stay)."""
-    from flowledger.scheduler import cron
+    """Remove a cron job (its run records stay).
 
-    job = cron.remove_job(app_context(ctx).ledger(), name)
+    Example: flowledger cron remove nightly-digest
+    """
+    from flowledger.scheduler import cron, cron_control
+
+    ledger = app_context(ctx).ledger()
+    job = cron.remove_job(ledger, name)
     if job is None:
         err(f"Cron job not found: {name}.")
         raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
+    cron_control.forget(ledger, job.job_id)
     out(f"Removed cron job {job.name} ({job.job_id}).")
 
 

@@ -282,7 +282,7 @@ def list_head(page: FlowPage) -> list[str]:
     active, blocked, cancelling = page.pressure
     lines = [f"TaskFlows: {page.total}",
              f"TaskFlow pressure: {active} active · {blocked} blocked · {cancelling} cancel-requested · "
-             f"{sum(n for n, _ in page.counts.values())} total"]
+             f"{page.total} total"]
     for key, name in (("status", "Status"), ("owner", "Owner"), ("since", "Since")):
         if page.filters.get(key):
             lines.append(f"{name} filter: {safe(page.filters[key])}")

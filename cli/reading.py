@@ -32,6 +32,7 @@ def open_for_reading(state_dir: str | None, database_url: str | None) -> Ledger:
     if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database).expanduser().resolve()
         if not path.is_file():
+            _refuse_blocked_path(path)
             return _empty(str(path), resolved)
         return _reading_ledger(Database.open(url, state_dir=resolved), resolved)
     db = Database.open(url, state_dir=resolved, create=False)
@@ -41,6 +42,19 @@ def open_for_reading(state_dir: str | None, database_url: str | None) -> Ledger:
         return _empty(where, resolved)
     db.ensure_schema()  # an older schema is brought up to date, as every other command would
     return _reading_ledger(db, resolved)
+
+
+def _refuse_blocked_path(path: Path) -> None:
+    """A path that can never hold a ledger (a file where a directory must be) is a storage error, not "not yet"."""
+    from flowledger.tasks.errors import StorageUnavailable
+
+    if path.exists():
+        raise StorageUnavailable(f"Storage unavailable: {path} is not a file.")
+    for ancestor in path.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise StorageUnavailable(f"Storage unavailable: {ancestor} is not a directory.")
+            return
 
 
 def _has_schema(db: Database) -> bool:

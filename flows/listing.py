@@ -42,7 +42,7 @@ class Paging:
 class TaskPage:
     tasks: list[Task]
     total: int  # every task matching the filters
-    counts: dict[str, int]  # projected status -> count over every task matching the filters but the status
+    counts: dict[str, int]  # projected status -> count over every task matching the filters
     filters: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -60,7 +60,7 @@ class FlowPage:
 
     @property
     def pressure(self) -> tuple[int, int, int]:
-        """(active, blocked, cancel-requested) over every flow matching the filters but the status."""
+        """(active, blocked, cancel-requested) over every flow matching the filters."""
         active = sum(self.counts.get(s.value, (0, 0))[0] for s in (FlowStatus.QUEUED, FlowStatus.RUNNING))
         blocked = self.counts.get(FlowStatus.BLOCKED.value, (0, 0))[0]
         # Only outstanding intent counts (reference-bugs 117713): requested and not yet terminal.
@@ -104,7 +104,9 @@ def task_page(ledger: Ledger, *, runtime: str | None = None, status: str | None 
     projector = listing.Projector(ledger.clock.now(), ledger.authoritative, ledger.tasks.retention)
     tasks = listing.page(ledger.db, query, projector, limit=paging.limit, offset=paging.offset)
     counts = listing.count_by_status(ledger.db, query, projector)
-    total = counts[query.status.value] if query.status is not None else sum(counts.values())
+    if query.status is not None:  # the pressure line counts what matches every filter, the status included
+        counts = {s: (n if s == query.status.value else 0) for s, n in counts.items()}
+    total = sum(counts.values())
     filters = {"runtime": runtime, "status": status, "owner": owner_key, "flow": flow_id, "since": iso_z(since),
                "limit": paging.limit or 0, "offset": paging.offset}
     return TaskPage(tasks, total, counts, filters)
@@ -120,7 +122,9 @@ def flow_page(ledger: Ledger, *, status: str | None = None, owner_key: str | Non
                                  offset=paging.offset)
         counts = store.count_by_status(conn, owner_key=owner_key, since=since)
         linked = store.linked_for(conn, [f.flow_id for f in flows])
-    total = counts.get(st.value, (0, 0))[0] if st is not None else sum(n for n, _ in counts.values())
+    if st is not None:
+        counts = {s: c for s, c in counts.items() if s == st.value}
+    total = sum(n for n, _ in counts.values())
     filters = {"status": status, "owner": owner_key, "since": iso_z(since), "limit": paging.limit or 0,
                "offset": paging.offset}
     return FlowPage(flows, linked, total, counts, filters)

@@ -23,7 +23,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from flowledger.flows.ledger import Ledger
-from flowledger.scheduler import cron, knobs, orphans, queue
+from flowledger.scheduler import cron, cron_control, knobs, orphans, queue
 from flowledger.scheduler.leader import Leadership
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.registry import tombstone_orphans
@@ -215,10 +215,16 @@ class Gateway:
         """Load added jobs, drop removed ones, reschedule changed ones (run every 2 s)."""
         self.leader.try_acquire()
         try:
-            jobs = {j.job_id: j for j in cron.list_jobs(self.ledger)}
+            paused = cron_control.paused_at(self.ledger)  # a paused job stays known but is not scheduled
+            jobs = {j.job_id: j for j in cron.list_jobs(self.ledger) if j.job_id not in paused}
+            triggered = cron_control.take_triggers(self.ledger) if self.leader.held else []
         except FlowledgerError as exc:
             log.warning("cron reload failed: %s", exc.message)
             return
+        for job_id in triggered:  # `cron trigger NAME`: one run now, on the cron executor like a scheduled one
+            self.scheduler.add_job(self._fire_cron, args=[job_id], executor="cron", id=f"cron-trigger:{job_id}",
+                                   replace_existing=True)
+            log.info("cron job %s triggered", job_id)
         for job_id in list(self._cron_loaded):
             if job_id not in jobs or jobs[job_id].signature != self._cron_loaded[job_id]:
                 with contextlib.suppress(Exception):

@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
 
-from flowledger.tasks import store
+from flowledger.tasks import cron_recovery, store
+from flowledger.tasks.backing import BackingView, should_mark_lost
 from flowledger.tasks.db import Database
 from flowledger.tasks.models import DEFAULT_RETENTION, Task
 from flowledger.tasks.projection import BATCH, active_may_change, project_batch
@@ -24,6 +25,7 @@ from flowledger.tasks.states import ACTIVE, FAILURES, Runtime, TaskStatus
 from flowledger.tasks.tables import task_runs
 
 _ACTIVE = [s.value for s in ACTIVE]
+COUNT_BATCH = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,19 @@ class Projector:
     def project(self, conn: Any, tasks: list[Task]) -> list[Task]:
         return project_batch(conn, tasks, self.now, authoritative=self.authoritative, retention=self.retention)
 
+    def statuses(self, conn: Any, tasks: list[Task]) -> list[TaskStatus]:
+        """The projected status of each task, as `project` would give it, without building the records."""
+        view = BackingView.load(conn, tasks, self.now, authoritative=self.authoritative)
+        recoveries = cron_recovery.load(conn, tasks)
+        out = []
+        for task in tasks:
+            recovery = recoveries.get(task.task_id)
+            if recovery is not None:
+                out.append(recovery.status)
+            else:
+                out.append(TaskStatus.LOST if should_mark_lost(task, view) is not None else task.status)
+        return out
+
 
 def page(db: Database, query: TaskFilter, projector: Projector, *, limit: int | None, offset: int = 0) -> list[Task]:
     """Newest first, reconciled, `offset` matches skipped, at most `limit` (None = all)."""
@@ -92,28 +107,35 @@ def page(db: Database, query: TaskFilter, projector: Projector, *, limit: int | 
 
 
 def count_by_status(db: Database, query: TaskFilter, projector: Projector) -> dict[str, int]:
-    """Projected status -> count over every task matching the filters but the status."""
+    """Projected status -> count over every task matching the filters but the status.
+
+    Only the active rows whose projection can differ are read, one active status at a time: a keyset on
+    (status, seq) walks the status index in order (both statuses at once made SQLite sort every active row
+    again for each batch), and only their projected *status* is computed, never the projected record.
+    """
     where = query.stored_where()
     counts = {s.value: 0 for s in TaskStatus}
     with db.read() as conn:
         stmt = select(task_runs.c.status, func.count()).where(*where).group_by(task_runs.c.status)
         for status, count in conn.execute(stmt):
             counts[str(status)] = counts.get(str(status), 0) + int(count)
-    changing = [*where, task_runs.c.status.in_(_ACTIVE), active_may_change(projector.now)]
-    after = 0
-    while True:
-        with db.read() as conn:
-            stmt = (store.task_select().where(task_runs.c.seq > after, *changing).order_by(task_runs.c.seq)
-                    .limit(BATCH))
-            rows = [(r._mapping["seq"], store.row_to_task(r)) for r in conn.execute(stmt)]
-            if not rows:
-                return counts
-            stored = [t for _, t in rows]
-            for before, now in zip(stored, projector.project(conn, stored), strict=True):
-                if before.status != now.status:
-                    counts[before.status.value] -= 1
-                    counts[now.status.value] += 1
-        after = rows[-1][0]
+    for active in ACTIVE:
+        changing = [*where, task_runs.c.status == active.value, active_may_change(projector.now)]
+        after = 0
+        while True:
+            with db.read() as conn:
+                stmt = (store.task_select().where(task_runs.c.seq > after, *changing).order_by(task_runs.c.seq)
+                        .limit(COUNT_BATCH))
+                rows = [(r._mapping["seq"], store.row_to_task(r)) for r in conn.execute(stmt)]
+                if not rows:
+                    break
+                stored = [t for _, t in rows]
+                for status in projector.statuses(conn, stored):
+                    if status != active:
+                        counts[active.value] -= 1
+                        counts[status.value] += 1
+            after = rows[-1][0]
+    return counts
 
 
 def pressure(counts: dict[str, int]) -> tuple[int, int, int]:

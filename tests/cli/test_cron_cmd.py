@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flowledger import Ledger
-from flowledger.scheduler import cron
+from flowledger.scheduler import cron, cron_control
 from flowledger.scheduler.runtimes.cron import CronRunner
 
 Invoke = Callable[..., tuple[int, str, str]]  # the `cli` fixture (tests/cli/conftest.py)
@@ -82,3 +82,34 @@ def test_runs_lists_each_execution_newest_first(cli: Invoke, database_url: str, 
     assert cli("cron", "runs", "nope")[0] == 1
     code, out, _ = cli("cron", "runs", "nightly")
     assert code == 0 and second.task_id in out
+
+
+def test_pause_resume_and_trigger_without_a_gateway(cli: Invoke, database_url: str, state_dir: Path) -> None:
+    assert cli("cron", "add", "--name", "beat", "--every", "1h", "--", "sh", "-c", "echo tick")[0] == 0
+    assert cli("cron", "pause", "beat") == (0, "Paused cron job beat.\n", "")
+    assert cli("cron", "pause", "beat") == (0, "Cron job beat is already paused.\n", "")
+    [job] = json.loads(cli("cron", "list", "--json")[1])["jobs"]
+    assert job["paused"] is True
+    assert "paused" in cli("cron", "list")[1]
+    with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
+        assert set(cron_control.paused_at(ledger)) == {job["job_id"]}
+    assert cli("cron", "resume", "beat") == (0, "Resumed cron job beat.\n", "")
+    assert json.loads(cli("cron", "list", "--json")[1])["jobs"][0]["paused"] is False
+    code, out, _ = cli("cron", "trigger", "beat")  # no gateway: runs here, recorded like any run
+    assert code == 0 and out.startswith("Ran cron job beat as task ") and out.endswith(": succeeded.\n")
+    runs = json.loads(cli("cron", "runs", "beat", "--json")[1])["runs"]
+    assert len(runs) == 1 and runs[0]["run_id"].startswith(f"cron:{job['job_id']}:")
+    assert cli("cron", "add", "--name", "bad", "--every", "1h", "--", "sh", "-c", "exit 3")[0] == 0
+    assert cli("cron", "trigger", "bad")[0] == 3
+    for command in ("pause", "resume", "trigger"):
+        assert cli("cron", command, "nope") == (1, "", "Cron job not found: nope.\n")
+
+
+def test_triggers_are_taken_once(ledger: Ledger) -> None:
+    job = cron.add_job(ledger, "once", ["true"], every=timedelta(hours=1))
+    cron_control.request_trigger(ledger, job.job_id)
+    assert cron_control.take_triggers(ledger) == [job.job_id]
+    assert cron_control.take_triggers(ledger) == []
+    cron_control.set_paused(ledger, job.job_id, True)
+    cron_control.forget(ledger, job.job_id)
+    assert cron_control.paused_at(ledger) == {}

@@ -96,6 +96,8 @@ def test_filters_total_and_pressure_over_every_match(ledger: Ledger, cli: Invoke
     code, out, _ = cli("tasks", "list", "--limit", "1")
     assert code == 0 and "Background tasks: 6" in out and "Task pressure: 5 queued · 0 running · 1 issues" in out
     assert "Showing 1–1 of 6" in out and "exit code 2" in out  # a failed task's Summary is its error
+    out = cli("tasks", "list", "--status", "queued", "--limit", "1")[1]
+    assert "Background tasks: 5" in out and "Task pressure: 5 queued · 0 running · 0 issues" in out
 
 
 def test_listing_usage_errors(cli: Invoke) -> None:
