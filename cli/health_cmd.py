@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +19,7 @@ from flowledger.tasks.sessionkeys import parse_agent_id
 
 if TYPE_CHECKING:  # the health stack (SQLAlchemy, the schema) is imported by the commands that run it
     from flowledger.flows import health
+    from flowledger.flows.ledger import Ledger
     from flowledger.tasks.models import Task
     from flowledger.tasks.summary import Summary
 
@@ -99,12 +101,20 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
             out(safe(line))
 
     @app.command("status")
-    def status_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
-        """Task pressure: queued, running, issues, by runtime, audit counts.
+    def status_cmd(
+        ctx: typer.Context,
+        json_out: JsonFlag = False,
+        session: Annotated[str | None, typer.Option("--session", help="One session's status card instead.")] = None,
+    ) -> None:
+        """Task pressure: queued, running, issues, by runtime, audit counts; with --session, that session's card.
 
         Example: flowledger status --json
         """
         from flowledger.flows import health
+
+        if session is not None:
+            show_status_card(app_context(ctx).ledger(), session, json_out=wants_json(ctx, json_out))
+            return
 
         report = health.status(app_context(ctx).ledger(read_only=True))
         if wants_json(ctx, json_out):
@@ -112,6 +122,19 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
             return
         for line in status_lines(report):
             out(line)
+
+
+def show_status_card(ledger: Ledger, session: str, *, json_out: bool) -> None:
+    """`status --session KEY`: the one-line card (CONTRACT §7), `* ` for the pin where stdout cannot encode it."""
+    from flowledger.tasks import status_card
+
+    if not session.strip():
+        raise InvalidInput("--session must name a session key.")
+    card = status_card.for_session(ledger.tasks, session)
+    if json_out:
+        emit_json(card.to_json())
+    else:
+        out(safe(card.line(sys.stdout.encoding)))
 
 
 def parse_limit(raw: str | None) -> int | None:

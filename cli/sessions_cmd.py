@@ -1,6 +1,6 @@
 """`flowledger sessions events <session key> [--drain] [--json]`: a session's queued system events;
 `flowledger sessions route <session key> [--channel C --to T [--account A] [--thread X]] [--json]`: its stored
-chat route."""
+chat route; `flowledger sessions ack <session key> <task> <item…>`: generated media the session received."""
 
 from __future__ import annotations
 
@@ -81,3 +81,19 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
             out(f"to: {safe(route.to)}")
             out(f"accountId: {safe(route.account_id or 'n/a')}")
             out(f"threadId: {safe(route.thread_id or 'n/a')}")
+
+    @sessions_app.command("ack")
+    def ack_cmd(
+        ctx: typer.Context,
+        session_key: Annotated[str, typer.Argument(help="The session that received the items.")],
+        task: Annotated[str, typer.Argument(help="The generation job: task id or run id.")],
+        items: Annotated[list[str], typer.Argument(help="The paths or URLs the session received.")],
+        json_out: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    ) -> None:
+        """Acknowledge generated media: a direct fallback message never carries these items (CONTRACT §7)."""
+        ledger = app_context(ctx).ledger()
+        acked = ledger.sessions.ack_media(session_key, task, items)
+        if json_out:
+            emit_json({"session_key": session_key.strip(), "task": task.strip(), "acknowledged": acked})
+        else:
+            out(f"Acknowledged {acked} item(s) of {safe(task.strip())} for {safe(session_key.strip())}.")

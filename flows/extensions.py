@@ -22,3 +22,6 @@ def install(ledger: Ledger) -> None:
     hooks.state_dir = ledger.state_dir
     hooks.database_url = ledger.db.engine.url.render_as_string(hide_password=False)
     ledger.tasks.hooks.members.append(hooks)
+    from flowledger.tasks.generation_delivery import GenerationHooks
+
+    ledger.tasks.hooks.members.append(GenerationHooks(ledger.tasks, hooks))

@@ -34,6 +34,7 @@ from flowledger.scheduler.runtimes.subagent import SubagentRuntime
 from flowledger.tasks import delivery, outbox, session_sweep
 from flowledger.tasks.clock import SystemClock
 from flowledger.tasks.errors import FlowledgerError
+from flowledger.tasks.generation_delivery import generation_hooks
 from flowledger.tasks.models import Task
 from flowledger.tasks.states import Runtime
 
@@ -139,6 +140,7 @@ class Gateway:
                 log.info("cron job %s: its run's gateway is gone; no longer running", job_id)
             self._deliver_pending()
             outbox.prune(self.ledger.db, now)
+            self._retry_generation_fallbacks()
             report = self.ledger.maintenance(apply=True)
             self.sweeps += 1
             log.info("sweep done: %s", _counts(report))
@@ -181,6 +183,18 @@ class Gateway:
             log.warning("notices failed: %s", exc.message)
         except Exception:  # one bad channel must not stop the loop
             log.exception("notices failed")
+
+    def _retry_generation_fallbacks(self) -> None:
+        """Generation jobs whose direct fallback failed (tasks/generation_delivery.py): try the missing items again."""
+        hooks = generation_hooks(self.ledger.tasks)
+        if hooks is None:
+            return
+        try:
+            sent = hooks.retry_unsent()
+            if sent:
+                log.info("sent %d generated item(s) a failed fallback had left", sent)
+        except Exception:  # one bad channel must not stop the sweep
+            log.exception("generation fallbacks failed")
 
     def fire_wakes(self) -> None:
         """Immediate heartbeat wakes: run the configured heartbeat hook once per pending wake."""

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, func, select
 
-from flowledger.tasks import liveness
+from flowledger.tasks import generation, liveness
 from flowledger.tasks.models import Task
 from flowledger.tasks.sessionkeys import ChatType, chat_type
 from flowledger.tasks.states import ACTIVE, Runtime, TaskStatus
@@ -37,6 +37,7 @@ class SessionState:
     tombstone: str | None
     acp: bool
     gateway_id: str | None
+    ended: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class BackingView:
         view.live_runs = live_runs if live_runs is not None else liveness.live_run_ids(conn, now)
         view.fresh_gateways = liveness.fresh_gateways(conn, now)
         keys = {t.child_session_key for t in batch if t.child_session_key}
+        keys |= {t.requester_session_key for t in batch if generation.is_generation(t)}
         if keys:
             view.sessions = load_sessions(conn, keys)
         queued_cli = [t.task_id for t in batch if t.runtime == Runtime.CLI and t.status == TaskStatus.QUEUED]
@@ -111,17 +113,19 @@ def load_sessions(conn: Connection, keys: Iterable[str]) -> dict[str, SessionSta
     """Session rows for `keys`, matched exactly, then case-insensitively for the misses."""
     wanted = sorted(set(keys))
     found: dict[str, SessionState] = {}
-    cols = (sessions.c.session_key, sessions.c.tombstone, sessions.c.acp_json, sessions.c.gateway_id)
+    cols = (sessions.c.session_key, sessions.c.tombstone, sessions.c.acp_json, sessions.c.gateway_id,
+            sessions.c.ended_at)
     for start in range(0, len(wanted), _IN_CHUNK):
         chunk = wanted[start:start + _IN_CHUNK]
         for row in conn.execute(select(*cols).where(sessions.c.session_key.in_(chunk))):
-            found[row[0]] = SessionState(row[0], row[1], row[2] is not None, row[3])
+            found[row[0]] = SessionState(row[0], row[1], row[2] is not None, row[3], row[4] is not None)
     missing = sorted({k.lower() for k in wanted if k not in found})
     for start in range(0, len(missing), _IN_CHUNK):
         chunk = missing[start:start + _IN_CHUNK]
         lowered = func.lower(sessions.c.session_key)
-        for row in conn.execute(select(*cols, lowered).where(lowered.in_(chunk))):
-            found.setdefault(row[4], SessionState(row[0], row[1], row[2] is not None, row[3]))
+        for lowered_row in conn.execute(select(*cols, lowered).where(lowered.in_(chunk))):
+            key, tombstone, acp, gateway, ended, low = lowered_row
+            found.setdefault(low, SessionState(key, tombstone, acp is not None, gateway, ended is not None))
     return found
 
 
@@ -150,6 +154,10 @@ def judge(task: Task, view: BackingView) -> Verdict:
         job = (task.source_id or "").lower()
         return Verdict(bool(job) and job in view.active_cron_jobs,
                        "backing_session_present" if job in view.active_cron_jobs else "backing_session_missing")
+    if generation.is_generation(task):  # backed by the session that asked for it, while that session lives
+        entry = view.session(task.requester_session_key)
+        alive = entry is not None and not entry.tombstone and not entry.ended
+        return Verdict(alive, "backing_session_present" if alive else "backing_session_missing")
     if task.runtime == Runtime.CLI and task.status == TaskStatus.QUEUED and task.task_id in view.waiting_for_gateway:
         return Verdict(True, "queued_for_gateway")  # docs/runtimes.md: it stays queued for the next gateway
     if task.runtime == Runtime.CLI and (task.run_id or task.source_id):

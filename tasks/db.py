@@ -51,6 +51,19 @@ MIGRATIONS: dict[int, list[str]] = {
         "last_error TEXT, settled_at BIGINT)",
         "CREATE INDEX IF NOT EXISTS ix_notice_outbox_status ON notice_outbox (status)",
     ],
+    # 4: the run queue payloads with the id widening (another branch).
+    # 5: generation jobs (media on the task, acknowledged items) and a session's tracked resources.
+    5: [
+        "ALTER TABLE task_runs ADD COLUMN media_json TEXT",
+        "ALTER TABLE sessions ADD COLUMN ended_at BIGINT",
+        "CREATE TABLE IF NOT EXISTS generation_media (task_id VARCHAR(128) NOT NULL, item_key VARCHAR(64) NOT NULL, "
+        "item TEXT NOT NULL, session_key VARCHAR(512) NOT NULL, acked_at BIGINT, sent_at BIGINT, claimed_by TEXT, "
+        "claimed_at BIGINT, PRIMARY KEY (task_id, item_key))",
+        "CREATE TABLE IF NOT EXISTS session_resources (resource_id VARCHAR(64) NOT NULL PRIMARY KEY, "
+        "session_key VARCHAR(512) NOT NULL, kind VARCHAR(16) NOT NULL, pid INTEGER, run_marker TEXT, argv_json TEXT, "
+        "label TEXT, registered_at BIGINT NOT NULL, released_at BIGINT, outcome TEXT)",
+        "CREATE INDEX IF NOT EXISTS ix_session_resources_session_key ON session_resources (session_key)",
+    ],
 }
 
 

@@ -84,6 +84,7 @@ class Task:
     terminal_summary: str | None = None
     terminal_outcome: TerminalOutcome | None = None
     requester_origin: DeliveryOrigin | None = None
+    media: tuple[str, ...] | None = None  # what a generation job produced (paths or URLs), in order
 
     def replace(self, **changes: Any) -> Task:
         return dataclasses.replace(self, **changes)
@@ -128,6 +129,7 @@ class Task:
             "terminal_summary": self.terminal_summary,
             "terminal_outcome": self.terminal_outcome.value if self.terminal_outcome else None,
             "requester_origin": self.requester_origin.to_json() if self.requester_origin else None,
+            "media": list(self.media) if self.media is not None else None,
         }
 
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, text
 
-from flowledger.tasks import flowlinks, prefixes, rules, store
+from flowledger.tasks import flowlinks, generation, prefixes, rules, store
 from flowledger.tasks.clock import Clock, SystemClock, coerce_time
 from flowledger.tasks.db import Database
 from flowledger.tasks.errors import InvalidInput, OperationRefused, OwnerKeyRequired, TaskNotFound
@@ -268,6 +268,12 @@ class TaskService:
         self.hooks.after_commit(changes)
         return result
 
+    def start_generation(self, tool: str, session_key: str, prompt: str,
+                         requester_origin: Mapping[str, Any] | DeliveryOrigin | None = None
+                         ) -> generation.GenerationStart:
+        """A session-backed image/music/video generation job, or the active one it repeats (tasks/generation.py)."""
+        return generation.start_generation(self, tool, session_key, prompt, requester_origin)
+
     def create_many(self, records: Iterable[Mapping[str, Any]], *, batch_size: int = 5000) -> int:
         """Bulk-create brand-new tasks, one transaction per batch (see tasks/bulk.py); returns how many."""
         from flowledger.tasks import bulk
@@ -490,16 +496,19 @@ class TaskService:
 
     def complete(self, run_id: str, summary: str | None = None, outcome: TerminalOutcome | str | None = None,
                  ended_at: datetime | None = None, session_key: str | None = None,
-                 runtime: Runtime | str | None = None) -> Tasks:
+                 runtime: Runtime | str | None = None, media: Sequence[str] | None = None) -> Tasks:
+        """`media`: what a generation job produced (CONTRACT §7), added to the items already recorded."""
         when = coerce_time(ended_at, "ended_at")
         result = parse_enum(TerminalOutcome, outcome, "outcome") if outcome is not None else None
         text = collapse_whitespace(summary)
+        items = generation.media_items(media)
 
         def build(t: Task, now: datetime) -> tuple[Task, str | None, bool]:
             moment = when or now
             return t.replace(status=TaskStatus.SUCCEEDED, ended_at=moment, last_event_at=moment,
                              terminal_summary=text or t.terminal_summary,
-                             terminal_outcome=result or t.terminal_outcome), None, False
+                             terminal_outcome=result or t.terminal_outcome,
+                             media=generation.merged_media(t.media, items)), None, False
 
         rt = parse_enum(Runtime, runtime, "runtime") if runtime else None
         return self._run_scoped(run_id, session_key, rt, build, TaskStatus.SUCCEEDED)

@@ -68,7 +68,8 @@ def enqueue_system_event(conn: Connection, session_key: str, context_key: str, t
         if exists is not None:
             return False
         stmt = insert(system_events).values(**values)
-    return bool(conn.execute(stmt).rowcount)
+    # RETURNING, not rowcount: PostgreSQL answers a skipped ON CONFLICT insert with rowcount -1 (truthy).
+    return conn.execute(stmt.returning(system_events.c.id)).first() is not None
 
 
 def _row_to_event(row: Any) -> SystemEvent:

@@ -9,14 +9,17 @@ session it belongs to.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import Connection, and_, insert, select, update
 
+from flowledger.tasks import session_resources
 from flowledger.tasks.clock import Clock
 from flowledger.tasks.db import Database
 from flowledger.tasks.errors import InvalidInput, OperationRefused
 from flowledger.tasks.models import DeliveryOrigin
+from flowledger.tasks.session_resources import Resource
 from flowledger.tasks.sessionkeys import required_key
 from flowledger.tasks.states import ACTIVE
 from flowledger.tasks.tables import sessions, task_runs
@@ -74,7 +77,8 @@ def record_route(conn: Connection, session_key: str, route: DeliveryOrigin, now:
 
 
 class Sessions:
-    """The session door of the Python API (`ledger.sessions`): stored routes."""
+    """The session door of the Python API (`ledger.sessions`): stored routes, generated media the session
+    received (tasks/generation.py), and its end."""
 
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
@@ -100,3 +104,42 @@ class Sessions:
             raise OperationRefused(f"Session {key} is the child session of an active task without a registry row; "
                                    "its route is not stored.")
         return route
+
+    def ack_media(self, session_key: str, task_id: str, items: Iterable[str]) -> int:
+        """The session received these items of generation job `task_id` (CONTRACT §7): a direct fallback never
+        sends them. Returns how many were newly acknowledged."""
+        from flowledger.tasks import generation
+
+        return generation.ack_media(self.db, self.clock, session_key, task_id, items)
+
+    def end(self, session_key: str) -> bool:
+        """Mark the session ended (its generation jobs' completions then go direct); True when a row was marked."""
+        key = required_key(session_key)
+        now = self.clock.now()
+        return bool(self.db.transact(lambda conn: conn.execute(
+            update(sessions).where(and_(sessions.c.session_key == key, sessions.c.ended_at.is_(None)))
+            .values(ended_at=now, updated_at=now)).rowcount))
+
+    # --- resources released when the session's run ends (tasks/session_resources.py, flows/resources.py) -----
+
+    def track_process(self, session_key: str, pid: int, run_id: str, *, label: str | None = None) -> Resource:
+        """Kill this process (when it still carries FLOWLEDGER_RUN_ID=<run_id>) when the session's run ends."""
+        key = required_key(session_key)
+        number, marker = session_resources.validate_process(pid, run_id)
+        now = self.clock.now()
+        return self.db.transact(lambda conn: session_resources.register(
+            conn, key, now, kind=session_resources.PROCESS, pid=number, run_marker=marker, label=label))
+
+    def track_cleanup(self, session_key: str, argv: Sequence[str], *, label: str | None = None) -> Resource:
+        """Run this command (e.g. closing a browser tab) when the session's run ends; killed if it hangs."""
+        key = required_key(session_key)
+        command = session_resources.validate_argv(argv)
+        now = self.clock.now()
+        return self.db.transact(lambda conn: session_resources.register(
+            conn, key, now, kind=session_resources.COMMAND, argv=command, label=label))
+
+    def resources(self, session_key: str) -> list[Resource]:
+        """Every resource tracked for the session, released or not, in registration order."""
+        key = required_key(session_key)
+        with self.db.read() as conn:
+            return session_resources.listed(conn, key)

@@ -152,7 +152,20 @@ def mapping_to_task(m: Any) -> Task:
         terminal_summary=m["terminal_summary"],
         terminal_outcome=_enum(TerminalOutcome, m["terminal_outcome"], ident, "terminal_outcome", optional=True),
         requester_origin=origin,
+        media=_media(ident, m["media_json"]),
     )
+
+
+def _media(ident: str, text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    try:
+        items = json.loads(text)
+    except ValueError:
+        items = None
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise InvalidPersistedValue("task", ident, "media_json", text)
+    return tuple(items)
 
 
 def task_values(task: Task) -> dict[str, Any]:
@@ -184,6 +197,7 @@ def task_values(task: Task) -> dict[str, Any]:
         "progress_summary": task.progress_summary,
         "terminal_summary": task.terminal_summary,
         "terminal_outcome": task.terminal_outcome.value if task.terminal_outcome else None,
+        "media_json": json.dumps(list(task.media)) if task.media is not None else None,
     }
 
 

@@ -21,7 +21,8 @@ from flowledger.tasks.errors import StorageUnavailable
 # 2: no task_runs.last_event_at index, (cleanup_after, seq) instead of cleanup_after; cron_jobs.timeout_ms;
 #    sessions.last_route_json
 # 3: notice_outbox (notices are sent off the writer's path, tasks/outbox.py)
-SCHEMA_VERSION = 3
+# 5: task_runs.media_json, sessions.ended_at, generation_media, session_resources (generation jobs, resource cleanup)
+SCHEMA_VERSION = 5
 
 
 class UTCMillis(TypeDecorator[datetime]):
@@ -96,6 +97,7 @@ class TaskRow(SQLModel, table=True):
     progress_summary: str | None = _text()
     terminal_summary: str | None = _text()
     terminal_outcome: str | None = Field(default=None, sa_column=Column(String(16)))
+    media_json: str | None = _text()  # a generation job's items (paths or URLs), a JSON list
 
 
 class DeliveryRow(SQLModel, table=True):
@@ -175,6 +177,43 @@ class SessionRow(SQLModel, table=True):
     # The session's last known chat route, JSON {"channel","to","account_id","thread_id"}: fills a sub-agent
     # completion's missing `to`/account (SPEC §3).
     last_route_json: str | None = _text()
+    # Set when the session's run ended (a sub-agent or an isolated cron run): the session is gone for generation
+    # completions; cleared when the session runs again.
+    ended_at: datetime | None = _ts()
+
+
+class GenerationMediaRow(SQLModel, table=True):
+    """One generated item of a generation job: whether its session acknowledged it, and whether the direct
+    fallback message carried it (at most once), with the claim of the process sending it."""
+
+    __tablename__ = "generation_media"
+
+    task_id: str = Field(sa_column=Column(String(128), primary_key=True))  # the width CONTRACT §7 allows ids
+    item_key: str = Field(sa_column=Column(String(64), primary_key=True))  # sha256 of the item: long URLs fit
+    item: str = Field(sa_column=Column(Text, nullable=False))
+    session_key: str = Field(sa_column=Column(String(512), nullable=False))
+    acked_at: datetime | None = _ts()
+    sent_at: datetime | None = _ts()
+    claimed_by: str | None = _text()
+    claimed_at: datetime | None = _ts()
+
+
+class SessionResourceRow(SQLModel, table=True):
+    """Something a session holds that must be released when its run ends: a process (pid + run marker) or a
+    cleanup command a runtime registered (closing a browser tab)."""
+
+    __tablename__ = "session_resources"
+
+    resource_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    session_key: str = Field(sa_column=Column(String(512), nullable=False, index=True))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))  # process | command
+    pid: int | None = Field(default=None, sa_column=Column(Integer))
+    run_marker: str | None = _text()
+    argv_json: str | None = _text()
+    label: str | None = _text()
+    registered_at: datetime = Field(sa_column=Column(UTCMillis(), nullable=False))
+    released_at: datetime | None = _ts()
+    outcome: str | None = _text()
 
 
 class RunContextRow(SQLModel, table=True):
@@ -328,3 +367,5 @@ cron_run_log = CronRunLogRow.__table__  # type: ignore[attr-defined]
 schema_meta = SchemaMetaRow.__table__  # type: ignore[attr-defined]
 task_payloads = TaskPayloadRow.__table__  # type: ignore[attr-defined]
 notice_outbox = NoticeRow.__table__  # type: ignore[attr-defined]
+generation_media = GenerationMediaRow.__table__  # type: ignore[attr-defined]
+session_resources = SessionResourceRow.__table__  # type: ignore[attr-defined]

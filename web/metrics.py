@@ -15,7 +15,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from flowledger.flows import health
-from flowledger.flows.pressure import flow_pressure
 from flowledger.tasks.findings import Severity
 from flowledger.tasks.states import Runtime, TaskStatus
 from flowledger.web.source import LedgerSource
@@ -33,7 +32,6 @@ class LedgerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         ledger = self.source.get()
         report = health.status(ledger)
-        flows = flow_pressure(ledger)
         tasks = GaugeMetricFamily("flowledger_tasks", "Tasks by reconciled status and runtime (status --json).",
                                   labels=["status", "runtime"])
         pairs = report.tasks.by_status_runtime
@@ -41,8 +39,9 @@ class LedgerCollector(Collector):
             for runtime in Runtime:
                 tasks.add_metric([status.value, runtime.value], pairs.get((status.value, runtime.value), 0))
         yield tasks
-        flow_gauge = GaugeMetricFamily("flowledger_flows", "Flows by status.", labels=["status"])
-        for name, count in flows.by_status.items():
+        flow_gauge = GaugeMetricFamily("flowledger_flows", "Flows by status (status --json flows.by_status).",
+                                       labels=["status"])
+        for name, count in (report.flows or {}).get("by_status", {}).items():
             flow_gauge.add_metric([name], count)
         yield flow_gauge
         audit = GaugeMetricFamily("flowledger_audit_findings",

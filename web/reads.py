@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from flowledger.flows import health, listing
 from flowledger.flows.documents import flow_document, flow_list_document, task_list_document
 from flowledger.flows.models import Flow, FlowStatus
-from flowledger.flows.pressure import FlowPressure, flow_pressure
 from flowledger.flows.steps import StepView, step_views, why_not_succeeded
 from flowledger.scheduler import cron
 from flowledger.scheduler.logs import log_paths, tail
@@ -144,8 +143,9 @@ def flow_page(ledger: Ledger, query: FlowQuery) -> FlowPage:
 
 @dataclass(frozen=True, slots=True)
 class Overview:
+    """`status`'s report (task and flow pressure, audit counts), recent failures and the flows running now."""
+
     status: health.StatusReport
-    flows: FlowPressure
     recent_failures: list[Task]
     live_flows: list[Flow]
 
@@ -154,7 +154,7 @@ def overview(ledger: Ledger) -> Overview:
     newest = health.project_list(ledger, limit=RECENT_WINDOW)
     failures = [t for t in newest if t.status in FAILURES][:RECENT_FAILURES]
     live = [*ledger.flows.list(FlowStatus.RUNNING), *ledger.flows.list(FlowStatus.QUEUED)][:RECENT_FAILURES]
-    return Overview(health.status(ledger), flow_pressure(ledger), failures, live)
+    return Overview(health.status(ledger), failures, live)
 
 
 @dataclass(frozen=True, slots=True)

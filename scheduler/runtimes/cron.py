@@ -18,12 +18,13 @@ from datetime import timedelta
 
 from sqlalchemy import Connection, select
 
+from flowledger.flows import resources
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler import cron
 from flowledger.scheduler.logs import log_dir, log_paths, tail
 from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn
-from flowledger.tasks import liveness
+from flowledger.tasks import cron_followup, liveness
 from flowledger.tasks.clock import to_ms
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
@@ -34,6 +35,9 @@ from flowledger.tasks.tables import cron_jobs, task_runs
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = cron.DEFAULT_TIMEOUT
 CHECK_CANCEL_EVERY_S = 0.2
+# An isolated run waits for its sub-agents at least this long (the reference's 30 s floor), polling every 0.5 s.
+FOLLOWUP_MIN_S = 30.0
+FOLLOWUP_POLL_S = 0.5
 
 
 @dataclass
@@ -46,13 +50,20 @@ class _Active:
 
 class CronRunner:
     def __init__(self, ledger: Ledger, gateway_id: str, *, kill_grace: timedelta = timedelta(seconds=5),
-                 timeout: timedelta = DEFAULT_TIMEOUT, timer: Callable[[], float] = time.monotonic) -> None:
-        """`timeout` applies to jobs without their own; `timer` measures it (tests drive it by hand)."""
+                 timeout: timedelta = DEFAULT_TIMEOUT, timer: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep,
+                 cleanup_timeout: timedelta = timedelta(seconds=resources.CLEANUP_TIMEOUT_S)) -> None:
+        """`timeout` applies to jobs without their own; `timer` measures it and `sleep` paces the wait for an
+        isolated run's sub-agents (tests drive both by hand)."""
         self.ledger = ledger
         self.gateway_id = gateway_id
         self.kill_grace = kill_grace
         self.timeout = timeout
         self.timer = timer
+        self.sleep = sleep
+        self.cleanup_timeout = cleanup_timeout
+        # The thread releasing each ended isolated run's tracked resources (flows/resources.py), by run id.
+        self.releases: dict[str, threading.Thread] = {}
         self._active: dict[str, _Active] = {}  # run id -> active run
         self._lock = threading.Lock()
 
@@ -81,7 +92,7 @@ class CronRunner:
             liveness.register_run(conn, run_id, self.gateway_id, started)
             if job.isolated:
                 liveness.upsert_session(conn, child, started, agent_id=job.agent_id, kind="cron",
-                                        spawned_by=f"cron:{job.job_id}", gateway_id=self.gateway_id)
+                                        spawned_by=f"cron:{job.job_id}", gateway_id=self.gateway_id, ended_at=None)
 
         self.ledger.db.transact(begin)
         task = self.ledger.tasks.create(
@@ -112,7 +123,7 @@ class CronRunner:
             try:
                 proc = spawn(job.argv, shell=False, cwd=None, stdout=out_fh, stderr=err_fh, env={
                     "FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: task.run_id,
-                    "FLOWLEDGER_CRON_JOB": job.name})
+                    "FLOWLEDGER_CRON_JOB": job.name, "FLOWLEDGER_SESSION_KEY": task.child_session_key or ""})
                 code: int | None = None
             except OSError as exc:
                 proc = None
@@ -142,8 +153,37 @@ class CronRunner:
                             active.stopper.request()
                     active.stopper.poll()
         assert code is not None
+        summary = tail(out_path, max_lines=1)[:500] or None
+        if job.isolated and code == 0 and not timed_out and not active.cancelled:
+            budget = (job.timeout if job.timeout is not None else self.timeout).total_seconds()
+            summary = self._await_followup(task, summary, deadline=max(t0 + budget, self.timer() + FOLLOWUP_MIN_S))
         duration_ms = int((self.timer() - t0) * 1000)
-        self._finish(job, task, active, code, timed_out, duration_ms)
+        self._finish(job, task, active, code, timed_out, duration_ms, summary)
+
+    def _await_followup(self, task: Task, initial: str | None, *, deadline: float) -> str | None:
+        """An isolated run that spawned sub-agents (or says it did) waits for them, then takes their follow-up as
+        its result instead of a stale acknowledgement (tasks/cron_followup.py)."""
+        key, since = task.child_session_key, task.started_at
+        if not key or since is None:
+            return initial
+
+        def read() -> list[Task]:
+            with self.ledger.db.read() as conn:
+                return cron_followup.descendants(conn, key, since)
+
+        try:
+            spawned = read()
+            waited = cron_followup.active_count(spawned) > 0 or cron_followup.expects_followup(initial)
+            if waited:
+                log.info("task %s: isolated cron run waits for %d sub-agent(s)", task.task_id,
+                         cron_followup.active_count(spawned))
+            while cron_followup.active_count(spawned) and self.timer() < deadline:
+                self.sleep(FOLLOWUP_POLL_S)
+                spawned = read()
+        except FlowledgerError:
+            log.exception("task %s: could not read the run's sub-agents", task.task_id)
+            return initial
+        return cron_followup.settle(initial, spawned, waited=waited)
 
     def _record_pid(self, job: cron.CronJob, task: Task, pid: int) -> None:
         """The child's pid in the run context, so a later gateway can stop it should this one die
@@ -164,11 +204,9 @@ class CronRunner:
         return status == TaskStatus.CANCELLED.value
 
     def _finish(self, job: cron.CronJob, task: Task, active: _Active, code: int, timed_out: bool,
-                duration_ms: int) -> None:
+                duration_ms: int, summary: str | None) -> None:
         assert task.run_id is not None and task.started_at is not None
         _, err_path = log_paths(self.ledger.state_dir, task.task_id)
-        out_path, _ = log_paths(self.ledger.state_dir, task.task_id)
-        summary = tail(out_path, max_lines=1)[:500] or None
         if active.cancelled:
             status, error = "error", active.cancel_text or CANCELLED_BY_OPERATOR
         elif timed_out:
@@ -197,6 +235,12 @@ class CronRunner:
             self.ledger.tasks.fail(task.run_id, error=error, runtime=Runtime.CRON)
         log.info("task %s cron job %s finished %s in %d ms (run %s, started %d)", task.task_id, job.name, status,
                  duration_ms, task.run_id, to_ms(started_at))
+        if job.isolated:  # after the terminal status: a hanging cleanup must not delay or mask it
+            released = resources.finish_session(self.ledger, task.child_session_key,
+                                                timeout_s=self.cleanup_timeout.total_seconds())
+            if released is not None:
+                with self._lock:
+                    self.releases[task.run_id] = released
 
     # --- CancelAdapter for Runtime.CRON -------------------------------------------------------------
 

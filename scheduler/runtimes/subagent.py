@@ -22,6 +22,7 @@ from datetime import timedelta
 
 from sqlalchemy import Connection
 
+from flowledger.flows import resources
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.orphans import RUN_MARKER
 from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
@@ -70,9 +71,13 @@ class _Child:
 
 class SubagentRuntime:
     def __init__(self, ledger: Ledger, *, gateway_id: str | None = None,
-                 kill_grace: timedelta = timedelta(seconds=5)) -> None:
+                 kill_grace: timedelta = timedelta(seconds=5),
+                 cleanup_timeout: timedelta = timedelta(seconds=resources.CLEANUP_TIMEOUT_S)) -> None:
         self.ledger = ledger
         self.kill_grace = kill_grace
+        self.cleanup_timeout = cleanup_timeout
+        # The thread releasing each ended child's tracked resources (flows/resources.py), by task id.
+        self.releases: dict[str, threading.Thread] = {}
         self.gateway_id = gateway_id or new_gateway_id("run")
         self._lease = LeaseKeeper(ledger, self.gateway_id) if gateway_id is None else None
         self._lease_started = False
@@ -106,7 +111,8 @@ class SubagentRuntime:
         def begin(conn: Connection) -> None:
             liveness.upsert_session(conn, child_key, now, agent_id=task.agent_id, kind="subagent",
                                     parent_session_key=task.requester_session_key or task.owner_key,
-                                    spawned_by=task.owner_key, gateway_id=self.gateway_id, tombstone=None)
+                                    spawned_by=task.owner_key, gateway_id=self.gateway_id, tombstone=None,
+                                    ended_at=None)
             liveness.register_run(conn, run_id, self.gateway_id, now, task_id=task.task_id)
 
         self.ledger.db.transact(begin)
@@ -181,8 +187,13 @@ class SubagentRuntime:
             log.exception("task %s subagent supervision failed", child.task.task_id)
         finally:
             self._release(child.run_id)
+            # After the terminal status, never before it: a hanging cleanup must not delay or mask the outcome.
+            released = resources.finish_session(self.ledger, child.task.child_session_key,
+                                                timeout_s=self.cleanup_timeout.total_seconds())
             with self._lock:
                 self._children.pop(child.task.task_id, None)
+                if released is not None:
+                    self.releases[child.task.task_id] = released
             child.done.set()
 
     def _record_end(self, child: _Child, code: int) -> None:

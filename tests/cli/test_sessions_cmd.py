@@ -83,3 +83,27 @@ def test_a_bad_config_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert run(["--state-dir", str(state), "sessions", "events", OWNER]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"Invalid config {state / 'config.toml'}: channels.telegram.url is not a known key."]
+
+
+def test_sessions_ack_records_received_media(database_url: str, state_dir: Path, clock: FrozenClock,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+        job = ledger.tasks.start_generation("image_generate", OWNER, "a fox").task
+
+    def ack(*argv: str) -> tuple[int, str, str]:
+        code = run(["--state-dir", str(state_dir), "--database-url", database_url, "sessions", "ack", *argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    assert ack(OWNER, job.task_id, "a.png", "b.png") == (0, f"Acknowledged 2 item(s) of {job.task_id} for {OWNER}.\n",
+                                                       "")
+    code, out, _ = ack(OWNER, job.task_id, "a.png", "c.png", "--json")
+    assert code == 0 and json.loads(out) == {"session_key": OWNER, "task": job.task_id, "acknowledged": 1}
+    code, out, err = ack(OWNER, "no-such-task", "a.png")
+    assert (code, out) == (1, "") and err.count("\n") == 1
+    code, _, err = ack("agent:main:other", job.task_id, "a.png")
+    assert code == 1 and "was not started by session" in err
+    code, _, err = ack("main", job.task_id, "a.png")
+    assert code == 2 and err.count("\n") == 1
+    code, _, _ = ack(OWNER, job.task_id)
+    assert code == 2

@@ -16,6 +16,7 @@ CONTRACT_TASK_KEYS = {
     "child_session_key", "parent_flow_id", "parent_task_id", "agent_id", "requester_agent_id", "run_id", "label",
     "task", "status", "delivery_status", "notify_policy", "created_at", "started_at", "ended_at", "last_event_at",
     "cleanup_after", "error", "progress_summary", "terminal_summary", "terminal_outcome",
+    "media",  # CONTRACT §7: a generation job's items
 }
 ISO_MS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 OWNER = "agent:main:main"

@@ -1,5 +1,6 @@
-"""A version-1 database opens under the current version on both engines: two indexes replaced, columns and the
-notice outbox added, data kept."""
+"""Older databases open under the current version on both engines: version 1 (two indexes replaced, columns and
+the notice outbox added) and version 2 (generation media and session resources: two columns, two tables), data
+kept."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ from sqlalchemy import inspect, text
 from flowledger import FrozenClock, Ledger
 from flowledger.tasks.tables import SCHEMA_VERSION, schema_meta
 
+# What version 2 had before version 5 added generation jobs and session resources.
+V2_SHAPE = [
+    "ALTER TABLE task_runs DROP COLUMN media_json",
+    "ALTER TABLE sessions DROP COLUMN ended_at",
+    "DROP TABLE generation_media",
+    "DROP TABLE session_resources",
+    "UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'",
+]
 # What version 1 created that version 2 no longer has, and the reverse.
-V1_SHAPE = [
+V1_SHAPE = [*V2_SHAPE[:-1],
     "CREATE INDEX ix_task_runs_last_event_at ON task_runs (last_event_at)",
     "DROP INDEX idx_task_runs_cleanup",
     "CREATE INDEX ix_task_runs_cleanup_after ON task_runs (cleanup_after)",
@@ -28,7 +37,7 @@ def _task_run_indexes(ledger: Ledger) -> set[str]:
 
 
 def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, clock: FrozenClock) -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 5
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
         made = ledger.tasks.create(runtime="cli", task="made under version 1", owner_key="agent:m:main",
@@ -38,7 +47,7 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
                 conn.execute(text(statement))
         assert "ix_task_runs_last_event_at" in _task_run_indexes(ledger)
 
-    for _ in range(2):  # the second open finds version 3 and runs nothing
+    for _ in range(2):  # the second open finds the current version and runs nothing
         with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
             indexes = _task_run_indexes(ledger)
             assert not indexes & {"ix_task_runs_last_event_at", "ix_task_runs_cleanup_after"}
@@ -49,9 +58,38 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
                 cron_columns = {c["name"] for c in inspect(conn).get_columns("cron_jobs")}
                 session_columns = {c["name"] for c in inspect(conn).get_columns("sessions")}
                 tables = set(inspect(conn).get_table_names())
-            assert version == "3"
+            assert version == str(SCHEMA_VERSION)
             assert "notice_outbox" in tables
             assert "timeout_ms" in cron_columns
             assert "last_route_json" in session_columns
             assert ledger.tasks.get(made.task_id) == made
             assert [t.task_id for t in ledger.tasks.list(status="running")] == [made.task_id]
+
+
+def test_version_2_database_gains_generation_media_and_session_resources(database_url: str, tmp_path: Path,
+                                                                          clock: FrozenClock) -> None:
+    state_dir = tmp_path / "state"
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+        made = ledger.tasks.create(runtime="cli", task="made under version 2", owner_key="agent:m:main")
+        with ledger.db.write() as conn:
+            for statement in V2_SHAPE:
+                conn.execute(text(statement))
+            assert not inspect(conn).has_table("generation_media")
+
+    for _ in range(2):
+        with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+            with ledger.db.read() as conn:
+                schema = inspect(conn)
+                assert "media_json" in {c["name"] for c in schema.get_columns("task_runs")}
+                assert "ended_at" in {c["name"] for c in schema.get_columns("sessions")}
+                assert schema.has_table("generation_media") and schema.has_table("session_resources")
+                version = conn.execute(schema_meta.select()).mappings().one()["value"]
+            assert version == str(SCHEMA_VERSION)
+            assert ledger.tasks.get(made.task_id) == made
+            # The upgraded tables work: a job's items are recorded and acknowledged, a resource is registered.
+            job = ledger.tasks.start_generation("image_generate", "agent:m:main", f"fox {_}").task
+            assert job.run_id is not None
+            ledger.tasks.complete(job.run_id, media=["fox.png"])
+            assert ledger.sessions.ack_media("agent:m:main", job.task_id, ["fox.png"]) == 1
+            ledger.sessions.track_cleanup("agent:m:main", ["true"], label=f"tab {_}")
+            assert len(ledger.sessions.resources("agent:m:main")) == _ + 1

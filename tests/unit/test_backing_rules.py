@@ -113,3 +113,15 @@ def test_decide_prefers_the_last_log_entry_then_job_state() -> None:
     assert by_state is not None and (by_state.status, by_state.ended_at, by_state.error) == (
         TaskStatus.FAILED, STARTED, "exit 1")
     assert cron_recovery.decide(t, [], JobState("job-1", NOW, "ok", None, None)) is None
+
+
+def test_a_generation_job_is_backed_by_its_requester_session() -> None:
+    job = task(Runtime.CLI, task_kind="video_generate", run_id="video_generate:t1", source_id="video_generate")
+    key = "agent:main:main"
+    assert judge(job, view(sessions={key: SessionState(key, None, False, None)})).backed  # no gateway run needed
+    assert not judge(job, view()).backed  # row missing
+    assert not judge(job, view(sessions={key: SessionState(key, "gateway died", False, None)})).backed
+    assert not judge(job, view(sessions={key: SessionState(key, None, False, None, ended=True)})).backed
+    assert should_mark_lost(job, view()) is not None  # at the 5-minute grace, exactly
+    plain = task(Runtime.CLI, task_kind="export", run_id="r")
+    assert not judge(plain, view(sessions={key: SessionState(key, None, False, None)})).backed

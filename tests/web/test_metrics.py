@@ -40,6 +40,7 @@ def test_gauges_match_status_json(ledger: Ledger, board: TestClient) -> None:
     audit = {labels["severity"]: value for labels, value in metrics["flowledger_audit_findings"]}
     assert audit == {"warn": status["audit"]["warnings"], "error": status["audit"]["errors"]}
     flows = {labels["status"]: value for labels, value in metrics["flowledger_flows"]}
+    assert flows == {k: float(v) for k, v in status["flows"]["by_status"].items()}
     assert flows["failed"] == 1 and flows["queued"] == 1 and flows["running"] == 1  # graph ×2, mirrored
     assert sum(flows.values()) == board.get("/api/flows", params={"limit": 0}).json()["count"]
 
