@@ -114,7 +114,7 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         from flowledger.flows import health
 
         if session is not None:
-            show_status_card(app_context(ctx).ledger(read_only=True), session, json_out=json_out)
+            show_status_card(app_context(ctx).ledger(read_only=True), session, json_out=wants_json(ctx, json_out))
             return
 
         report = health.status(app_context(ctx).ledger(read_only=True))

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from flowledger.cli import flow_cmd, gateway_cmd, health_cmd, helpstyle, sessions_cmd, tasks_cmd
+from flowledger.cli import flow_cmd, gateway_cmd, health_cmd, helpstyle, sessions_cmd, tasks_cmd, web_cmd
 from flowledger.cli.context import AppContext
 from flowledger.cli.render import err, safe
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, EXIT_USAGE, FlowledgerError
@@ -32,6 +32,7 @@ flow_cmd.register(app, tasks_app)
 health_cmd.register(app, tasks_app)
 sessions_cmd.register(app, tasks_app)
 gateway_cmd.register(app, tasks_app)
+web_cmd.register(app)
 
 
 def _print_version(value: bool) -> None:

@@ -11,8 +11,6 @@ from typing import Annotated, Any
 
 import typer
 
-from flowledger.tasks.errors import InvalidInput
-
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 OwnerOpt = Annotated[str | None, typer.Option("--owner", metavar="KEY", help="Only records of this owner key.")]
 SinceOpt = Annotated[str | None, typer.Option(
@@ -50,16 +48,6 @@ def parse_since(raw: str | None, now: datetime | None = None) -> datetime | None
         from flowledger.tasks.clock import SystemClock
 
         now = SystemClock().now()
-    text = raw.strip()
-    if text and text[0].isdigit() and not any(ch in text for ch in "-:T"):
-        from flowledger.tasks.durations import parse_duration
+    from flowledger.flows.listing import parse_since as parse  # one grammar for the CLI and the web board
 
-        return now - parse_duration(text, what="--since", allow_zero=True)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(f"Invalid --since {raw!r}: expected a duration (30m, 2h, 7d) or an ISO time with a "
-                           "zone (2026-12-03T10:00:00Z).") from None
-    if parsed.tzinfo is None:
-        raise InvalidInput(f"Invalid --since {raw!r}: the time has no zone; add Z or an offset (+02:00).")
-    return parsed
+    return parse(raw, now)

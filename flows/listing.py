@@ -71,6 +71,24 @@ class FlowPage:
         return active, blocked, cancelling
 
 
+def parse_since(raw: str, now: datetime) -> datetime:
+    """`since` as `--since` and the board's `?since=` take it: a duration back from `now` (30m, 2h, 7d) or an
+    ISO time with a zone; a time without a zone is refused."""
+    text = raw.strip()
+    if text and text[0].isdigit() and not any(ch in text for ch in "-:T"):
+        from flowledger.tasks.durations import parse_duration
+
+        return now - parse_duration(text, what="--since", allow_zero=True)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"Invalid --since {raw!r}: expected a duration (30m, 2h, 7d) or an ISO time with a "
+                           "zone (2026-12-03T10:00:00Z).") from None
+    if parsed.tzinfo is None:
+        raise InvalidInput(f"Invalid --since {raw!r}: the time has no zone; add Z or an offset (+02:00).")
+    return parsed
+
+
 def task_page(ledger: Ledger, *, runtime: str | None = None, status: str | None = None,
               owner_key: str | None = None, flow: str | None = None, since: datetime | None = None,
               paging: Paging | None = None) -> TaskPage:

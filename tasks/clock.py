@@ -87,8 +87,10 @@ def iso_z(value: datetime | None) -> str | None:
     """ISO-8601 UTC with millisecond precision and a trailing Z, as the JSON contract says."""
     if value is None:
         return None
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    v = value.astimezone(UTC)
+    # Formatted by hand: strftime costs ~10x more, and a flow's JSON holds thousands of times (web board, --json).
+    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}."
+            f"{v.microsecond // 1000:03d}Z")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

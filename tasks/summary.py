@@ -32,6 +32,8 @@ class Summary:
     by_status: dict[str, int] = field(default_factory=_zero_status)
     by_runtime: dict[str, int] = field(default_factory=_zero_runtime)
     failures_offset: int = 0  # retained-lost findings the status view does not count as failures
+    # (status, runtime) -> count: the cross-tabulation behind both dicts, for `/metrics` (not in the JSON).
+    by_status_runtime: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -60,12 +62,18 @@ class Summary:
     def add(self, task: Task, n: int = 1) -> None:
         self.by_status[task.status.value] += n
         self.by_runtime[task.runtime.value] = self.by_runtime.get(task.runtime.value, 0) + n
+        self._count_pair(task.status.value, task.runtime.value, n)
 
     def shift(self, before: Task, after: Task) -> None:
         """Move one task from its stored status to its projected one."""
         if before.status != after.status:
             self.by_status[before.status.value] -= 1
             self.by_status[after.status.value] += 1
+            self._count_pair(before.status.value, before.runtime.value, -1)
+            self._count_pair(after.status.value, after.runtime.value, 1)
+
+    def _count_pair(self, status: str, runtime: str, n: int) -> None:
+        self.by_status_runtime[(status, runtime)] = self.by_status_runtime.get((status, runtime), 0) + n
 
     def to_json(self) -> dict[str, Any]:
         return {"total": self.total, "active": self.active, "terminal": self.terminal, "failures": self.failures,
@@ -87,4 +95,5 @@ def count_stored(conn: Connection) -> Summary:
     for status, runtime, count in conn.execute(stmt):
         summary.by_status[status] = summary.by_status.get(status, 0) + int(count)
         summary.by_runtime[runtime] = summary.by_runtime.get(runtime, 0) + int(count)
+        summary._count_pair(status, runtime, int(count))
     return summary

@@ -19,7 +19,7 @@ from flowledger.cli.main import app, run
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # Commands that serve until stopped: their examples are checked for parsing only (`--help` appended).
-LONG_RUNNING = {"gateway"}
+LONG_RUNNING = {"gateway", "web"}
 
 
 def _doc_lines() -> list[str]:
