@@ -47,7 +47,10 @@ def add_cmd(
                                                                   "(default 1h).")] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Add a cron job."""
+    """Add a cron job.
+
+    Example: flowledger cron add --name nightly --schedule "0 3 * * *" --timeout 30m -- ./backup.sh
+    """
     from flowledger.scheduler import cron
 
     interval = parse_duration(every, what="--every") if every is not None else None
@@ -193,7 +196,10 @@ def remove_cmd(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Job
 
 def runs_cmd(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Job name or id.")],
              json_out: JsonFlag = False) -> None:
-    """The job's executions, newest first, each a `cron` task."""
+    """The job's executions, newest first, each a `cron` task.
+
+    Example: flowledger cron runs nightly
+    """
     from flowledger.scheduler import cron
 
     ledger = app_context(ctx).ledger()

@@ -84,7 +84,10 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
 
     @flow_app.command("cancel")
     def cancel_cmd(ctx: typer.Context, lookup: Lookup) -> None:
-        """Request cancellation (sticky) and cancel every active child task."""
+        """Request cancellation (sticky) and cancel every active child task.
+
+        Example: flowledger tasks flow cancel 01a23b43-5c
+        """
         result = app_context(ctx).ledger().flows.cancel(lookup)
         if not result.found:
             raise FlowNotFound(lookup)
@@ -96,7 +99,10 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
 
     @flow_app.command("validate")
     def validate_cmd(path: FlowFile) -> None:
-        """Check a flow file: syntax, keys, runtimes, unknown or duplicate steps, cycles."""
+        """Check a flow file: syntax, keys, runtimes, unknown or duplicate steps, cycles.
+
+        Example: flowledger tasks flow validate examples/nightly-release.toml
+        """
         from flowledger.flows.definitions import load_flow_file
 
         definition = load_flow_file(path)
@@ -111,7 +117,10 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
                                                                               "(with --to).")] = None,
                 to: Annotated[str | None, typer.Option("--to", help="The target on --channel.")] = None,
                 json_out: JsonFlag = False) -> None:
-        """Define a graph flow from a file and run it to the end (or hand it to the gateway with --detach)."""
+        """Define a graph flow from a file and run it to the end (or hand it to the gateway with --detach).
+
+        Example: flowledger tasks flow run examples/nightly-release.toml
+        """
         from flowledger.flows.definitions import load_flow_file
 
         definition = load_flow_file(path)

@@ -104,7 +104,10 @@ def graph_show_lines(flow: Flow, tasks: list[Task]) -> list[str] | None:
 def logs_cmd(ctx: typer.Context, lookup: Lookup,
              follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the flow ends.")]
              = False) -> None:
-    """Every step's captured output, each line prefixed `[<step_id>] ` (stdout to stdout, stderr to stderr)."""
+    """Every step's captured output, each line prefixed `[<step_id>] ` (stdout to stdout, stderr to stderr).
+
+    Example: flowledger tasks flow logs nightly-release --follow
+    """
     from flowledger.scheduler.logs import log_paths
 
     ledger = app_context(ctx).ledger()
@@ -157,7 +160,10 @@ def _copy_prefixed(path: Path, stream: TextIO, prefix: str, offset: int, *, whol
 def wait_cmd(ctx: typer.Context, lookup: Lookup,
              timeout: Annotated[str | None, typer.Option("--timeout", help="Give up after this long (e.g. 10m); "
                                                                             "exit 124.")] = None) -> None:
-    """Block until the flow ends: exit 0 when it succeeded, 1 when it ended otherwise, 124 on timeout."""
+    """Block until the flow ends: exit 0 when it succeeded, 1 when it ended otherwise, 124 on timeout.
+
+    Example: flowledger tasks flow wait 01a23b43-5c --timeout 10m
+    """
     from flowledger.tasks.durations import parse_duration
 
     limit = parse_duration(timeout, what="timeout") if timeout is not None else None
@@ -184,7 +190,10 @@ def wait_cmd(ctx: typer.Context, lookup: Lookup,
 def retry_cmd(ctx: typer.Context, lookup: Lookup,
               detach: Annotated[bool, typer.Option("--detach", help="Queue it for the gateway and return.")] = False,
               json_out: JsonFlag = False) -> None:
-    """Run an ended (failed, cancelled or lost) graph flow again: succeeded steps are kept, the rest run anew."""
+    """Run an ended (failed, cancelled or lost) graph flow again: succeeded steps are kept, the rest run anew.
+
+    Example: flowledger tasks flow retry 01a23b43-5c --detach
+    """
     from flowledger.cli.flow_cmd import drive_here, run_summary
     from flowledger.flows.retry import retry_flow
 

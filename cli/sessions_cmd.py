@@ -29,7 +29,10 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         drain: Annotated[bool, typer.Option("--drain", help="Remove the events shown.")] = False,
         json_out: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
     ) -> None:
-        """Events queued for a session (delivery fallbacks, blocked follow-ups), oldest first."""
+        """Events queued for a session (delivery fallbacks, blocked follow-ups), oldest first.
+
+        Example: flowledger sessions events agent:main:main --drain
+        """
         from flowledger.tasks.session_events import SessionEvents  # SQLAlchemy: only when the command runs
 
         ledger = app_context(ctx).ledger()
@@ -58,7 +61,10 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
     ) -> None:
         """The session's stored chat route, which fills a sub-agent completion's missing `to`/account.
-        With --channel and --to, set it first."""
+        With --channel and --to, set it first.
+
+        Example: flowledger sessions route agent:main:main
+        """
         setting = any(value is not None for value in (channel, to, account, thread))
         if setting and (channel is None or to is None):
             raise InvalidInput("Setting a route needs both --channel and --to.")
@@ -90,7 +96,10 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         items: Annotated[list[str], typer.Argument(help="The paths or URLs the session received.")],
         json_out: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
     ) -> None:
-        """Acknowledge generated media: a direct fallback message never carries these items (CONTRACT §7)."""
+        """Acknowledge generated media: a direct fallback message never carries these items (CONTRACT §7).
+
+        Example: flowledger sessions ack agent:main:main 01a23b43-5c fox.png
+        """
         ledger = app_context(ctx).ledger()
         acked = ledger.sessions.ack_media(session_key, task, items)
         if json_out:

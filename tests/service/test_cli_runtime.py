@@ -81,7 +81,7 @@ def test_missing_program_is_refused_before_anything_is_recorded(ledger: Ledger, 
 def test_run_in_process_records_a_missing_program_as_failed(ledger: Ledger) -> None:
     outcome = run_command(ledger, ["definitely-not-a-program-xyz"], kill_grace=timedelta(milliseconds=300))
     assert outcome.task.status == TaskStatus.FAILED
-    assert outcome.task.error == "program 'definitely-not-a-program-xyz' not found on PATH"
+    assert outcome.task.error == "cannot start: program 'definitely-not-a-program-xyz' not found on PATH"
     with ledger.db.read() as conn:
         assert conn.execute(select(run_contexts)).all() == []
 
@@ -154,7 +154,6 @@ def test_start_refuses_an_empty_argv(ledger: Ledger) -> None:
 
 def test_a_command_queued_for_the_next_gateway_stays_queued(ledger: Ledger, clock: FrozenClock) -> None:
     # `flowledger run --detach` with no gateway running: docs/runtimes.md promises the task waits, not `lost`.
-    queue.ensure_table(ledger)
     waiting = queue.enqueue(ledger, ["true"])
     claimed = queue.enqueue(ledger, ["true"])
     assert queue.claim(ledger, "gw-gone", 1, task_id=claimed.task_id)  # a gateway took it, then vanished
