@@ -1,7 +1,6 @@
 """Operator controls of cron jobs: pause, resume, and trigger (run once now, recorded like any run).
 
-The controls live in their own small table, `cron_controls` (0..1 row per job), created on first use like the
-work queue's payload table, so databases of any schema version get them without a migration. A running
+The controls live in their own small table, `cron_controls` (0..1 row per job; schema version 6). A running
 gateway reads them on its 2-second cron reload: a paused job is unloaded (its schedule keeps, nothing fires),
 a resumed one is loaded again, and a trigger request is taken (compare-and-set, so exactly one gateway runs
 it) and fired at once on the cron executor. With no gateway running, `cron trigger` runs the job in its own
@@ -10,40 +9,18 @@ process under a short-lived lease, exactly as the gateway would.
 
 from __future__ import annotations
 
-import weakref
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
-from flowledger.tasks.tables import UTCMillis
+from flowledger.tasks.tables import cron_controls
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
 
-_METADATA = MetaData()
-cron_controls = Table(
-    "cron_controls", _METADATA,
-    Column("job_id", String(64), primary_key=True),
-    Column("paused_at", UTCMillis()),
-    Column("trigger_requested_at", UTCMillis()),
-)
-
-
-_ENSURED: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-def ensure_table(ledger: Ledger) -> None:
-    """Create the table once per engine (the gateway asks every 2 seconds)."""
-    engine = ledger.db.engine
-    if engine not in _ENSURED:
-        cron_controls.create(engine, checkfirst=True)
-        _ENSURED.add(engine)
-
-
 def set_paused(ledger: Ledger, job_id: str, paused: bool) -> bool:
     """Pause or resume; False when the job already was in that state."""
-    ensure_table(ledger)
     now = ledger.clock.now()
 
     def unit(conn: Connection) -> bool:
@@ -64,7 +41,6 @@ def set_paused(ledger: Ledger, job_id: str, paused: bool) -> bool:
 
 def paused_at(ledger: Ledger) -> dict[str, datetime]:
     """job id -> when it was paused, for every paused job."""
-    ensure_table(ledger)
     with ledger.db.read() as conn:
         rows = conn.execute(select(cron_controls.c.job_id, cron_controls.c.paused_at)
                             .where(cron_controls.c.paused_at.is_not(None)))
@@ -72,7 +48,6 @@ def paused_at(ledger: Ledger) -> dict[str, datetime]:
 
 
 def request_trigger(ledger: Ledger, job_id: str) -> None:
-    ensure_table(ledger)
     now = ledger.clock.now()
 
     def unit(conn: Connection) -> None:
@@ -86,7 +61,6 @@ def request_trigger(ledger: Ledger, job_id: str) -> None:
 
 def take_triggers(ledger: Ledger) -> list[str]:
     """The jobs whose trigger was requested, each taken by exactly one caller (compare-and-set on the stamp)."""
-    ensure_table(ledger)
     with ledger.db.read() as conn:
         pending = list(conn.execute(select(cron_controls.c.job_id, cron_controls.c.trigger_requested_at)
                                     .where(cron_controls.c.trigger_requested_at.is_not(None))))
@@ -104,5 +78,4 @@ def take_triggers(ledger: Ledger) -> list[str]:
 
 def forget(ledger: Ledger, job_id: str) -> None:
     """A removed job's controls go with it."""
-    ensure_table(ledger)
     ledger.db.transact(lambda conn: conn.execute(delete(cron_controls).where(cron_controls.c.job_id == job_id)))

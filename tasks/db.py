@@ -24,7 +24,7 @@ from sqlalchemy.sql import ClauseElement
 from flowledger.tasks import filemodes
 from flowledger.tasks.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.errors import InvalidInput, StorageUnavailable
-from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, notice_outbox, schema_meta, task_payloads
+from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, cron_controls, notice_outbox, schema_meta, task_payloads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,6 +72,9 @@ MIGRATIONS: dict[int, list[Migration]] = {
         "label TEXT, registered_at BIGINT NOT NULL, released_at BIGINT, outcome TEXT)",
         "CREATE INDEX IF NOT EXISTS ix_session_resources_session_key ON session_resources (session_key)",
     ],
+    # The cron controls (scheduler/cron_control.py) used to be created on first use, outside any transaction
+    # discipline (a gateway met `database is locked` there); databases may already have the table.
+    6: [lambda conn: cron_controls.create(conn, checkfirst=True)],
 }
 
 

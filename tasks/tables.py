@@ -24,7 +24,8 @@ from flowledger.tasks.errors import StorageUnavailable
 #    queue's task_payloads created by the migrations, no longer by the queue itself
 # 4: notice_outbox (notices are sent off the writer's path, tasks/outbox.py)
 # 5: task_runs.media_json, sessions.ended_at, generation_media, session_resources (generation jobs, resource cleanup)
-SCHEMA_VERSION = 5
+# 6: cron_controls (cron pause/resume/trigger), created by the migrations, no longer on first use
+SCHEMA_VERSION = 6
 # Task and flow ids are at most this long (flowledger.tasks.limits.MAX_ID_CHARS checks it before the database).
 ID_CHARS = 128
 
@@ -349,6 +350,16 @@ class NoticeRow(SQLModel, table=True):
     settled_at: datetime | None = _ts()
 
 
+class CronControlRow(SQLModel, table=True):
+    """Operator controls of one cron job (0..1 row per job): paused since when, a trigger waiting to be taken."""
+
+    __tablename__ = "cron_controls"
+
+    job_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    paused_at: datetime | None = _ts()
+    trigger_requested_at: datetime | None = _ts()
+
+
 class SchemaMetaRow(SQLModel, table=True):
     __tablename__ = "schema_meta"
 
@@ -373,3 +384,4 @@ task_payloads = TaskPayloadRow.__table__  # type: ignore[attr-defined]
 notice_outbox = NoticeRow.__table__  # type: ignore[attr-defined]
 generation_media = GenerationMediaRow.__table__  # type: ignore[attr-defined]
 session_resources = SessionResourceRow.__table__  # type: ignore[attr-defined]
+cron_controls = CronControlRow.__table__  # type: ignore[attr-defined]

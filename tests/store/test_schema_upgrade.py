@@ -18,6 +18,7 @@ V2_SHAPE = [
     "ALTER TABLE sessions DROP COLUMN ended_at",
     "DROP TABLE generation_media",
     "DROP TABLE session_resources",
+    "DROP TABLE cron_controls",
     "UPDATE schema_meta SET value = '2' WHERE meta_key = 'schema_version'",
 ]
 # What version 1 created that version 2 no longer has, and the reverse.
@@ -38,7 +39,7 @@ def _task_run_indexes(ledger: Ledger) -> set[str]:
 
 
 def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, clock: FrozenClock) -> None:
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
         made = ledger.tasks.create(runtime="cli", task="made under version 1", owner_key="agent:m:main",
@@ -131,6 +132,7 @@ def test_version_2_database_gains_generation_media_and_session_resources(databas
                 assert "media_json" in {c["name"] for c in schema.get_columns("task_runs")}
                 assert "ended_at" in {c["name"] for c in schema.get_columns("sessions")}
                 assert schema.has_table("generation_media") and schema.has_table("session_resources")
+                assert schema.has_table("cron_controls")
                 version = conn.execute(schema_meta.select()).mappings().one()["value"]
             assert version == str(SCHEMA_VERSION)
             assert ledger.tasks.get(made.task_id) == made
