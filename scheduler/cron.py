@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,22 +37,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
 @dataclass(frozen=True, slots=True)
-class CronJob:
-    job_id: str
-    name: str
-    schedule: str | None
-    every: timedelta | None
-    tz: str | None
-    isolated: bool
-    argv: list[str]
-    agent_id: str
-    created_at: datetime
-    running_at: datetime | None = None
-    last_run_at: datetime | None = None
-    last_status: str | None = None
-    last_error: str | None = None
-    last_duration_ms: int | None = None
-    timeout: timedelta | None = None  # None: DEFAULT_TIMEOUT
+class CronJob(CronJobRecord):
+    """A stored job (its fields are the run registry's record) with what scheduling needs on top."""
 
     @property
     def effective_timeout(self) -> timedelta:
@@ -107,11 +93,7 @@ def _ms(value: timedelta) -> int:
 
 
 def _job(record: CronJobRecord) -> CronJob:
-    return CronJob(job_id=record.job_id, name=record.name, schedule=record.schedule, every=record.every,
-                   tz=record.tz, isolated=record.isolated, argv=list(record.argv), agent_id=record.agent_id,
-                   created_at=record.created_at, running_at=record.running_at, last_run_at=record.last_run_at,
-                   last_status=record.last_status, last_error=record.last_error,
-                   last_duration_ms=record.last_duration_ms, timeout=record.timeout)
+    return CronJob(**{f.name: getattr(record, f.name) for f in fields(record)})
 
 
 def validate(schedule: str | None, every: timedelta | None, tz: str | None,
