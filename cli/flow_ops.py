@@ -137,21 +137,16 @@ def is_terminal_flow(ledger: Ledger, flow_id: str) -> bool:
 def _copy_prefixed(path: Path, stream: TextIO, prefix: str, offset: int, *, whole: bool) -> int:
     """Write the complete lines `path` gained since `offset`, each prefixed (a partial last line waits unless
     `whole`); return the new offset."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except OSError:
-        return offset
-    if not whole:
-        data = data[: data.rfind(b"\n") + 1]
-    if data:
-        lines = data.decode("utf-8", "replace").split("\n")
+    from flowledger.scheduler.logs import read_since
+
+    text, new_offset = read_since(path, offset, whole=whole)
+    if text:
+        lines = text.split("\n")
         if lines[-1] == "":
             lines.pop()
         stream.write("".join(f"{prefix}{safe(line)}\n" for line in lines))
         stream.flush()
-    return offset + len(data)
+    return new_offset
 
 
 # --- wait ---------------------------------------------------------------------------------------------------

@@ -259,20 +259,14 @@ def _copy(path: Path, stream: TextIO, offset: int = 0, *, whole: bool = True,
           stamp: Callable[[], str] | None = None) -> int:
     """Write what `path` gained since `offset`, terminal-safe line by line; return the new offset.
     Unless `whole`, a trailing partial line waits for the next call."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except OSError:
-        return offset
-    if not whole:
-        data = data[: data.rfind(b"\n") + 1]
-    if data:
-        text = data.decode("utf-8", "replace")
+    from flowledger.scheduler.logs import read_since
+
+    text, new_offset = read_since(path, offset, whole=whole)
+    if text:
         lines = text.split("\n")
         if stamp is not None:
             now = stamp()
             lines = [f"{now} {line}" if line else line for line in lines]
         stream.write("\n".join(safe(line) for line in lines))
         stream.flush()
-    return offset + len(data)
+    return new_offset

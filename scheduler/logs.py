@@ -66,3 +66,18 @@ def tail(path: Path, *, max_bytes: int = 2000, max_lines: int = 10) -> str:
         return ""
     lines = data.decode("utf-8", "replace").strip().splitlines()
     return "\n".join(lines[-max_lines:])
+
+
+def read_since(path: Path, offset: int, *, whole: bool = True) -> tuple[str, int]:
+    """The text `path` gained since byte `offset` and the new offset, for readers that follow a log. Unless
+    `whole`, a trailing partial line is left for the next call (it is still being written). A log that cannot be
+    read (not yet created) yields nothing."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:
+        return "", offset
+    if not whole:
+        data = data[: data.rfind(b"\n") + 1]
+    return data.decode("utf-8", "replace"), offset + len(data)
