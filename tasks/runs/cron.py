@@ -20,6 +20,7 @@ from flowledger.tasks.clock import Clock, to_ms
 from flowledger.tasks.db import Database
 from flowledger.tasks.errors import OperationRefused
 from flowledger.tasks.models import Task
+from flowledger.tasks.runs.cron_controls import CronControls
 from flowledger.tasks.states import Runtime
 from flowledger.tasks.tables import cron_jobs, cron_run_log, task_runs
 
@@ -68,6 +69,7 @@ class CronRuns:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        self.controls = CronControls(db, clock)  # pause, resume, trigger
 
     # --- jobs -----------------------------------------------------------------------------------------
 
