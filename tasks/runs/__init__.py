@@ -6,6 +6,10 @@ gateway claims; `CronRuns` (cron.py) cron jobs and the bookkeeping of their runs
 which gateway sweeps. The scheduler reaches the database only through these (as APScheduler 4's schedulers
 reach theirs only through a `DataStore`): it holds no SQL and no dialect branch. Each method's docstring is its
 contract: what it writes, in how many transactions, and what it guarantees when gateways race.
+
+Also here: run liveness (liveness.py: gateway leases and the runs they own, which every process reads to decide
+`lost` the same way) and the follow-up of isolated cron runs (cron_followup.py).
+May import: tasks.core and tasks.sessions (a cron run's session sweep).
 """
 
 from flowledger.tasks.runs.cron import CronJobRecord, CronRuns
