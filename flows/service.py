@@ -37,9 +37,9 @@ from flowledger.tasks.core.errors import (
     StorageUnavailable,
     TaskNotFound,
 )
+from flowledger.tasks.core.hooks import Changes
 from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.models import DeliveryOrigin, Task, trimmed
-from flowledger.tasks.core.service import Changes
 from flowledger.tasks.core.states import ACTIVE, FAILURES, NotifyPolicy, Runtime, TaskStatus, parse_enum
 from flowledger.tasks.core.tables import flow_runs
 

@@ -13,61 +13,53 @@ names the record (by its position in `records`) that stopped the run.
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, insert, select
 
 from flowledger.tasks.core import rules, store
+from flowledger.tasks.core.clock import Clock
+from flowledger.tasks.core.db import Database
+from flowledger.tasks.core.drafts import DRAFT_FIELDS, TaskDraft, check_parent_flow, new_record, parse_draft
 from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.models import Task, TaskEvent
-from flowledger.tasks.core.states import is_terminal
 from flowledger.tasks.core.store import task_values
 from flowledger.tasks.core.tables import task_delivery_state, task_events, task_runs
 
-if TYPE_CHECKING:
-    from flowledger.tasks.core.service import Change, TaskService
-
 DEFAULT_BATCH_SIZE = 5000
 BULK_TABLES = (task_runs.name, task_events.name, task_delivery_state.name)
-# create()'s options that steer merging with an existing record; meaningless for brand-new records.
-_MERGE_ONLY = frozenset({"prefer_metadata"})
 
 
-def _create_fields() -> dict[str, Any]:
-    """create()'s keyword fields and their defaults, read from its signature so the two never drift apart."""
-    from flowledger.tasks.core.service import TaskService
+def bulk_create(db: Database, clock: Clock, hooks: TaskHooks, records: Iterable[Mapping[str, Any]], *,
+                retention: timedelta, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+    """Create every record in `records` (each a mapping of `TaskDraft` fields); returns how many.
 
-    params = inspect.signature(TaskService.create).parameters
-    return {name: p.default for name, p in params.items() if name != "self" and name not in _MERGE_ONLY}
-
-
-def bulk_create(service: TaskService, records: Iterable[Mapping[str, Any]], *,
-                batch_size: int = DEFAULT_BATCH_SIZE) -> int:
-    """Create every record in `records` (each a mapping of create()'s keyword fields); returns how many.
-
-    `batch_size` records are validated, then written in one transaction; after-commit hooks run per batch.
+    `batch_size` records are validated, then written in one transaction; after-commit hooks run per batch. The
+    clock is read once per batch: its records share their creation time, as they share their transaction.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInput(f"batch_size must be a positive integer, got {batch_size!r}.")
-    fields = _create_fields()
     written = 0
     for offset, batch in _batches(records, batch_size):
-        drafts = [_draft(service, fields, record, offset + i) for i, record in enumerate(batch)]
+        now = clock.now()
+        drafts = [_draft(record, offset + i, now) for i, record in enumerate(batch)]
         # Generated ids are fresh UUIDv7s; only ids the caller chose can clash, so only those are checked.
         chosen = {d.task_id: offset + i for i, (d, r) in enumerate(zip(drafts, batch, strict=True))
                   if r.get("task_id")}
         if len(chosen) < sum(1 for r in batch if r.get("task_id")):
             _name_repeat(drafts, batch, offset)
-        changes = service.db.transact(functools.partial(_write_batch, service, drafts=drafts, chosen=chosen))
-        service.hooks.after_commit(changes)
+        write = functools.partial(_write_batch, hooks=hooks, retention=retention, drafts=drafts, chosen=chosen,
+                                  now=now)
+        changes = db.transact(write)
+        hooks.after_commit(changes)
         written += len(changes)
     if written:  # a bulk load into tables PostgreSQL has no statistics for would be planned blind
-        service.db.analyze_if_never_analyzed(BULK_TABLES)
+        db.analyze_if_never_analyzed(BULK_TABLES)
     return written
 
 
@@ -79,26 +71,26 @@ def _batches(records: Iterable[Mapping[str, Any]], size: int) -> Iterator[tuple[
         offset += len(batch)
 
 
-def _draft(service: TaskService, fields: dict[str, Any], record: Mapping[str, Any], index: int) -> Task:
+def _draft(record: Mapping[str, Any], index: int, now: datetime) -> Task:
     if not isinstance(record, Mapping):
         raise InvalidInput(f"Record {index}: expected a mapping of task fields, got {type(record).__name__}.")
-    unknown = sorted(str(k) for k in record if k not in fields)
+    unknown = sorted(str(k) for k in record if k not in DRAFT_FIELDS)
     if unknown:
         raise InvalidInput(f"Record {index}: unknown task field(s): {', '.join(unknown)}.")
-    args = {**fields, **record}
     try:
-        return service._draft(args)
+        return parse_draft(cast(TaskDraft, {"runtime": None, "task": None, **record}), now)
     except InvalidInput as exc:
         raise InvalidInput(f"Record {index}: {exc.message}") from None
 
 
-def _write_batch(service: TaskService, conn: Connection, *, drafts: list[Task], chosen: dict[str, int]
-                 ) -> list[Change]:
-    from flowledger.tasks.core.service import Change
-
+def _write_batch(conn: Connection, *, hooks: TaskHooks, retention: timedelta, drafts: list[Task],
+                 chosen: dict[str, int], now: datetime) -> list[Change]:
     _refuse_existing_ids(conn, chosen)
-    now = service.clock.now()
-    tasks = [_new_record(service, conn, draft, now) for draft in drafts]
+    tasks = []
+    for draft in drafts:
+        if draft.parent_flow_id:
+            check_parent_flow(conn, hooks, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
+        tasks.append(new_record(conn, draft, now, retention=retention, hooks=hooks))
     events = [TaskEvent(task_id=t.task_id, at=t.created_at, kind=t.status.value, summary=rules.status_summary(t))
               for t in tasks]
     conn.execute(insert(task_runs), [task_values(t) for t in tasks])
@@ -109,19 +101,8 @@ def _write_batch(service: TaskService, conn: Connection, *, drafts: list[Task], 
     store.insert_events(conn, events)
     changes = [Change(t, None, e) for t, e in zip(tasks, events, strict=True)]
     for change in changes:
-        service.hooks.on_written(conn, change, now)
+        hooks.on_written(conn, change, now)
     return changes
-
-
-def _new_record(service: TaskService, conn: Connection, draft: Task, now: datetime) -> Task:
-    """The record create() inserts for a draft it has never seen (kept in step by tests/service/test_bulk.py)."""
-    if draft.parent_flow_id:
-        service._validate_parent_flow(conn, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
-    last_event = draft.last_event_at or draft.started_at or now
-    ended = draft.ended_at or (last_event if is_terminal(draft.status) else None)
-    created = rules.prepare_write(draft.replace(created_at=now, last_event_at=last_event, ended_at=ended),
-                                  service.retention)
-    return service.hooks.prepare_insert(conn, created, now)
 
 
 def _name_repeat(drafts: list[Task], batch: list[Mapping[str, Any]], offset: int) -> None:

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
+from sqlalchemy import Connection, Engine, Select, Table, and_, create_engine, event, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.sql import ClauseElement
@@ -459,3 +460,37 @@ def _one_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     message = str(orig if orig is not None else exc).strip().splitlines()
     return message[0] if message else type(exc).__name__
+
+
+# --- dialect differences the stores share ------------------------------------------------------------------
+
+
+def serialize_on(conn: Connection, key: str) -> None:
+    """Make writers that check-then-insert under `key` take turns, in the caller's transaction. SQLite already
+    serialises every write transaction (BEGIN IMMEDIATE); PostgreSQL needs a transaction-scoped advisory lock,
+    else two transactions can both miss each other's row and insert twice."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+
+
+def insert_ignoring_conflict(conn: Connection, table: Table, values: dict[str, Any], keys: list[str]) -> bool:
+    """INSERT … ON CONFLICT (keys) DO NOTHING; True when the row was added. Engines without the clause check
+    first (the unique constraint still refuses a racing duplicate)."""
+    stmt: Any
+    if conn.dialect.name == "postgresql":
+        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    elif conn.dialect.name == "sqlite":
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    else:
+        if conn.execute(select(*table.primary_key.columns).where(
+                and_(*(table.c[k] == values[k] for k in keys)))).first() is not None:
+            return False
+        stmt = insert(table).values(**values)
+    # RETURNING, not rowcount: PostgreSQL answers a skipped ON CONFLICT insert with rowcount -1 (truthy).
+    return conn.execute(stmt.returning(*table.primary_key.columns)).first() is not None
+
+
+def lock_for_update(conn: Connection, stmt: Select[Any], **options: Any) -> Select[Any]:
+    """`stmt` with FOR UPDATE (and `options`: skip_locked, of) on PostgreSQL; SQLite has no row locks and needs
+    none, its write transaction holding the database."""
+    return stmt.with_for_update(**options) if conn.dialect.name == "postgresql" else stmt

@@ -17,25 +17,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, and_, func, select, update
 
 from flowledger.tasks.core import rules, store
 from flowledger.tasks.core.child_sessions import is_active_child_session
+from flowledger.tasks.core.clock import Clock
+from flowledger.tasks.core.db import Database, insert_ignoring_conflict, serialize_on
 from flowledger.tasks.core.errors import InvalidInput, OperationRefused, TaskNotFound
+from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.ids import new_id
+from flowledger.tasks.core.lookup import lookup_task
 from flowledger.tasks.core.models import DeliveryOrigin, Task, TaskEvent
 from flowledger.tasks.core.sessionkeys import parse_agent_id, required_key
 from flowledger.tasks.core.states import ACTIVE, DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus
 from flowledger.tasks.core.tables import generation_media, sessions, task_runs
-
-if TYPE_CHECKING:
-    from flowledger.tasks.core.clock import Clock
-    from flowledger.tasks.core.db import Database
-    from flowledger.tasks.core.service import Change, TaskService
 
 IMAGE = "image_generate"
 MUSIC = "music_generate"
@@ -118,8 +116,9 @@ def active_twin(conn: Connection, session_key: str, tool: str, prompt: str) -> T
     return store.row_to_task(row) if row is not None else None
 
 
-def start_generation(service: TaskService, tool: str, session_key: str, prompt: str,
-                     requester_origin: Mapping[str, Any] | DeliveryOrigin | None = None) -> GenerationStart:
+def start_generation(db: Database, clock: Clock, hooks: TaskHooks, tool: str, session_key: str, prompt: str,
+                     requester_origin: Mapping[str, Any] | DeliveryOrigin | None = None, *,
+                     retention: timedelta) -> GenerationStart:
     name = parse_tool(tool)
     key = session_key_of(session_key)
     prompt_text = (prompt or "").strip()
@@ -131,11 +130,8 @@ def start_generation(service: TaskService, tool: str, session_key: str, prompt: 
     twin: list[Task] = []
 
     def unit(conn: Connection, now: datetime) -> list[Change]:
-        from flowledger.tasks.core.service import Change
-
         twin.clear()  # the database may run this unit again after a lock error
-        if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already serialises the check and insert
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"generation:{key}:{name}"})
+        serialize_on(conn, f"generation:{key}:{name}")  # one active twin check-then-insert at a time
         found = active_twin(conn, key, name, prompt_text)
         if found is not None:
             twin.append(found)
@@ -147,26 +143,19 @@ def start_generation(service: TaskService, tool: str, session_key: str, prompt: 
                     delivery_status=DeliveryStatus.NOT_APPLICABLE, notify_policy=NotifyPolicy.SILENT,
                     created_at=now, task_kind=name, source_id=name, agent_id=agent, requester_agent_id=agent,
                     run_id=f"{name}:{task_id}", started_at=now, last_event_at=now, requester_origin=origin)
-        task = service.hooks.prepare_insert(conn, rules.prepare_write(task, service.retention), now)
+        task = hooks.prepare_insert(conn, rules.prepare_write(task, retention), now)
         store.insert_task(conn, task)
         event = TaskEvent(task_id=task.task_id, at=task.created_at, kind=task.status.value)
         store.append_event(conn, event)
         change = Change(task, None, event)
-        service.hooks.on_written(conn, change, now)
+        hooks.on_written(conn, change, now)
         return [change]
 
-    changes = service.run_unit(unit)
+    changes = db.transact(lambda conn: unit(conn, clock.now()))
+    hooks.after_commit(changes)
     if changes:
         return GenerationStart(changes[0].task, True)
     return GenerationStart(twin[0], False)
-
-
-def _insert_ignoring_conflict(conn: Connection, table: Any, values: dict[str, Any], keys: list[str]) -> bool:
-    if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-    else:
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-    return conn.execute(stmt.returning(*table.primary_key.columns)).first() is not None
 
 
 def ensure_session_row(conn: Connection, session_key: str, now: datetime) -> None:
@@ -174,7 +163,7 @@ def ensure_session_row(conn: Connection, session_key: str, now: datetime) -> Non
     key an active task runs in as its child session: a new row would make that vanished child look alive."""
     exists = conn.execute(select(sessions.c.session_key).where(sessions.c.session_key == session_key)).first()
     if exists is None and not is_active_child_session(conn, session_key):
-        _insert_ignoring_conflict(conn, sessions, {"session_key": session_key, "kind": SESSION_KIND,
+        insert_ignoring_conflict(conn, sessions, {"session_key": session_key, "kind": SESSION_KIND,
                                                    "created_at": now, "updated_at": now}, ["session_key"])
 
 
@@ -193,7 +182,7 @@ def session_alive(conn: Connection, session_key: str) -> bool:
 def record_items(conn: Connection, task: Task) -> None:
     """One `generation_media` row per item of the task (existing rows keep their ack and send marks)."""
     for item in task.media or ():
-        _insert_ignoring_conflict(conn, generation_media, {"task_id": task.task_id, "item_key": item_key(item),
+        insert_ignoring_conflict(conn, generation_media, {"task_id": task.task_id, "item_key": item_key(item),
                                                            "item": item, "session_key": task.requester_session_key},
                                   ["task_id", "item_key"])
 
@@ -208,9 +197,7 @@ def ack_media(db: Database, clock: Clock, session_key: str, task_id: str, items:
     ident = (task_id or "").strip()
 
     def unit(conn: Connection) -> int:
-        from flowledger.tasks.core.service import TaskService
-
-        task = TaskService.resolve(conn, ident)
+        task = lookup_task(conn, ident)
         if task is None:
             raise TaskNotFound(ident)
         if not is_generation(task):
@@ -222,7 +209,7 @@ def ack_media(db: Database, clock: Clock, session_key: str, task_id: str, items:
         for item in wanted:
             values = {"task_id": task.task_id, "item_key": item_key(item), "item": item, "session_key": key,
                       "acked_at": now}
-            if _insert_ignoring_conflict(conn, generation_media, values, ["task_id", "item_key"]):
+            if insert_ignoring_conflict(conn, generation_media, values, ["task_id", "item_key"]):
                 acked += 1
                 continue
             acked += conn.execute(update(generation_media).where(and_(

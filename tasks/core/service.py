@@ -5,32 +5,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
-from flowledger.tasks.core import flowlinks, generation, limits, prefixes, rules, store
+from flowledger.tasks.core import bulk, flowlinks, generation, limits, rules, store
 from flowledger.tasks.core.clock import Clock, SystemClock, coerce_time
-from flowledger.tasks.core.db import Database
-from flowledger.tasks.core.errors import InvalidInput, OperationRefused, OwnerKeyRequired, TaskNotFound
-from flowledger.tasks.core.ids import new_id
+from flowledger.tasks.core.db import Database, serialize_on
+from flowledger.tasks.core.drafts import TaskDraft, check_draft_keys, check_parent_flow, new_record, parse_draft
+from flowledger.tasks.core.errors import InvalidInput, OperationRefused, TaskNotFound
+from flowledger.tasks.core.hooks import Change, Changes, CompositeHooks
+from flowledger.tasks.core.lookup import lookup_task
 from flowledger.tasks.core.models import (
     DEFAULT_RETENTION,
     DeliveryOrigin,
     Task,
     TaskEvent,
     collapse_whitespace,
-    trimmed,
 )
-from flowledger.tasks.core.sessionkeys import parse_agent_id
 from flowledger.tasks.core.states import (
     ACTIVE,
     DeliveryStatus,
     NotifyPolicy,
     Runtime,
-    ScopeKind,
     TaskStatus,
     TerminalOutcome,
     allowed_predecessors,
@@ -39,7 +38,6 @@ from flowledger.tasks.core.states import (
     parse_enum,
     should_apply,
 )
-from flowledger.tasks.core.tables import task_runs
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +46,6 @@ CANCELLED_BY_OPERATOR = "Cancelled by operator."
 _PREDECESSORS = {status: allowed_predecessors(status) for status in TaskStatus}
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """A committed write: the task as it is now, as it was, and the history row it appended."""
-
-    task: Task
-    previous: Task | None
-    event: TaskEvent | None
-
-
-Changes = list[Change]
 Tasks = list[Task]
 TaskEvents = list[TaskEvent]
 
@@ -70,53 +58,10 @@ class CancelResult:
     task: Task | None = None
 
 
-class TaskHooks:
-    """Extension points for the layers above (flows, delivery). The base class does nothing."""
-
-    def validate_parent_flow(self, conn: Connection, *, flow_id: str, owner_key: str, scope_kind: ScopeKind) -> None:
-        """Raise ParentFlowLinkError when a task may not link to `flow_id`."""
-
-    def prepare_insert(self, conn: Connection, task: Task, now: datetime) -> Task:
-        """Runs inside the creating transaction just before a new task row is inserted; may return a changed task
-        (the flow layer links a new acp/subagent task to its one-task mirrored flow here)."""
-        return task
-
-    def on_written(self, conn: Connection, change: Change, now: datetime) -> None:
-        """Runs inside the writing transaction (flow sync must commit or fail with the task)."""
-
-    def after_commit(self, changes: Sequence[Change]) -> None:
-        """Runs after commit (delivery, wakes); failures here never undo the task write."""
-
-
 class CancelAdapter(Protocol):
     """A live runtime handle that can stop work; returns None when stopped, else the refusal reason."""
 
     def cancel(self, task: Task, reason: str | None) -> str | None: ...
-
-
-@dataclass
-class CompositeHooks(TaskHooks):
-    members: list[TaskHooks] = field(default_factory=list)
-
-    def validate_parent_flow(self, conn: Connection, *, flow_id: str, owner_key: str, scope_kind: ScopeKind) -> None:
-        for hook in self.members:
-            hook.validate_parent_flow(conn, flow_id=flow_id, owner_key=owner_key, scope_kind=scope_kind)
-
-    def prepare_insert(self, conn: Connection, task: Task, now: datetime) -> Task:
-        for hook in self.members:
-            task = hook.prepare_insert(conn, task, now)
-        return task
-
-    def on_written(self, conn: Connection, change: Change, now: datetime) -> None:
-        for hook in self.members:
-            hook.on_written(conn, change, now)
-
-    def after_commit(self, changes: Sequence[Change]) -> None:
-        for hook in self.members:
-            try:
-                hook.after_commit(changes)
-            except Exception:  # a side effect must never mask the recorded outcome
-                log.exception("after-commit hook %s failed", type(hook).__name__)
 
 
 class TaskService:
@@ -147,22 +92,8 @@ class TaskService:
 
     @staticmethod
     def resolve(conn: Connection, lookup: str) -> Task | None:
-        """Task id, then run id (preferred task), then the newest task of that owner or child session, then a
-        unique task id prefix (CONTRACT §7; AmbiguousLookup when several ids start so)."""
-        token = (lookup or "").strip()
-        if not token:
-            return None
-        found = store.get(conn, token)
-        if found is not None:
-            return found
-        by_run = rules.preferred(store.by_run_id(conn, token))
-        if by_run is not None:
-            return by_run
-        related = store.newest_related(conn, token)
-        if related is not None:
-            return related
-        task_id = prefixes.unique_id(conn, task_runs.c.task_id, token, "tasks")
-        return store.get(conn, task_id) if task_id is not None else None
+        """Task id, then run id, then owner or child session, then a unique id prefix (core/lookup.py)."""
+        return lookup_task(conn, lookup)
 
     def list(
         self,
@@ -192,68 +123,32 @@ class TaskService:
 
     # --- create -------------------------------------------------------------------------------------
 
-    def create(
-        self,
-        *,
-        runtime: Runtime | str,
-        task: str,
-        owner_key: str | None = None,
-        requester_session_key: str | None = None,
-        scope_kind: ScopeKind | str | None = None,
-        child_session_key: str | None = None,
-        parent_flow_id: str | None = None,
-        parent_task_id: str | None = None,
-        agent_id: str | None = None,
-        requester_agent_id: str | None = None,
-        run_id: str | None = None,
-        source_id: str | None = None,
-        task_kind: str | None = None,
-        label: str | None = None,
-        status: TaskStatus | str | None = None,
-        delivery_status: DeliveryStatus | str | None = None,
-        notify_policy: NotifyPolicy | str | None = None,
-        started_at: datetime | None = None,
-        last_event_at: datetime | None = None,
-        ended_at: datetime | None = None,
-        cleanup_after: datetime | None = None,
-        error: str | None = None,
-        progress_summary: str | None = None,
-        terminal_summary: str | None = None,
-        terminal_outcome: TerminalOutcome | str | None = None,
-        requester_origin: Mapping[str, Any] | DeliveryOrigin | None = None,
-        prefer_metadata: bool = False,
-        task_id: str | None = None,
-    ) -> Task:
+    def create(self, *, prefer_metadata: bool = False, **fields: Unpack[TaskDraft]) -> Task:
         """Record new work (REFERENCE §2.2); a repeat with the same run scope returns the merged record."""
-        draft = self._draft(locals())
+        check_draft_keys(fields, "create()")
+        now = self.clock.now()  # one reading of the clock for the whole operation
+        draft = parse_draft(fields, now)
         changes: Changes = []
 
         def unit(conn: Connection) -> Task:
             changes.clear()  # the database may run this unit again after a lock error
-            now = self.clock.now()
+            if draft.run_id:  # two creates of one run scope must not both miss each other's row and insert twice
+                serialize_on(conn, f"task-run:{draft.run_id}")
             if draft.parent_flow_id:
-                self._validate_parent_flow(conn, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
-            if draft.run_id and self.db.is_postgres:
-                # Two creates of one run scope must not both miss each other's row and insert twice.
-                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"task-run:{draft.run_id}"})
+                check_parent_flow(conn, self.hooks, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
             existing = self._dedupe(conn, draft) if draft.run_id else None
             if existing is not None:
                 merged = self._merge(existing, draft, prefer_metadata=prefer_metadata)
                 if merged == existing:
                     return existing
                 if merged.parent_flow_id and merged.parent_flow_id != existing.parent_flow_id:
-                    self._validate_parent_flow(conn, merged.parent_flow_id, merged.owner_key, merged.scope_kind)
+                    check_parent_flow(conn, self.hooks, merged.parent_flow_id, merged.owner_key, merged.scope_kind)
                 change = self._write(conn, existing, merged, now=now, expected={existing.status})
                 if change is None:
                     raise OperationRefused(f"Task {existing.task_id} changed while it was being merged.")
                 changes.append(change)
                 return change.task
-            last_event = draft.last_event_at or draft.started_at or now
-            # A task created already terminal ended when it was last heard of, so retention counts from there.
-            ended = draft.ended_at or (last_event if is_terminal(draft.status) else None)
-            created = rules.prepare_write(draft.replace(created_at=now, last_event_at=last_event, ended_at=ended),
-                                          self.retention)
-            created = self.hooks.prepare_insert(conn, created, now)
+            created = new_record(conn, draft, now, retention=self.retention, hooks=self.hooks)
             store.insert_task(conn, created)
             event = TaskEvent(task_id=created.task_id, at=created.created_at, kind=created.status.value,
                               summary=rules.status_summary(created))
@@ -272,88 +167,13 @@ class TaskService:
                          requester_origin: Mapping[str, Any] | DeliveryOrigin | None = None
                          ) -> generation.GenerationStart:
         """A session-backed image/music/video generation job, or the active one it repeats (core/generation.py)."""
-        return generation.start_generation(self, tool, session_key, prompt, requester_origin)
+        return generation.start_generation(self.db, self.clock, self.hooks, tool, session_key, prompt,
+                                           requester_origin, retention=self.retention)
 
     def create_many(self, records: Iterable[Mapping[str, Any]], *, batch_size: int = 5000) -> int:
         """Bulk-create brand-new tasks, one transaction per batch (see tasks/core/bulk.py); returns how many."""
-        from flowledger.tasks.core import bulk
-
-        return bulk.bulk_create(self, records, batch_size=batch_size)
-
-    def _validate_parent_flow(self, conn: Connection, flow_id: str, owner_key: str, scope_kind: ScopeKind) -> None:
-        flowlinks.check_parent_flow(conn, flow_id=flow_id, owner_key=owner_key, scope_kind=scope_kind)
-        self.hooks.validate_parent_flow(conn, flow_id=flow_id, owner_key=owner_key, scope_kind=scope_kind)
-
-    def _draft(self, args: dict[str, Any]) -> Task:
-        rt = parse_enum(Runtime, args["runtime"], "runtime")
-        text = str(args["task"] or "").strip()
-        if not text:
-            raise InvalidInput("Task text is required.")
-        explicit_scope = parse_enum(ScopeKind, args["scope_kind"], "scope_kind") if args["scope_kind"] else None
-        requester = trimmed(args["requester_session_key"])
-        if requester is None:
-            requester = "" if explicit_scope == ScopeKind.SYSTEM else (trimmed(args["owner_key"]) or "")
-        scope = explicit_scope or (ScopeKind.SESSION if requester else ScopeKind.SYSTEM)
-        owner = trimmed(args["owner_key"]) or requester
-        if not owner and scope != ScopeKind.SYSTEM:
-            raise OwnerKeyRequired()
-        child = args["child_session_key"]
-        agent = trimmed(args["agent_id"]) or parse_agent_id(child) or parse_agent_id(owner) or parse_agent_id(requester)
-        requester_agent = (trimmed(args["requester_agent_id"]) or "").lower() or None
-        requester_agent = requester_agent or parse_agent_id(owner) or parse_agent_id(requester)
-        status = TaskStatus.QUEUED
-        if args["status"] is not None:
-            status = parse_enum(TaskStatus, args["status"], "status")
-        if args["delivery_status"] is not None:
-            delivery = parse_enum(DeliveryStatus, args["delivery_status"], "delivery_status")
-        elif scope == ScopeKind.SYSTEM:
-            delivery = DeliveryStatus.NOT_APPLICABLE
-        else:
-            delivery = DeliveryStatus.PENDING if owner else DeliveryStatus.PARENT_MISSING
-        if args["notify_policy"] is not None:
-            policy = parse_enum(NotifyPolicy, args["notify_policy"], "notify_policy")
-        else:
-            policy = NotifyPolicy.SILENT if delivery == DeliveryStatus.NOT_APPLICABLE else NotifyPolicy.DONE_ONLY
-        outcome = None
-        if args["terminal_outcome"] is not None:
-            outcome = parse_enum(TerminalOutcome, args["terminal_outcome"], "terminal_outcome")
-        origin = DeliveryOrigin.from_mapping(args["requester_origin"])
-        if args["ended_at"] is not None and status in ACTIVE:
-            raise InvalidInput(f"ended_at is only accepted for a task created terminal, not {status.value}.")
-        limits.check_text(text, "Task text")
-        limits.check_session_key(owner, "Owner key")
-        limits.check_session_key(requester, "Requester session key")
-        limits.check_session_key(child if isinstance(child, str) else None, "Child session key")
-        return Task(
-            task_id=limits.check_id(trimmed(args["task_id"]), "task id") or new_id(),
-            runtime=rt,
-            task_kind=trimmed(args["task_kind"]),
-            source_id=trimmed(args["source_id"]),
-            requester_session_key=requester,
-            owner_key=owner,
-            scope_kind=scope,
-            child_session_key=child if child and str(child).strip() else None,
-            parent_flow_id=trimmed(args["parent_flow_id"]),
-            parent_task_id=trimmed(args["parent_task_id"]),
-            agent_id=agent,
-            requester_agent_id=requester_agent,
-            run_id=trimmed(args["run_id"]),
-            label=limits.check_label(trimmed(args["label"])),
-            task=text,
-            status=status,
-            delivery_status=delivery,
-            notify_policy=policy,
-            created_at=self.clock.now(),
-            started_at=coerce_time(args["started_at"], "started_at"),
-            last_event_at=coerce_time(args["last_event_at"], "last_event_at"),
-            ended_at=coerce_time(args["ended_at"], "ended_at"),
-            cleanup_after=coerce_time(args["cleanup_after"], "cleanup_after"),
-            error=limits.program_text(args["error"]),
-            progress_summary=limits.program_text(collapse_whitespace(args["progress_summary"])),
-            terminal_summary=limits.program_text(collapse_whitespace(args["terminal_summary"])),
-            terminal_outcome=outcome,
-            requester_origin=origin if origin and (origin.channel or origin.to) else None,
-        )
+        return bulk.bulk_create(self.db, self.clock, self.hooks, records, retention=self.retention,
+                                batch_size=batch_size)
 
     @staticmethod
     def _dedupe(conn: Connection, draft: Task) -> Task | None:

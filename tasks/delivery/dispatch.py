@@ -24,8 +24,9 @@ from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from flowledger.tasks.core import store
 from flowledger.tasks.core.config import Config
+from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.models import DeliveryOrigin, Task, TaskEvent
-from flowledger.tasks.core.service import Change, TaskHooks, TaskService
+from flowledger.tasks.core.service import TaskService
 from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, ScopeKind, TaskStatus, is_terminal
 from flowledger.tasks.core.tables import task_delivery_state, task_runs
 from flowledger.tasks.delivery import messages, outbox

@@ -25,8 +25,9 @@ from sqlalchemy import Connection, and_, or_, select, update
 
 from flowledger.tasks.core import store
 from flowledger.tasks.core.generation import is_generation, item_key, record_items, session_alive, unsent_items
+from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.models import Task
-from flowledger.tasks.core.service import Change, TaskHooks, TaskService
+from flowledger.tasks.core.service import TaskService
 from flowledger.tasks.core.states import TaskStatus, is_terminal
 from flowledger.tasks.core.tables import generation_media
 from flowledger.tasks.delivery.channels import Message, SendOutcome

@@ -25,8 +25,9 @@ from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, se
 
 from flowledger.tasks.core import rules, store
 from flowledger.tasks.core.clock import to_ms
+from flowledger.tasks.core.hooks import Change
 from flowledger.tasks.core.models import Task, TaskEvent
-from flowledger.tasks.core.service import Change, TaskService
+from flowledger.tasks.core.service import TaskService
 from flowledger.tasks.core.states import ACTIVE, TaskStatus, is_terminal
 from flowledger.tasks.core.tables import task_delivery_state, task_events, task_runs
 from flowledger.tasks.health import cron_recovery

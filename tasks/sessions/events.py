@@ -14,10 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from flowledger.tasks.core.clock import Clock, iso_z
-from flowledger.tasks.core.db import Database
+from flowledger.tasks.core.db import Database, insert_ignoring_conflict
 from flowledger.tasks.core.sessionkeys import required_key
 from flowledger.tasks.core.tables import heartbeat_wakes, system_events
 
@@ -56,20 +55,7 @@ def enqueue_system_event(conn: Connection, session_key: str, context_key: str, t
     """Queue `text` once per (session, context key); True when this call added it."""
     values = {"session_key": session_key, "context_key": context_key, "text": text, "created_at": now,
               "delivery_context_json": json.dumps(dict(delivery_context)) if delivery_context else None}
-    if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(system_events).values(**values).on_conflict_do_nothing(
-            index_elements=["session_key", "context_key"])
-    elif conn.dialect.name == "sqlite":
-        stmt = sqlite.insert(system_events).values(**values).on_conflict_do_nothing(
-            index_elements=["session_key", "context_key"])
-    else:  # other engines: check first; the unique constraint still refuses a racing duplicate
-        exists = conn.execute(select(system_events.c.id).where(and_(
-            system_events.c.session_key == session_key, system_events.c.context_key == context_key))).first()
-        if exists is not None:
-            return False
-        stmt = insert(system_events).values(**values)
-    # RETURNING, not rowcount: PostgreSQL answers a skipped ON CONFLICT insert with rowcount -1 (truthy).
-    return conn.execute(stmt.returning(system_events.c.id)).first() is not None
+    return insert_ignoring_conflict(conn, system_events, values, ["session_key", "context_key"])
 
 
 def _row_to_event(row: Any) -> SystemEvent:

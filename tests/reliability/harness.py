@@ -36,7 +36,7 @@ from sqlalchemy import select, text
 from flowledger import Ledger
 from flowledger.tasks.core.clock import SystemClock, truncate_ms
 from flowledger.tasks.core.errors import FlowledgerError, OperationRefused, StorageUnavailable, TaskNotFound
-from flowledger.tasks.core.service import Change, TaskHooks
+from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.states import ACTIVE, TaskStatus, should_apply
 from flowledger.tasks.core.tables import task_events, task_runs
 

@@ -16,7 +16,7 @@ from flowledger import FrozenClock, Ledger, TaskStatus
 from flowledger.flows import health
 from flowledger.tasks.core.clock import to_ms
 from flowledger.tasks.core.errors import InvalidInput
-from flowledger.tasks.core.service import Change, TaskHooks
+from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.tables import cron_run_log, task_delivery_state, task_events, task_runs
 from flowledger.tasks.health import maintenance
 

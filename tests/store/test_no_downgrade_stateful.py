@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 
 from flowledger import FrozenClock, Ledger
 from flowledger.tasks.core import store
-from flowledger.tasks.core.service import Change
+from flowledger.tasks.core.hooks import Change
 from flowledger.tasks.core.states import ACTIVE, TERMINAL, TaskStatus, should_apply
 
 EXAMPLES = int(os.environ.get("FLOWLEDGER_STATEFUL_EXAMPLES", "50"))
