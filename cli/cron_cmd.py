@@ -23,7 +23,6 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on std
 
 
 def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
-    _ = tasks_app
     cron_app = typer.Typer(help="Cron jobs: each execution is recorded as a `cron` task.", no_args_is_help=True)
     cron_app.command("add", context_settings={"allow_interspersed_args": False})(add_cmd)
     cron_app.command("list")(list_cmd)

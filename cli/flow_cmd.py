@@ -51,7 +51,6 @@ DEFAULT_LIST_LIMIT = 100
 
 
 def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
-    _ = app
     flow_app = typer.Typer(help="Inspect, cancel and run flows (Task Flow).", no_args_is_help=True)
     tasks_app.add_typer(flow_app, name="flow")
     flow_ops.register(flow_app)

@@ -62,7 +62,6 @@ def root(
 
     Example: flowledger --state-dir ~/.flowledger tasks list --since 1h
     """
-    _ = version
     context = AppContext(state_dir=state_dir, database_url=database_url)
     ctx.obj = context
     ctx.call_on_close(context.close)

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
-    _ = tasks_app
     sessions_app = typer.Typer(help="Inspect sessions: their queued system events and stored routes.",
                                no_args_is_help=True)
     app.add_typer(sessions_app, name="sessions")

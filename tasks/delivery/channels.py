@@ -166,7 +166,6 @@ class HttpChannel:
 
     def accepted(self, response: httpx.Response) -> str | None:
         """None when a 2xx answer really means delivered; adapters may look inside the body."""
-        _ = response
         return None
 
     def send(self, message: Message) -> SendOutcome:

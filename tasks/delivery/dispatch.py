@@ -43,6 +43,7 @@ from flowledger.tasks.delivery.rules import (
     suppressed_duplicate,
     terminal_eligible,
 )
+from flowledger.tasks.delivery.sender import send_pending
 from flowledger.tasks.delivery.wakes import fire_heartbeat_wakes
 from flowledger.tasks.sessions.events import (
     WAKE_REASON,
@@ -186,8 +187,6 @@ class DeliveryHooks(TaskHooks):
 
     def send_outbox(self) -> int:
         """Send every pending outbox notice from this process (a sender's job); returns how many settled."""
-        from flowledger.tasks.delivery.sender import send_pending
-
         return send_pending(self)
 
     def prune_outbox(self) -> int:

@@ -10,21 +10,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from flowledger.tasks.core.models import DeliveryOrigin
+from flowledger.tasks.core.service import TaskService
 from flowledger.tasks.delivery import outbox
 from flowledger.tasks.delivery.channels import Message, SendOutcome
-
-if TYPE_CHECKING:
-    from flowledger.tasks.delivery.dispatch import DeliveryHooks
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[DeliveryOrigin, Message], SendOutcome]
 
 
-def send_pending(hooks: DeliveryHooks, *, limit: int = 50, rounds: int = 20) -> int:
+class OutboxSender(Protocol):
+    """What sending needs of the delivery hooks (dispatch.DeliveryHooks): whose claims, and how to send."""
+
+    service: TaskService
+    worker_id: str
+
+    def deliver_terminal(self, task_id: str) -> Any: ...
+
+    def send_message(self, origin: DeliveryOrigin, message: Message) -> SendOutcome: ...
+
+
+def send_pending(hooks: OutboxSender, *, limit: int = 50, rounds: int = 20) -> int:
     """Send pending notices until none is left (at most `rounds` batches); returns how many settled."""
     settled = 0
     db, clock = hooks.service.db, hooks.service.clock
@@ -41,7 +50,7 @@ def send_pending(hooks: DeliveryHooks, *, limit: int = 50, rounds: int = 20) -> 
     return settled
 
 
-def _send_one(hooks: DeliveryHooks, notice: outbox.Notice) -> None:
+def _send_one(hooks: OutboxSender, notice: outbox.Notice) -> None:
     db, clock = hooks.service.db, hooks.service.clock
     if notice.kind == outbox.TASK_TERMINAL:
         hooks.deliver_terminal(notice.subject_id)
