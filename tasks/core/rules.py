@@ -100,3 +100,13 @@ def preferred(candidates: Sequence[Task]) -> Task | None:
     if not candidates:
         return None
     return min(candidates, key=lambda t: (t.runtime == Runtime.CLI, t.created_at))
+
+
+def effective_cleanup_after(task: Task, retention: timedelta = DEFAULT_RETENTION) -> datetime:
+    """The stored stamp, or the computed one; a lost task never outlives its computed retention."""
+    computed = cleanup_after_for(task, retention)
+    if task.cleanup_after is None:
+        return computed
+    if task.status == TaskStatus.LOST:
+        return min(task.cleanup_after, computed)
+    return task.cleanup_after

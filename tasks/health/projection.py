@@ -25,16 +25,6 @@ from flowledger.tasks.health.cron_recovery import Recovery
 BATCH = 500
 
 
-def effective_cleanup_after(task: Task, retention: timedelta = DEFAULT_RETENTION) -> datetime:
-    """The stored stamp, or the computed one; a lost task never outlives its computed retention."""
-    computed = rules.cleanup_after_for(task, retention)
-    if task.cleanup_after is None:
-        return computed
-    if task.status == TaskStatus.LOST:
-        return min(task.cleanup_after, computed)
-    return task.cleanup_after
-
-
 def recovered(task: Task, recovery: Recovery, retention: timedelta = DEFAULT_RETENTION) -> Task:
     return rules.prepare_write(recovery.apply_to(task), retention)
 
