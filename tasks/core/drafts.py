@@ -15,7 +15,7 @@ from typing import Any, Required, TypedDict
 
 from sqlalchemy import Connection
 
-from flowledger.tasks.core import flowlinks, limits, rules
+from flowledger.tasks.core import flowlinks, limits, rules, store
 from flowledger.tasks.core.clock import coerce_time
 from flowledger.tasks.core.errors import InvalidInput, OwnerKeyRequired
 from flowledger.tasks.core.hooks import TaskHooks
@@ -172,3 +172,50 @@ def new_record(conn: Connection, draft: Task, now: datetime, *, retention: timed
     ended = draft.ended_at or (last_event if is_terminal(draft.status) else None)
     created = rules.prepare_write(draft.replace(created_at=now, last_event_at=last_event, ended_at=ended), retention)
     return hooks.prepare_insert(conn, created, now)
+
+
+# --- a create that repeats a run scope -------------------------------------------------------------------
+
+
+def repeated_run(conn: Connection, draft: Task) -> Task | None:
+    """The existing task a create with this draft's run id repeats (same run scope), if any."""
+    assert draft.run_id is not None
+    found = store.dedupe_candidates(conn, draft.run_id, for_update=True)
+    # A task the flow layer linked to its own one-task flow is still the producer's unlinked task.
+    auto: set[str] = set()
+    if draft.parent_flow_id is None:
+        auto = flowlinks.mirrored_flow_ids(conn, {t.parent_flow_id for t in found if t.parent_flow_id})
+
+    def scope(t: Task) -> tuple[object, ...]:
+        flow = "" if t.parent_flow_id in auto else (t.parent_flow_id or "").strip()
+        return (t.runtime, t.scope_kind, t.owner_key.strip(), (t.child_session_key or "").strip(), flow)
+
+    candidates = [t for t in found if scope(t) == scope(draft)]
+    for candidate in candidates:
+        if candidate.label == draft.label and candidate.task == draft.task:
+            return candidate
+    if draft.runtime == Runtime.ACP and candidates:
+        return rules.preferred(candidates)
+    return None
+
+def merge_repeat(existing: Task, draft: Task, *, prefer_metadata: bool) -> Task:
+    """What a repeated create adds to the existing record (REFERENCE §2.2): missing metadata, never a downgrade."""
+    changes: dict[str, Any] = {}
+    for name in ("requester_origin", "source_id", "task_kind", "parent_flow_id", "parent_task_id",
+                 "agent_id", "requester_agent_id"):
+        if getattr(existing, name) is None and getattr(draft, name) is not None:
+            changes[name] = getattr(draft, name)
+    if prefer_metadata:
+        if draft.label is not None and draft.label != existing.label:
+            changes["label"] = draft.label
+        if draft.task != existing.task:
+            changes["task"] = draft.task
+    elif existing.label is None and draft.label is not None:
+        changes["label"] = draft.label
+    if draft.delivery_status == DeliveryStatus.PENDING and existing.delivery_status not in (
+        DeliveryStatus.DELIVERED, DeliveryStatus.PENDING
+    ):
+        changes["delivery_status"] = DeliveryStatus.PENDING
+    if existing.notify_policy == NotifyPolicy.SILENT and draft.notify_policy != NotifyPolicy.SILENT:
+        changes["notify_policy"] = draft.notify_policy
+    return existing.replace(**changes) if changes else existing

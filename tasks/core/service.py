@@ -11,10 +11,18 @@ from typing import Any, Protocol, Unpack
 
 from sqlalchemy import Connection
 
-from flowledger.tasks.core import bulk, flowlinks, generation, limits, rules, store
+from flowledger.tasks.core import bulk, generation, limits, rules, store
 from flowledger.tasks.core.clock import Clock, SystemClock, coerce_time
 from flowledger.tasks.core.db import Database, serialize_on
-from flowledger.tasks.core.drafts import TaskDraft, check_draft_keys, check_parent_flow, new_record, parse_draft
+from flowledger.tasks.core.drafts import (
+    TaskDraft,
+    check_draft_keys,
+    check_parent_flow,
+    merge_repeat,
+    new_record,
+    parse_draft,
+    repeated_run,
+)
 from flowledger.tasks.core.errors import InvalidInput, OperationRefused, TaskNotFound
 from flowledger.tasks.core.hooks import Change, Changes, CompositeHooks
 from flowledger.tasks.core.lookup import lookup_task
@@ -27,7 +35,6 @@ from flowledger.tasks.core.models import (
 )
 from flowledger.tasks.core.states import (
     ACTIVE,
-    DeliveryStatus,
     NotifyPolicy,
     Runtime,
     TaskStatus,
@@ -136,9 +143,9 @@ class TaskService:
                 serialize_on(conn, f"task-run:{draft.run_id}")
             if draft.parent_flow_id:
                 check_parent_flow(conn, self.hooks, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
-            existing = self._dedupe(conn, draft) if draft.run_id else None
+            existing = repeated_run(conn, draft) if draft.run_id else None
             if existing is not None:
-                merged = self._merge(existing, draft, prefer_metadata=prefer_metadata)
+                merged = merge_repeat(existing, draft, prefer_metadata=prefer_metadata)
                 if merged == existing:
                     return existing
                 if merged.parent_flow_id and merged.parent_flow_id != existing.parent_flow_id:
@@ -174,49 +181,6 @@ class TaskService:
         """Bulk-create brand-new tasks, one transaction per batch (see tasks/core/bulk.py); returns how many."""
         return bulk.bulk_create(self.db, self.clock, self.hooks, records, retention=self.retention,
                                 batch_size=batch_size)
-
-    @staticmethod
-    def _dedupe(conn: Connection, draft: Task) -> Task | None:
-        assert draft.run_id is not None
-        found = store.dedupe_candidates(conn, draft.run_id, for_update=True)
-        # A task the flow layer linked to its own one-task flow is still the producer's unlinked task.
-        auto: set[str] = set()
-        if draft.parent_flow_id is None:
-            auto = flowlinks.mirrored_flow_ids(conn, {t.parent_flow_id for t in found if t.parent_flow_id})
-
-        def scope(t: Task) -> tuple[object, ...]:
-            flow = "" if t.parent_flow_id in auto else (t.parent_flow_id or "").strip()
-            return (t.runtime, t.scope_kind, t.owner_key.strip(), (t.child_session_key or "").strip(), flow)
-
-        candidates = [t for t in found if scope(t) == scope(draft)]
-        for candidate in candidates:
-            if candidate.label == draft.label and candidate.task == draft.task:
-                return candidate
-        if draft.runtime == Runtime.ACP and candidates:
-            return rules.preferred(candidates)
-        return None
-
-    @staticmethod
-    def _merge(existing: Task, draft: Task, *, prefer_metadata: bool) -> Task:
-        changes: dict[str, Any] = {}
-        for name in ("requester_origin", "source_id", "task_kind", "parent_flow_id", "parent_task_id",
-                     "agent_id", "requester_agent_id"):
-            if getattr(existing, name) is None and getattr(draft, name) is not None:
-                changes[name] = getattr(draft, name)
-        if prefer_metadata:
-            if draft.label is not None and draft.label != existing.label:
-                changes["label"] = draft.label
-            if draft.task != existing.task:
-                changes["task"] = draft.task
-        elif existing.label is None and draft.label is not None:
-            changes["label"] = draft.label
-        if draft.delivery_status == DeliveryStatus.PENDING and existing.delivery_status not in (
-            DeliveryStatus.DELIVERED, DeliveryStatus.PENDING
-        ):
-            changes["delivery_status"] = DeliveryStatus.PENDING
-        if existing.notify_policy == NotifyPolicy.SILENT and draft.notify_policy != NotifyPolicy.SILENT:
-            changes["notify_policy"] = draft.notify_policy
-        return existing.replace(**changes) if changes else existing
 
     # --- writing ------------------------------------------------------------------------------------
 
