@@ -12,15 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.service import TaskService
 from flowledger.tasks.core.sessionkeys import parse_agent_id, required_key
 from flowledger.tasks.core.states import ACTIVE, FAILURES
 from flowledger.tasks.health import board
-
-if TYPE_CHECKING:
-    from flowledger.tasks.core.service import TaskService
 
 PIN = "📌"
 PIN_FALLBACK = "*"  # for a stdout that cannot encode the pin
