@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
+from flowledger.flows import extensions, health
+from flowledger.flows.health import AuditReport, MaintenanceReport
+from flowledger.flows.service import FlowService
 from flowledger.tasks.clock import Clock, SystemClock
 from flowledger.tasks.db import Database, resolve_database_url, resolve_state_dir
+from flowledger.tasks.runs import RunRegistry
 from flowledger.tasks.service import TaskService
 from flowledger.tasks.session_routes import Sessions
-
-if TYPE_CHECKING:
-    from flowledger.flows.service import FlowService
-    from flowledger.tasks.runs import RunRegistry
+from flowledger.tasks.summary import Summary
 
 
 class Ledger:
@@ -32,7 +32,6 @@ class Ledger:
         self.sessions = Sessions(db, self.clock)  # stored chat routes (SPEC §3)
         self._flows: FlowService | None = None
         self._runs: RunRegistry | None = None
-        self._extensions_installed = False
         self._install_extensions()
 
     @classmethod
@@ -52,17 +51,14 @@ class Ledger:
                    gateway_id=gateway_id)
 
     def _install_extensions(self) -> None:
-        """Wire the layers that hook into task writes: flow sync/cancel finalisation, then delivery."""
-        from flowledger.flows import extensions
-
-        extensions.install(self)
+        """Wire the layers that hook into task writes: flow sync/cancel finalisation, then delivery. (A reading
+        ledger, cli/reading.py, overrides it to warn about a broken delivery config instead of failing.)"""
+        extensions.install(self.tasks, self.db, self.state_dir)
 
     @property
     def flows(self) -> FlowService:
         if self._flows is None:
-            from flowledger.flows.service import FlowService
-
-            self._flows = FlowService(self)
+            self._flows = FlowService(self.db, self.clock, self.tasks)
         return self._flows
 
     @property
@@ -70,26 +66,18 @@ class Ledger:
         """The run registry: what the gateway and its runtimes persist (leases, run contexts, the run queue,
         cron-run bookkeeping); the scheduler's one door into the database."""
         if self._runs is None:
-            from flowledger.tasks.runs import RunRegistry
-
             self._runs = RunRegistry(self.db, self.clock, self.tasks, self.state_dir)
         return self._runs
 
     # --- health: delegated to flows.health, which composes the task and flow halves ------------------
 
-    def maintenance(self, apply: bool = False) -> Any:
-        from flowledger.flows import health
-
+    def maintenance(self, apply: bool = False) -> MaintenanceReport:
         return health.run_maintenance(self, apply=apply)
 
-    def audit(self) -> Any:
-        from flowledger.flows import health
-
+    def audit(self) -> AuditReport:
         return health.run_audit(self)
 
-    def summary(self) -> Any:
-        from flowledger.flows import health
-
+    def summary(self) -> Summary:
         return health.summarize(self)
 
     # --- lifecycle -----------------------------------------------------------------------------------

@@ -11,25 +11,31 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection
 
 from flowledger.flows import store
+from flowledger.flows.documents import task_summary
 from flowledger.flows.models import (
     ABSENT,
     LINK_TERMINAL,
     Flow,
     FlowCancelResult,
+    FlowList,
     FlowStatus,
     FlowUpdate,
     RunTaskResult,
     SyncMode,
+    TaskList,
     UpdateReason,
 )
+from flowledger.flows.notices import FlowNotices
+from flowledger.flows.owner_view import OwnerFlows
 from flowledger.tasks import limits, prefixes
 from flowledger.tasks import store as task_store
-from flowledger.tasks.clock import coerce_time
+from flowledger.tasks.clock import Clock, coerce_time
+from flowledger.tasks.db import Database
 from flowledger.tasks.errors import (
     FlowNotFound,
     InvalidInput,
@@ -39,15 +45,15 @@ from flowledger.tasks.errors import (
 )
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import DeliveryOrigin, Task, trimmed
-from flowledger.tasks.service import Changes
-from flowledger.tasks.states import ACTIVE, FAILURES, NotifyPolicy, Runtime, TaskStatus, parse_enum
+from flowledger.tasks.service import Changes, TaskService
+from flowledger.tasks.states import ACTIVE, NotifyPolicy, Runtime, parse_enum
 from flowledger.tasks.tables import flow_runs
 
-if TYPE_CHECKING:
-    from flowledger.flows.ledger import Ledger
-    from flowledger.flows.owner_view import OwnerFlows
-
 log = logging.getLogger(__name__)
+
+# `task_summary` moved to flows/documents.py (the flow document is its first user); still importable from here.
+__all__ = ["KEEP", "FlowList", "FlowService", "TaskList", "apply_patch", "run_refusal", "settle_timestamps",
+           "task_summary"]
 
 # A keyword left at KEEP leaves the field as it is; None clears it (for state/wait: an explicit JSON null).
 KEEP: Any = type("Keep", (), {"__repr__": lambda self: "KEEP"})()
@@ -63,24 +69,9 @@ _LINK_REASONS = {
 }
 
 
-FlowList = list[Flow]
-TaskList = list[Task]
 
 
 when = coerce_time
-
-
-def task_summary(tasks: Sequence[Task]) -> dict[str, Any]:
-    """The contract's Summary object over `tasks` (REFERENCE §8)."""
-    by_status = {s.value: 0 for s in TaskStatus}
-    by_runtime = {r.value: 0 for r in Runtime}
-    for task in tasks:
-        by_status[task.status.value] += 1
-        by_runtime[task.runtime.value] += 1
-    active = sum(by_status[s.value] for s in ACTIVE)
-    return {"total": len(tasks), "active": active, "terminal": len(tasks) - active,
-            "failures": sum(by_status[s.value] for s in FAILURES), "by_status": by_status,
-            "by_runtime": by_runtime}
 
 
 def apply_patch(flow: Flow, patch: Mapping[str, Any], now: datetime) -> Flow:
@@ -118,9 +109,12 @@ def _given(**fields: Any) -> dict[str, Any]:
 
 
 class FlowService:
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self.db = ledger.db
+    """Flow records over `db`; child tasks through `tasks`; `clock` stamps every write. The Ledger wires it."""
+
+    def __init__(self, db: Database, clock: Clock, tasks: TaskService) -> None:
+        self.db = db
+        self.clock = clock
+        self.tasks = tasks
 
     # --- reads --------------------------------------------------------------------------------------
 
@@ -204,7 +198,7 @@ class FlowService:
         limits.check_text(text, "Flow goal")
         limits.check_session_key(owner, "Owner key")
         chosen_id = limits.check_id(trimmed(fields.get("flow_id")), "flow id")
-        now = self.ledger.clock.now()
+        now = self.clock.now()
         created = when(fields.get("created_at"), "created_at") or now
         st = fields.get("status")
         policy = fields.get("notify_policy")
@@ -239,7 +233,7 @@ class FlowService:
 
     def _update(self, flow_id: str, expected_revision: int, build: Callable[[Flow, datetime], Flow]) -> FlowUpdate:
         def unit(conn: Connection) -> FlowUpdate:
-            now = self.ledger.clock.now()
+            now = self.clock.now()
             current = store.get(conn, flow_id, for_update=True)
             if current is None:
                 return FlowUpdate(applied=False, reason=UpdateReason.NOT_FOUND)
@@ -329,7 +323,7 @@ class FlowService:
     def link_task(self, flow_id: str, task_lookup: str) -> Task:
         """Link an existing task to a flow, with the same checks as creating it linked."""
         def unit(conn: Connection, now: datetime) -> Changes:
-            tasks = self.ledger.tasks
+            tasks = self.tasks
             found = tasks.resolve(conn, task_lookup)
             if found is None:
                 raise TaskNotFound(task_lookup)
@@ -342,8 +336,8 @@ class FlowService:
                                  now=now)
             return [change] if change else []
 
-        changes = self.ledger.tasks.run_unit(unit)
-        return changes[0].task if changes else self.ledger.tasks.require(task_lookup)
+        changes = self.tasks.run_unit(unit)
+        return changes[0].task if changes else self.tasks.require(task_lookup)
 
     # --- child tasks and cancel (REFERENCE §9.2, §9.5) ------------------------------------------------
 
@@ -365,7 +359,7 @@ class FlowService:
             fields.pop(name, None)
         origin = fields.pop("requester_origin", None) or origin_json
         try:
-            created = self.ledger.tasks.create(runtime=runtime, task=task, owner_key=head.owner_key,
+            created = self.tasks.create(runtime=runtime, task=task, owner_key=head.owner_key,
                                                scope_kind="session", parent_flow_id=flow_id,
                                                requester_origin=origin, **fields)
         except ParentFlowLinkError as exc:
@@ -392,14 +386,12 @@ class FlowService:
                                     flow=flow)
         for child in self.linked_tasks(flow.flow_id):
             if child.status in ACTIVE:
-                result = self.ledger.tasks.cancel(child.task_id, reason)
+                result = self.tasks.cancel(child.task_id, reason)
                 if not result.cancelled:
                     log.info("flow %s: child task %s not cancelled: %s", flow.flow_id, child.task_id, result.reason)
         ended = self._finalise_cancel(flow.flow_id)
         if ended.cancelled and ended.flow is not None:
-            from flowledger.flows.notices import FlowNotices
-
-            FlowNotices(self.ledger).graph_flow_ended(ended.flow)
+            FlowNotices(self).graph_flow_ended(ended.flow)  # this service has the db, clock and tasks they use
         return ended
 
     def _record_cancel_intent(self, flow: Flow) -> Flow | FlowCancelResult:
@@ -424,7 +416,7 @@ class FlowService:
 
     def _finalise_cancel(self, flow_id: str) -> FlowCancelResult:
         def unit(conn: Connection) -> FlowCancelResult:
-            now = self.ledger.clock.now()
+            now = self.clock.now()
             flow = store.get(conn, flow_id, for_update=True)
             if flow is None:
                 return FlowCancelResult(found=False, cancelled=False, reason="Flow not found.")
@@ -447,8 +439,6 @@ class FlowService:
 
     def bind(self, owner_key: str) -> OwnerFlows:
         """An owner-scoped view: other owners' flows look like they do not exist."""
-        from flowledger.flows.owner_view import OwnerFlows
-
         return OwnerFlows(self, owner_key)
 
 
