@@ -32,9 +32,18 @@ from flowledger.flows.models import (
 )
 from flowledger.flows.notices import FlowNotices
 from flowledger.flows.owner_view import OwnerFlows
+from flowledger.flows.patches import (
+    CONTROLLER_REQUIRED,
+    KEEP,
+    apply_patch,
+    given,
+    run_refusal,
+    settle_timestamps,
+    when,
+)
 from flowledger.tasks import limits, prefixes
 from flowledger.tasks import store as task_store
-from flowledger.tasks.clock import Clock, coerce_time
+from flowledger.tasks.clock import Clock
 from flowledger.tasks.db import Database
 from flowledger.tasks.errors import (
     FlowNotFound,
@@ -51,61 +60,17 @@ from flowledger.tasks.tables import flow_runs
 
 log = logging.getLogger(__name__)
 
-# `task_summary` moved to flows/documents.py (the flow document is its first user); still importable from here.
-__all__ = ["KEEP", "FlowList", "FlowService", "TaskList", "apply_patch", "run_refusal", "settle_timestamps",
-           "task_summary"]
-
-# A keyword left at KEEP leaves the field as it is; None clears it (for state/wait: an explicit JSON null).
-KEEP: Any = type("Keep", (), {"__repr__": lambda self: "KEEP"})()
+# Moved, still importable from here: `task_summary` to flows/documents.py (the flow document is its first user);
+# KEEP, CONTROLLER_REQUIRED, apply_patch, settle_timestamps and run_refusal to flows/patches.py (pure rules).
+__all__ = ["CANCEL_ATTEMPTS", "CONTROLLER_REQUIRED", "KEEP", "FlowList", "FlowService", "TaskList", "apply_patch",
+           "run_refusal", "settle_timestamps", "task_summary"]
 
 # A cancel that loses a revision race re-reads and asks again this many times before it refuses.
 CANCEL_ATTEMPTS = 5
-CONTROLLER_REQUIRED = "Managed flow controllerId is required."
-_PATCHABLE = frozenset({"status", "notify_policy", "goal", "current_step", "blocked_task_id", "blocked_summary",
-                        "state", "wait", "cancel_requested_at", "ended_at", "controller_id", "updated_at"})
 _LINK_REASONS = {
     "cancel_requested": "Flow cancellation has already been requested.",
     "parent_flow_not_found": "Flow not found.",
 }
-
-
-
-
-when = coerce_time
-
-
-def apply_patch(flow: Flow, patch: Mapping[str, Any], now: datetime) -> Flow:
-    """REFERENCE §9.3 patch semantics: status/notify/goal only when truthy; other keys present = set/clear."""
-    unknown = set(patch) - _PATCHABLE
-    if unknown:
-        raise InvalidInput(f"Unknown flow field(s): {', '.join(sorted(unknown))}.")
-    changes: dict[str, Any] = {}
-    if patch.get("status"):
-        changes["status"] = parse_enum(FlowStatus, patch["status"], "flow status")
-    if patch.get("notify_policy"):
-        changes["notify_policy"] = parse_enum(NotifyPolicy, patch["notify_policy"], "notify policy")
-    if patch.get("goal"):
-        changes["goal"] = str(patch["goal"]).strip() or flow.goal
-    for name in ("current_step", "blocked_task_id", "blocked_summary"):
-        if name in patch and patch[name] is not KEEP:
-            changes[name] = trimmed(patch[name])
-    for name in ("state", "wait"):
-        if name in patch and patch[name] is not KEEP:
-            changes[name] = patch[name]
-    for name in ("cancel_requested_at", "ended_at"):
-        if name in patch and patch[name] is not KEEP:
-            changes[name] = when(patch[name], name)
-    if "controller_id" in patch and patch["controller_id"] is not KEEP:
-        controller = trimmed(patch["controller_id"])
-        if controller is None and flow.sync_mode == SyncMode.MANAGED:
-            raise InvalidInput(CONTROLLER_REQUIRED)
-        changes["controller_id"] = controller
-    changes["updated_at"] = when(patch.get("updated_at"), "updated_at") or now
-    return flow.replace(**changes)
-
-
-def _given(**fields: Any) -> dict[str, Any]:
-    return {k: v for k, v in fields.items() if v is not KEEP}
 
 
 class FlowService:
@@ -269,7 +234,7 @@ class FlowService:
                     updated_at: Any = None) -> FlowUpdate:
         """`blocked` when a blocking task or summary is given, else `waiting`; ended_at is cleared."""
         blocked = bool(trimmed(blocked_task_id) or trimmed(blocked_summary))
-        patch = _given(current_step=current_step, state=state, wait=wait)
+        patch = given(current_step=current_step, state=state, wait=wait)
         patch.update(status=FlowStatus.BLOCKED if blocked else FlowStatus.WAITING, blocked_task_id=blocked_task_id,
                      blocked_summary=blocked_summary, ended_at=None, updated_at=updated_at)
         return self._update(flow_id, expected_revision, lambda f, now: apply_patch(f, patch, now))
@@ -279,7 +244,7 @@ class FlowService:
         target = parse_enum(FlowStatus, status, "flow status")
         if target not in (FlowStatus.QUEUED, FlowStatus.RUNNING):
             raise InvalidInput(f"A resumed flow is queued or running, not {target.value}.")
-        patch = _given(current_step=current_step, state=state)
+        patch = given(current_step=current_step, state=state)
         patch.update(status=target, wait=None, blocked_task_id=None, blocked_summary=None, ended_at=None,
                      updated_at=updated_at)
         return self._update(flow_id, expected_revision, lambda f, now: apply_patch(f, patch, now))
@@ -288,7 +253,7 @@ class FlowService:
                ended_at: Any = None, updated_at: Any = None) -> FlowUpdate:
         def build(flow: Flow, now: datetime) -> Flow:
             end = when(ended_at, "ended_at") or when(updated_at, "updated_at") or now
-            patch = _given(state=state, current_step=current_step)
+            patch = given(state=state, current_step=current_step)
             patch.update(status=FlowStatus.SUCCEEDED, ended_at=end, wait=None, blocked_task_id=None,
                          blocked_summary=None, updated_at=updated_at)
             return apply_patch(flow, patch, now)
@@ -300,7 +265,7 @@ class FlowService:
              updated_at: Any = None) -> FlowUpdate:
         def build(flow: Flow, now: datetime) -> Flow:
             end = when(ended_at, "ended_at") or when(updated_at, "updated_at") or now
-            patch = _given(state=state, current_step=current_step, blocked_task_id=blocked_task_id,
+            patch = given(state=state, current_step=current_step, blocked_task_id=blocked_task_id,
                            blocked_summary=blocked_summary)
             patch.update(status=FlowStatus.FAILED, ended_at=end, wait=None, updated_at=updated_at)
             return apply_patch(flow, patch, now)
@@ -440,25 +405,3 @@ class FlowService:
     def bind(self, owner_key: str) -> OwnerFlows:
         """An owner-scoped view: other owners' flows look like they do not exist."""
         return OwnerFlows(self, owner_key)
-
-
-def settle_timestamps(current: Flow, new: Flow) -> Flow:
-    """A write to a managed flow that had already ended and stays ended (its driver recording the steps' final
-    state after a cancel from another process) does not move `updated_at` past `ended_at`: the flow itself did
-    not change after its end, and the audit holds `ended_at ≥ updated_at` for ended flows. (A mirrored flow's
-    times follow its tasks; maintenance repairs those.)"""
-    if (current.sync_mode == SyncMode.MANAGED and current.status in LINK_TERMINAL and new.status == current.status
-            and new.ended_at is not None and new.updated_at > new.ended_at):
-        return new.replace(updated_at=new.ended_at)
-    return new
-
-
-def run_refusal(flow: Flow | store.FlowHead) -> str | None:
-    """Why a flow refuses a new child task, or None (REFERENCE §9.2)."""
-    if flow.sync_mode != SyncMode.MANAGED:
-        return "Flow does not accept managed child tasks."
-    if flow.cancel_requested_at is not None:
-        return "Flow cancellation has already been requested."
-    if flow.status in LINK_TERMINAL:
-        return f"Flow is already {flow.status.value}."
-    return None
