@@ -22,10 +22,10 @@ import networkx as nx
 
 from flowledger.flows.errors import FlowCycleError, FlowFileError, UnknownStepError, did_you_mean
 from flowledger.flows.graph import build_graph, find_cycle
-from flowledger.tasks.durations import format_duration, parse_duration
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.limits import load_toml, read_regular_file
-from flowledger.tasks.states import NotifyPolicy, Runtime
+from flowledger.tasks.core.durations import format_duration, parse_duration
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.limits import load_toml, read_regular_file
+from flowledger.tasks.core.states import NotifyPolicy, Runtime
 
 # The flow-file errors live in flows/errors.py and are exported from here too, where docs and callers import them.
 __all__ = [

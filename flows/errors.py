@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-from flowledger.tasks.errors import FlowledgerError, InvalidInput
+from flowledger.tasks.core.errors import FlowledgerError, InvalidInput
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:

@@ -5,18 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from flowledger.flows.mirror import FlowHooks
-from flowledger.tasks.config import load_config
-from flowledger.tasks.db import Database
-from flowledger.tasks.delivery import DeliveryHooks
-from flowledger.tasks.generation_delivery import GenerationHooks
-from flowledger.tasks.service import TaskService
+from flowledger.tasks.core.config import load_config
+from flowledger.tasks.core.db import Database
+from flowledger.tasks.delivery.dispatch import DeliveryHooks
+from flowledger.tasks.delivery.generation import GenerationHooks
+from flowledger.tasks.core.service import TaskService
 
 
 def install(tasks: TaskService, db: Database, state_dir: Path) -> None:
     """Order matters: flow sync runs inside the task's transaction before delivery looks at the owner."""
     tasks.hooks.members.insert(0, FlowHooks())
     delivery = DeliveryHooks.from_config(tasks, load_config(state_dir))
-    # What a short-lived notice sender needs to open this same ledger (tasks/outbox.py).
+    # What a short-lived notice sender needs to open this same ledger (tasks/delivery/outbox.py).
     delivery.state_dir = state_dir
     delivery.database_url = db.engine.url.render_as_string(hide_password=False)
     tasks.hooks.members.append(delivery)

@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING
 
 from flowledger.flows import extensions
 from flowledger.flows.service import FlowService
-from flowledger.tasks.clock import Clock, SystemClock
-from flowledger.tasks.db import Database, resolve_database_url, resolve_state_dir
-from flowledger.tasks.service import TaskService
-from flowledger.tasks.session_routes import Sessions
+from flowledger.tasks.core.clock import Clock, SystemClock
+from flowledger.tasks.core.db import Database, resolve_database_url, resolve_state_dir
+from flowledger.tasks.core.service import TaskService
+from flowledger.tasks.sessions.routes import Sessions
 
 # Cost, not a circle: the health stack (projection, audit, maintenance) and the run registry add ~0.08 s CPU (+13%) to
 # opening a ledger, and most commands never use them, so the methods below import them on first use.
 if TYPE_CHECKING:
     from flowledger.flows.health import AuditReport, MaintenanceReport
     from flowledger.tasks.runs import RunRegistry
-    from flowledger.tasks.summary import Summary
+    from flowledger.tasks.health.summary import Summary
 
 
 class Ledger:

@@ -12,12 +12,13 @@ from typing import Any
 from flowledger.flows import store
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.models import LINK_TERMINAL, Flow, FlowStatus
-from flowledger.tasks import limits, listing
-from flowledger.tasks.clock import iso_z
-from flowledger.tasks.durations import parse_duration
-from flowledger.tasks.errors import FlowNotFound, InvalidInput
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import Runtime, TaskStatus, parse_enum
+from flowledger.tasks.core import limits
+from flowledger.tasks.health import listing
+from flowledger.tasks.core.clock import iso_z
+from flowledger.tasks.core.durations import parse_duration
+from flowledger.tasks.core.errors import FlowNotFound, InvalidInput
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import Runtime, TaskStatus, parse_enum
 
 DEFAULT_LIMIT = 100
 

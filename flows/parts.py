@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from flowledger.tasks.clock import Clock
-from flowledger.tasks.db import Database
-from flowledger.tasks.service import TaskService
+from flowledger.tasks.core.clock import Clock
+from flowledger.tasks.core.db import Database
+from flowledger.tasks.core.service import TaskService
 
 
 class HasDatabase(Protocol):

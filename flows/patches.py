@@ -9,10 +9,10 @@ from typing import Any
 
 from flowledger.flows import store
 from flowledger.flows.models import LINK_TERMINAL, Flow, FlowStatus, SyncMode
-from flowledger.tasks.clock import coerce_time
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.models import trimmed
-from flowledger.tasks.states import NotifyPolicy, parse_enum
+from flowledger.tasks.core.clock import coerce_time
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.models import trimmed
+from flowledger.tasks.core.states import NotifyPolicy, parse_enum
 
 # A keyword left at KEEP leaves the field as it is; None clears it (for state/wait: an explicit JSON null).
 KEEP: Any = type("Keep", (), {"__repr__": lambda self: "KEEP"})()

@@ -20,9 +20,9 @@ from typing import Any
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.models import Flow, FlowStatus, SyncMode
 from flowledger.flows.steps import graph_state, tasks_by_step
-from flowledger.tasks.clock import iso_z
-from flowledger.tasks.errors import OperationRefused
-from flowledger.tasks.states import ACTIVE, TaskStatus
+from flowledger.tasks.core.clock import iso_z
+from flowledger.tasks.core.errors import OperationRefused
+from flowledger.tasks.core.states import ACTIVE, TaskStatus
 
 RETRYABLE: frozenset[FlowStatus] = frozenset({FlowStatus.FAILED, FlowStatus.CANCELLED, FlowStatus.LOST})
 SUCCEEDED = TaskStatus.SUCCEEDED.value

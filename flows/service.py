@@ -41,22 +41,22 @@ from flowledger.flows.patches import (
     settle_timestamps,
     when,
 )
-from flowledger.tasks import limits, prefixes
-from flowledger.tasks import store as task_store
-from flowledger.tasks.clock import Clock
-from flowledger.tasks.db import Database
-from flowledger.tasks.errors import (
+from flowledger.tasks.core import limits, prefixes
+from flowledger.tasks.core import store as task_store
+from flowledger.tasks.core.clock import Clock
+from flowledger.tasks.core.db import Database
+from flowledger.tasks.core.errors import (
     FlowNotFound,
     InvalidInput,
     ParentFlowLinkError,
     StorageUnavailable,
     TaskNotFound,
 )
-from flowledger.tasks.ids import new_id
-from flowledger.tasks.models import DeliveryOrigin, Task, trimmed
-from flowledger.tasks.service import Changes, TaskService
-from flowledger.tasks.states import ACTIVE, NotifyPolicy, Runtime, parse_enum
-from flowledger.tasks.tables import flow_runs
+from flowledger.tasks.core.ids import new_id
+from flowledger.tasks.core.models import DeliveryOrigin, Task, trimmed
+from flowledger.tasks.core.service import Changes, TaskService
+from flowledger.tasks.core.states import ACTIVE, NotifyPolicy, Runtime, parse_enum
+from flowledger.tasks.core.tables import flow_runs
 
 log = logging.getLogger(__name__)
 
