@@ -12,10 +12,10 @@ from flowledger.cli.context import app_context
 from flowledger.cli.options import wants_json
 from flowledger.cli.render import emit_json, out, safe, when
 from flowledger.cli.tables import Col, render, short_ids
-from flowledger.tasks.health import board
 from flowledger.tasks.core.errors import InvalidInput
-from flowledger.tasks.health.findings import Finding, Severity
 from flowledger.tasks.core.sessionkeys import parse_agent_id
+from flowledger.tasks.health import board
+from flowledger.tasks.health.findings import Finding, Severity
 
 if TYPE_CHECKING:  # the health stack (SQLAlchemy, the schema) is imported by the commands that run it
     from flowledger.flows import health

@@ -7,9 +7,9 @@ from pathlib import Path
 from flowledger.flows.mirror import FlowHooks
 from flowledger.tasks.core.config import load_config
 from flowledger.tasks.core.db import Database
+from flowledger.tasks.core.service import TaskService
 from flowledger.tasks.delivery.dispatch import DeliveryHooks
 from flowledger.tasks.delivery.generation import GenerationHooks
-from flowledger.tasks.core.service import TaskService
 
 
 def install(tasks: TaskService, db: Database, state_dir: Path) -> None:

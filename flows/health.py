@@ -15,15 +15,15 @@ from flowledger.flows import store as flow_store
 from flowledger.flows.audit import audit_flows
 from flowledger.flows.maintenance import apply_flows, plan_flows
 from flowledger.flows.parts import HealthParts
-from flowledger.tasks.health import backing, maintenance
-from flowledger.tasks.sessions import sweep as session_sweep
-from flowledger.tasks.health.audit import CodeSummary, RetainedLost, TaskAudit, sort_findings
 from flowledger.tasks.core.errors import InvalidInput
-from flowledger.tasks.health.findings import Finding, Severity
 from flowledger.tasks.core.models import Task
-from flowledger.tasks.health.projection import project_all, project_batch, stream_newest, stream_projected
 from flowledger.tasks.core.states import Runtime, TaskStatus, parse_enum
+from flowledger.tasks.health import backing, maintenance
+from flowledger.tasks.health.audit import CodeSummary, RetainedLost, TaskAudit, sort_findings
+from flowledger.tasks.health.findings import Finding, Severity
+from flowledger.tasks.health.projection import project_all, project_batch, stream_newest, stream_projected
 from flowledger.tasks.health.summary import Summary, count_stored
+from flowledger.tasks.sessions import sweep as session_sweep
 
 LIST_PAGE = 200
 

@@ -18,8 +18,8 @@ from flowledger.tasks.sessions.routes import Sessions
 # opening a ledger, and most commands never use them, so the methods below import them on first use.
 if TYPE_CHECKING:
     from flowledger.flows.health import AuditReport, MaintenanceReport
-    from flowledger.tasks.runs import RunRegistry
     from flowledger.tasks.health.summary import Summary
+    from flowledger.tasks.runs import RunRegistry
 
 
 class Ledger:

@@ -13,12 +13,12 @@ from flowledger.flows import store
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.models import LINK_TERMINAL, Flow, FlowStatus
 from flowledger.tasks.core import limits
-from flowledger.tasks.health import listing
 from flowledger.tasks.core.clock import iso_z
 from flowledger.tasks.core.durations import parse_duration
 from flowledger.tasks.core.errors import FlowNotFound, InvalidInput
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import Runtime, TaskStatus, parse_enum
+from flowledger.tasks.health import listing
 
 DEFAULT_LIMIT = 100
 

@@ -13,12 +13,12 @@ import logging
 
 from flowledger.flows.models import Flow, FlowStatus
 from flowledger.flows.parts import LedgerParts
-from flowledger.tasks.delivery import outbox
-from flowledger.tasks.delivery.dispatch import delivery_hooks
-from flowledger.tasks.delivery.rules import Owner, direct_possible
 from flowledger.tasks.core.errors import FlowledgerError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import NotifyPolicy
+from flowledger.tasks.delivery import outbox
+from flowledger.tasks.delivery.dispatch import delivery_hooks
+from flowledger.tasks.delivery.rules import Owner, direct_possible
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from flowledger.flows.models import (
     TaskList,
     UpdateReason,
 )
-from flowledger.tasks.runs import liveness
 from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.errors import InvalidInput
 from flowledger.tasks.core.models import trimmed
 from flowledger.tasks.core.sessionkeys import parse_agent_id
 from flowledger.tasks.core.states import Runtime
+from flowledger.tasks.runs import liveness
 
 
 class FlowOperations(Protocol):

@@ -15,8 +15,8 @@ from collections.abc import Collection
 from flowledger.flows.controller import POLL_INTERVAL_S, GraphController, Launchers, ProgressCallback, driver_of
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.models import GRAPH_CONTROLLER, Flow, FlowStatus
-from flowledger.tasks.runs import liveness
 from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.runs import liveness
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.processes import carries_marker, kill_run
-from flowledger.tasks.sessions import resources as session_resources
 from flowledger.tasks.core.errors import FlowledgerError
+from flowledger.tasks.sessions import resources as session_resources
 from flowledger.tasks.sessions.resources import COMMAND, PROCESS, Resource
 
 log = logging.getLogger(__name__)

@@ -34,12 +34,12 @@ from flowledger.scheduler.runtimes.base import RuntimeImpl
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.cron import CronRunner
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
-from flowledger.tasks.delivery import dispatch as delivery
 from flowledger.tasks.core.clock import SystemClock
 from flowledger.tasks.core.errors import FlowledgerError
-from flowledger.tasks.delivery.generation import generation_hooks
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import Runtime
+from flowledger.tasks.delivery import dispatch as delivery
+from flowledger.tasks.delivery.generation import generation_hooks
 
 log = logging.getLogger(__name__)
 CRON_PREFIX = "cron:"

@@ -16,8 +16,8 @@ from flowledger.tasks.core.errors import InvalidInput
 from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.limits import check_label, check_session_key, check_text, escape_undecodable
 from flowledger.tasks.core.models import Task
-from flowledger.tasks.runs.queue import Payload
 from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime
+from flowledger.tasks.runs.queue import Payload
 
 __all__ = ["Payload", "claim", "describe", "enqueue", "get_payload"]
 

@@ -13,9 +13,9 @@ import sys
 import time
 
 from flowledger.flows.ledger import Ledger
+from flowledger.tasks.core.errors import FlowledgerError
 from flowledger.tasks.delivery import outbox
 from flowledger.tasks.delivery.dispatch import delivery_hooks
-from flowledger.tasks.core.errors import FlowledgerError
 
 log = logging.getLogger(__name__)
 

@@ -25,12 +25,12 @@ from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import LaunchFailed
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, start_error, supervise
-from flowledger.tasks.runs import cron_followup
 from flowledger.tasks.core.clock import to_ms
 from flowledger.tasks.core.errors import FlowledgerError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.service import CANCELLED_BY_OPERATOR
 from flowledger.tasks.core.states import NotifyPolicy, Runtime, ScopeKind, TaskStatus
+from flowledger.tasks.runs import cron_followup
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = cron.DEFAULT_TIMEOUT

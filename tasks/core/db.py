@@ -24,7 +24,14 @@ from sqlalchemy.sql import ClauseElement
 from flowledger.tasks.core import filemodes
 from flowledger.tasks.core.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.core.errors import InvalidInput, StorageUnavailable
-from flowledger.tasks.core.tables import METADATA, SCHEMA_VERSION, cron_controls, notice_outbox, schema_meta, task_payloads
+from flowledger.tasks.core.tables import (
+    METADATA,
+    SCHEMA_VERSION,
+    cron_controls,
+    notice_outbox,
+    schema_meta,
+    task_payloads,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -23,9 +23,13 @@ from typing import Any
 from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from flowledger.tasks.core import store
+from flowledger.tasks.core.config import Config
+from flowledger.tasks.core.models import DeliveryOrigin, Task, TaskEvent
+from flowledger.tasks.core.service import Change, TaskHooks, TaskService
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, ScopeKind, TaskStatus, is_terminal
+from flowledger.tasks.core.tables import task_delivery_state, task_runs
 from flowledger.tasks.delivery import messages, outbox
 from flowledger.tasks.delivery.channels import Channel, Message, SendOutcome, build_channels
-from flowledger.tasks.core.config import Config
 from flowledger.tasks.delivery.notices import StateChangeNotices
 from flowledger.tasks.delivery.rules import (
     Owner,
@@ -39,8 +43,6 @@ from flowledger.tasks.delivery.rules import (
     terminal_eligible,
 )
 from flowledger.tasks.delivery.wakes import fire_heartbeat_wakes
-from flowledger.tasks.core.models import DeliveryOrigin, Task, TaskEvent
-from flowledger.tasks.core.service import Change, TaskHooks, TaskService
 from flowledger.tasks.sessions.events import (
     WAKE_REASON,
     WAKE_REASON_BLOCKED,
@@ -48,8 +50,6 @@ from flowledger.tasks.sessions.events import (
     request_heartbeat_wake,
 )
 from flowledger.tasks.sessions.routes import complete_route, read_route, record_route
-from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, ScopeKind, TaskStatus, is_terminal
-from flowledger.tasks.core.tables import task_delivery_state, task_runs
 
 # The rules moved to delivery_rules.py; these names stay importable from here.
 __all__ = ["CLAIM_TTL", "DeliveryHooks", "Owner", "delivery_hooks", "direct_possible", "resolve_owner",

@@ -24,15 +24,15 @@ from typing import TypeVar
 from sqlalchemy import Connection, and_, or_, select, update
 
 from flowledger.tasks.core import store
-from flowledger.tasks.delivery.channels import Message, SendOutcome
-from flowledger.tasks.delivery.dispatch import DeliveryHooks
 from flowledger.tasks.core.generation import is_generation, item_key, record_items, session_alive, unsent_items
-from flowledger.tasks.delivery.messages import sanitize, title
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.service import Change, TaskHooks, TaskService
-from flowledger.tasks.sessions.events import WAKE_REASON, enqueue_system_event, request_heartbeat_wake
 from flowledger.tasks.core.states import TaskStatus, is_terminal
 from flowledger.tasks.core.tables import generation_media
+from flowledger.tasks.delivery.channels import Message, SendOutcome
+from flowledger.tasks.delivery.dispatch import DeliveryHooks
+from flowledger.tasks.delivery.messages import sanitize, title
+from flowledger.tasks.sessions.events import WAKE_REASON, enqueue_system_event, request_heartbeat_wake
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -14,14 +14,14 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, insert, or_, update
 
 from flowledger.tasks.core import store
+from flowledger.tasks.core.models import DeliveryOrigin, Task, TaskEvent
+from flowledger.tasks.core.service import TaskService
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, TaskStatus, is_terminal
+from flowledger.tasks.core.tables import task_delivery_state
 from flowledger.tasks.delivery import messages
 from flowledger.tasks.delivery.channels import Message, SendOutcome
 from flowledger.tasks.delivery.rules import Owner, direct_possible, resolve_owner
-from flowledger.tasks.core.models import DeliveryOrigin, Task, TaskEvent
-from flowledger.tasks.core.service import TaskService
 from flowledger.tasks.sessions.events import WAKE_REASON, enqueue_system_event, request_heartbeat_wake
-from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, TaskStatus, is_terminal
-from flowledger.tasks.core.tables import task_delivery_state
 
 log = logging.getLogger(__name__)
 

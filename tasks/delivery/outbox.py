@@ -26,11 +26,11 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 
-from flowledger.tasks.runs import liveness
 from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.models import DeliveryOrigin
-from flowledger.tasks.sessions.events import WAKE_REASON, enqueue_system_event, request_heartbeat_wake
 from flowledger.tasks.core.tables import notice_outbox
+from flowledger.tasks.runs import liveness
+from flowledger.tasks.sessions.events import WAKE_REASON, enqueue_system_event, request_heartbeat_wake
 
 log = logging.getLogger(__name__)
 

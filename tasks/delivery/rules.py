@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, select
 
 from flowledger.tasks.core import rules, store
-from flowledger.tasks.delivery import messages
 from flowledger.tasks.core.models import DeliveryOrigin, Task
-from flowledger.tasks.sessions.routes import complete_route, read_route
 from flowledger.tasks.core.sessionkeys import ChatType, chat_type
 from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus, is_terminal
 from flowledger.tasks.core.tables import flow_runs
+from flowledger.tasks.delivery import messages
+from flowledger.tasks.sessions.routes import complete_route, read_route
 
 
 @dataclass(frozen=True, slots=True)

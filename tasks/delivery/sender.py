@@ -11,9 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from flowledger.tasks.core.models import DeliveryOrigin
 from flowledger.tasks.delivery import outbox
 from flowledger.tasks.delivery.channels import Message, SendOutcome
-from flowledger.tasks.core.models import DeliveryOrigin
 
 if TYPE_CHECKING:
     from flowledger.tasks.delivery.dispatch import DeliveryHooks

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flowledger.tasks.core.clock import iso_z, to_ms
-from flowledger.tasks.health.findings import Finding, Severity
 from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
-from flowledger.tasks.health.projection import effective_cleanup_after
 from flowledger.tasks.core.states import ACTIVE, TaskStatus, is_terminal
+from flowledger.tasks.health.findings import Finding, Severity
+from flowledger.tasks.health.projection import effective_cleanup_after
 
 STALE_QUEUED = timedelta(minutes=10)
 STALE_RUNNING = timedelta(minutes=30)

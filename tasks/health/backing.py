@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, func, select
 
 from flowledger.tasks.core import generation
-from flowledger.tasks.runs import liveness
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.sessionkeys import ChatType, chat_type
 from flowledger.tasks.core.states import ACTIVE, Runtime, TaskStatus
 from flowledger.tasks.core.tables import cron_jobs, sessions, task_payloads
+from flowledger.tasks.runs import liveness
 
 LOST_GRACE = timedelta(minutes=5)
 CODEX_NATIVE_GRACE = timedelta(minutes=30)

@@ -17,13 +17,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from flowledger.tasks.core import store
-from flowledger.tasks.health import cron_recovery
-from flowledger.tasks.health.backing import BackingView, should_mark_lost
 from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
-from flowledger.tasks.health.projection import BATCH, active_may_change, project_batch
 from flowledger.tasks.core.states import ACTIVE, FAILURES, Runtime, TaskStatus
 from flowledger.tasks.core.tables import task_runs
+from flowledger.tasks.health import cron_recovery
+from flowledger.tasks.health.backing import BackingView, should_mark_lost
+from flowledger.tasks.health.projection import BATCH, active_may_change, project_batch
 
 _ACTIVE = [s.value for s in ACTIVE]
 COUNT_BATCH = 2000

@@ -24,14 +24,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select, tuple_, update
 
 from flowledger.tasks.core import rules, store
-from flowledger.tasks.health import cron_recovery
-from flowledger.tasks.health.backing import BackingView, judge, should_mark_lost
 from flowledger.tasks.core.clock import to_ms
 from flowledger.tasks.core.models import Task, TaskEvent
-from flowledger.tasks.health.projection import active_may_change, effective_cleanup_after, marked_lost, recovered
 from flowledger.tasks.core.service import Change, TaskService
 from flowledger.tasks.core.states import ACTIVE, TaskStatus, is_terminal
 from flowledger.tasks.core.tables import task_delivery_state, task_events, task_runs
+from flowledger.tasks.health import cron_recovery
+from flowledger.tasks.health.backing import BackingView, judge, should_mark_lost
+from flowledger.tasks.health.projection import active_may_change, effective_cleanup_after, marked_lost, recovered
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, func, or_
 
 from flowledger.tasks.core import rules, store
-from flowledger.tasks.health import cron_recovery
-from flowledger.tasks.health.backing import LOST_GRACE, BackingView, Verdict, should_mark_lost
-from flowledger.tasks.health.cron_recovery import Recovery
 from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
 from flowledger.tasks.core.states import ACTIVE, DeliveryStatus, NotifyPolicy, Runtime, TaskStatus
 from flowledger.tasks.core.tables import UTCMillis, task_runs
+from flowledger.tasks.health import cron_recovery
+from flowledger.tasks.health.backing import LOST_GRACE, BackingView, Verdict, should_mark_lost
+from flowledger.tasks.health.cron_recovery import Recovery
 
 BATCH = 500
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from flowledger.tasks.health import board
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.sessionkeys import parse_agent_id, required_key
 from flowledger.tasks.core.states import ACTIVE, FAILURES
+from flowledger.tasks.health import board
 
 if TYPE_CHECKING:
     from flowledger.tasks.core.service import TaskService

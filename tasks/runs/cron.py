@@ -16,15 +16,15 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, insert, select
 
 from flowledger.tasks.core import store
-from flowledger.tasks.runs import liveness
-from flowledger.tasks.sessions import sweep as session_sweep
 from flowledger.tasks.core.clock import Clock, to_ms
 from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.errors import OperationRefused
 from flowledger.tasks.core.models import Task
-from flowledger.tasks.runs.cron_controls import CronControls
 from flowledger.tasks.core.states import Runtime
 from flowledger.tasks.core.tables import cron_jobs, cron_run_log, task_runs
+from flowledger.tasks.runs import liveness
+from flowledger.tasks.runs.cron_controls import CronControls
+from flowledger.tasks.sessions import sweep as session_sweep
 
 
 def run_id_for(job_id: str, started_at: datetime) -> str:

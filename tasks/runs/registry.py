@@ -16,17 +16,17 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, select, update
 
-from flowledger.tasks.runs import liveness
 from flowledger.tasks.core.clock import Clock
 from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.errors import FlowledgerError
 from flowledger.tasks.core.models import Task
-from flowledger.tasks.runs.cron import CronRuns
-from flowledger.tasks.runs.leader import Leadership
-from flowledger.tasks.runs.queue import RunQueue
 from flowledger.tasks.core.service import TaskService
 from flowledger.tasks.core.states import ACTIVE, TaskStatus
 from flowledger.tasks.core.tables import gateway_leases, run_contexts, sessions, task_runs
+from flowledger.tasks.runs import liveness
+from flowledger.tasks.runs.cron import CronRuns
+from flowledger.tasks.runs.leader import Leadership
+from flowledger.tasks.runs.queue import RunQueue
 
 RESUMABLE_KINDS = ("subagent", "acp")
 

@@ -14,15 +14,15 @@ from datetime import datetime
 
 from sqlalchemy import Connection, and_, insert, select, update
 
-from flowledger.tasks.sessions import resources as session_resources
 from flowledger.tasks.core.clock import Clock
 from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.errors import InvalidInput, OperationRefused
 from flowledger.tasks.core.models import DeliveryOrigin
-from flowledger.tasks.sessions.resources import Resource
 from flowledger.tasks.core.sessionkeys import required_key
 from flowledger.tasks.core.states import ACTIVE
 from flowledger.tasks.core.tables import sessions, task_runs
+from flowledger.tasks.sessions import resources as session_resources
+from flowledger.tasks.sessions.resources import Resource
 
 # The row made for a session that only carries a route: an ordinary conversation session, never a child
 # session kind (subagent, acp, cron), and without ACP metadata, so the ACP repair and the cron-run prune

@@ -19,8 +19,8 @@ from flowledger import FrozenClock, Ledger, Task, TaskStatus
 from flowledger.flows.controller import GraphController, define_flow, resume_graph_flows, run_flow
 from flowledger.flows.definitions import FlowDefinition, StepDefinition, parse_flow
 from flowledger.flows.models import GRAPH_CONTROLLER, FlowStatus, SyncMode
-from flowledger.tasks.runs import liveness
 from flowledger.tasks.core.states import ACTIVE
+from flowledger.tasks.runs import liveness
 
 OWNER = "agent:main:main"
 POLL = 0.001

@@ -15,11 +15,11 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.delivery.dispatch import delivery_hooks
 from flowledger.tasks.core.errors import InvalidInput, OperationRefused, TaskNotFound
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime, TaskStatus
+from flowledger.tasks.delivery.dispatch import delivery_hooks
 from flowledger.tasks.runs.liveness import upsert_session
 from flowledger.tasks.sessions.events import SessionEvents
-from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime, TaskStatus
 
 SESSION = "agent:main:telegram:direct:42"
 ORIGIN = {"channel": "webhook", "to": "chat-42"}

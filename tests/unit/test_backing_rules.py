@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flowledger.tasks.core.clock import to_ms
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus
 from flowledger.tasks.health import cron_recovery
 from flowledger.tasks.health.backing import (
     CODEX_NATIVE_REASON,
@@ -13,10 +16,7 @@ from flowledger.tasks.health.backing import (
     judge,
     should_mark_lost,
 )
-from flowledger.tasks.core.clock import to_ms
 from flowledger.tasks.health.cron_recovery import JobState, RunLogEntry
-from flowledger.tasks.core.models import Task
-from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus
 
 NOW = datetime(2026, 3, 30, 1, 0, tzinfo=UTC)
 STARTED = NOW - timedelta(minutes=5)

@@ -13,16 +13,6 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from flowledger.tasks.delivery.channels import (
-    DiscordChannel,
-    Message,
-    RetryPolicy,
-    SlackChannel,
-    TelegramChannel,
-    WebhookChannel,
-    build_channels,
-    retry_after_seconds,
-)
 from flowledger.tasks.core.config import (
     Config,
     DiscordConfig,
@@ -34,6 +24,16 @@ from flowledger.tasks.core.config import (
     parse_config,
 )
 from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.delivery.channels import (
+    DiscordChannel,
+    Message,
+    RetryPolicy,
+    SlackChannel,
+    TelegramChannel,
+    WebhookChannel,
+    build_channels,
+    retry_after_seconds,
+)
 
 MSG = Message(task_id="task-1", status="succeeded", text="Background task done: Export.", to="123",
               idempotency_key="task-terminal:task-1:succeeded:succeeded", thread_id="321")

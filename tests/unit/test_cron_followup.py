@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flowledger.tasks.runs.cron_followup import descendant_reply, expects_followup, is_interim, settle
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus
+from flowledger.tasks.runs.cron_followup import descendant_reply, expects_followup, is_interim, settle
 
 T0 = datetime(2026, 3, 30, 1, 0, tzinfo=UTC)
 
