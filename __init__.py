@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib  # the PEP 562 hook below imports each name's module on first use (keeps `--help` fast)
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs; at run time __getattr__ loads them
     from flowledger.flows.health import AuditReport, MaintenanceReport
     from flowledger.flows.ledger import Ledger
     from flowledger.flows.models import Flow, FlowCancelResult, FlowStatus, FlowUpdate, RunTaskResult, SyncMode

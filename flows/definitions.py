@@ -8,7 +8,6 @@ a flow's state and rebuild it later. Pure: the only I/O is `load_flow_file` read
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import shlex
@@ -19,10 +18,22 @@ from datetime import date, datetime, time, timedelta
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+import networkx as nx
+
+from flowledger.flows.errors import FlowCycleError, FlowFileError, UnknownStepError, did_you_mean
+from flowledger.flows.graph import build_graph, find_cycle
 from flowledger.tasks.core.durations import format_duration, parse_duration
 from flowledger.tasks.core.errors import InvalidInput
 from flowledger.tasks.core.limits import load_toml, read_regular_file
 from flowledger.tasks.core.states import NotifyPolicy, Runtime
+
+# The flow-file errors live in flows/errors.py and are exported from here too, where docs and callers import them.
+__all__ = [
+    "ACP_MODES", "AGENT_RUNTIMES", "DEFAULT_ACP_MODE", "DEFAULT_MAX_PARALLEL", "DEFAULT_NOTIFY", "DEFAULT_OWNER",
+    "FLOW_KEYS", "MAX_RETRIES", "MAX_RETRY_BACKOFF", "ORIGIN_KEYS", "SHELL", "STEP_KEYS", "STEP_RUNTIMES", "TOP_KEYS",
+    "FlowCycleError", "FlowDefinition", "FlowFileError", "StepDefinition", "UnknownStepError", "flow_from_document",
+    "load_flow_file", "parse_flow",
+]
 
 DEFAULT_OWNER = "agent:main:main"
 DEFAULT_NOTIFY = NotifyPolicy.DONE_ONLY
@@ -46,33 +57,6 @@ DEFAULT_ACP_MODE = "oneshot"
 # Letters, digits and `_ . : -`; no spaces and no `>`, so `a -> b` in a cycle message is never ambiguous.
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _STEP_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}$")
-
-
-class FlowFileError(InvalidInput):
-    """A flow file (or document) that cannot be used; the message is one line, prefixed by its source."""
-
-    def __init__(self, detail: str, source: str | None = None) -> None:
-        detail = " ".join(detail.split())
-        super().__init__(f"{source}: {detail}" if source else detail)
-        self.detail = detail
-        self.source = source
-
-
-class FlowCycleError(FlowFileError):
-    """The steps' `needs` form a cycle; `cycle` lists it in order, first step repeated at the end."""
-
-    def __init__(self, cycle: Sequence[str], source: str | None = None) -> None:
-        super().__init__("Flow has a cycle: " + " -> ".join(cycle), source)
-        self.cycle = tuple(cycle)
-
-
-class UnknownStepError(FlowFileError):
-    """A step `needs` a step id that the flow does not define."""
-
-    def __init__(self, step_id: str, unknown: str, known: Sequence[str], source: str | None = None) -> None:
-        super().__init__(f"Step {step_id!r} needs unknown step {unknown!r}{_hint(unknown, known)}", source)
-        self.step_id = step_id
-        self.unknown = unknown
 
 
 def _empty_env() -> Mapping[str, str]:
@@ -240,11 +224,6 @@ def flow_from_document(data: Mapping[str, Any], source: str = "<document>") -> F
 # --- checking -----------------------------------------------------------------------------------------
 
 
-def _hint(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _toml_type(value: object) -> str:
     kinds: tuple[tuple[type, str], ...] = (
         (bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"), (list, "array"),
@@ -266,7 +245,7 @@ class _Checker:
     def keys(self, table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
         for key in table:
             if key not in allowed:
-                self.fail(f"Unknown key {key!r} {where}{_hint(str(key), allowed)}")
+                self.fail(f"Unknown key {key!r} {where}{did_you_mean(str(key), allowed)}")
 
     def text(self, value: object, what: str) -> str:
         if not isinstance(value, str):
@@ -363,11 +342,6 @@ class _Checker:
             for need in step.needs:
                 if need not in ids:
                     raise UnknownStepError(step.id, need, known, self.source)
-        # graph.py builds on this module's types, so it is imported here rather than at the top.
-        import networkx as nx
-
-        from flowledger.flows.graph import build_graph, find_cycle
-
         graph = build_graph(definition)
         # nx.find_cycle's edge DFS is superlinear on large DAGs (~24 s at 10,000 steps); the acyclicity test is
         # linear, so the cycle is only looked for when there is one to report.

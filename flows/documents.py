@@ -12,6 +12,7 @@ from typing import Any
 from flowledger.flows.models import Flow
 from flowledger.flows.steps import step_views
 from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import ACTIVE, FAILURES, Runtime, TaskStatus
 
 
 def task_list_document(tasks: Sequence[Task], *, runtime: str | None, status: str | None, total: int | None = None,
@@ -24,12 +25,23 @@ def task_list_document(tasks: Sequence[Task], *, runtime: str | None, status: st
             "tasks": [t.to_json() for t in tasks]}
 
 
+def task_summary(tasks: Sequence[Task]) -> dict[str, Any]:
+    """The contract's Summary object over `tasks` (REFERENCE §8): the `task_summary` of a flow document."""
+    by_status = {s.value: 0 for s in TaskStatus}
+    by_runtime = {r.value: 0 for r in Runtime}
+    for task in tasks:
+        by_status[task.status.value] += 1
+        by_runtime[task.runtime.value] += 1
+    active = sum(by_status[s.value] for s in ACTIVE)
+    return {"total": len(tasks), "active": active, "terminal": len(tasks) - active,
+            "failures": sum(by_status[s.value] for s in FAILURES), "by_status": by_status,
+            "by_runtime": by_runtime}
+
+
 def flow_document(flow: Flow, tasks: Sequence[Task], *, with_steps: bool = True) -> dict[str, Any]:
     """`tasks flow show --json` and `GET /api/flows/<lookup>`: the flow, its linked tasks and their summary, and
     for a graph flow its `steps` in file order (flows/steps.py; null for any other flow). Listings leave the
     steps out (`with_steps=False`): CONTRACT §3 fixes their keys."""
-    from flowledger.flows.service import task_summary
-
     document = {**flow.to_json(), "tasks": [t.to_json() for t in tasks], "task_summary": task_summary(list(tasks))}
     if with_steps:
         views = step_views(flow, tasks)

@@ -10,16 +10,51 @@ rebuilds the tracker from it after a restart.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import networkx as nx
 
-from flowledger.flows.definitions import FlowCycleError, FlowDefinition, UnknownStepError
-from flowledger.tasks.core.errors import FlowledgerError
+from flowledger.flows.errors import (
+    FlowCycleError,
+    InvalidSnapshot,
+    InvalidSnapshotError,
+    StepTransitionError,
+    UnknownStepError,
+)
+
+# The tracker's errors live in flows/errors.py and are exported from here too, where they were defined before.
+__all__ = [
+    "FINISHED", "NOT_STARTED_ENDINGS", "RETRYABLE", "SNAPSHOT_VERSION", "STEP_FAILURES", "FlowShape",
+    "InvalidSnapshot", "InvalidSnapshotError", "Readiness", "StepShape", "StepStatus", "StepTransitionError",
+    "build_graph", "find_cycle", "topological_order",
+]
 
 SNAPSHOT_VERSION = 1
+
+
+class StepShape(Protocol):
+    """What the graph reads of a step: a `definitions.StepDefinition` is one."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def needs(self) -> tuple[str, ...]: ...
+    @property
+    def retries(self) -> int: ...
+
+
+class FlowShape(Protocol):
+    """What the graph reads of a flow: a `definitions.FlowDefinition` is one. A protocol rather than an import, so
+    that the flow-file parser can check a file's `needs` with this module's graph (definitions → graph only)."""
+
+    @property
+    def steps(self) -> Sequence[StepShape]: ...
+    @property
+    def step_ids(self) -> tuple[str, ...]: ...
+    @property
+    def max_parallel(self) -> int: ...
 
 
 class StepStatus(StrEnum):
@@ -40,29 +75,10 @@ NOT_STARTED_ENDINGS: frozenset[StepStatus] = frozenset({StepStatus.CANCELLED, St
 RETRYABLE: frozenset[StepStatus] = STEP_FAILURES
 
 
-class StepTransitionError(FlowledgerError):
-    """The controller reported a step change the tracker cannot accept (a bug in the caller, never user input)."""
-
-    def __init__(self, step_id: str, current: StepStatus | None, requested: str) -> None:
-        where = f"is {current.value}" if current is not None else "does not exist"
-        super().__init__(f"Step {step_id!r} cannot become {requested}: it {where}.")
-        self.step_id = step_id
-        self.current = current
-        self.requested = requested
-
-
-class InvalidSnapshot(FlowledgerError):
-    """A persisted readiness snapshot does not fit the flow definition."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(f"Invalid flow step snapshot: {detail}")
-        self.detail = detail
-
-
 # --- graph --------------------------------------------------------------------------------------------
 
 
-def build_graph(flow: FlowDefinition) -> nx.DiGraph[str]:
+def build_graph(flow: FlowShape) -> nx.DiGraph[str]:
     """Nodes in file order, one edge need → step. Raises UnknownStepError for a need that names no step."""
     graph: nx.DiGraph[str] = nx.DiGraph()
     graph.add_nodes_from(flow.step_ids)
@@ -103,7 +119,7 @@ def topological_order(graph: nx.DiGraph[str]) -> list[str]:
 class Readiness:
     """Per-step status and remaining-needs counters for one run of a flow."""
 
-    def __init__(self, flow: FlowDefinition, *, max_parallel: int | None = None) -> None:
+    def __init__(self, flow: FlowShape, *, max_parallel: int | None = None) -> None:
         graph = build_graph(flow)
         order = topological_order(graph)
         self._flow = flow
@@ -131,7 +147,7 @@ class Readiness:
     # queries -------------------------------------------------------------------------------------------
 
     @property
-    def flow(self) -> FlowDefinition:
+    def flow(self) -> FlowShape:
         return self._flow
 
     @property
@@ -290,27 +306,27 @@ class Readiness:
         }
 
     @classmethod
-    def restore(cls, flow: FlowDefinition, snapshot: Mapping[str, Any], *,
+    def restore(cls, flow: FlowShape, snapshot: Mapping[str, Any], *,
                 max_parallel: int | None = None) -> Readiness:
         """Rebuild a tracker from `snapshot()`; steps the snapshot omits are pending. Running steps stay running."""
         tracker = cls(flow, max_parallel=max_parallel)
         if not isinstance(snapshot, Mapping) or snapshot.get("version") != SNAPSHOT_VERSION:
-            raise InvalidSnapshot(f"expected a mapping with version {SNAPSHOT_VERSION}")
+            raise InvalidSnapshotError(f"expected a mapping with version {SNAPSHOT_VERSION}")
         steps = snapshot.get("steps")
         if not isinstance(steps, Mapping):
-            raise InvalidSnapshot("'steps' must be a mapping of step id to status")
+            raise InvalidSnapshotError("'steps' must be a mapping of step id to status")
         for step_id, entry in steps.items():
             if step_id not in tracker._status:
-                raise InvalidSnapshot(f"unknown step {step_id!r}")
+                raise InvalidSnapshotError(f"unknown step {step_id!r}")
             if not isinstance(entry, Mapping):
-                raise InvalidSnapshot(f"step {step_id!r} must map to {{status, attempts}}")
+                raise InvalidSnapshotError(f"step {step_id!r} must map to {{status, attempts}}")
             try:
                 status = StepStatus(str(entry.get("status")))
             except ValueError:
-                raise InvalidSnapshot(f"step {step_id!r} has unknown status {entry.get('status')!r}") from None
+                raise InvalidSnapshotError(f"step {step_id!r} has unknown status {entry.get('status')!r}") from None
             attempts = entry.get("attempts", 0)
             if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
-                raise InvalidSnapshot(f"step {step_id!r} has invalid attempts {attempts!r}")
+                raise InvalidSnapshotError(f"step {step_id!r} has invalid attempts {attempts!r}")
             tracker._status[step_id] = status
             tracker._attempts[step_id] = attempts
         tracker._rebuild()
@@ -339,6 +355,6 @@ class Readiness:
             self._remaining[step] = sum(1 for need in self._needs[step] if need not in succeeded)
             started = status not in NOT_STARTED_ENDINGS and status != StepStatus.PENDING
             if started and self._remaining[step]:
-                raise InvalidSnapshot(f"step {step!r} is {status.value} but not all its needs succeeded")
+                raise InvalidSnapshotError(f"step {step!r} is {status.value} but not all its needs succeeded")
             if status == StepStatus.PENDING and self._remaining[step] == 0:
                 self._push_ready(step)

@@ -1,18 +1,20 @@
 """Health of the whole ledger: the reconciled projection, maintenance, audit, summary and status.
 
 Composes the task half (tasks.projection / maintenance / audit / summary) with the flow half
-(flows.audit.audit_flows, flows.maintenance.plan_flows / apply_flows). The flow half is looked up at call
-time; until it exists it counts as empty, so the task half works on its own.
+(flows.audit.audit_flows, flows.maintenance.plan_flows / apply_flows). Every function takes the parts of a
+ledger it reads (flows/parts.py: db, clock, task service, authoritative); callers pass their `Ledger`.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from flowledger.flows import store as flow_store
+from flowledger.flows.audit import audit_flows
+from flowledger.flows.maintenance import apply_flows, plan_flows
+from flowledger.flows.parts import HealthParts
 from flowledger.tasks.core.errors import InvalidInput
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import Runtime, TaskStatus, parse_enum
@@ -22,9 +24,6 @@ from flowledger.tasks.health.findings import Finding, Severity
 from flowledger.tasks.health.projection import project_all, project_batch, stream_newest, stream_projected
 from flowledger.tasks.health.summary import Summary, count_stored
 from flowledger.tasks.sessions import sweep as session_sweep
-
-if TYPE_CHECKING:
-    from flowledger.flows.ledger import Ledger
 
 LIST_PAGE = 200
 
@@ -142,14 +141,14 @@ class StatusReport:
 # --- projection ------------------------------------------------------------------------------------
 
 
-def project_one(ledger: Ledger, task: Task) -> Task:
+def project_one(ledger: HealthParts, task: Task) -> Task:
     """What maintenance would make of `task`, without writing."""
     with ledger.db.read() as conn:
         return project_batch(conn, [task], ledger.clock.now(), authoritative=ledger.authoritative,
                              retention=ledger.tasks.retention)[0]
 
 
-def project_list(ledger: Ledger, *, runtime: str | None = None, status: str | None = None,
+def project_list(ledger: HealthParts, *, runtime: str | None = None, status: str | None = None,
                  limit: int | None = None) -> list[Task]:
     """Newest first, reconciled; the status filter applies to the projected status, then the limit.
 
@@ -192,7 +191,7 @@ class Inspection:
         return AuditSummary(self.tasks.summary, flows)
 
 
-def inspect(ledger: Ledger, now: datetime, *, keep: bool) -> Inspection:
+def inspect(ledger: HealthParts, now: datetime, *, keep: bool) -> Inspection:
     """Reconciled summary and audit; with keep=False only counts are held, so memory stays flat."""
     with ledger.db.read() as conn:
         summary = count_stored(conn)
@@ -204,53 +203,25 @@ def inspect(ledger: Ledger, now: datetime, *, keep: bool) -> Inspection:
     return Inspection(summary, audit, flow_findings(ledger, now))
 
 
-def _flow_function(module: str, name: str) -> Callable[..., Any] | None:
-    try:
-        found = getattr(importlib.import_module(f"flowledger.flows.{module}"), name)
-    except (ImportError, AttributeError):
-        return None
-    return found if callable(found) else None
-
-
-def flow_findings(ledger: Ledger, now: datetime) -> list[Finding]:
-    audit_flows = _flow_function("audit", "audit_flows")
-    if audit_flows is None:
-        return []
+def flow_findings(ledger: HealthParts, now: datetime) -> list[Finding]:
     with ledger.db.read() as conn:
-        return list(audit_flows(conn, now))
+        return audit_flows(conn, now)
 
 
-def _plan_counts(plan: Any) -> FlowCounts:
-    """Counts of a flow maintenance plan, whichever shape of counters or step lists it carries."""
-    def count(*names: str) -> int:
-        for name in names:
-            value = getattr(plan, name, None)
-            if isinstance(value, int):
-                return value
-            if value is not None and hasattr(value, "__len__"):
-                return len(value)
-        return 0
-
-    return FlowCounts(count("reconciled", "reconcile", "to_reconcile"), count("pruned", "prune", "to_prune"))
-
-
-def flow_maintenance(ledger: Ledger, now: datetime, *, apply: bool) -> FlowCounts:
-    plan_flows = _flow_function("maintenance", "plan_flows")
-    apply_flows = _flow_function("maintenance", "apply_flows")
-    if plan_flows is None or apply_flows is None:
-        return FlowCounts()
+def flow_maintenance(ledger: HealthParts, now: datetime, *, apply: bool) -> FlowCounts:
+    """The preview counts the plan's own actions; apply re-checks each flow and counts what it did."""
     with ledger.db.read() as conn:
         plan = plan_flows(conn, now)
     if not apply:
-        return _plan_counts(plan)
+        return FlowCounts(plan.reconciled, plan.pruned)
     reconciled, pruned = apply_flows(ledger, plan, now)
-    return FlowCounts(int(reconciled), int(pruned))
+    return FlowCounts(reconciled, pruned)
 
 
 # --- the entry points the façade delegates to --------------------------------------------------------
 
 
-def run_maintenance(ledger: Ledger, *, apply: bool) -> MaintenanceReport:
+def run_maintenance(ledger: HealthParts, *, apply: bool) -> MaintenanceReport:
     """Audit before → task sweep (+ diagnostics, ACP repair) → flows → session registry → summary, audit after."""
     now = ledger.clock.now()
     before = inspect(ledger, now, keep=False)
@@ -271,7 +242,7 @@ def run_maintenance(ledger: Ledger, *, apply: bool) -> MaintenanceReport:
     )
 
 
-def run_audit(ledger: Ledger, *, severity: str | None = None, code: str | None = None,
+def run_audit(ledger: HealthParts, *, severity: str | None = None, code: str | None = None,
               limit: int | None = None) -> AuditReport:
     """Task and flow findings over the reconciled view; filters first, then the limit (REFERENCE §7.3)."""
     sev = parse_enum(Severity, severity, "severity") if severity is not None else None
@@ -287,11 +258,11 @@ def run_audit(ledger: Ledger, *, severity: str | None = None, code: str | None =
                        summary=found.audit_summary(), findings=shown)
 
 
-def summarize(ledger: Ledger) -> Summary:
+def summarize(ledger: HealthParts) -> Summary:
     return inspect(ledger, ledger.clock.now(), keep=False).summary
 
 
-def status(ledger: Ledger) -> StatusReport:
+def status(ledger: HealthParts) -> StatusReport:
     """Task pressure: failures exclude retained lost tasks; audit counts are the actionable ones."""
     found = inspect(ledger, ledger.clock.now(), keep=False)
     summary = found.summary
@@ -306,11 +277,9 @@ def status(ledger: Ledger) -> StatusReport:
                         flows=flow_pressure(ledger))
 
 
-def flow_pressure(ledger: Ledger) -> dict[str, Any]:
+def flow_pressure(ledger: HealthParts) -> dict[str, Any]:
     """The `TaskFlow pressure` of `tasks flow list`, over every flow: active (queued or running), blocked,
     outstanding cancel requests, total, and the count per status."""
-    from flowledger.flows import store as flow_store
-
     with ledger.db.read() as conn:
         by_status, cancelling = flow_store.pressure_counts(conn)
     return {"active": by_status["queued"] + by_status["running"], "blocked": by_status["blocked"],

@@ -16,17 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
 from flowledger.flows import store
 from flowledger.flows.models import MAINTENANCE_TERMINAL, Flow, FlowStatus, SyncMode
+from flowledger.flows.parts import HasDatabase
 from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
 from flowledger.tasks.core.states import ACTIVE
-
-if TYPE_CHECKING:
-    from flowledger.flows.ledger import Ledger
 
 BATCH = 500
 
@@ -118,9 +115,10 @@ def plan_flows(conn: Connection, now: datetime, retention: timedelta = DEFAULT_R
     return FlowMaintenancePlan(tuple(actions))
 
 
-def apply_flows(ledger: Ledger, plan: FlowMaintenancePlan, now: datetime,
+def apply_flows(ledger: HasDatabase, plan: FlowMaintenancePlan, now: datetime,
                 retention: timedelta = DEFAULT_RETENTION) -> tuple[int, int]:
-    """Apply `plan`, one transaction per batch; a flow whose revision or verdict changed is skipped.
+    """Apply `plan` through `ledger.db`, one transaction per batch; a flow whose revision or verdict changed is
+    skipped.
 
     Returns (reconciled, pruned).
     """

@@ -161,3 +161,8 @@ class FlowCancelResult:
     reason: str | None = None
     flow: Flow | None = None
     tasks: Sequence[Task] = field(default_factory=tuple)
+
+
+# The list types FlowService and its owner-bound view return (a `list` method in their classes shadows `list`).
+FlowList = list[Flow]
+TaskList = list[Task]

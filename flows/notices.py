@@ -10,18 +10,15 @@ an adopted flow, a retried write — never announces twice. Nothing here may sto
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from flowledger.flows.models import Flow, FlowStatus
+from flowledger.flows.parts import LedgerParts
 from flowledger.tasks.core.errors import FlowledgerError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import NotifyPolicy
 from flowledger.tasks.delivery import outbox
 from flowledger.tasks.delivery.dispatch import delivery_hooks
 from flowledger.tasks.delivery.rules import Owner, direct_possible
-
-if TYPE_CHECKING:
-    from flowledger.flows.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +53,12 @@ def run_number(flow: Flow) -> int:
 
 
 class FlowNotices:
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
+    """Records flow notices in the outbox; `parts` is a Ledger, or the FlowService (db, clock, task service)."""
+
+    def __init__(self, parts: LedgerParts) -> None:
+        self.db = parts.db
+        self.clock = parts.clock
+        self.tasks = parts.tasks
 
     def flow_ended(self, flow: Flow, run: int) -> None:
         """The end of one run of the flow, unless its policy is `silent`."""
@@ -83,11 +84,11 @@ class FlowNotices:
         owner = Owner(flow.owner_key, origin, flow.flow_id)
         direct = direct_possible(owner)
         try:
-            pending = self.ledger.db.transact(lambda conn: outbox.record(
-                conn, self.ledger.clock.now(), key=key, kind=outbox.MESSAGE, subject_id=flow.flow_id,
+            pending = self.db.transact(lambda conn: outbox.record(
+                conn, self.clock.now(), key=key, kind=outbox.MESSAGE, subject_id=flow.flow_id,
                 subject_status=status, session_key=flow.owner_key, origin=origin, text=text, fallback=True,
                 direct=direct))
-            hooks = delivery_hooks(self.ledger.tasks)
+            hooks = delivery_hooks(self.tasks)
             if pending and hooks is not None:
                 hooks.kick()
         except FlowledgerError as exc:

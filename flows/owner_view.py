@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
+from flowledger.flows.documents import task_summary
 from flowledger.flows.models import (
     Flow,
     FlowCancelResult,
+    FlowList,
     FlowStatus,
     FlowUpdate,
     RunTaskResult,
     SyncMode,
+    TaskList,
     UpdateReason,
 )
-from flowledger.flows.service import FlowList, FlowService, task_summary
+from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.errors import InvalidInput
 from flowledger.tasks.core.models import trimmed
 from flowledger.tasks.core.sessionkeys import parse_agent_id
@@ -22,11 +25,35 @@ from flowledger.tasks.core.states import Runtime
 from flowledger.tasks.runs import liveness
 
 
+class FlowOperations(Protocol):
+    """What the view uses of `FlowService` (flows/service.py), which has it all. A protocol rather than an import:
+    the service hands out views (`FlowService.bind`), so it imports this module, not the other way round.
+    `*args: Any, **kw: Any` stands for the service's own keywords, which the view passes through unchanged."""
+
+    @property
+    def db(self) -> Database: ...
+    def get(self, lookup: str) -> Flow | None: ...
+    def get_by_id(self, flow_id: str) -> Flow | None: ...
+    def list(self, status: FlowStatus | str | None = None, *, owner_key: str | None = None,
+             controller_id: str | None = None) -> FlowList: ...
+    def linked_tasks(self, flow_id: str) -> TaskList: ...
+    def create_managed(self, owner_key: str, controller_id: str | None, goal: str, *args: Any,
+                       **fields: Any) -> Flow: ...
+    def set_waiting(self, flow_id: str, expected_revision: int, *args: Any, **kw: Any) -> FlowUpdate: ...
+    def resume(self, flow_id: str, expected_revision: int, *args: Any, **kw: Any) -> FlowUpdate: ...
+    def finish(self, flow_id: str, expected_revision: int, *args: Any, **kw: Any) -> FlowUpdate: ...
+    def fail(self, flow_id: str, expected_revision: int, *args: Any, **kw: Any) -> FlowUpdate: ...
+    def request_cancel(self, flow_id: str, expected_revision: int, *args: Any, **kw: Any) -> FlowUpdate: ...
+    def update(self, flow_id: str, expected_revision: int, patch: Mapping[str, Any]) -> FlowUpdate: ...
+    def cancel(self, lookup: str, reason: str | None = None) -> FlowCancelResult: ...
+    def run_task(self, flow_id: str, *, runtime: Runtime | str, task: str, **fields: Any) -> RunTaskResult: ...
+
+
 class OwnerFlows:
     """`FlowService` seen by one owner (REFERENCE §9.3 bound runtime): a flow of another owner is `not_found`,
     and controller operations on a mirrored flow are refused with `not_managed`."""
 
-    def __init__(self, service: FlowService, owner_key: str) -> None:
+    def __init__(self, service: FlowOperations, owner_key: str) -> None:
         owner = trimmed(owner_key)
         if owner is None:
             raise InvalidInput("Flow ownerKey is required.")

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from typing import TYPE_CHECKING
 
 from flowledger.flows.controller import POLL_INTERVAL_S, GraphController, Launchers, ProgressCallback, driver_of
+from flowledger.flows.ledger import Ledger
 from flowledger.flows.models import GRAPH_CONTROLLER, Flow, FlowStatus
 from flowledger.tasks.core.errors import InvalidInput
 from flowledger.tasks.runs import liveness
-
-if TYPE_CHECKING:
-    from flowledger.flows.ledger import Ledger
 
 log = logging.getLogger(__name__)
 

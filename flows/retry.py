@@ -15,16 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from flowledger.flows.ledger import Ledger
 from flowledger.flows.models import Flow, FlowStatus, SyncMode
 from flowledger.flows.steps import graph_state, tasks_by_step
 from flowledger.tasks.core.clock import iso_z
 from flowledger.tasks.core.errors import OperationRefused
 from flowledger.tasks.core.states import ACTIVE, TaskStatus
-
-if TYPE_CHECKING:
-    from flowledger.flows.ledger import Ledger
 
 RETRYABLE: frozenset[FlowStatus] = frozenset({FlowStatus.FAILED, FlowStatus.CANCELLED, FlowStatus.LOST})
 SUCCEEDED = TaskStatus.SUCCEEDED.value

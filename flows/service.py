@@ -11,25 +11,40 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection
 
 from flowledger.flows import store
+from flowledger.flows.documents import task_summary
 from flowledger.flows.models import (
     ABSENT,
     LINK_TERMINAL,
     Flow,
     FlowCancelResult,
+    FlowList,
     FlowStatus,
     FlowUpdate,
     RunTaskResult,
     SyncMode,
+    TaskList,
     UpdateReason,
+)
+from flowledger.flows.notices import FlowNotices
+from flowledger.flows.owner_view import OwnerFlows
+from flowledger.flows.patches import (
+    CONTROLLER_REQUIRED,
+    KEEP,
+    apply_patch,
+    given,
+    run_refusal,
+    settle_timestamps,
+    when,
 )
 from flowledger.tasks.core import limits, prefixes
 from flowledger.tasks.core import store as task_store
-from flowledger.tasks.core.clock import coerce_time
+from flowledger.tasks.core.clock import Clock
+from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.errors import (
     FlowNotFound,
     InvalidInput,
@@ -40,87 +55,32 @@ from flowledger.tasks.core.errors import (
 from flowledger.tasks.core.hooks import Changes
 from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.models import DeliveryOrigin, Task, trimmed
-from flowledger.tasks.core.states import ACTIVE, FAILURES, NotifyPolicy, Runtime, TaskStatus, parse_enum
+from flowledger.tasks.core.service import TaskService
+from flowledger.tasks.core.states import ACTIVE, NotifyPolicy, Runtime, parse_enum
 from flowledger.tasks.core.tables import flow_runs
-
-if TYPE_CHECKING:
-    from flowledger.flows.ledger import Ledger
-    from flowledger.flows.owner_view import OwnerFlows
 
 log = logging.getLogger(__name__)
 
-# A keyword left at KEEP leaves the field as it is; None clears it (for state/wait: an explicit JSON null).
-KEEP: Any = type("Keep", (), {"__repr__": lambda self: "KEEP"})()
+# Moved, still importable from here: `task_summary` to flows/documents.py (the flow document is its first user);
+# KEEP, CONTROLLER_REQUIRED, apply_patch, settle_timestamps and run_refusal to flows/patches.py (pure rules).
+__all__ = ["CANCEL_ATTEMPTS", "CONTROLLER_REQUIRED", "KEEP", "FlowList", "FlowService", "TaskList", "apply_patch",
+           "run_refusal", "settle_timestamps", "task_summary"]
 
 # A cancel that loses a revision race re-reads and asks again this many times before it refuses.
 CANCEL_ATTEMPTS = 5
-CONTROLLER_REQUIRED = "Managed flow controllerId is required."
-_PATCHABLE = frozenset({"status", "notify_policy", "goal", "current_step", "blocked_task_id", "blocked_summary",
-                        "state", "wait", "cancel_requested_at", "ended_at", "controller_id", "updated_at"})
 _LINK_REASONS = {
     "cancel_requested": "Flow cancellation has already been requested.",
     "parent_flow_not_found": "Flow not found.",
 }
 
 
-FlowList = list[Flow]
-TaskList = list[Task]
-
-
-when = coerce_time
-
-
-def task_summary(tasks: Sequence[Task]) -> dict[str, Any]:
-    """The contract's Summary object over `tasks` (REFERENCE §8)."""
-    by_status = {s.value: 0 for s in TaskStatus}
-    by_runtime = {r.value: 0 for r in Runtime}
-    for task in tasks:
-        by_status[task.status.value] += 1
-        by_runtime[task.runtime.value] += 1
-    active = sum(by_status[s.value] for s in ACTIVE)
-    return {"total": len(tasks), "active": active, "terminal": len(tasks) - active,
-            "failures": sum(by_status[s.value] for s in FAILURES), "by_status": by_status,
-            "by_runtime": by_runtime}
-
-
-def apply_patch(flow: Flow, patch: Mapping[str, Any], now: datetime) -> Flow:
-    """REFERENCE §9.3 patch semantics: status/notify/goal only when truthy; other keys present = set/clear."""
-    unknown = set(patch) - _PATCHABLE
-    if unknown:
-        raise InvalidInput(f"Unknown flow field(s): {', '.join(sorted(unknown))}.")
-    changes: dict[str, Any] = {}
-    if patch.get("status"):
-        changes["status"] = parse_enum(FlowStatus, patch["status"], "flow status")
-    if patch.get("notify_policy"):
-        changes["notify_policy"] = parse_enum(NotifyPolicy, patch["notify_policy"], "notify policy")
-    if patch.get("goal"):
-        changes["goal"] = str(patch["goal"]).strip() or flow.goal
-    for name in ("current_step", "blocked_task_id", "blocked_summary"):
-        if name in patch and patch[name] is not KEEP:
-            changes[name] = trimmed(patch[name])
-    for name in ("state", "wait"):
-        if name in patch and patch[name] is not KEEP:
-            changes[name] = patch[name]
-    for name in ("cancel_requested_at", "ended_at"):
-        if name in patch and patch[name] is not KEEP:
-            changes[name] = when(patch[name], name)
-    if "controller_id" in patch and patch["controller_id"] is not KEEP:
-        controller = trimmed(patch["controller_id"])
-        if controller is None and flow.sync_mode == SyncMode.MANAGED:
-            raise InvalidInput(CONTROLLER_REQUIRED)
-        changes["controller_id"] = controller
-    changes["updated_at"] = when(patch.get("updated_at"), "updated_at") or now
-    return flow.replace(**changes)
-
-
-def _given(**fields: Any) -> dict[str, Any]:
-    return {k: v for k, v in fields.items() if v is not KEEP}
-
-
 class FlowService:
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self.db = ledger.db
+    """Flow records over `db`; child tasks through `tasks`; `clock` stamps every write. The Ledger wires it."""
+
+    def __init__(self, db: Database, clock: Clock, tasks: TaskService) -> None:
+        self.db = db
+        self.clock = clock
+        self.tasks = tasks
 
     # --- reads --------------------------------------------------------------------------------------
 
@@ -204,7 +164,7 @@ class FlowService:
         limits.check_text(text, "Flow goal")
         limits.check_session_key(owner, "Owner key")
         chosen_id = limits.check_id(trimmed(fields.get("flow_id")), "flow id")
-        now = self.ledger.clock.now()
+        now = self.clock.now()
         created = when(fields.get("created_at"), "created_at") or now
         st = fields.get("status")
         policy = fields.get("notify_policy")
@@ -239,7 +199,7 @@ class FlowService:
 
     def _update(self, flow_id: str, expected_revision: int, build: Callable[[Flow, datetime], Flow]) -> FlowUpdate:
         def unit(conn: Connection) -> FlowUpdate:
-            now = self.ledger.clock.now()
+            now = self.clock.now()
             current = store.get(conn, flow_id, for_update=True)
             if current is None:
                 return FlowUpdate(applied=False, reason=UpdateReason.NOT_FOUND)
@@ -275,7 +235,7 @@ class FlowService:
                     updated_at: Any = None) -> FlowUpdate:
         """`blocked` when a blocking task or summary is given, else `waiting`; ended_at is cleared."""
         blocked = bool(trimmed(blocked_task_id) or trimmed(blocked_summary))
-        patch = _given(current_step=current_step, state=state, wait=wait)
+        patch = given(current_step=current_step, state=state, wait=wait)
         patch.update(status=FlowStatus.BLOCKED if blocked else FlowStatus.WAITING, blocked_task_id=blocked_task_id,
                      blocked_summary=blocked_summary, ended_at=None, updated_at=updated_at)
         return self._update(flow_id, expected_revision, lambda f, now: apply_patch(f, patch, now))
@@ -285,7 +245,7 @@ class FlowService:
         target = parse_enum(FlowStatus, status, "flow status")
         if target not in (FlowStatus.QUEUED, FlowStatus.RUNNING):
             raise InvalidInput(f"A resumed flow is queued or running, not {target.value}.")
-        patch = _given(current_step=current_step, state=state)
+        patch = given(current_step=current_step, state=state)
         patch.update(status=target, wait=None, blocked_task_id=None, blocked_summary=None, ended_at=None,
                      updated_at=updated_at)
         return self._update(flow_id, expected_revision, lambda f, now: apply_patch(f, patch, now))
@@ -294,7 +254,7 @@ class FlowService:
                ended_at: Any = None, updated_at: Any = None) -> FlowUpdate:
         def build(flow: Flow, now: datetime) -> Flow:
             end = when(ended_at, "ended_at") or when(updated_at, "updated_at") or now
-            patch = _given(state=state, current_step=current_step)
+            patch = given(state=state, current_step=current_step)
             patch.update(status=FlowStatus.SUCCEEDED, ended_at=end, wait=None, blocked_task_id=None,
                          blocked_summary=None, updated_at=updated_at)
             return apply_patch(flow, patch, now)
@@ -306,7 +266,7 @@ class FlowService:
              updated_at: Any = None) -> FlowUpdate:
         def build(flow: Flow, now: datetime) -> Flow:
             end = when(ended_at, "ended_at") or when(updated_at, "updated_at") or now
-            patch = _given(state=state, current_step=current_step, blocked_task_id=blocked_task_id,
+            patch = given(state=state, current_step=current_step, blocked_task_id=blocked_task_id,
                            blocked_summary=blocked_summary)
             patch.update(status=FlowStatus.FAILED, ended_at=end, wait=None, updated_at=updated_at)
             return apply_patch(flow, patch, now)
@@ -329,7 +289,7 @@ class FlowService:
     def link_task(self, flow_id: str, task_lookup: str) -> Task:
         """Link an existing task to a flow, with the same checks as creating it linked."""
         def unit(conn: Connection, now: datetime) -> Changes:
-            tasks = self.ledger.tasks
+            tasks = self.tasks
             found = tasks.resolve(conn, task_lookup)
             if found is None:
                 raise TaskNotFound(task_lookup)
@@ -342,8 +302,8 @@ class FlowService:
                                  now=now)
             return [change] if change else []
 
-        changes = self.ledger.tasks.run_unit(unit)
-        return changes[0].task if changes else self.ledger.tasks.require(task_lookup)
+        changes = self.tasks.run_unit(unit)
+        return changes[0].task if changes else self.tasks.require(task_lookup)
 
     # --- child tasks and cancel (REFERENCE §9.2, §9.5) ------------------------------------------------
 
@@ -365,7 +325,7 @@ class FlowService:
             fields.pop(name, None)
         origin = fields.pop("requester_origin", None) or origin_json
         try:
-            created = self.ledger.tasks.create(runtime=runtime, task=task, owner_key=head.owner_key,
+            created = self.tasks.create(runtime=runtime, task=task, owner_key=head.owner_key,
                                                scope_kind="session", parent_flow_id=flow_id,
                                                requester_origin=origin, **fields)
         except ParentFlowLinkError as exc:
@@ -392,14 +352,12 @@ class FlowService:
                                     flow=flow)
         for child in self.linked_tasks(flow.flow_id):
             if child.status in ACTIVE:
-                result = self.ledger.tasks.cancel(child.task_id, reason)
+                result = self.tasks.cancel(child.task_id, reason)
                 if not result.cancelled:
                     log.info("flow %s: child task %s not cancelled: %s", flow.flow_id, child.task_id, result.reason)
         ended = self._finalise_cancel(flow.flow_id)
         if ended.cancelled and ended.flow is not None:
-            from flowledger.flows.notices import FlowNotices
-
-            FlowNotices(self.ledger).graph_flow_ended(ended.flow)
+            FlowNotices(self).graph_flow_ended(ended.flow)  # this service has the db, clock and tasks they use
         return ended
 
     def _record_cancel_intent(self, flow: Flow) -> Flow | FlowCancelResult:
@@ -424,7 +382,7 @@ class FlowService:
 
     def _finalise_cancel(self, flow_id: str) -> FlowCancelResult:
         def unit(conn: Connection) -> FlowCancelResult:
-            now = self.ledger.clock.now()
+            now = self.clock.now()
             flow = store.get(conn, flow_id, for_update=True)
             if flow is None:
                 return FlowCancelResult(found=False, cancelled=False, reason="Flow not found.")
@@ -447,28 +405,4 @@ class FlowService:
 
     def bind(self, owner_key: str) -> OwnerFlows:
         """An owner-scoped view: other owners' flows look like they do not exist."""
-        from flowledger.flows.owner_view import OwnerFlows
-
         return OwnerFlows(self, owner_key)
-
-
-def settle_timestamps(current: Flow, new: Flow) -> Flow:
-    """A write to a managed flow that had already ended and stays ended (its driver recording the steps' final
-    state after a cancel from another process) does not move `updated_at` past `ended_at`: the flow itself did
-    not change after its end, and the audit holds `ended_at ≥ updated_at` for ended flows. (A mirrored flow's
-    times follow its tasks; maintenance repairs those.)"""
-    if (current.sync_mode == SyncMode.MANAGED and current.status in LINK_TERMINAL and new.status == current.status
-            and new.ended_at is not None and new.updated_at > new.ended_at):
-        return new.replace(updated_at=new.ended_at)
-    return new
-
-
-def run_refusal(flow: Flow | store.FlowHead) -> str | None:
-    """Why a flow refuses a new child task, or None (REFERENCE §9.2)."""
-    if flow.sync_mode != SyncMode.MANAGED:
-        return "Flow does not accept managed child tasks."
-    if flow.cancel_requested_at is not None:
-        return "Flow cancellation has already been requested."
-    if flow.status in LINK_TERMINAL:
-        return f"Flow is already {flow.status.value}."
-    return None
