@@ -16,16 +16,19 @@ def flowledger_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "flowledger.cli.main"]
 
 
-def time_command(args: list[str], *, state_dir: Path, url: str, repeat: int, timeout: float
-                 ) -> tuple[float | None, str, list[float]]:
-    """(median seconds, reason when None, samples). Stops repeating once one run takes over `timeout`/3."""
-    argv = [*flowledger_argv(), "--state-dir", str(state_dir), "--database-url", url, *args]
+def time_command(args: list[str], *, state_dir: Path, url: str, repeat: int, timeout: float,
+                 env: dict[str, str] | None = None) -> tuple[float | None, str, list[float]]:
+    """(median seconds, reason when None, samples). Stops repeating once one run takes over `timeout`/3.
+    `env` adds to the environment (a `PYTHONPATH` runs a baseline source tree instead of this one)."""
+    # A baseline tree (PYTHONPATH) may predate cli/entry.py: run its cli.main module, as its script would.
+    program = [sys.executable, "-m", "flowledger.cli.main"] if env and "PYTHONPATH" in env else flowledger_argv()
+    argv = [*program, "--state-dir", str(state_dir), "--database-url", url, *args]
     samples: list[float] = []
     for _ in range(repeat):
         start = time.perf_counter()
         try:
             proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
-                                  check=False, env={**os.environ, "NO_COLOR": "1"})
+                                  check=False, env={**os.environ, "NO_COLOR": "1", **(env or {})})
         except subprocess.TimeoutExpired:
             return None, f"over {timeout:.0f} s", samples
         elapsed = time.perf_counter() - start

@@ -12,6 +12,7 @@ from typing import Any
 from flowledger.flows.models import Flow
 from flowledger.flows.steps import step_views
 from flowledger.tasks.models import Task
+from flowledger.tasks.states import ACTIVE, FAILURES, Runtime, TaskStatus
 
 
 def task_list_document(tasks: Sequence[Task], *, runtime: str | None, status: str | None, total: int | None = None,
@@ -28,8 +29,6 @@ def flow_document(flow: Flow, tasks: Sequence[Task], *, with_steps: bool = True)
     """`tasks flow show --json` and `GET /api/flows/<lookup>`: the flow, its linked tasks and their summary, and
     for a graph flow its `steps` in file order (flows/steps.py; null for any other flow). Listings leave the
     steps out (`with_steps=False`): CONTRACT §3 fixes their keys."""
-    from flowledger.flows.service import task_summary
-
     document = {**flow.to_json(), "tasks": [t.to_json() for t in tasks], "task_summary": task_summary(list(tasks))}
     if with_steps:
         views = step_views(flow, tasks)
@@ -44,6 +43,19 @@ def flow_list_document(flows: Sequence[Flow], linked: Mapping[str, Sequence[Task
     used = {**(filters or {}), "status": status}
     return {"count": len(flows), "total": len(flows) if total is None else total, **_filters(used, FLOW_FILTERS),
             "flows": [flow_document(f, linked.get(f.flow_id, []), with_steps=False) for f in flows]}
+
+
+def task_summary(tasks: Sequence[Task]) -> dict[str, Any]:
+    """The contract's Summary object over `tasks` (REFERENCE §8)."""
+    by_status = {s.value: 0 for s in TaskStatus}
+    by_runtime = {r.value: 0 for r in Runtime}
+    for task in tasks:
+        by_status[task.status.value] += 1
+        by_runtime[task.runtime.value] += 1
+    active = sum(by_status[s.value] for s in ACTIVE)
+    return {"total": len(tasks), "active": active, "terminal": len(tasks) - active,
+            "failures": sum(by_status[s.value] for s in FAILURES), "by_status": by_status,
+            "by_runtime": by_runtime}
 
 
 TASK_FILTERS = ("runtime", "status", "owner", "flow", "since", "limit", "offset")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from flowledger.flows.documents import task_summary
 from flowledger.flows.models import (
     Flow,
     FlowCancelResult,
@@ -14,7 +15,7 @@ from flowledger.flows.models import (
     SyncMode,
     UpdateReason,
 )
-from flowledger.flows.service import FlowList, FlowService, task_summary
+from flowledger.flows.service import FlowList, FlowService
 from flowledger.tasks import liveness
 from flowledger.tasks.errors import InvalidInput
 from flowledger.tasks.models import trimmed

@@ -40,7 +40,7 @@ from flowledger.tasks.errors import (
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import DeliveryOrigin, Task, trimmed
 from flowledger.tasks.service import Changes
-from flowledger.tasks.states import ACTIVE, FAILURES, NotifyPolicy, Runtime, TaskStatus, parse_enum
+from flowledger.tasks.states import ACTIVE, NotifyPolicy, Runtime, parse_enum
 from flowledger.tasks.tables import flow_runs
 
 if TYPE_CHECKING:
@@ -68,19 +68,6 @@ TaskList = list[Task]
 
 
 when = coerce_time
-
-
-def task_summary(tasks: Sequence[Task]) -> dict[str, Any]:
-    """The contract's Summary object over `tasks` (REFERENCE §8)."""
-    by_status = {s.value: 0 for s in TaskStatus}
-    by_runtime = {r.value: 0 for r in Runtime}
-    for task in tasks:
-        by_status[task.status.value] += 1
-        by_runtime[task.runtime.value] += 1
-    active = sum(by_status[s.value] for s in ACTIVE)
-    return {"total": len(tasks), "active": active, "terminal": len(tasks) - active,
-            "failures": sum(by_status[s.value] for s in FAILURES), "by_status": by_status,
-            "by_runtime": by_runtime}
 
 
 def apply_patch(flow: Flow, patch: Mapping[str, Any], now: datetime) -> Flow:

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from flowledger.tasks import rules, store
 from flowledger.tasks.errors import InvalidInput, OperationRefused, TaskNotFound
+from flowledger.tasks.generation_kinds import IMAGE, TOOLS, is_generation
 from flowledger.tasks.ids import new_id
 from flowledger.tasks.models import DeliveryOrigin, Task, TaskEvent
 from flowledger.tasks.sessionkeys import parse_agent_id, required_key
@@ -36,10 +37,6 @@ if TYPE_CHECKING:
     from flowledger.tasks.db import Database
     from flowledger.tasks.service import Change, TaskService
 
-IMAGE = "image_generate"
-MUSIC = "music_generate"
-VIDEO = "video_generate"
-TOOLS = (IMAGE, MUSIC, VIDEO)
 # The row a requester session gets when it has none yet: a plain conversation session (as tasks/session_routes.py
 # makes for a stored route), so the job has a session to be backed by.
 SESSION_KIND = "session"
@@ -51,10 +48,6 @@ class GenerationStart:
 
     task: Task
     started: bool
-
-
-def is_generation(task: Task) -> bool:
-    return task.runtime == Runtime.CLI and task.task_kind in TOOLS and task.scope_kind == ScopeKind.SESSION
 
 
 def parse_tool(tool: str | None) -> str:

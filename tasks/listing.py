@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from flowledger.tasks import cron_recovery, store
-from flowledger.tasks.backing import BackingView, should_mark_lost
+from flowledger.tasks.backing import BackingView
 from flowledger.tasks.db import Database
 from flowledger.tasks.models import DEFAULT_RETENTION, Task
-from flowledger.tasks.projection import BATCH, active_may_change, project_batch
-from flowledger.tasks.states import ACTIVE, FAILURES, Runtime, TaskStatus
+from flowledger.tasks.projection import BATCH, active_may_change, project_batch, projected_status
+from flowledger.tasks.states import ACTIVE, Runtime, TaskStatus
 from flowledger.tasks.tables import task_runs
 
 _ACTIVE = [s.value for s in ACTIVE]
@@ -89,14 +89,7 @@ class Projector:
         """The projected status of each task, as `project` would give it, without building the records."""
         view = BackingView.load(conn, tasks, self.now, authoritative=self.authoritative)
         recoveries = cron_recovery.load(conn, tasks)
-        out = []
-        for task in tasks:
-            recovery = recoveries.get(task.task_id)
-            if recovery is not None:
-                out.append(recovery.status)
-            else:
-                out.append(TaskStatus.LOST if should_mark_lost(task, view) is not None else task.status)
-        return out
+        return [projected_status(task, view, recoveries.get(task.task_id)) for task in tasks]
 
 
 def page(db: Database, query: TaskFilter, projector: Projector, *, limit: int | None, offset: int = 0) -> list[Task]:
@@ -156,12 +149,6 @@ def count_by_status(db: Database, query: TaskFilter, projector: Projector) -> di
                         counts[status.value] += 1
             after = rows[-1][0]
     return counts
-
-
-def pressure(counts: dict[str, int]) -> tuple[int, int, int]:
-    """(queued, running, issues) of a `count_by_status` answer."""
-    return (counts[TaskStatus.QUEUED.value], counts[TaskStatus.RUNNING.value],
-            sum(counts[s.value] for s in FAILURES))
 
 
 def _newest(db: Database, where: list[ColumnElement[bool]], projector: Projector) -> Iterator[list[Task]]:

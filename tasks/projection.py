@@ -9,17 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, or_
-
-from flowledger.tasks import cron_recovery, rules, store
+from flowledger.tasks import cron_recovery, rules
 from flowledger.tasks.backing import LOST_GRACE, BackingView, Verdict, should_mark_lost
 from flowledger.tasks.cron_recovery import Recovery
-from flowledger.tasks.db import Database
 from flowledger.tasks.models import DEFAULT_RETENTION, Task
 from flowledger.tasks.states import ACTIVE, DeliveryStatus, NotifyPolicy, Runtime, TaskStatus
-from flowledger.tasks.tables import UTCMillis, task_runs
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, Connection
+
+    from flowledger.tasks.db import Database
+
+# The SQL helpers below import SQLAlchemy when called: `project` is shared with the lean read path
+# (tasks/sqlite_reads.py), which reconciles with the same rules and never loads the storage layer.
 
 BATCH = 500
 
@@ -55,6 +59,13 @@ def project(task: Task, view: BackingView, recovery: Recovery | None,
     return task
 
 
+def projected_status(task: Task, view: BackingView, recovery: Recovery | None) -> TaskStatus:
+    """The status `project` would give `task`, without building the projected record (counts need only this)."""
+    if recovery is not None:
+        return recovery.status
+    return TaskStatus.LOST if should_mark_lost(task, view) is not None else task.status
+
+
 def project_batch(conn: Connection, tasks: Sequence[Task], now: datetime, *, authoritative: bool,
                   retention: timedelta = DEFAULT_RETENTION) -> list[Task]:
     """Project one batch with one prefetch of its backing and cron history."""
@@ -78,6 +89,10 @@ def chunks(items: Sequence[Task], size: int) -> Iterator[Sequence[Task]]:
 
 def activity() -> ColumnElement[Any]:
     """`Task.last_activity_at` in SQL: the time the lost grace and the stale thresholds are measured from."""
+    from sqlalchemy import func
+
+    from flowledger.tasks.tables import UTCMillis, task_runs
+
     c = task_runs.c
     return func.coalesce(c.last_event_at, c.started_at, c.created_at, type_=UTCMillis())
 
@@ -85,6 +100,10 @@ def activity() -> ColumnElement[Any]:
 def active_may_change(now: datetime) -> ColumnElement[bool]:
     """Active rows whose projection can differ or that can be stale: past the shortest grace (the stale
     thresholds are longer), or cron (durable recovery needs no grace)."""
+    from sqlalchemy import or_
+
+    from flowledger.tasks.tables import task_runs
+
     return or_(activity() <= now - LOST_GRACE, task_runs.c.runtime == Runtime.CRON.value)
 
 
@@ -94,6 +113,10 @@ def _noteworthy(now: datetime) -> ColumnElement[bool]:
     A fresh active row (inside the lost grace, not cron, no end time) is quiet: at a million records most active
     rows are, and projecting them is what used to make `status` slow.
     """
+    from sqlalchemy import and_, or_
+
+    from flowledger.tasks.tables import task_runs
+
     c = task_runs.c
     return or_(
         and_(c.status.in_([s.value for s in ACTIVE]), or_(active_may_change(now), c.ended_at.is_not(None))),
@@ -109,6 +132,9 @@ def stream_projected(db: Database, now: datetime, *, authoritative: bool,
                      retention: timedelta = DEFAULT_RETENTION, batch: int = BATCH
                      ) -> Iterator[tuple[Task, Task]]:
     """(stored, projected) for every noteworthy task, in keyset batches of short read transactions."""
+    from flowledger.tasks import store
+    from flowledger.tasks.tables import task_runs
+
     after = 0
     where = _noteworthy(now)
     while True:
@@ -127,6 +153,11 @@ def stream_projected(db: Database, now: datetime, *, authoritative: bool,
 def stream_newest(db: Database, now: datetime, *, runtime: Runtime | None, authoritative: bool,
                   retention: timedelta = DEFAULT_RETENTION, batch: int = BATCH) -> Iterator[list[Task]]:
     """Projected tasks newest first, one page per short read transaction (keyset on the created index)."""
+    from sqlalchemy import and_, or_
+
+    from flowledger.tasks import store
+    from flowledger.tasks.tables import task_runs
+
     c = task_runs.c
     last: tuple[datetime, int] | None = None
     while True:
