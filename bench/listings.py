@@ -80,11 +80,12 @@ def ensure_seeded(engine: str, url: str, state_dir: Path, records: int, flows: i
 
 
 def run(engine: str, url: str, state_dir: Path, records: int, flows: int, repeat: int,
-        before: Path | None = None) -> None:
+        before: Path | None = None, only: str | None = None) -> None:
     ensure_seeded(engine, url, state_dir, records, flows)
     with Ledger.open(state_dir=state_dir, database_url=url) as ledger:
         some = ledger.tasks.list(limit=1)[0].task_id
-        flow_id = ledger.flows.list(limit=1)[0].flow_id
+        with ledger.db.read() as conn:
+            flow_id = flow_store.list_flows(conn, limit=1)[0].flow_id
     commands = [
         ("tasks list", ["tasks", "list"]),
         ("tasks list --json", ["tasks", "list", "--json"]),
@@ -104,6 +105,8 @@ def run(engine: str, url: str, state_dir: Path, records: int, flows: int, repeat
     print(f"[{engine}] load average {os.getloadavg()[0]:.2f}; python -c pass {floor_ms(repeat):.0f} ms; "
           f"dbos workflow list {dbos_list_ms(repeat)}", flush=True)
     for label, args in commands:
+        if only is not None and not any(part.strip() and label.startswith(part.strip()) for part in only.split(",")):
+            continue
         shown = ""
         if before is not None:  # alternate the two trees command by command: the same load for both
             old, _, _ = time_command(args, state_dir=state_dir, url=url, repeat=repeat, timeout=300,
@@ -163,12 +166,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data", type=Path, default=None, help="keep (and reuse) the SQLite data set here")
     parser.add_argument("--before", type=Path, default=None, help="a baseline source tree to time beside")
+    parser.add_argument("--commands", default=None, help="only the commands whose label starts with one of these "
+                        "(comma-separated), e.g. 'tasks show,tasks flow'")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="flbench-listings-") as tmp:
         if args.only in (None, "sqlite"):
             state = args.data or Path(tmp) / "sqlite"
             run("sqlite", f"sqlite:///{state / 'runs.sqlite'}", state, args.records, args.flows, args.repeat,
-                args.before)
+                args.before, args.commands)
         if args.only in (None, "postgres") and args.postgres != "none":
             with postgres_database(args.postgres) as url:
                 run("postgres", url, Path(tmp) / "pg", args.records, args.flows, args.repeat)

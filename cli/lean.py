@@ -57,15 +57,15 @@ def parse(argv: list[str]) -> Request | None:
         if name in given:
             return None
         given[name] = value
-    words = [w for w in rest if w != "--json"]
-    as_json = len(words) != len(rest)
-    if len(rest) - len(words) > 1 or "--json" in rest[:1]:
-        return None
-    for size in (3, 2, 1):
-        command = COMMANDS.get(tuple(words[:size]))
-        if command is None or (size == 1 and as_json and rest[0] != "tasks"):
+    for size in (3, 2, 1):  # the command words first, exactly; `--json` only after them (`tasks flow --json
+        command = COMMANDS.get(tuple(rest[:size])) if len(rest) >= size else None  # list` is a usage error)
+        if command is None:
             continue
-        args = words[size:]
+        tail = rest[size:]
+        args = [a for a in tail if a != "--json"]
+        if len(tail) - len(args) > 1:
+            return None
+        as_json = len(args) != len(tail)
         if command in TAKES_LOOKUP:
             if len(args) != 1 or args[0].startswith("-") or not args[0].strip():
                 return None
