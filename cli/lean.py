@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from flowledger.cli.flow_views import print_flow, print_flow_page
 from flowledger.cli.task_views import print_task, print_task_page
+from flowledger.flows import lean_reads
 from flowledger.flows.pages import DEFAULT_LIMIT, FlowPage, Paging, TaskPage
 
 if TYPE_CHECKING:
@@ -145,12 +146,12 @@ def _answer(reader: LeanReader, request: Request, now: datetime, as_json: bool) 
         task = reader.project([reader.resolve_task(request.lookup or "")])[0]
         return lambda: print_task(task, as_json=as_json)
     if request.command == "flow list":
-        flows = reader.newest_flows(limit=DEFAULT_LIMIT)
-        flow_counts = reader.flow_counts()
+        flows = lean_reads.newest_flows(reader, limit=DEFAULT_LIMIT)
+        flow_counts = lean_reads.flow_counts(reader)
         flow_page = FlowPage(flows, reader.linked_for([f.flow_id for f in flows]),
                              sum(n for n, _ in flow_counts.values()), flow_counts,
                              {"status": None, "owner": None, "since": None, "limit": DEFAULT_LIMIT, "offset": 0})
         return lambda: print_flow_page(flow_page, paging, now, status=None, as_json=as_json)
-    flow = reader.resolve_flow(request.lookup or "")
+    flow = lean_reads.resolve_flow(reader, request.lookup or "")
     linked = reader.linked_for([flow.flow_id])[flow.flow_id]
     return lambda: print_flow(flow, linked, as_json=as_json)

@@ -26,7 +26,8 @@ from sqlalchemy import Connection, and_, or_, select, update
 from flowledger.tasks import store
 from flowledger.tasks.channels import Message, SendOutcome
 from flowledger.tasks.delivery import DeliveryHooks
-from flowledger.tasks.generation import is_generation, item_key, record_items, session_alive, unsent_items
+from flowledger.tasks.generation import item_key, record_items, session_alive, unsent_items
+from flowledger.tasks.generation_kinds import is_generation
 from flowledger.tasks.messages import sanitize, title
 from flowledger.tasks.models import Task
 from flowledger.tasks.service import Change, TaskHooks, TaskService

@@ -4,8 +4,9 @@ through the standard library's sqlite3, without SQLAlchemy, sqlmodel or any sche
 
 One store contract, two doors: the rows go through the same mappers (tasks/task_rows.py, flows/flow_rows.py),
 the same reconciliation rules (`backing.should_mark_lost`, `cron_recovery.decide`, `projection.project`) and
-the same JSON serialisers as the ORM path; only the SELECTs are written out here, in the same shape as
-tasks/store.py, tasks/listing.py, tasks/backing.py, tasks/liveness.py and flows/store.py build them.
+the same JSON serialisers as the ORM path; only the SELECTs are written out here (and in flows/lean_reads.py
+for the flow rows), in the same shape as tasks/store.py, tasks/listing.py, tasks/backing.py, tasks/liveness.py
+and flows/store.py build them.
 tests/store/test_sqlite_reads.py checks both doors give identical records, pages and counts on one ledger.
 
 Opening does no schema work: the file is opened read-write but never created (`mode=rw`), one read transaction
@@ -23,8 +24,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
-from flowledger.flows.flow_rows import raw_to_flow
-from flowledger.flows.models import LINK_TERMINAL, Flow
 from flowledger.tasks import cron_recovery, generation_kinds
 from flowledger.tasks.backing import LOST_GRACE, BackingView, SessionState
 from flowledger.tasks.clock import from_ms, to_ms
@@ -49,13 +48,9 @@ TASK_KEYS = ("task_id", "runtime", "task_kind", "source_id", "requester_session_
              "label", "task", "status", "delivery_status", "notify_policy", "created_at", "started_at", "ended_at",
              "last_event_at", "cleanup_after", "error", "progress_summary", "terminal_summary", "terminal_outcome",
              "media_json", "seq", "requester_origin_json")
-FLOW_KEYS = ("flow_id", "sync_mode", "owner_key", "requester_origin_json", "controller_id", "revision", "status",
-             "notify_policy", "goal", "current_step", "blocked_task_id", "blocked_summary", "state_json",
-             "wait_json", "cancel_requested_at", "created_at", "updated_at", "ended_at")
 _TASK_SELECT = ("SELECT " + ", ".join(f"r.{k}" for k in TASK_KEYS[:-1]) + ", d.requester_origin_json "
                 "FROM task_runs AS r LEFT OUTER JOIN task_delivery_state AS d ON d.task_id = r.task_id")
 _NEWEST = " ORDER BY r.created_at DESC, r.seq DESC"
-_FLOW_SELECT = "SELECT " + ", ".join(FLOW_KEYS) + " FROM flow_runs"
 _ACTIVE = tuple(s.value for s in ACTIVE)
 
 
@@ -122,12 +117,12 @@ class LeanReader:
                                   _NEWEST + " LIMIT 1")):
             if found:
                 return found[0]
-        ids = self._prefix_ids("task_runs", "task_id", token)
+        ids = self.prefix_ids("task_runs", "task_id", token)
         if len(ids) != 1:
             raise Fallback(f"{len(ids)} ids start with the prefix")
         return self._tasks("r.task_id = ?", ids)[0]
 
-    def _prefix_ids(self, table: str, column: str, prefix: str) -> list[str]:
+    def prefix_ids(self, table: str, column: str, prefix: str) -> list[str]:
         """tasks/prefixes.py: an index range plus a substr guard; at most two ids (one is the answer)."""
         if len(prefix) < MIN_PREFIX:
             return []
@@ -247,36 +242,7 @@ class LeanReader:
                 out[task_id] = recovery
         return out
 
-    # --- flows: flows/store.py and flows/service.py `resolve` ------------------------------------------
-
-    def _flows(self, where: str = "", params: Sequence[object] = (), tail: str = "") -> list[Flow]:
-        sql = _FLOW_SELECT + (f" WHERE {where}" if where else "") + tail
-        return [raw_to_flow(FLOW_KEYS, row) for row in self.conn.execute(sql, tuple(params))]
-
-    def resolve_flow(self, lookup: str) -> Flow:
-        """Flow id, else the owner's newest live flow, else its newest flow, else a unique id prefix."""
-        token = (lookup or "").strip()
-        if not token:
-            raise Fallback("empty lookup")
-        found = self._flows("flow_id = ?", [token])
-        if found:
-            return found[0]
-        owned = self._flows("owner_key = ?", [token], " ORDER BY created_at DESC, seq DESC")
-        pool = [f for f in owned if f.status not in LINK_TERMINAL] or owned
-        if pool:
-            return pool[0]
-        ids = self._prefix_ids("flow_runs", "flow_id", token)
-        if len(ids) != 1:
-            raise Fallback(f"{len(ids)} flow ids start with the prefix")
-        return self._flows("flow_id = ?", ids)[0]
-
-    def newest_flows(self, *, limit: int, offset: int = 0) -> list[Flow]:
-        return self._flows("", (limit, offset), " ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?")
-
-    def flow_counts(self) -> dict[str, tuple[int, int]]:
-        """status -> (flows, flows with a cancel request), one grouped COUNT (flows/store.py)."""
-        rows = self.conn.execute("SELECT status, count(*), count(cancel_requested_at) FROM flow_runs GROUP BY status")
-        return {str(status): (int(n), int(cancelling)) for status, n, cancelling in rows}
+    # --- a flow's linked tasks (flows/store.py `linked_for`; the flow rows are flows/lean_reads.py's) -----
 
     def linked_for(self, flow_ids: Sequence[str]) -> dict[str, list[Task]]:
         """Each flow's linked tasks, newest first, stored (not projected), as flows/store.py `linked_for`."""

@@ -17,13 +17,14 @@ from sqlalchemy import insert
 from flowledger import FrozenClock, Ledger
 from flowledger.cli import lean
 from flowledger.cli.main import run
-from flowledger.flows import health
+from flowledger.flows import health, lean_reads
 from flowledger.flows import store as flow_store
 from flowledger.flows.flow_rows import TIME_KEYS as FLOW_TIME_KEYS
+from flowledger.flows.lean_reads import FLOW_KEYS
 from flowledger.flows.pages import DEFAULT_LIMIT
 from flowledger.tasks import listing, liveness, task_rows
 from flowledger.tasks.clock import SystemClock, to_ms
-from flowledger.tasks.sqlite_reads import FLOW_KEYS, SCHEMA_VERSION, TASK_KEYS, Fallback, LeanReader
+from flowledger.tasks.sqlite_reads import SCHEMA_VERSION, TASK_KEYS, Fallback, LeanReader
 from flowledger.tasks.tables import SCHEMA_VERSION as TABLES_SCHEMA_VERSION
 from flowledger.tasks.tables import UTCMillis, cron_jobs, cron_run_log, flow_runs, task_runs
 
@@ -123,15 +124,15 @@ def test_flow_pages_and_lookups_match_the_orm_store(mixed: Ledger) -> None:
         counts = flow_store.count_by_status(conn)
         linked = flow_store.linked_for(conn, [f.flow_id for f in flows])
     with _reader(mixed) as reader:
-        assert reader.newest_flows(limit=DEFAULT_LIMIT) == flows
-        assert reader.flow_counts() == counts
+        assert lean_reads.newest_flows(reader, limit=DEFAULT_LIMIT) == flows
+        assert lean_reads.flow_counts(reader) == counts
         assert reader.linked_for([f.flow_id for f in flows]) == linked
         for flow in flows:
-            assert reader.resolve_flow(flow.flow_id) == flow
-            assert reader.resolve_flow(flow.flow_id[:14]) == flow
-            assert reader.resolve_flow(flow.owner_key) == mixed.flows.get(flow.owner_key)
+            assert lean_reads.resolve_flow(reader, flow.flow_id) == flow
+            assert lean_reads.resolve_flow(reader, flow.flow_id[:14]) == flow
+            assert lean_reads.resolve_flow(reader, flow.owner_key) == mixed.flows.get(flow.owner_key)
         with pytest.raises(Fallback):
-            reader.resolve_flow("no-such-flow")
+            lean_reads.resolve_flow(reader, "no-such-flow")
 
 
 def test_a_ledger_at_another_schema_version_is_left_to_the_full_path(mixed: Ledger) -> None:
