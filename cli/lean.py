@@ -22,11 +22,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flowledger.cli.flow_views import print_flow, print_flow_page
-from flowledger.cli.task_views import print_task, print_task_page
-from flowledger.flows import lean_reads
-from flowledger.flows.pages import DEFAULT_LIMIT, FlowPage, Paging, TaskPage
-
 if TYPE_CHECKING:
     from flowledger.tasks.sqlite_reads import LeanReader
 
@@ -135,6 +130,12 @@ def _read(request: Request) -> Callable[[], None] | None:
 
 
 def _answer(reader: LeanReader, request: Request, now: datetime, as_json: bool) -> Callable[[], None]:
+    # Imported once the command line is one of ours: a command this path does not answer pays nothing for it.
+    from flowledger.cli.flow_views import print_flow, print_flow_page
+    from flowledger.cli.task_views import print_task, print_task_page
+    from flowledger.flows import lean_reads
+    from flowledger.flows.pages import DEFAULT_LIMIT, FlowPage, Paging, TaskPage
+
     paging = Paging(limit=DEFAULT_LIMIT, offset=0)
     if request.command == "tasks list":
         counts = reader.count_by_status()
