@@ -38,8 +38,10 @@ def test_the_lean_door_is_written_for_the_current_schema() -> None:
     assert set(task_rows.TIME_KEYS) == {c.name for c in task_runs.c if isinstance(c.type, UTCMillis)}
     assert set(FLOW_TIME_KEYS) == {c.name for c in flow_runs.c if isinstance(c.type, UTCMillis)}
     from flowledger.cli.tasks_cmd import DEFAULT_LIST_LIMIT
+    from flowledger.tasks.config import CONFIG_FILE
 
     assert DEFAULT_LIST_LIMIT == DEFAULT_LIMIT
+    assert lean.CONFIG_FILE == CONFIG_FILE
 
 
 @pytest.fixture
