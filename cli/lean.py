@@ -15,6 +15,7 @@ nothing or several records, any error.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +23,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED
+
 if TYPE_CHECKING:
     from flowledger.tasks.sqlite_reads import LeanReader
+
+log = logging.getLogger(__name__)
 
 COMMANDS = {("tasks",): "tasks list", ("tasks", "list"): "tasks list", ("tasks", "show"): "tasks show",
             ("tasks", "flow", "list"): "flow list", ("tasks", "flow", "show"): "flow show"}
@@ -96,16 +101,21 @@ def run_lean(argv: list[str]) -> int | None:
     request = parse(argv)
     if request is None:
         return None
-    from flowledger.tasks.errors import FlowledgerError
-    from flowledger.tasks.sqlite_reads import Fallback
-
     try:
         answer = _read(request)
-    except (Fallback, FlowledgerError, OSError):
+    except Exception:  # Fallback, a stored value we cannot read, anything: nothing printed yet, so the full
+        log.debug("lean read path fell back", exc_info=True)  # path answers, or names the error its own way
         return None
     if answer is None:
         return None
-    answer()
+    try:
+        answer()
+    except Exception as exc:  # as cli/main.py: one line, exit 1, never a traceback (a closed pipe, say)
+        from flowledger.cli.render import err, internal_error
+
+        log.debug("unexpected error", exc_info=True)
+        err(internal_error(exc))
+        return EXIT_NOT_FOUND_OR_REFUSED
     return 0
 
 

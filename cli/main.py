@@ -11,7 +11,7 @@ import typer
 from flowledger.cli import flow_cmd, gateway_cmd, health_cmd, helpstyle, sessions_cmd, tasks_cmd, web_cmd
 from flowledger.cli.context import AppContext
 from flowledger.cli.lean import run_lean
-from flowledger.cli.render import LOG_FORMAT, decodable, err, safe, tolerant_output
+from flowledger.cli.render import LOG_FORMAT, decodable, err, internal_error, safe, tolerant_output
 from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, EXIT_USAGE, FlowledgerError
 
 helpstyle.install()
@@ -103,7 +103,7 @@ def run(argv: list[str] | None = None, *, lean: bool = True) -> int:
         return 130
     except Exception as exc:  # never a traceback: one line, and the details at debug level
         logging.getLogger(__name__).debug("unexpected error", exc_info=True)
-        err(safe(f"flowledger: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+        err(internal_error(exc))
         return EXIT_NOT_FOUND_OR_REFUSED
     return int(result) if isinstance(result, int) else 0
 

@@ -40,6 +40,11 @@ def emit_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
+def internal_error(exc: BaseException) -> str:
+    """The one line an unexpected error becomes (never a traceback; CONTRACT §3)."""
+    return safe(f"flowledger: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
 def out(line: str = "") -> None:
     sys.stdout.write(line + "\n")
 

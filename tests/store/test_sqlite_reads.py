@@ -185,6 +185,10 @@ def test_what_the_lean_path_does_not_answer_it_leaves_untouched(mixed: Ledger, s
     missing = tmp_path / "elsewhere"
     assert lean.run_lean(["--state-dir", str(missing), "tasks", "list"]) is None  # "No ledger at … yet."
     assert not missing.exists()  # and nothing was created on the way
+    damaged = mixed.tasks.create(runtime="acp", task="damaged", owner_key=OWNER, status="queued")
+    with mixed.db.write() as conn:  # a hand edit: the full path names the bad value, in its own words
+        conn.exec_driver_sql(f"UPDATE task_runs SET status = 'bogus' WHERE task_id = '{damaged.task_id}'")
+    assert lean.run_lean([*base, "tasks", "show", damaged.task_id]) is None
     (state_dir / "config.toml").write_text("")  # its warnings are the full path's to give
     assert lean.run_lean([*base, "tasks", "list"]) is None
     assert capsys.readouterr().out == ""
