@@ -14,8 +14,8 @@ from flowledger.flows.documents import flow_document, flow_list_document
 from flowledger.flows.models import ABSENT, Flow, FlowStatus
 from flowledger.flows.pages import FlowPage, Paging
 from flowledger.flows.steps import StepView, step_views, why_not_succeeded
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import ACTIVE, FAILURES
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import ACTIVE, FAILURES
 
 
 def print_flow_page(page: FlowPage, paging: Paging, now: datetime, *, status: str | None, as_json: bool) -> None:

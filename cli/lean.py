@@ -3,7 +3,7 @@
 
 Profiled (docs/performance.md, "Round two"): on an empty ledger ~70 % of such a command was importing
 SQLAlchemy, sqlmodel/pydantic and building the schema classes, then typer's parameter machinery; the query
-itself is milliseconds. This path parses only those exact command lines, reads through tasks/sqlite_reads.py
+itself is milliseconds. This path parses only those exact command lines, reads through tasks/health/sqlite_reads.py
 (plain sqlite3, no schema work) and prints through the same view functions and JSON serialisers as the full
 path (cli/task_views.py, cli/flow_views.py, flows/documents.py), so the output is byte for byte the same.
 
@@ -23,10 +23,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED
+from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED
 
 if TYPE_CHECKING:
-    from flowledger.tasks.sqlite_reads import LeanReader
+    from flowledger.tasks.health.sqlite_reads import LeanReader
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ COMMANDS = {("tasks",): "tasks list", ("tasks", "list"): "tasks list", ("tasks",
             ("tasks", "flow", "list"): "flow list", ("tasks", "flow", "show"): "flow show"}
 TAKES_LOOKUP = frozenset({"tasks show", "flow show"})
 GLOBAL_OPTIONS = ("--state-dir", "--database-url")
-# tasks/config.py CONFIG_FILE (a test keeps them equal): importing that module builds every channel's config
+# tasks/core/config.py CONFIG_FILE (a test keeps them equal): importing that module builds every channel's config
 # class, a sixth of this path, only to learn a file name.
 CONFIG_FILE = "config.toml"
 
@@ -121,10 +121,10 @@ def run_lean(argv: list[str]) -> int | None:
 
 def _read(request: Request) -> Callable[[], None] | None:
     """Everything read and checked; what is left prints the answer."""
-    from flowledger.tasks import filemodes
-    from flowledger.tasks.clock import SystemClock
-    from flowledger.tasks.dburl import resolve_database_url, resolve_state_dir
-    from flowledger.tasks.sqlite_reads import LeanReader
+    from flowledger.tasks.core import filemodes
+    from flowledger.tasks.core.clock import SystemClock
+    from flowledger.tasks.core.dburl import resolve_database_url, resolve_state_dir
+    from flowledger.tasks.health.sqlite_reads import LeanReader
 
     state_dir = resolve_state_dir(request.state_dir)
     path = sqlite_file(resolve_database_url(request.database_url, state_dir))

@@ -12,7 +12,7 @@ from flowledger.cli import flow_cmd, gateway_cmd, health_cmd, helpstyle, session
 from flowledger.cli.context import AppContext
 from flowledger.cli.lean import run_lean
 from flowledger.cli.render import LOG_FORMAT, decodable, err, internal_error, safe, tolerant_output
-from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, EXIT_USAGE, FlowledgerError
+from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED, EXIT_USAGE, FlowledgerError
 
 helpstyle.install()
 app = typer.Typer(

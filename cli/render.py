@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from flowledger.tasks.clock import iso_z
-from flowledger.tasks.limits import escape_undecodable
+from flowledger.tasks.core.clock import iso_z
+from flowledger.tasks.core.limits import escape_undecodable
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 

@@ -9,8 +9,8 @@ from flowledger.cli.render import emit_json, out, safe, when
 from flowledger.cli.tables import Col, age, duration, render, short_ids
 from flowledger.flows.documents import task_list_document
 from flowledger.flows.pages import Paging, TaskPage
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import FAILURES
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import FAILURES
 
 
 def print_task_page(page: TaskPage, paging: Paging, now: datetime, *, as_json: bool) -> None:

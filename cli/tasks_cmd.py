@@ -21,9 +21,9 @@ from flowledger.cli.options import (
 )
 from flowledger.cli.render import emit_json, err, out, safe, when
 from flowledger.cli.task_views import print_task, print_task_page
-from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, TaskNotFound
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import NotifyPolicy, Runtime, TaskStatus
+from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED, TaskNotFound
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import NotifyPolicy, Runtime, TaskStatus
 
 RuntimeOpt = StrEnum("RuntimeOpt", {r.value: r.value for r in Runtime})  # type: ignore[misc]
 StatusOpt = StrEnum("StatusOpt", {s.value: s.value for s in TaskStatus})  # type: ignore[misc]

@@ -1,5 +1,5 @@
 """One `flow_runs` row -> a `Flow`: the mapping the ORM store (flows/store.py) and the lean SQLite reader
-(tasks/sqlite_reads.py via flows/lean_reads.py) share, so a flow reads the same through either door."""
+(tasks/health/sqlite_reads.py via flows/lean_reads.py) share, so a flow reads the same through either door."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from flowledger.flows.models import ABSENT, LEGACY_CONTROLLER, Flow, FlowStatus, SyncMode, parse_sync_mode
-from flowledger.tasks.errors import InvalidPersistedValue
-from flowledger.tasks.models import DeliveryOrigin
-from flowledger.tasks.states import NotifyPolicy
-from flowledger.tasks.task_rows import stored_time
+from flowledger.tasks.core.errors import InvalidPersistedValue
+from flowledger.tasks.core.models import DeliveryOrigin
+from flowledger.tasks.core.states import NotifyPolicy
+from flowledger.tasks.core.task_rows import stored_time
 
-# The UTCMillis columns of flow_runs (tasks/tables.py; tests/store/test_sqlite_reads.py checks the list).
+# The UTCMillis columns of flow_runs (tasks/core/tables.py; tests/store/test_sqlite_reads.py checks the list).
 TIME_KEYS = ("cancel_requested_at", "created_at", "updated_at", "ended_at")
 
 

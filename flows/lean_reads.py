@@ -1,4 +1,4 @@
-"""The flow rows of the lean SQLite door (tasks/sqlite_reads.py): what `tasks flow list` and `tasks flow show`
+"""The flow rows of the lean SQLite door (tasks/health/sqlite_reads.py): what `tasks flow list` and `tasks flow show`
 read, in the same shape as flows/store.py and flows/service.py `resolve`, mapped by the shared
 flows/flow_rows.py. tests/store/test_sqlite_reads.py checks them against the ORM store on one ledger."""
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from flowledger.flows.flow_rows import raw_to_flow
 from flowledger.flows.models import LINK_TERMINAL, Flow
-from flowledger.tasks.sqlite_reads import Fallback, LeanReader
+from flowledger.tasks.health.sqlite_reads import Fallback, LeanReader
 
 FLOW_KEYS = ("flow_id", "sync_mode", "owner_key", "requester_origin_json", "controller_id", "revision", "status",
              "notify_policy", "goal", "current_step", "blocked_task_id", "blocked_summary", "state_json",

@@ -1,6 +1,6 @@
 """The values a listing answers with (CONTRACT §7): the paging asked for, and a page of tasks or flows with the
 counts over everything that matches. Plain values, no storage: flows/listing.py fills them through the ORM
-store, tasks/sqlite_reads.py through the lean SQLite door, and the CLI and the web board render them."""
+store, tasks/health/sqlite_reads.py through the lean SQLite door, and the CLI and the web board render them."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowledger.flows.models import LINK_TERMINAL, Flow, FlowStatus
-from flowledger.tasks import limits
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import FAILURES, TaskStatus
+from flowledger.tasks.core import limits
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import FAILURES, TaskStatus
 
 DEFAULT_LIMIT = 100
 

@@ -1,4 +1,4 @@
-"""The lean SQLite door (tasks/sqlite_reads.py) against the ORM store on one real ledger: the same records,
+"""The lean SQLite door (tasks/health/sqlite_reads.py) against the ORM store on one real ledger: the same records,
 pages, counts and lookups, so the two doors of one store contract cannot drift apart; and the CLI's lean path
 (cli/lean.py) prints byte for byte what the full path prints.
 
@@ -22,11 +22,13 @@ from flowledger.flows import store as flow_store
 from flowledger.flows.flow_rows import TIME_KEYS as FLOW_TIME_KEYS
 from flowledger.flows.lean_reads import FLOW_KEYS
 from flowledger.flows.pages import DEFAULT_LIMIT
-from flowledger.tasks import listing, liveness, task_rows
-from flowledger.tasks.clock import SystemClock, to_ms
-from flowledger.tasks.sqlite_reads import SCHEMA_VERSION, TASK_KEYS, Fallback, LeanReader
-from flowledger.tasks.tables import SCHEMA_VERSION as TABLES_SCHEMA_VERSION
-from flowledger.tasks.tables import UTCMillis, cron_jobs, cron_run_log, flow_runs, task_runs
+from flowledger.tasks.core import task_rows
+from flowledger.tasks.core.clock import SystemClock, to_ms
+from flowledger.tasks.core.tables import SCHEMA_VERSION as TABLES_SCHEMA_VERSION
+from flowledger.tasks.core.tables import UTCMillis, cron_jobs, cron_run_log, flow_runs, task_runs
+from flowledger.tasks.health import listing
+from flowledger.tasks.health.sqlite_reads import SCHEMA_VERSION, TASK_KEYS, Fallback, LeanReader
+from flowledger.tasks.runs import liveness
 
 OWNER = "agent:main:main"
 
@@ -38,7 +40,7 @@ def test_the_lean_door_is_written_for_the_current_schema() -> None:
     assert set(task_rows.TIME_KEYS) == {c.name for c in task_runs.c if isinstance(c.type, UTCMillis)}
     assert set(FLOW_TIME_KEYS) == {c.name for c in flow_runs.c if isinstance(c.type, UTCMillis)}
     from flowledger.cli.tasks_cmd import DEFAULT_LIST_LIMIT
-    from flowledger.tasks.config import CONFIG_FILE
+    from flowledger.tasks.core.config import CONFIG_FILE
 
     assert DEFAULT_LIST_LIMIT == DEFAULT_LIMIT
     assert lean.CONFIG_FILE == CONFIG_FILE
