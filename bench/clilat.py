@@ -16,16 +16,19 @@ def flowledger_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "flowledger.cli.main"]
 
 
-def time_command(args: list[str], *, state_dir: Path, url: str, repeat: int, timeout: float
-                 ) -> tuple[float | None, str, list[float]]:
-    """(median seconds, reason when None, samples). Stops repeating once one run takes over `timeout`/3."""
-    argv = [*flowledger_argv(), "--state-dir", str(state_dir), "--database-url", url, *args]
+def time_command(args: list[str], *, state_dir: Path, url: str, repeat: int, timeout: float,
+                 env: dict[str, str] | None = None) -> tuple[float | None, str, list[float]]:
+    """(median seconds, reason when None, samples). Stops repeating once one run takes over `timeout`/3.
+    `env` adds to the environment (a `PYTHONPATH` runs a baseline source tree instead of this one)."""
+    # A baseline tree (PYTHONPATH) may predate cli/entry.py: run its cli.main module, as its script would.
+    program = [sys.executable, "-m", "flowledger.cli.main"] if env and "PYTHONPATH" in env else flowledger_argv()
+    argv = [*program, "--state-dir", str(state_dir), "--database-url", url, *args]
     samples: list[float] = []
     for _ in range(repeat):
         start = time.perf_counter()
         try:
             proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
-                                  check=False, env={**os.environ, "NO_COLOR": "1"})
+                                  check=False, env={**os.environ, "NO_COLOR": "1", **(env or {})})
         except subprocess.TimeoutExpired:
             return None, f"over {timeout:.0f} s", samples
         elapsed = time.perf_counter() - start
@@ -46,11 +49,15 @@ def one_task_id(url: str, state_dir: Path) -> str:
         return task.task_id
 
 
-def startup(repeat: int = 10) -> None:
-    """The start-up targets on a small ledger: `--help`, `tasks show <id>`, and `status` on an empty ledger.
+def startup(repeat: int = 10, before: Path | None = None) -> None:
+    """The start-up targets on a small ledger: `--help`, the read commands, `status` on an empty ledger and the
+    writing commands (`tasks cancel`, `run --detach`), beside `python -c pass`.
 
-    `python bench/clilat.py [repeat]`: a quick check that does not need the full benchmark's seeded database.
+    `python bench/clilat.py [repeat] [--before SRC]`: a quick check that does not need the full benchmark's
+    seeded database. With `--before SRC` (a baseline source tree, SRC/flowledger) each sample of the baseline
+    runs right before the same sample of this tree, and the ratio after/before is printed.
     """
+    import os
     import tempfile
 
     from flowledger import Ledger
@@ -61,16 +68,61 @@ def startup(repeat: int = 10) -> None:
         with Ledger.open(state_dir=empty, database_url=empty_url):
             pass
         with Ledger.open(state_dir=one, database_url=one_url) as ledger:
-            task_id = ledger.tasks.create(runtime="cli", task="clilat", owner_key="agent:main:main").task_id
-        commands = [("flowledger --help", ["--help"], empty, empty_url),
-                    ("tasks show <id>", ["tasks", "show", task_id], one, one_url),
-                    ("status (empty ledger)", ["status"], empty, empty_url)]
+            flow = ledger.flows.create_managed("agent:main:main", "clilat", "clilat flow")
+            task_id = ledger.tasks.create(runtime="cli", task="clilat", owner_key="agent:main:main",
+                                          parent_flow_id=flow.flow_id).task_id
+
+        def queued_task() -> list[str]:  # a fresh task each time: a cancelled task cannot be cancelled again
+            with Ledger.open(state_dir=one, database_url=one_url) as opened:
+                fresh = opened.tasks.create(runtime="acp", task="to cancel", owner_key="agent:main:main",
+                                            status="queued", child_session_key="agent:main:acp:clilat")
+            return ["tasks", "cancel", fresh.task_id]
+
+        commands: list[tuple[str, object, Path, str]] = [
+            ("flowledger --help", ["--help"], empty, empty_url),
+            ("tasks list", ["tasks", "list"], one, one_url),
+            ("tasks show <id>", ["tasks", "show", task_id], one, one_url),
+            ("tasks show <id> --json", ["tasks", "show", task_id, "--json"], one, one_url),
+            ("tasks flow list", ["tasks", "flow", "list"], one, one_url),
+            ("tasks flow show <id>", ["tasks", "flow", "show", flow.flow_id], one, one_url),
+            ("status (empty ledger)", ["status"], empty, empty_url),
+            ("tasks cancel <id>", queued_task, one, one_url),
+            ("run --detach -- true", ["run", "--detach", "--", "true"], one, one_url),
+        ]
+        floor = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            floor.append(time.perf_counter() - start)
+        print(f"load average {os.getloadavg()[0]:.2f}; python -c pass median {statistics.median(floor) * 1000:.0f} ms")
         for label, args, state_dir, url in commands:
-            median, reason, samples = time_command(args, state_dir=state_dir, url=url, repeat=repeat, timeout=60)
-            shown = f"{median * 1000:6.0f} ms" if median is not None else f"n/a ({reason})"
-            spread = f"min {min(samples) * 1000:.0f}, max {max(samples) * 1000:.0f}" if samples else ""
-            print(f"{label:<24} median {shown}  ({len(samples)} runs; {spread})")
+            now: list[float] = []
+            old: list[float] = []
+            reason = ""
+            trees = [before, None] if before is not None else [None]
+            for _ in range(repeat):
+                for tree in trees:  # alternating: the baseline and this tree see the same load
+                    argv = args() if callable(args) else args
+                    assert isinstance(argv, list)
+                    env = {"PYTHONPATH": str(tree)} if tree is not None else None
+                    median, why, _ = time_command(argv, state_dir=state_dir, url=url, repeat=1, timeout=60,
+                                                  env=env)
+                    if median is None:
+                        reason = why
+                    else:
+                        (old if tree is not None else now).append(median)
+            shown = f"{statistics.median(now) * 1000:6.0f} ms" if now else f"n/a ({reason})"
+            if before is not None and old and now:
+                ratio = statistics.median(now) / statistics.median(old)
+                shown = f"before {statistics.median(old) * 1000:6.0f} ms  after {shown}  after/before {ratio:.2f}"
+            print(f"{label:<24} median {shown}  ({len(now)} runs)", flush=True)
 
 
 if __name__ == "__main__":
-    startup(int(sys.argv[1]) if len(sys.argv) > 1 else 10)
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("repeat", type=int, nargs="?", default=10)
+    parser.add_argument("--before", type=Path, default=None, help="a baseline source tree to time beside")
+    options = parser.parse_args()
+    startup(options.repeat, options.before)

@@ -8,7 +8,6 @@ progress on stderr; `--detach` records it with the submitter's directory and all
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -17,6 +16,7 @@ import typer
 
 from flowledger.cli import flow_ops
 from flowledger.cli.context import app_context
+from flowledger.cli.flow_views import print_flow, print_flow_page
 from flowledger.cli.options import (
     JsonFlag,
     LimitOpt,
@@ -27,19 +27,17 @@ from flowledger.cli.options import (
     parse_since,
     wants_json,
 )
-from flowledger.cli.render import cut, emit_json, err, out, safe, when
-from flowledger.cli.tables import Col, age, duration, render, short_ids
-from flowledger.flows.documents import flow_document, flow_list_document
-from flowledger.flows.models import ABSENT, Flow, FlowStatus
+from flowledger.cli.render import cut, emit_json, err, out, safe
+from flowledger.flows.documents import flow_document
+from flowledger.flows.models import Flow, FlowStatus
 from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED, FlowNotFound, OperationRefused
 from flowledger.tasks.core.models import Task
-from flowledger.tasks.core.states import ACTIVE, FAILURES, NotifyPolicy, Runtime
+from flowledger.tasks.core.states import FAILURES, NotifyPolicy, Runtime
 
 if TYPE_CHECKING:  # the file format and the service (SQLAlchemy) load in the commands that use them
     from flowledger.flows.controller import StepEvent
     from flowledger.flows.definitions import FlowDefinition
     from flowledger.flows.ledger import Ledger
-    from flowledger.flows.listing import FlowPage
 
 FlowStatusOpt = StrEnum("FlowStatusOpt", {s.value: s.value for s in FlowStatus})  # type: ignore[misc]
 
@@ -75,11 +73,7 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         ledger = app_context(ctx).ledger(read_only=True)
         flow = ledger.flows.require(lookup)
         tasks = ledger.flows.linked_tasks(flow.flow_id)
-        if wants_json(ctx, json_out):
-            emit_json(flow_document(flow, tasks))
-            return
-        for line in show_lines(flow, tasks):
-            out(line)
+        print_flow(flow, tasks, as_json=wants_json(ctx, json_out))
 
     @flow_app.command("cancel")
     def cancel_cmd(ctx: typer.Context, lookup: Lookup) -> None:
@@ -290,95 +284,7 @@ def list_flows(ctx: typer.Context, status: FlowStatusOpt | None, json_out: bool,
     ledger = app_context(ctx).ledger(read_only=True)
     page = flow_page(ledger, status=st, owner_key=inherited(ctx, "owner", owner),
                      since=after, paging=paging)
-    if wants_json(ctx, json_out):
-        emit_json(flow_list_document(page.flows, page.linked, status=st, total=page.total, filters=page.filters))
-        return
-    for line in list_head(page):
-        out(line)
-    if page.flows:
-        render_flows(page.flows, page.linked, ledger.clock.now())
-    from flowledger.cli.tasks_cmd import page_hint
-
-    more = page_hint(len(page.flows), page.total, paging)
-    if more:
-        out(more)
-
-
-def list_head(page: FlowPage) -> list[str]:
-    active, blocked, cancelling = page.pressure
-    lines = [f"TaskFlows: {page.total}",
-             f"TaskFlow pressure: {active} active · {blocked} blocked · {cancelling} cancel-requested · "
-             f"{page.total} total"]
-    for key, name in (("status", "Status"), ("owner", "Owner"), ("since", "Since")):
-        if page.filters.get(key):
-            lines.append(f"{name} filter: {safe(page.filters[key])}")
-    if not page.flows:
-        lines.append("No TaskFlows found. Run flowledger tasks list to inspect standalone background tasks.")
-    return lines
-
-
-def render_flows(flows: list[Flow], linked: dict[str, list[Task]], now: datetime) -> None:
-    short = short_ids([f.flow_id for f in flows])
-    columns = [Col("TaskFlow"), Col("Mode"), Col("Status"), Col("Age"), Col("Duration"), Col("Active/Tasks"),
-               Col("Goal", fixed=False)]
-    rows = []
-    for flow in flows:
-        tasks = linked.get(flow.flow_id, [])
-        counts = f"{sum(t.status in ACTIVE for t in tasks)}/{len(tasks)}"
-        rows.append([short[flow.flow_id], flow.sync_mode.value, flow.status.value, age(flow.created_at, now),
-                     duration(flow.created_at, flow.ended_at, now), counts, flow.goal])
-    render(columns, rows, status_column=2)
-
-
-def state_line(flow: Flow) -> str | None:
-    if flow.status == FlowStatus.BLOCKED:
-        if flow.blocked_summary:
-            return safe(flow.blocked_summary)
-        return f"blocked by {safe(flow.blocked_task_id)}" if flow.blocked_task_id else "blocked"
-    if flow.status == FlowStatus.WAITING and flow.wait is not ABSENT and flow.wait is not None:
-        wait = flow.wait
-        if isinstance(wait, list):
-            return f"array({len(wait)})"
-        if isinstance(wait, dict):
-            return safe(", ".join(sorted(str(k) for k in wait)))
-        return safe(wait)
-    return None
-
-
-def show_lines(flow: Flow, tasks: list[Task]) -> list[str]:
-    lines = [
-        "TaskFlow:",
-        f"flowId: {flow.flow_id}",
-        f"status: {flow.status.value}",
-        f"goal: {safe(flow.goal)}",
-        f"currentStep: {safe(flow.current_step or 'n/a')}",
-        f"owner: {safe(flow.owner_key)}",
-        f"notify: {flow.notify_policy.value}",
-    ]
-    state = state_line(flow)
-    if state is not None:
-        lines.append(f"state: {state}")
-    if flow.cancel_requested_at is not None:
-        lines.append(f"cancelRequestedAt: {when(flow.cancel_requested_at)}")
-    active = sum(t.status in ACTIVE for t in tasks)
-    issues = sum(t.status in FAILURES for t in tasks)
-    lines += [
-        f"createdAt: {when(flow.created_at)}",
-        f"updatedAt: {when(flow.updated_at)}",
-        f"endedAt: {when(flow.ended_at)}",
-        f"tasks: {len(tasks)} total · {active} active · {issues} issues",
-    ]
-    steps = flow_ops.graph_show_lines(flow, tasks)
-    if steps is not None:
-        return lines + steps
-    if not tasks:
-        lines.append("Linked tasks: none")
-        return lines
-    lines.append("Linked tasks:")
-    for task in tasks:
-        lines.append(f"- {task.task_id} {task.status.value} {safe(task.run_id or 'n/a')} "
-                     f"{safe(task.label or task.task)}")
-    return lines
+    print_flow_page(page, paging, ledger.clock.now(), status=st, as_json=wants_json(ctx, json_out))
 
 
 def retry_line(event: StepEvent) -> str:

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
 from flowledger.cli.context import app_context
-from flowledger.cli.render import cut, emit_json, err, out, safe
+from flowledger.cli.render import emit_json, err, out, safe
 from flowledger.flows.documents import flow_document
-from flowledger.flows.models import LINK_TERMINAL, Flow, FlowStatus
-from flowledger.flows.steps import StepView, step_views, tasks_by_step, why_not_succeeded
+from flowledger.flows.models import LINK_TERMINAL, FlowStatus
+from flowledger.flows.steps import step_views, tasks_by_step, why_not_succeeded
 from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED
-from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import is_terminal
 
 if TYPE_CHECKING:
@@ -36,66 +34,7 @@ def register(flow_app: typer.Typer) -> None:
     flow_app.command("retry")(retry_cmd)
 
 
-# --- the per-step lines -----------------------------------------------------------------------------------
-
-
-def short_ids(ids: Sequence[str], minimum: int = 8) -> dict[str, str]:
-    """Each id by its shortest prefix (at least `minimum`) that no other id shown shares."""
-    unique = sorted(set(ids))
-    shown: dict[str, str] = {}
-    for index, ident in enumerate(unique):
-        length = minimum
-        for other in (unique[index - 1] if index else "", unique[index + 1] if index + 1 < len(unique) else ""):
-            common = 0
-            while common < min(len(ident), len(other)) and ident[common] == other[common]:
-                common += 1
-            length = max(length, common + 1)
-        shown[ident] = ident[:length]
-    return shown
-
-
-def duration_text(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{ms}ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def step_lines(views: Sequence[StepView]) -> list[str]:
-    """One compact line per step: id (label), status, attempts, duration, task, first line of the error."""
-    shown = short_ids([v.task_id for v in views if v.task_id])
-    width = min(24, max(len("step"), *(len(safe(v.step_id)) for v in views)))
-    lines = [f"Steps ({len(views)}):"]
-    for view in views:
-        label = f" ({cut(view.label, 30)})" if view.label != view.step_id else ""
-        tries = f"×{view.attempts}" if view.attempts != 1 else "  "
-        task = shown.get(view.task_id or "", "-")
-        error = f"  {cut(first(view.error), 80)}" if view.error and view.status != "succeeded" else ""
-        lines.append(f"  {cut(view.step_id, width).ljust(width)}  {view.status.ljust(9)} {tries.ljust(4)} "
-                     f"{duration_text(view.duration_ms).rjust(7)}  {task}{label}{error}".rstrip())
-    return lines
-
-
-def first(text: str | None) -> str:
-    stripped = (text or "").strip()
-    return stripped.splitlines()[0] if stripped else ""
-
-
-def graph_show_lines(flow: Flow, tasks: list[Task]) -> list[str] | None:
-    """The steps section and the why-line of `flow show` for a graph flow; None for any other flow."""
-    views = step_views(flow, tasks)
-    if views is None:
-        return None
-    lines = step_lines(views)
-    why = why_not_succeeded(flow, views)
-    if why is not None:
-        lines.append(f"Why: {safe(why)}")
-    return lines
+# The per-step lines live in cli/flow_views.py (shared with the lean read path).
 
 
 # --- logs ---------------------------------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import sys
 from typing import Annotated
@@ -12,9 +10,9 @@ import typer
 
 from flowledger.cli import flow_cmd, gateway_cmd, health_cmd, helpstyle, sessions_cmd, tasks_cmd, web_cmd
 from flowledger.cli.context import AppContext
-from flowledger.cli.render import err, safe
+from flowledger.cli.lean import run_lean
+from flowledger.cli.render import LOG_FORMAT, decodable, err, internal_error, safe, tolerant_output
 from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED, EXIT_USAGE, FlowledgerError
-from flowledger.tasks.core.limits import escape_undecodable
 
 helpstyle.install()
 app = typer.Typer(
@@ -67,13 +65,20 @@ def root(
     ctx.call_on_close(context.close)
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Entry point: every failure becomes one line on stderr and a documented exit code (CONTRACT §3)."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _tolerant_output()
+def run(argv: list[str] | None = None, *, lean: bool = True) -> int:
+    """Entry point: every failure becomes one line on stderr and a documented exit code (CONTRACT §3).
+
+    The read commands operators run all day are answered by the lean path first (cli/lean.py) when it can;
+    `lean=False` when the caller already tried it (cli/entry.py)."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    tolerant_output()
+    if lean:
+        answered = run_lean(decodable(sys.argv[1:] if argv is None else argv))
+        if answered is not None:
+            return answered
     command = typer.main.get_command(app)
     try:
-        args = _decodable(sys.argv[1:] if argv is None else argv)
+        args = decodable(sys.argv[1:] if argv is None else argv)
         result = command.main(args=args, prog_name="flowledger", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
@@ -97,26 +102,9 @@ def run(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # never a traceback: one line, and the details at debug level
         logging.getLogger(__name__).debug("unexpected error", exc_info=True)
-        err(safe(f"flowledger: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+        err(internal_error(exc))
         return EXIT_NOT_FOUND_OR_REFUSED
     return int(result) if isinstance(result, int) else 0
-
-
-def _tolerant_output() -> None:
-    """A str that cannot be encoded (a file name or argv that was not UTF-8) is written escaped, never raised:
-    `\\udcff` in a JSON string is even a valid escape."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
-            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
-
-
-def _decodable(argv: list[str]) -> list[str]:
-    """Arguments that were not UTF-8 (issue 12 item 8) escaped as `\\xNN` up to `--`; after it (a command to
-    run) they are kept as given, so the child receives its exact bytes."""
-    if "--" not in argv:
-        return [escape_undecodable(a) for a in argv]
-    cut = argv.index("--")
-    return [escape_undecodable(a) for a in argv[:cut]] + argv[cut:]
 
 
 def _one_line(message: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import sys
@@ -10,6 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from flowledger.tasks.core.clock import iso_z
+from flowledger.tasks.core.limits import escape_undecodable
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -35,6 +40,11 @@ def emit_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
+def internal_error(exc: BaseException) -> str:
+    """The one line an unexpected error becomes (never a traceback; CONTRACT §3)."""
+    return safe(f"flowledger: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
 def out(line: str = "") -> None:
     sys.stdout.write(line + "\n")
 
@@ -53,3 +63,20 @@ def table(headers: Sequence[tuple[str, int]], rows: Sequence[Sequence[object]]) 
         return " ".join(parts).rstrip()
 
     return [line([h for h, _ in headers]), *(line(r) for r in rows)]
+
+
+def tolerant_output() -> None:
+    """A str that cannot be encoded (a file name or argv that was not UTF-8) is written escaped, never raised:
+    `\\udcff` in a JSON string is even a valid escape."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+
+
+def decodable(argv: list[str]) -> list[str]:
+    """Arguments that were not UTF-8 (issue 12 item 8) escaped as `\\xNN` up to `--`; after it (a command to
+    run) they are kept as given, so the child receives its exact bytes."""
+    if "--" not in argv:
+        return [escape_undecodable(a) for a in argv]
+    cut = argv.index("--")
+    return [escape_undecodable(a) for a in argv[:cut]] + argv[cut:]

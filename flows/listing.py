@@ -1,74 +1,26 @@
 """The task and flow listings of the operator's surface (CONTRACT §7): filters, a page, and the counts over
 everything that matches — what `tasks list`, `tasks flow list` and the web board's `/api/tasks` and
 `/api/flows` show. The SQL lives in tasks.listing and flows.store; this module composes them with lookups.
+The page values (`Paging`, `TaskPage`, `FlowPage`) live in flows/pages.py, shared with the lean read path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from flowledger.flows import store
-from flowledger.flows.ledger import Ledger
-from flowledger.flows.models import LINK_TERMINAL, Flow, FlowStatus
-from flowledger.tasks.core import limits
+from flowledger.flows.models import FlowStatus
+from flowledger.flows.pages import DEFAULT_LIMIT, FlowPage, Paging, TaskPage
 from flowledger.tasks.core.clock import iso_z
-from flowledger.tasks.core.durations import parse_duration
 from flowledger.tasks.core.errors import FlowNotFound, InvalidInput
-from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import Runtime, TaskStatus, parse_enum
 from flowledger.tasks.health import listing
 
-DEFAULT_LIMIT = 100
+__all__ = ["DEFAULT_LIMIT", "FlowPage", "Paging", "TaskPage", "flow_page", "parse_since", "task_page"]
 
-
-@dataclass(frozen=True, slots=True)
-class Paging:
-    limit: int | None = DEFAULT_LIMIT  # None = all
-    offset: int = 0
-
-    @classmethod
-    def parse(cls, limit: int, offset: int) -> Paging:
-        """`--limit N` (0 = all) and `--offset N`; negative values are usage errors."""
-        if limit < 0:
-            raise InvalidInput(f"--limit must be 0 (all) or a positive integer, not {limit}.")
-        if offset < 0:
-            raise InvalidInput(f"--offset must be 0 or a positive integer, not {offset}.")
-        for name, value in (("--limit", limit), ("--offset", offset)):
-            if value > limits.MAX_COUNT:  # a database integer holds it; 10^12 rows is beyond any ledger
-                raise InvalidInput(f"{name} must be at most {limits.MAX_COUNT}, not {value}.")
-        return cls(limit=limit or None, offset=offset)
-
-
-@dataclass
-class TaskPage:
-    tasks: list[Task]
-    total: int  # every task matching the filters
-    counts: dict[str, int]  # projected status -> count over every task matching the filters
-    filters: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def pressure(self) -> tuple[int, int, int]:
-        return listing.pressure(self.counts)
-
-
-@dataclass
-class FlowPage:
-    flows: list[Flow]
-    linked: dict[str, list[Task]]
-    total: int
-    counts: dict[str, tuple[int, int]]  # status -> (flows, cancel requests)
-    filters: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def pressure(self) -> tuple[int, int, int]:
-        """(active, blocked, cancel-requested) over every flow matching the filters."""
-        active = sum(self.counts.get(s.value, (0, 0))[0] for s in (FlowStatus.QUEUED, FlowStatus.RUNNING))
-        blocked = self.counts.get(FlowStatus.BLOCKED.value, (0, 0))[0]
-        # Only outstanding intent counts (reference-bugs 117713): requested and not yet terminal.
-        cancelling = sum(n for status, (_, n) in self.counts.items() if FlowStatus(status) not in LINK_TERMINAL)
-        return active, blocked, cancelling
+if TYPE_CHECKING:
+    from flowledger.flows.ledger import Ledger
 
 
 def parse_since(raw: str, now: datetime) -> datetime:
@@ -76,6 +28,8 @@ def parse_since(raw: str, now: datetime) -> datetime:
     ISO time with a zone; a time without a zone is refused."""
     text = raw.strip()
     if text and text[0].isdigit() and not any(ch in text for ch in "-:T"):
+        from flowledger.tasks.core.durations import parse_duration
+
         return now - parse_duration(text, what="--since", allow_zero=True)
     try:
         parsed = datetime.fromisoformat(text)

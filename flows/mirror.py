@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from flowledger.flows import store
+from flowledger.flows.flow_rows import load_json
 from flowledger.flows.models import (
     LINK_TERMINAL,
     MAINTENANCE_TERMINAL,
@@ -231,7 +232,7 @@ def _sync_mirrored(conn: Connection, row: Any, status: FlowStatus, previous: Tas
                 notify_policy=policy, goal=row.goal, created_at=row.created_at,
                 updated_at=row.updated_at or row.created_at, revision=max(0, int(row.revision or 0)),
                 blocked_task_id=row.blocked_task_id, blocked_summary=row.blocked_summary,
-                wait=store.load_json(row.wait_json, row.flow_id, "wait_json"), ended_at=row.ended_at)
+                wait=load_json(row.wait_json, row.flow_id, "wait_json"), ended_at=row.ended_at)
     linked = task_store.linked_to_flow(conn, row.flow_id)
     new = derive_mirrored(flow, linked, previous)
     values = {column: dump(getattr(new, name)) for name, (column, dump) in _DERIVED.items()

@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 from sqlalchemy.sql import Select
 
+from flowledger.flows.flow_rows import mapping_to_flow
 from flowledger.flows.models import (
     ABSENT,
-    LEGACY_CONTROLLER,
     LINK_TERMINAL,
     Flow,
     FlowStatus,
@@ -24,7 +24,7 @@ from flowledger.flows.models import (
 from flowledger.tasks.core import store as task_store
 from flowledger.tasks.core.errors import InvalidPersistedValue
 from flowledger.tasks.core.models import DeliveryOrigin, Task
-from flowledger.tasks.core.states import ACTIVE, NotifyPolicy
+from flowledger.tasks.core.states import ACTIVE
 from flowledger.tasks.core.tables import flow_runs, task_runs
 
 _COLUMNS = [c for c in flow_runs.c if c.name != "seq"]
@@ -38,56 +38,8 @@ def dump_json(value: Any) -> str | None:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def load_json(text: str | None, ident: str, column: str) -> Any:
-    if text is None:
-        return ABSENT
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise InvalidPersistedValue("flow", ident, column, text[:40]) from None
-
-
 def row_to_flow(row: Row[Any]) -> Flow:
-    m = row._mapping
-    ident = m["flow_id"]
-    mode = parse_sync_mode(m["sync_mode"])
-    controller = m["controller_id"]
-    if mode == SyncMode.MANAGED and not (controller or "").strip():
-        controller = LEGACY_CONTROLLER
-    try:
-        status = FlowStatus(m["status"])
-    except ValueError:
-        raise InvalidPersistedValue("flow", ident, "status", m["status"]) from None
-    try:
-        policy = NotifyPolicy(m["notify_policy"])
-    except ValueError:
-        raise InvalidPersistedValue("flow", ident, "notify_policy", m["notify_policy"]) from None
-    origin = None
-    if m["requester_origin_json"]:
-        try:
-            origin = DeliveryOrigin.from_mapping(json.loads(m["requester_origin_json"]))
-        except ValueError:
-            origin = None
-    return Flow(
-        flow_id=ident,
-        sync_mode=mode,
-        owner_key=m["owner_key"],
-        controller_id=controller,
-        revision=max(0, int(m["revision"] or 0)),
-        status=status,
-        notify_policy=policy,
-        goal=m["goal"],
-        current_step=m["current_step"],
-        blocked_task_id=m["blocked_task_id"],
-        blocked_summary=m["blocked_summary"],
-        state=load_json(m["state_json"], ident, "state_json"),
-        wait=load_json(m["wait_json"], ident, "wait_json"),
-        cancel_requested_at=m["cancel_requested_at"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"] or m["created_at"],
-        ended_at=m["ended_at"],
-        requester_origin=origin,
-    )
+    return mapping_to_flow(row._mapping)
 
 
 def flow_values(flow: Flow) -> dict[str, Any]:

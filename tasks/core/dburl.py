@@ -13,11 +13,12 @@ import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from typing import TYPE_CHECKING
 
 from flowledger.tasks.core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 DEFAULT_STATE_DIR = "~/.flowledger"
 SQLITE_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite"})
@@ -53,6 +54,10 @@ def resolve_database_url(database_url: str | None, state_dir: Path) -> str:
 
 def parse_database_url(url: str) -> DatabaseTarget:
     """A URL flowledger can open, or InvalidInput with a reason that never repeats the URL."""
+    # Imported here: resolving the state dir and the default URL (the lean read path) needs no SQLAlchemy.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
         backend = parsed.get_backend_name()

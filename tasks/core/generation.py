@@ -27,6 +27,7 @@ from flowledger.tasks.core.child_sessions import is_active_child_session
 from flowledger.tasks.core.clock import Clock
 from flowledger.tasks.core.db import Database, insert_ignoring_conflict, serialize_on
 from flowledger.tasks.core.errors import InvalidInput, OperationRefused, TaskNotFound
+from flowledger.tasks.core.generation_kinds import IMAGE, TOOLS, is_generation
 from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.lookup import lookup_task
@@ -35,10 +36,6 @@ from flowledger.tasks.core.sessionkeys import parse_agent_id, required_key
 from flowledger.tasks.core.states import ACTIVE, DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus
 from flowledger.tasks.core.tables import generation_media, sessions, task_runs
 
-IMAGE = "image_generate"
-MUSIC = "music_generate"
-VIDEO = "video_generate"
-TOOLS = (IMAGE, MUSIC, VIDEO)
 # The row a requester session gets when it has none yet: a plain conversation session (as tasks/sessions/routes.py
 # makes for a stored route), so the job has a session to be backed by.
 SESSION_KIND = "session"
@@ -50,10 +47,6 @@ class GenerationStart:
 
     task: Task
     started: bool
-
-
-def is_generation(task: Task) -> bool:
-    return task.runtime == Runtime.CLI and task.task_kind in TOOLS and task.scope_kind == ScopeKind.SESSION
 
 
 def parse_tool(tool: str | None) -> str:
@@ -161,6 +154,7 @@ def start_generation(db: Database, clock: Clock, hooks: TaskHooks, tool: str, se
 def ensure_session_row(conn: Connection, session_key: str, now: datetime) -> None:
     """Give a requester session without a registry row one, so its job has a session to be backed by. Never for a
     key an active task runs in as its child session: a new row would make that vanished child look alive."""
+
     exists = conn.execute(select(sessions.c.session_key).where(sessions.c.session_key == session_key)).first()
     if exists is None and not is_active_child_session(conn, session_key):
         insert_ignoring_conflict(conn, sessions, {"session_key": session_key, "kind": SESSION_KIND,

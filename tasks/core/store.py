@@ -12,19 +12,17 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, delete, insert, or_, select, update
 from sqlalchemy.sql import Select
 
+from flowledger.tasks.core import task_rows
 from flowledger.tasks.core.clock import require_aware, to_ms
 from flowledger.tasks.core.db import Prepared
-from flowledger.tasks.core.errors import InvalidPersistedValue
 from flowledger.tasks.core.models import DeliveryOrigin, Task, TaskEvent
 from flowledger.tasks.core.states import (
-    DeliveryStatus,
-    NotifyPolicy,
     Runtime,
     ScopeKind,
     TaskStatus,
-    TerminalOutcome,
 )
 from flowledger.tasks.core.tables import UTCMillis, task_delivery_state, task_events, task_runs
+from flowledger.tasks.core.task_rows import mapping_to_task
 
 log = logging.getLogger(__name__)
 _TASK_COLUMNS = [c for c in task_runs.c if c.name != "seq"]
@@ -62,7 +60,6 @@ _P_BY_RUN_ID_FOR_UPDATE = Prepared(_BY_RUN_ID_FOR_UPDATE)
 _EVENT_KEYS = ["task_id", "at", "kind", "summary", "previous_status"]
 _P_INSERT_EVENT = Prepared(insert(task_events), _EVENT_KEYS)
 _RAW_KEYS = [c.name for c in _TASK_COLUMNS] + ["seq", _ORIGIN.name]
-_TIME_KEYS = frozenset(c.name for c in task_runs.c if isinstance(c.type, UTCMillis))
 _P_LINKED = Prepared(_TASK_SELECT.where(task_runs.c.parent_flow_id == bindparam("b_flow_id")).order_by(*NEWEST_FIRST))
 _P_INSERT_TASK: dict[tuple[str, ...], Prepared] = {}
 # One guarded UPDATE per (written columns, number of expected statuses): a stale copy writes only what it
@@ -88,84 +85,11 @@ def driver_values(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _raw_to_task(row: Sequence[Any]) -> Task:
-    m = dict(zip(_RAW_KEYS, row, strict=True))
-    for key in _TIME_KEYS:
-        m[key] = _TIMESTAMP.process_result_value(m[key], None)  # type: ignore[arg-type]
-    return mapping_to_task(m)
-
-
-def _enum(kind: Any, value: Any, ident: str, column: str, *, optional: bool = False) -> Any:
-    if value is None and optional:
-        return None
-    try:
-        return kind(value)
-    except ValueError:
-        raise InvalidPersistedValue("task", ident, column, value) from None
+    return task_rows.raw_to_task(_RAW_KEYS, row)
 
 
 def row_to_task(row: Row[Any]) -> Task:
     return mapping_to_task(row._mapping)
-
-
-def mapping_to_task(m: Any) -> Task:
-    ident = m["task_id"]
-    scope = _enum(ScopeKind, m["scope_kind"], ident, "scope_kind")
-    requester = m["requester_session_key"] or ""
-    if not requester and scope == ScopeKind.SESSION:
-        requester = m["owner_key"]
-    origin = None
-    if m[_ORIGIN.name] is not None:
-        try:
-            origin = DeliveryOrigin.from_mapping(json.loads(m[_ORIGIN.name]))
-        except ValueError:
-            # The record stays readable without its origin (delivery falls back to the session queue), but the
-            # damage is named rather than silently dropped.
-            log.warning("task %s: ignoring unreadable persisted requester_origin_json %r", ident,
-                        str(m[_ORIGIN.name])[:40])
-            origin = None
-    return Task(
-        task_id=ident,
-        runtime=_enum(Runtime, m["runtime"], ident, "runtime"),
-        task_kind=m["task_kind"],
-        source_id=m["source_id"],
-        requester_session_key=requester,
-        owner_key=m["owner_key"],
-        scope_kind=scope,
-        child_session_key=m["child_session_key"],
-        parent_flow_id=m["parent_flow_id"],
-        parent_task_id=m["parent_task_id"],
-        agent_id=m["agent_id"],
-        requester_agent_id=m["requester_agent_id"],
-        run_id=m["run_id"],
-        label=m["label"],
-        task=m["task"],
-        status=_enum(TaskStatus, m["status"], ident, "status"),
-        delivery_status=_enum(DeliveryStatus, m["delivery_status"], ident, "delivery_status"),
-        notify_policy=_enum(NotifyPolicy, m["notify_policy"], ident, "notify_policy"),
-        created_at=m["created_at"],
-        started_at=m["started_at"],
-        ended_at=m["ended_at"],
-        last_event_at=m["last_event_at"],
-        cleanup_after=m["cleanup_after"],
-        error=m["error"],
-        progress_summary=m["progress_summary"],
-        terminal_summary=m["terminal_summary"],
-        terminal_outcome=_enum(TerminalOutcome, m["terminal_outcome"], ident, "terminal_outcome", optional=True),
-        requester_origin=origin,
-        media=_media(ident, m["media_json"]),
-    )
-
-
-def _media(ident: str, text: str | None) -> tuple[str, ...] | None:
-    if text is None:
-        return None
-    try:
-        items = json.loads(text)
-    except ValueError:
-        items = None
-    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        raise InvalidPersistedValue("task", ident, "media_json", text)
-    return tuple(items)
 
 
 def task_values(task: Task) -> dict[str, Any]:

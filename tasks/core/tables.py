@@ -15,8 +15,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-from flowledger.tasks.core.clock import from_ms, require_aware, to_ms
-from flowledger.tasks.core.errors import StorageUnavailable
+from flowledger.tasks.core.clock import require_aware, to_ms
+from flowledger.tasks.core.task_rows import stored_time
 
 # 2: no task_runs.last_event_at index, (cleanup_after, seq) instead of cleanup_after; cron_jobs.timeout_ms;
 #    sessions.last_route_json
@@ -44,12 +44,7 @@ class UTCMillis(TypeDecorator[datetime]):
         return to_ms(require_aware(value))
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        try:
-            return from_ms(int(value))
-        except (TypeError, ValueError, OverflowError):  # SQLite keeps whatever a hand edit stored
-            raise StorageUnavailable(f"Invalid persisted timestamp {value!r}: expected epoch milliseconds.") from None
+        return stored_time(value)  # one conversion for the ORM store and the lean reader (tasks/core/task_rows.py)
 
 
 def _ts(*, nullable: bool = True, index: bool = False) -> Any:

@@ -24,7 +24,8 @@ from typing import TypeVar
 from sqlalchemy import Connection, and_, or_, select, update
 
 from flowledger.tasks.core import store
-from flowledger.tasks.core.generation import is_generation, item_key, record_items, session_alive, unsent_items
+from flowledger.tasks.core.generation import item_key, record_items, session_alive, unsent_items
+from flowledger.tasks.core.generation_kinds import is_generation
 from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.service import TaskService

@@ -13,15 +13,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, func, select
-
-from flowledger.tasks.core import generation
+from flowledger.tasks.core import generation_kinds as generation
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.sessionkeys import ChatType, chat_type
 from flowledger.tasks.core.states import ACTIVE, Runtime, TaskStatus
-from flowledger.tasks.core.tables import cron_jobs, sessions, task_payloads
-from flowledger.tasks.runs import liveness
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+# The loaders below import SQLAlchemy and the tables when called: the rules (`judge`, `should_mark_lost`) are
+# shared with the lean read path (tasks/health/sqlite_reads.py), which must not pay for the storage layer's imports.
 
 LOST_GRACE = timedelta(minutes=5)
 CODEX_NATIVE_GRACE = timedelta(minutes=30)
@@ -80,6 +83,8 @@ class BackingView:
         view = cls(now=now, authoritative=authoritative, active_acp_sessions=active_acp_sessions)
         if not batch:
             return view
+        from flowledger.tasks.runs import liveness
+
         view.live_runs = live_runs if live_runs is not None else liveness.live_run_ids(conn, now)
         view.fresh_gateways = liveness.fresh_gateways(conn, now)
         keys = {t.child_session_key for t in batch if t.child_session_key}
@@ -101,6 +106,10 @@ class BackingView:
 
 def unclaimed_payloads(conn: Connection, task_ids: list[str]) -> set[str]:
     """Which of `task_ids` have a command payload no gateway has claimed yet."""
+    from sqlalchemy import select
+
+    from flowledger.tasks.core.tables import task_payloads
+
     found: set[str] = set()
     for start in range(0, len(task_ids), _IN_CHUNK):
         chunk = task_ids[start:start + _IN_CHUNK]
@@ -112,6 +121,10 @@ def unclaimed_payloads(conn: Connection, task_ids: list[str]) -> set[str]:
 
 def load_sessions(conn: Connection, keys: Iterable[str]) -> dict[str, SessionState]:
     """Session rows for `keys`, matched exactly, then case-insensitively for the misses."""
+    from sqlalchemy import func, select
+
+    from flowledger.tasks.core.tables import sessions
+
     wanted = sorted(set(keys))
     found: dict[str, SessionState] = {}
     cols = (sessions.c.session_key, sessions.c.tombstone, sessions.c.acp_json, sessions.c.gateway_id,
@@ -132,6 +145,10 @@ def load_sessions(conn: Connection, keys: Iterable[str]) -> dict[str, SessionSta
 
 def running_cron_jobs(conn: Connection) -> set[str]:
     """Lower-cased ids of cron jobs the cron runtime has marked running (`cron_jobs.running_at`)."""
+    from sqlalchemy import select
+
+    from flowledger.tasks.core.tables import cron_jobs
+
     rows = conn.execute(select(cron_jobs.c.job_id).where(cron_jobs.c.running_at.is_not(None)))
     return {str(r[0]).lower() for r in rows}
 

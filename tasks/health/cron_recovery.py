@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from sqlalchemy import Connection, and_, select
+from typing import TYPE_CHECKING
 
 from flowledger.tasks.core.clock import from_ms, to_ms
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import ACTIVE, Runtime, TaskStatus
-from flowledger.tasks.core.tables import cron_jobs, cron_run_log
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+# `load` imports SQLAlchemy when called: `decide` is shared with the lean read path (tasks/health/sqlite_reads.py).
 
 CRON_TIMEOUT_ERROR = "cron: job execution timed out"
 _FINISHED = frozenset({"ok", "skipped", "error"})
@@ -101,6 +104,10 @@ def decide(task: Task, entries: Iterable[RunLogEntry], job: JobState | None) -> 
 
 def load(conn: Connection, tasks: Iterable[Task]) -> dict[str, Recovery]:
     """Recoveries for every recoverable task of a batch, keyed by task id."""
+    from sqlalchemy import and_, select
+
+    from flowledger.tasks.core.tables import cron_jobs, cron_run_log
+
     runs = {t.task_id: (t, parsed) for t in tasks if (parsed := parse_run(t)) is not None}
     if not runs:
         return {}

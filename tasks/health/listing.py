@@ -19,11 +19,11 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from flowledger.tasks.core import store
 from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
-from flowledger.tasks.core.states import ACTIVE, FAILURES, Runtime, TaskStatus
+from flowledger.tasks.core.states import ACTIVE, Runtime, TaskStatus
 from flowledger.tasks.core.tables import task_runs
 from flowledger.tasks.health import cron_recovery
-from flowledger.tasks.health.backing import BackingView, should_mark_lost
-from flowledger.tasks.health.projection import BATCH, active_may_change, project_batch
+from flowledger.tasks.health.backing import BackingView
+from flowledger.tasks.health.projection import BATCH, active_may_change, project_batch, projected_status
 
 _ACTIVE = [s.value for s in ACTIVE]
 COUNT_BATCH = 2000
@@ -90,14 +90,7 @@ class Projector:
         """The projected status of each task, as `project` would give it, without building the records."""
         view = BackingView.load(conn, tasks, self.now, authoritative=self.authoritative)
         recoveries = cron_recovery.load(conn, tasks)
-        out = []
-        for task in tasks:
-            recovery = recoveries.get(task.task_id)
-            if recovery is not None:
-                out.append(recovery.status)
-            else:
-                out.append(TaskStatus.LOST if should_mark_lost(task, view) is not None else task.status)
-        return out
+        return [projected_status(task, view, recoveries.get(task.task_id)) for task in tasks]
 
 
 def page(db: Database, query: TaskFilter, projector: Projector, *, limit: int | None, offset: int = 0) -> list[Task]:
@@ -157,12 +150,6 @@ def count_by_status(db: Database, query: TaskFilter, projector: Projector) -> di
                         counts[status.value] += 1
             after = rows[-1][0]
     return counts
-
-
-def pressure(counts: dict[str, int]) -> tuple[int, int, int]:
-    """(queued, running, issues) of a `count_by_status` answer."""
-    return (counts[TaskStatus.QUEUED.value], counts[TaskStatus.RUNNING.value],
-            sum(counts[s.value] for s in FAILURES))
 
 
 def _newest(db: Database, where: list[ColumnElement[bool]], projector: Projector) -> Iterator[list[Task]]:

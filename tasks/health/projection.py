@@ -9,18 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, or_
-
-from flowledger.tasks.core import rules, store
-from flowledger.tasks.core.db import Database
+from flowledger.tasks.core import rules
 from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
 from flowledger.tasks.core.states import ACTIVE, DeliveryStatus, NotifyPolicy, Runtime, TaskStatus
-from flowledger.tasks.core.tables import UTCMillis, task_runs
 from flowledger.tasks.health import cron_recovery
 from flowledger.tasks.health.backing import LOST_GRACE, BackingView, Verdict, should_mark_lost
 from flowledger.tasks.health.cron_recovery import Recovery
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, Connection
+
+    from flowledger.tasks.core.db import Database
+
+# The SQL helpers below import SQLAlchemy when called: `project` is shared with the lean read path
+# (tasks/health/sqlite_reads.py), which reconciles with the same rules and never loads the storage layer.
 
 BATCH = 500
 
@@ -46,6 +50,13 @@ def project(task: Task, view: BackingView, recovery: Recovery | None,
     return task
 
 
+def projected_status(task: Task, view: BackingView, recovery: Recovery | None) -> TaskStatus:
+    """The status `project` would give `task`, without building the projected record (counts need only this)."""
+    if recovery is not None:
+        return recovery.status
+    return TaskStatus.LOST if should_mark_lost(task, view) is not None else task.status
+
+
 def project_batch(conn: Connection, tasks: Sequence[Task], now: datetime, *, authoritative: bool,
                   retention: timedelta = DEFAULT_RETENTION) -> list[Task]:
     """Project one batch with one prefetch of its backing and cron history."""
@@ -69,6 +80,10 @@ def chunks(items: Sequence[Task], size: int) -> Iterator[Sequence[Task]]:
 
 def activity() -> ColumnElement[Any]:
     """`Task.last_activity_at` in SQL: the time the lost grace and the stale thresholds are measured from."""
+    from sqlalchemy import func
+
+    from flowledger.tasks.core.tables import UTCMillis, task_runs
+
     c = task_runs.c
     return func.coalesce(c.last_event_at, c.started_at, c.created_at, type_=UTCMillis())
 
@@ -76,6 +91,10 @@ def activity() -> ColumnElement[Any]:
 def active_may_change(now: datetime) -> ColumnElement[bool]:
     """Active rows whose projection can differ or that can be stale: past the shortest grace (the stale
     thresholds are longer), or cron (durable recovery needs no grace)."""
+    from sqlalchemy import or_
+
+    from flowledger.tasks.core.tables import task_runs
+
     return or_(activity() <= now - LOST_GRACE, task_runs.c.runtime == Runtime.CRON.value)
 
 
@@ -85,6 +104,10 @@ def _noteworthy(now: datetime) -> ColumnElement[bool]:
     A fresh active row (inside the lost grace, not cron, no end time) is quiet: at a million records most active
     rows are, and projecting them is what used to make `status` slow.
     """
+    from sqlalchemy import and_, or_
+
+    from flowledger.tasks.core.tables import task_runs
+
     c = task_runs.c
     return or_(
         and_(c.status.in_([s.value for s in ACTIVE]), or_(active_may_change(now), c.ended_at.is_not(None))),
@@ -100,6 +123,9 @@ def stream_projected(db: Database, now: datetime, *, authoritative: bool,
                      retention: timedelta = DEFAULT_RETENTION, batch: int = BATCH
                      ) -> Iterator[tuple[Task, Task]]:
     """(stored, projected) for every noteworthy task, in keyset batches of short read transactions."""
+    from flowledger.tasks.core import store
+    from flowledger.tasks.core.tables import task_runs
+
     after = 0
     where = _noteworthy(now)
     while True:
@@ -118,6 +144,11 @@ def stream_projected(db: Database, now: datetime, *, authoritative: bool,
 def stream_newest(db: Database, now: datetime, *, runtime: Runtime | None, authoritative: bool,
                   retention: timedelta = DEFAULT_RETENTION, batch: int = BATCH) -> Iterator[list[Task]]:
     """Projected tasks newest first, one page per short read transaction (keyset on the created index)."""
+    from sqlalchemy import and_, or_
+
+    from flowledger.tasks.core import store
+    from flowledger.tasks.core.tables import task_runs
+
     c = task_runs.c
     last: tuple[datetime, int] | None = None
     while True:

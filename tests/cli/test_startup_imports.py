@@ -75,7 +75,31 @@ def test_reading_commands_load_no_scheduler_stack(ledger: Ledger, database_url: 
     task = ledger.tasks.create(runtime="cli", task="nightly export", owner_key="agent:main:main")
     base = ["--state-dir", str(state_dir), "--database-url", database_url]
     for args in (["tasks", "show", task.task_id], ["status"], ["tasks", "list"]):
-        loaded = loaded_after(cli_run(*base, *args))
-        assert "sqlalchemy" in loaded  # the probe is real: these commands did open the ledger
+        loaded = loaded_after(cli_run(*base, *args) + "import sys\nassert 'sqlite3' in sys.modules\n")
+        lean = database_url.startswith("sqlite") and args[0] == "tasks"  # cli/lean.py answers these
+        # The probe is real: these commands did open the ledger, through the ORM or the lean sqlite3 door.
+        assert ("sqlalchemy" not in loaded) if lean else ("sqlalchemy" in loaded), args
         assert loaded.isdisjoint(SCHEDULER_STACK), (args, loaded & set(SCHEDULER_STACK))
         assert "httpx" not in loaded, args  # only a send (or a configured heartbeat webhook) needs it
+
+
+@pytest.mark.parametrize("args", [["tasks", "list"], ["tasks", "show", "{task}", "--json"], ["tasks", "flow", "list"],
+                                  ["tasks", "flow", "show", "{flow}", "--json"]])
+def test_the_lean_read_commands_load_neither_storage_nor_typer(args: list[str], sqlite_url: str,
+                                                                state_dir: Path) -> None:
+    """docs/performance.md "Round two": on SQLite the console script answers these without SQLAlchemy,
+    sqlmodel, pydantic or typer (cli/entry.py → cli/lean.py)."""
+    with Ledger.open(state_dir=state_dir, database_url=sqlite_url) as ledger:
+        flow = ledger.flows.create_managed("agent:main:main", "ctl", "nightly")
+        task = ledger.tasks.create(runtime="cli", task="nightly export", owner_key="agent:main:main",
+                                   parent_flow_id=flow.flow_id)
+    argv = [a.format(task=task.task_id, flow=flow.flow_id) for a in args]
+    code = ("import sys\n"
+            f"sys.argv = ['flowledger', '--state-dir', {str(state_dir)!r}, '--database-url', {sqlite_url!r}, "
+            f"*{argv!r}]\n"
+            "from flowledger.cli.entry import main\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+            "assert 'sqlite3' in sys.modules\n")
+    loaded = loaded_after(code)
+    heavy = loaded & {*STORAGE_STACK, "pydantic", "typer", "click", *SCHEDULER_STACK, "httpx"}
+    assert not heavy, (args, heavy)

@@ -1,0 +1,269 @@
+"""The lean read door on SQLite: what `tasks list`, `tasks show`, `tasks flow list` and `tasks flow show` read,
+through the standard library's sqlite3, without SQLAlchemy, sqlmodel or any schema work (docs/performance.md,
+"Round two").
+
+One store contract, two doors: the rows go through the same mappers (tasks/core/task_rows.py, flows/flow_rows.py),
+the same reconciliation rules (`backing.should_mark_lost`, `cron_recovery.decide`, `projection.project`) and
+the same JSON serialisers as the ORM path; only the SELECTs are written out here (and in flows/lean_reads.py
+for the flow rows), in the same shape as tasks/core/store.py, tasks/health/listing.py, tasks/health/backing.py,
+tasks/runs/liveness.py and flows/store.py build them.
+tests/store/test_sqlite_reads.py checks both doors give identical records, pages and counts on one ledger.
+
+Opening does no schema work: the file is opened read-write but never created (`mode=rw`), one read transaction
+holds every query of a command (one snapshot, always the last commit: nothing is cached across commands), and
+the schema version is read in it. A ledger at any other version raises `Fallback`, as does anything this door
+does not answer itself (an ambiguous prefix, a lookup that finds nothing): the caller then takes the full path,
+which migrates, explains or refuses exactly as before.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+
+from flowledger.tasks.core import generation_kinds
+from flowledger.tasks.core.clock import from_ms, to_ms
+from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
+from flowledger.tasks.core.rules import preferred
+from flowledger.tasks.core.states import ACTIVE, Runtime, TaskStatus
+from flowledger.tasks.core.task_rows import raw_to_task
+from flowledger.tasks.health import cron_recovery
+from flowledger.tasks.health.backing import LOST_GRACE, BackingView, SessionState
+from flowledger.tasks.health.cron_recovery import JobState, Recovery, RunLogEntry
+from flowledger.tasks.health.projection import project, projected_status
+
+# The schema this door's SELECTs are written for: tasks/core/tables.py SCHEMA_VERSION (a test keeps them equal). A
+# ledger at another version is the full path's to read (it migrates an older one, refuses a newer one).
+SCHEMA_VERSION = 6
+BUSY_TIMEOUT_S = 30.0  # as tasks/core/db.py: a reader waits for a writer's checkpoint rather than failing
+BATCH = 500  # projection batch (tasks/health/projection.py BATCH)
+COUNT_BATCH = 2000  # tasks/health/listing.py COUNT_BATCH
+IN_CHUNK = 500  # bind lists (tasks/health/backing.py)
+MIN_PREFIX = 6  # tasks/core/prefixes.py
+
+TASK_KEYS = ("task_id", "runtime", "task_kind", "source_id", "requester_session_key", "owner_key", "scope_kind",
+             "child_session_key", "parent_flow_id", "parent_task_id", "agent_id", "requester_agent_id", "run_id",
+             "label", "task", "status", "delivery_status", "notify_policy", "created_at", "started_at", "ended_at",
+             "last_event_at", "cleanup_after", "error", "progress_summary", "terminal_summary", "terminal_outcome",
+             "media_json", "seq", "requester_origin_json")
+_TASK_SELECT = ("SELECT " + ", ".join(f"r.{k}" for k in TASK_KEYS[:-1]) + ", d.requester_origin_json "
+                "FROM task_runs AS r LEFT OUTER JOIN task_delivery_state AS d ON d.task_id = r.task_id")
+_NEWEST = " ORDER BY r.created_at DESC, r.seq DESC"
+_ACTIVE = tuple(s.value for s in ACTIVE)
+
+
+class Fallback(Exception):
+    """This door does not answer the request: take the full path."""
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" * len(values))
+
+
+class LeanReader:
+    """One read transaction on an existing SQLite ledger. Use as a context manager."""
+
+    def __init__(self, path: Path, now: datetime, *, authoritative: bool = False,
+                 retention: timedelta = DEFAULT_RETENTION) -> None:
+        self.now = now
+        self.authoritative = authoritative
+        self.retention = retention
+        try:
+            self.conn = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_S,
+                                        isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise Fallback(f"cannot open: {exc}") from None
+        try:
+            self.conn.execute("BEGIN")
+            row = self.conn.execute("SELECT value FROM schema_meta WHERE meta_key = 'schema_version'").fetchone()
+        except sqlite3.Error as exc:  # no schema yet, a locked or damaged file: the full path explains it
+            self.close()
+            raise Fallback(f"cannot read the schema version: {exc}") from None
+        if row is None or str(row[0]) != str(SCHEMA_VERSION):
+            self.close()
+            raise Fallback(f"schema version {row[0] if row else None!r}")
+
+    def close(self) -> None:
+        try:
+            self.conn.rollback()  # a read transaction: nothing to keep
+        finally:
+            self.conn.close()
+
+    def __enter__(self) -> LeanReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # --- tasks ------------------------------------------------------------------------------------------
+
+    def _tasks(self, where: str = "", params: Sequence[object] = (), tail: str = "") -> list[Task]:
+        sql = _TASK_SELECT + (f" WHERE {where}" if where else "") + tail
+        return [raw_to_task(TASK_KEYS, row) for row in self.conn.execute(sql, tuple(params))]
+
+    def resolve_task(self, lookup: str) -> Task:
+        """tasks/core/service.py `resolve`: id, run id (preferred task), newest owner/child-session task, unique
+        prefix. Fallback when nothing or several ids match (the full path says so in its own words)."""
+        token = (lookup or "").strip()
+        if not token:
+            raise Fallback("empty lookup")
+        for found in (self._tasks("r.task_id = ?", [token]),
+                      [t] if (t := preferred(self._tasks("r.run_id = ?", [token],
+                                                         " ORDER BY r.created_at, r.seq"))) else [],
+                      self._tasks("r.owner_key = ? OR r.child_session_key = ?", [token, token],
+                                  _NEWEST + " LIMIT 1")):
+            if found:
+                return found[0]
+        ids = self.prefix_ids("task_runs", "task_id", token)
+        if len(ids) != 1:
+            raise Fallback(f"{len(ids)} ids start with the prefix")
+        return self._tasks("r.task_id = ?", ids)[0]
+
+    def prefix_ids(self, table: str, column: str, prefix: str) -> list[str]:
+        """tasks/core/prefixes.py: an index range plus a substr guard; at most two ids (one is the answer)."""
+        if len(prefix) < MIN_PREFIX:
+            return []
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        sql = (f"SELECT {column} FROM {table} WHERE {column} >= ? AND {column} < ? "
+               f"AND substr({column}, 1, ?) = ? ORDER BY {column} LIMIT 2")
+        return [str(r[0]) for r in self.conn.execute(sql, (prefix, upper, len(prefix), prefix))]
+
+    def project(self, tasks: Sequence[Task]) -> list[Task]:
+        """tasks/health/projection.py `project_batch`, batch by batch."""
+        out: list[Task] = []
+        for start in range(0, len(tasks), BATCH):
+            batch = tasks[start:start + BATCH]
+            view, recoveries = self.backing(batch), self.recoveries(batch)
+            out.extend(project(t, view, recoveries.get(t.task_id), self.retention) for t in batch)
+        return out
+
+    def newest_tasks(self, *, limit: int, offset: int = 0) -> list[Task]:
+        """tasks/health/listing.py `page` without filters: newest first, projected."""
+        return self.project(self._tasks("", (limit, offset), _NEWEST + " LIMIT ? OFFSET ?"))
+
+    def count_by_status(self) -> dict[str, int]:
+        """tasks/health/listing.py `count_by_status` without filters: one grouped COUNT, corrected by the projected
+        status of the active rows whose projection can differ (`projection.active_may_change`)."""
+        counts = {s.value: 0 for s in TaskStatus}
+        for status, count in self.conn.execute("SELECT status, count(*) FROM task_runs GROUP BY status"):
+            counts[str(status)] = counts.get(str(status), 0) + int(count)
+        cutoff = to_ms(self.now - LOST_GRACE)
+        for active in ACTIVE:
+            after = 0
+            while True:
+                rows = [(r[TASK_KEYS.index("seq")], r) for r in self.conn.execute(
+                    _TASK_SELECT + " WHERE r.seq > ? AND r.status = ? AND (coalesce(r.last_event_at, "
+                    "r.started_at, r.created_at) <= ? OR r.runtime = ?) ORDER BY r.seq LIMIT ?",
+                    (after, active.value, cutoff, Runtime.CRON.value, COUNT_BATCH))]
+                if not rows:
+                    break
+                stored = [raw_to_task(TASK_KEYS, r) for _, r in rows]
+                view, recoveries = self.backing(stored), self.recoveries(stored)
+                for task in stored:
+                    status = projected_status(task, view, recoveries.get(task.task_id))
+                    if status != active:
+                        counts[active.value] -= 1
+                        counts[status.value] += 1
+                after = rows[-1][0]
+        return counts
+
+    # --- backing: tasks/health/backing.py BackingView.load and tasks/runs/liveness.py, as plain SQL ---------------
+
+    def backing(self, tasks: Iterable[Task]) -> BackingView:
+        batch = [t for t in tasks if t.status in ACTIVE]
+        view = BackingView(now=self.now, authoritative=self.authoritative)
+        if not batch:
+            return view
+        now = to_ms(self.now)
+        view.live_runs = {str(r[0]) for r in self.conn.execute(
+            "SELECT c.run_id FROM run_contexts AS c JOIN gateway_leases AS g ON g.gateway_id = c.gateway_id "
+            "WHERE g.expires_at > ?", (now,))}
+        view.fresh_gateways = {str(r[0]) for r in self.conn.execute(
+            "SELECT gateway_id FROM gateway_leases WHERE expires_at > ?", (now,))}
+        keys = {t.child_session_key for t in batch if t.child_session_key}
+        keys |= {t.requester_session_key for t in batch if generation_kinds.is_generation(t)}
+        if keys:
+            view.sessions = self._sessions(keys)
+        queued_cli = [t.task_id for t in batch if t.runtime == Runtime.CLI and t.status == TaskStatus.QUEUED]
+        for chunk in _chunks(queued_cli):
+            view.waiting_for_gateway.update(str(r[0]) for r in self.conn.execute(
+                f"SELECT task_id FROM task_payloads WHERE task_id IN ({_marks(chunk)}) "
+                "AND claimed_by IS NULL", chunk))
+        if self.authoritative and any(t.runtime == Runtime.CRON for t in batch):
+            view.active_cron_jobs = {str(r[0]).lower() for r in self.conn.execute(
+                "SELECT job_id FROM cron_jobs WHERE running_at IS NOT NULL")}
+        return view
+
+    def _sessions(self, keys: Iterable[str]) -> dict[str, SessionState]:
+        """tasks/health/backing.py `load_sessions`: exact keys, then case-insensitively for the misses."""
+        wanted = sorted(set(keys))
+        found: dict[str, SessionState] = {}
+        cols = "session_key, tombstone, acp_json, gateway_id, ended_at"
+        for chunk in _chunks(wanted):
+            for row in self.conn.execute(
+                    f"SELECT {cols} FROM sessions WHERE session_key IN ({_marks(chunk)})", chunk):
+                found[row[0]] = SessionState(row[0], row[1], row[2] is not None, row[3], row[4] is not None)
+        missing = sorted({k.lower() for k in wanted if k not in found})
+        for chunk in _chunks(missing):
+            for key, tombstone, acp, gateway, ended, low in self.conn.execute(
+                    f"SELECT {cols}, lower(session_key) FROM sessions "
+                    f"WHERE lower(session_key) IN ({_marks(chunk)})", chunk):
+                found.setdefault(low, SessionState(key, tombstone, acp is not None, gateway, ended is not None))
+        return found
+
+    def recoveries(self, tasks: Iterable[Task]) -> dict[str, Recovery]:
+        """tasks/health/cron_recovery.py `load`: run-log entries and job rows of a batch, then the shared `decide`."""
+        runs = {t.task_id: (t, parsed) for t in tasks if (parsed := cron_recovery.parse_run(t)) is not None}
+        if not runs:
+            return {}
+        pairs = {(job, to_ms(at)) for _, (job, at) in runs.values()}
+        jobs = sorted({job for job, _ in pairs})
+        entries: dict[str, list[RunLogEntry]] = {}
+        states: dict[str, JobState] = {}
+        for chunk in _chunks(jobs):
+            times = sorted({at for job, at in pairs if job in chunk})
+            for job_id, action, run_at, status, error, summary, duration, ts in self.conn.execute(
+                    "SELECT job_id, action, run_at, status, error, summary, duration_ms, ts FROM cron_run_log "
+                    f"WHERE job_id IN ({_marks(chunk)}) AND run_at IN ({_marks(times)}) AND action = 'finished' "
+                    "ORDER BY id", [*chunk, *times]):
+                entries.setdefault(job_id, []).append(RunLogEntry(job_id, action, _time(run_at), status, error,
+                                                                  summary, duration, _time(ts)))
+            for job_id, last_run_at, last_status, last_error, last_duration in self.conn.execute(
+                    "SELECT job_id, last_run_at, last_status, last_error, last_duration_ms FROM cron_jobs "
+                    f"WHERE job_id IN ({_marks(chunk)})", chunk):
+                states[job_id] = JobState(job_id, _opt_time(last_run_at), last_status, last_error, last_duration)
+        out: dict[str, Recovery] = {}
+        for task_id, (task, (job, _)) in runs.items():
+            recovery = cron_recovery.decide(task, entries.get(job, []), states.get(job))
+            if recovery is not None:
+                out[task_id] = recovery
+        return out
+
+    # --- a flow's linked tasks (flows/store.py `linked_for`; the flow rows are flows/lean_reads.py's) -----
+
+    def linked_for(self, flow_ids: Sequence[str]) -> dict[str, list[Task]]:
+        """Each flow's linked tasks, newest first, stored (not projected), as flows/store.py `linked_for`."""
+        out: dict[str, list[Task]] = {fid: [] for fid in flow_ids}
+        if not flow_ids:
+            return out
+        for task in self._tasks(f"r.parent_flow_id IN ({_marks(flow_ids)})", flow_ids, _NEWEST):
+            if task.parent_flow_id is not None:
+                out.setdefault(task.parent_flow_id, []).append(task)
+        return out
+
+
+def _chunks(items: Sequence[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), IN_CHUNK):
+        yield list(items[start:start + IN_CHUNK])
+
+
+def _time(value: int) -> datetime:
+    return from_ms(int(value))
+
+
+def _opt_time(value: int | None) -> datetime | None:
+    return None if value is None else from_ms(int(value))
