@@ -3,6 +3,7 @@ compare-and-set update and an appended `task_events` row; side effects run after
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -230,43 +231,50 @@ class TaskService:
 
         def unit(conn: Connection) -> Task:
             changes.clear()  # the database may run this unit again after a lock error
-            now = self.clock.now()
-            if draft.parent_flow_id:
-                self._validate_parent_flow(conn, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
-            if draft.run_id and self.db.is_postgres:
-                # Two creates of one run scope must not both miss each other's row and insert twice.
-                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"task-run:{draft.run_id}"})
-            existing = self._dedupe(conn, draft) if draft.run_id else None
-            if existing is not None:
-                merged = self._merge(existing, draft, prefer_metadata=prefer_metadata)
-                if merged == existing:
-                    return existing
-                if merged.parent_flow_id and merged.parent_flow_id != existing.parent_flow_id:
-                    self._validate_parent_flow(conn, merged.parent_flow_id, merged.owner_key, merged.scope_kind)
-                change = self._write(conn, existing, merged, now=now, expected={existing.status})
-                if change is None:
-                    raise OperationRefused(f"Task {existing.task_id} changed while it was being merged.")
+            created, change = self.create_in(conn, draft, self.clock.now(), prefer_metadata=prefer_metadata)
+            if change is not None:
                 changes.append(change)
-                return change.task
-            last_event = draft.last_event_at or draft.started_at or now
-            # A task created already terminal ended when it was last heard of, so retention counts from there.
-            ended = draft.ended_at or (last_event if is_terminal(draft.status) else None)
-            created = rules.prepare_write(draft.replace(created_at=now, last_event_at=last_event, ended_at=ended),
-                                          self.retention)
-            created = self.hooks.prepare_insert(conn, created, now)
-            store.insert_task(conn, created)
-            event = TaskEvent(task_id=created.task_id, at=created.created_at, kind=created.status.value,
-                              summary=rules.status_summary(created))
-            store.append_event(conn, event)
-            change = Change(created, None, event)
-            self.hooks.on_written(conn, change, now)
-            changes.append(change)
-            log.info("task %s created (%s, %s)", created.task_id, created.runtime, created.status)
             return created
 
         result = self.db.transact(unit)
         self.hooks.after_commit(changes)
         return result
+
+    def create_in(self, conn: Connection, draft: Task, now: datetime, *, prefer_metadata: bool = False,
+                  parent_checked: bool = False) -> tuple[Task, Change | None]:
+        """`create`'s write in the caller's transaction (tasks/batch_transitions.py creates many in one): the
+        task, and the change to hand to `hooks.after_commit` once committed (None when nothing was written).
+        `parent_checked`: the caller already ran `_validate_parent_flow` for this draft in this transaction."""
+        if draft.parent_flow_id and not parent_checked:
+            self._validate_parent_flow(conn, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
+        if draft.run_id and self.db.is_postgres:
+            # Two creates of one run scope must not both miss each other's row and insert twice.
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"task-run:{draft.run_id}"})
+        existing = self._dedupe(conn, draft) if draft.run_id else None
+        if existing is not None:
+            merged = self._merge(existing, draft, prefer_metadata=prefer_metadata)
+            if merged == existing:
+                return existing, None
+            if merged.parent_flow_id and merged.parent_flow_id != existing.parent_flow_id:
+                self._validate_parent_flow(conn, merged.parent_flow_id, merged.owner_key, merged.scope_kind)
+            change = self._write(conn, existing, merged, now=now, expected={existing.status})
+            if change is None:
+                raise OperationRefused(f"Task {existing.task_id} changed while it was being merged.")
+            return change.task, change
+        last_event = draft.last_event_at or draft.started_at or now
+        # A task created already terminal ended when it was last heard of, so retention counts from there.
+        ended = draft.ended_at or (last_event if is_terminal(draft.status) else None)
+        created = rules.prepare_write(draft.replace(created_at=now, last_event_at=last_event, ended_at=ended),
+                                      self.retention)
+        created = self.hooks.prepare_insert(conn, created, now)
+        store.insert_task(conn, created)
+        event = TaskEvent(task_id=created.task_id, at=created.created_at, kind=created.status.value,
+                          summary=rules.status_summary(created))
+        store.append_event(conn, event)
+        change = Change(created, None, event)
+        self.hooks.on_written(conn, change, now)
+        log.info("task %s created (%s, %s)", created.task_id, created.runtime, created.status)
+        return created, change
 
     def start_generation(self, tool: str, session_key: str, prompt: str,
                          requester_origin: Mapping[str, Any] | DeliveryOrigin | None = None
@@ -279,6 +287,14 @@ class TaskService:
         from flowledger.tasks import bulk
 
         return bulk.bulk_create(self, records, batch_size=batch_size)
+
+    def draft(self, **fields: Any) -> Task:
+        """A new task as `create` would validate it from the same keyword arguments, not yet written (for
+        `create_in`); arguments left out take `create`'s defaults."""
+        unknown = fields.keys() - _CREATE_DEFAULTS.keys()
+        if unknown:
+            raise TypeError(f"draft() got unexpected keyword arguments: {sorted(unknown)}")
+        return self._draft({**_CREATE_DEFAULTS, **fields})
 
     def _validate_parent_flow(self, conn: Connection, flow_id: str, owner_key: str, scope_kind: ScopeKind) -> None:
         flowlinks.check_parent_flow(conn, flow_id=flow_id, owner_key=owner_key, scope_kind=scope_kind)
@@ -618,6 +634,11 @@ class TaskService:
             return [change]
 
         return self.run_unit(unit)[0].task
+
+
+# `draft`'s defaults: the keyword arguments of `create` as `create` declares them.
+_CREATE_DEFAULTS = {name: p.default for name, p in inspect.signature(TaskService.create).parameters.items()
+                    if name != "self"}
 
 
 def _codex_native(task: Task) -> bool:
