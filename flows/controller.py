@@ -47,6 +47,7 @@ from flowledger.flows.step_launch import (
     launch_options,
     launch_steps,
     launchers_by_runtime,
+    starts_with_create,
     step_launch,
 )
 from flowledger.flows.step_outcomes import ProgressCallback, StepEvent, StepOutcomes, step_status_of
@@ -259,16 +260,20 @@ class GraphController(StepOutcomes):
                 if not self._start_steps([step]):
                     return started
                 started = True
-        if together:
-            started = self._start_steps(together) or started
+        for at_create in (False, True):  # steps whose launcher records their start, then those it leaves to us
+            group = [s for s in together if starts_with_create(self._launcher_for(s.runtime)) == at_create]
+            if group:
+                started = self._start_steps(group, start=at_create) or started
         return started
 
-    def _start_steps(self, steps: list[StepDefinition]) -> bool:
-        """Create the steps' tasks in one transaction, then hand them to their launchers; False when the flow
-        refused them (a cancel request or a terminal flow: the loop notices next turn)."""
+    def _start_steps(self, steps: list[StepDefinition], *, start: bool = False) -> bool:
+        """Create the steps' tasks in one transaction (`start`: recorded running in it too), then hand them to
+        their launchers; False when the flow refused them (a cancel request or a terminal flow: the loop
+        notices next turn)."""
         run_ids = [step_run_id(self.flow.flow_id, step.id,
                                self.base.get(step.id, 0) + self.readiness.attempts(step.id) + 1) for step in steps]
-        made = create_step_tasks(self.ledger, self.flow.flow_id, list(zip(steps, run_ids, strict=True)))
+        made = create_step_tasks(self.ledger, self.flow.flow_id, list(zip(steps, run_ids, strict=True)),
+                                 start=start)
         if made.refusal is not None:
             log.info("flow %s: step %s not started: %s", self.flow.flow_id, ", ".join(s.id for s in steps),
                      made.refusal)

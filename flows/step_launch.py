@@ -13,23 +13,32 @@ transaction each (tasks/batch_transitions.py); any other launcher gets one `star
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, select
 
 from flowledger.flows import context as submission
 from flowledger.flows import store as flow_store
 from flowledger.flows.definitions import StepDefinition
+from flowledger.flows.models import FlowStatus, parse_sync_mode
 from flowledger.flows.service import run_refusal
 from flowledger.tasks.batch_transitions import create_many_in_one
-from flowledger.tasks.errors import FlowledgerError, InvalidInput, ParentFlowLinkError, StorageUnavailable
+from flowledger.tasks.errors import (
+    FlowledgerError,
+    InvalidInput,
+    InvalidPersistedValue,
+    ParentFlowLinkError,
+    StorageUnavailable,
+)
 from flowledger.tasks.ids import new_id
-from flowledger.tasks.models import Task
+from flowledger.tasks.models import DeliveryOrigin, Task
 from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, Runtime
+from flowledger.tasks.tables import flow_runs
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
@@ -63,6 +72,13 @@ class BatchStepLauncher(Protocol):
     one step."""
 
     def start_batch(self, launches: Sequence[StepLaunch]) -> None: ...
+
+
+def starts_with_create(launcher: object) -> bool:
+    """A batch launcher with `starts_with_create = True` has its steps recorded running in the transaction
+    that creates their tasks (as the cli runtime records a start before it spawns anything), so its
+    `start_batch` gets running tasks and records only their ends: one transaction per step batch fewer."""
+    return isinstance(launcher, BatchStepLauncher) and getattr(launcher, "starts_with_create", False) is True
 
 
 @runtime_checkable
@@ -113,41 +129,59 @@ class StepTasks:
     refusal: str | None = None
 
 
-def create_step_tasks(ledger: Ledger, flow_id: str, steps: Sequence[tuple[StepDefinition, str]]) -> StepTasks:
-    """Create the task of each (step, run id) as a silent child of the managed flow, all in one transaction."""
+def create_step_tasks(ledger: Ledger, flow_id: str, steps: Sequence[tuple[StepDefinition, str]], *,
+                      start: bool = False) -> StepTasks:
+    """Create the task of each (step, run id) as a silent child of the managed flow, all in one transaction that
+    also reads the flow: its refusal (a cancel request, a terminal flow), owner and delivery origin. `start`:
+    record them running in that same transaction (for a launcher that `starts_with_create`)."""
     tasks = ledger.tasks
-    drafts: list[Task] = []
 
-    def still_open(conn: Connection) -> None:
-        """The refusal again, inside the creating transaction: a cancel request that landed since the read
-        below is honoured, and nothing is written."""
-        head = flow_store.head(conn, flow_id)
-        reason = "Flow not found." if head is None else run_refusal(head)
-        if reason is not None:
+    def drafts(conn: Connection) -> list[Task]:
+        row = conn.execute(_OPEN_FLOW, {"b_flow_id": flow_id}).first()
+        if row is None:
+            raise _Refused("Flow not found.")
+        head = flow_store.FlowHead(flow_id, parse_sync_mode(row.sync_mode), row.owner_key,
+                                   _flow_status(flow_id, row.status), 0, row.cancel_requested_at)
+        if (reason := run_refusal(head)) is not None:
             raise _Refused(reason)
-
-    with ledger.db.read() as conn:
-        head = flow_store.head(conn, flow_id)
-        origin = flow_store.origin_of(conn, flow_id) if head is not None else None
-    if head is None:
-        return StepTasks([], "Flow not found.")
-    if (reason := run_refusal(head)) is not None:
-        return StepTasks([], reason)
-    for step, run_id in steps:
+        origin = _origin(row.requester_origin_json)
         # Step tasks stay silent (not_applicable): the flow speaks for them (flows/notices.py).
-        drafts.append(tasks.draft(runtime=step.runtime, task=step.agent_prompt or step.command,
-                                  owner_key=head.owner_key, scope_kind="session", parent_flow_id=flow_id,
-                                  requester_origin=origin, label=step.display_label, run_id=run_id,
-                                  notify_policy=NotifyPolicy.SILENT, delivery_status=DeliveryStatus.NOT_APPLICABLE,
-                                  status="queued", **agent_fields(step)))
+        return [tasks.draft(runtime=step.runtime, task=step.agent_prompt or step.command, owner_key=head.owner_key,
+                            scope_kind="session", parent_flow_id=flow_id, requester_origin=origin,
+                            label=step.display_label, run_id=run_id, notify_policy=NotifyPolicy.SILENT,
+                            delivery_status=DeliveryStatus.NOT_APPLICABLE, status="queued", **agent_fields(step))
+                for step, run_id in steps]
+
     try:
-        return StepTasks(create_many_in_one(tasks, drafts, before=still_open))
+        return StepTasks(create_many_in_one(tasks, drafts, start=start))
     except _Refused as exc:
         return StepTasks([], exc.reason)
     except ParentFlowLinkError as exc:
         return StepTasks([], exc.message)
     except StorageUnavailable:
         return StepTasks([], "Task persistence failed.")
+
+
+# What a step batch reads of its flow, in the creating transaction (built once: see tasks/store.py).
+_OPEN_FLOW = select(flow_runs.c.owner_key, flow_runs.c.sync_mode, flow_runs.c.status, flow_runs.c.cancel_requested_at,
+                    flow_runs.c.requester_origin_json).where(flow_runs.c.flow_id == bindparam("b_flow_id"))
+
+
+def _origin(text: str | None) -> DeliveryOrigin | None:
+    """The flow's delivery origin, read as `flows.store.origin_of` reads it (unreadable: none)."""
+    if not text:
+        return None
+    try:
+        return DeliveryOrigin.from_mapping(json.loads(text))
+    except ValueError:
+        return None
+
+
+def _flow_status(flow_id: str, value: object) -> FlowStatus:
+    try:
+        return FlowStatus(value)
+    except ValueError:
+        raise InvalidPersistedValue("flow", flow_id, "status", value) from None
 
 
 class _Refused(Exception):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam
 
 from flowledger.tasks import limits, rules, store
 from flowledger.tasks.clock import coerce_time
@@ -35,42 +35,57 @@ from flowledger.tasks.tables import task_runs
 
 # How a run-scoped transition turns the stored task into the one to write.
 _Build = Callable[[Task, datetime], Task]
+# Built once (an expanding IN): building a Core statement costs more than running it.
+_BY_RUN_IDS_FOR_UPDATE = (store.task_select().where(task_runs.c.run_id.in_(bindparam("b_run_ids", expanding=True)))
+                          .order_by(task_runs.c.created_at, task_runs.c.seq).with_for_update(of=task_runs))
 _CHUNK = 500  # run ids per lookup statement: well under every engine's bound-parameter limit
 _RUNNING_FROM = allowed_predecessors(TaskStatus.RUNNING)
 _SUCCEEDED_FROM = allowed_predecessors(TaskStatus.SUCCEEDED)
 
 
-def create_many_in_one(service: TaskService, drafts: Sequence[Task], *,
-                       before: Callable[[Connection], None] | None = None) -> list[Task]:
+def create_many_in_one(service: TaskService, drafts: Sequence[Task] | Callable[[Connection], Sequence[Task]],
+                       *, start: bool = False) -> list[Task]:
     """Create every draft (`TaskService.draft`) as `create` would, in one transaction; the tasks in order.
 
-    `before` runs first in that transaction (a caller's own check, e.g. that the parent flow still takes
-    children). Anything it or one create raises (a refused flow link, storage) rolls the whole batch back."""
+    `drafts` may be a function of that transaction's connection, for a caller that must read before it knows
+    what to create (e.g. that the parent flow still takes children, and its owner and origin). Anything it or
+    one create raises (a refused flow link, storage) rolls the whole batch back.
+
+    `start`: then move each task to running in the same transaction, as `TaskService.start(run_id)` would move
+    it (the no-downgrade rule, a guarded write, its own `running` event after its creation event): the create
+    and the start of a step whose runtime records its start before it runs anything, in one commit."""
     changes: Changes = []
 
     def unit(conn: Connection) -> list[Task]:
         changes.clear()  # the database may run this unit again after a lock error
-        if before is not None:
-            before(conn)
+        wanted = drafts(conn) if callable(drafts) else drafts
         now = service.clock.now()
         out: list[Task] = []
         # The parent-flow link check reads the flow row: once per (flow, owner, scope) in the batch, not once
         # per task (the row cannot change under our write transaction's lock on SQLite; on PostgreSQL a single
         # create has the same window between its check and its commit).
         checked: set[tuple[str, str, str]] = set()
-        for draft in drafts:
+        for draft in wanted:
             if draft.parent_flow_id:
                 link = (draft.parent_flow_id, draft.owner_key, draft.scope_kind.value)
                 if link not in checked:
                     service._validate_parent_flow(conn, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
                     checked.add(link)
             task, change = service.create_in(conn, draft, now, parent_checked=True)
-            out.append(task)
             if change is not None:
                 changes.append(change)
+            if start and should_apply(task.status, TaskStatus.RUNNING):
+                moved = service.apply(conn, task, _started(task, now, None), expected=_RUNNING_FROM & {task.status},
+                                      now=now)
+                if moved is not None:
+                    changes.append(moved)
+                    task = moved.task
+            out.append(task)
         return out
 
-    created = service.db.transact(unit) if drafts else []
+    if not callable(drafts) and not drafts:
+        return []
+    created = service.db.transact(unit)
     service.hooks.after_commit(changes)
     return created
 
@@ -79,12 +94,14 @@ def start_many(service: TaskService, run_ids: Sequence[str], *, at: datetime | N
                runtime: Runtime | str | None = None) -> list[Task]:
     """`TaskService.start` for each run id, in one transaction; the tasks that moved to running."""
     when = coerce_time(at, "at")
+    return _run_scoped_many(service, run_ids, runtime, TaskStatus.RUNNING, _RUNNING_FROM,
+                            lambda t, now: _started(t, now, when))
 
-    def started(t: Task, now: datetime) -> Task:
-        moment = when or now
-        return t.replace(status=TaskStatus.RUNNING, started_at=t.started_at or moment, last_event_at=moment)
 
-    return _run_scoped_many(service, run_ids, runtime, TaskStatus.RUNNING, _RUNNING_FROM, started)
+def _started(t: Task, now: datetime, when: datetime | None) -> Task:
+    """`TaskService.start`'s change to one task."""
+    moment = when or now
+    return t.replace(status=TaskStatus.RUNNING, started_at=t.started_at or moment, last_event_at=moment)
 
 
 def complete_many(service: TaskService, run_ids: Sequence[str], *, summary: str | None = None,
@@ -138,9 +155,7 @@ def _by_run_ids(conn: Connection, run_ids: Sequence[str]) -> dict[str, list[Task
     oldest first, as the run-scope rule reads them."""
     out: dict[str, list[Task]] = {}
     for start in range(0, len(run_ids), _CHUNK):
-        stmt = (store.task_select().where(task_runs.c.run_id.in_(list(run_ids[start:start + _CHUNK])))
-                .order_by(task_runs.c.created_at, task_runs.c.seq).with_for_update(of=task_runs))
-        for row in conn.execute(stmt):
+        for row in conn.execute(_BY_RUN_IDS_FOR_UPDATE, {"b_run_ids": list(run_ids[start:start + _CHUNK])}):
             task = store.row_to_task(row)
             out.setdefault(task.run_id or "", []).append(task)
     return out

@@ -192,3 +192,36 @@ def test_a_batch_launcher_that_cannot_start_fails_every_step_of_the_call(ledger:
     tasks = ledger.flows.linked_tasks(flow.flow_id)
     assert sorted(t.label or "" for t in tasks) == ["s0", "s1", "s2"]
     assert all(t.status == TaskStatus.FAILED and "could not start: no runtime" in (t.error or "") for t in tasks)
+
+
+class StartedBatchLauncher(BatchLauncher):
+    """A batch launcher whose steps the controller records running as it creates them: it only ends them."""
+
+    starts_with_create = True
+
+    def start_batch(self, launches: Sequence[StepLaunch]) -> None:
+        assert all(launch.task.status == TaskStatus.RUNNING for launch in launches)
+        self.batches.append([launch.task.label or "" for launch in launches])
+        complete_many(self.ledger.tasks, [launch.task.run_id or "" for launch in launches])
+
+
+def test_steps_started_with_their_create_keep_every_event_in_two_commits_per_turn(ledger: Ledger,
+                                                                                  commits: CommitLog) -> None:
+    launcher = StartedBatchLauncher(ledger)
+    flow = run_flow(ledger, _fan(4), launcher, poll_interval=0.0)  # type: ignore[arg-type]
+    assert flow.status == FlowStatus.SUCCEEDED and launcher.batches == [[f"s{i}" for i in range(4)], ["end"]]
+    # Per turn: one commit creates and starts the steps (two changes each), one completes them.
+    assert [len(c) for c in commits.commits] == [8, 4, 2, 1]
+    for task in ledger.flows.linked_tasks(flow.flow_id):
+        assert _history(ledger, task.task_id) == [("queued", None), ("running", "queued"),
+                                                  ("succeeded", "running")]
+
+
+def test_create_and_start_in_one_never_restarts_a_finished_task(ledger: Ledger) -> None:
+    ledger.tasks.create(runtime="cli", task="done before", owner_key=OWNER, run_id="again", status="succeeded")
+    drafts = [ledger.tasks.draft(runtime="cli", task=text, owner_key=OWNER, run_id=run_id)
+              for text, run_id in (("done before", "again"), ("fresh", "fresh"))]
+    again, fresh = create_many_in_one(ledger.tasks, drafts, start=True)
+    assert (again.status, fresh.status) == (TaskStatus.SUCCEEDED, TaskStatus.RUNNING)
+    assert _history(ledger, again.task_id) == [("succeeded", None)]
+    assert _history(ledger, fresh.task_id) == [("queued", None), ("running", "queued")]
