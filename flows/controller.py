@@ -20,6 +20,11 @@ so a controller in another process (the gateway, after `flow run --detach`) can 
 bookkeeping is `flows.graph.Readiness`: finishing a step costs O(its out-edges). A failed step (after its
 retries) stops new starts, cancels the steps not yet started, lets running ones end, then fails the flow with
 the blocked fields naming the step. A cancel request on the flow stops everything and ends it cancelled.
+
+The controller's parts: this module drives the loop (claim, adopt, turns, the end, the saved state);
+flows/step_launch.py creates a turn's step tasks in one transaction and hands them to the launchers (a
+`BatchStepLauncher` gets them in one call); flows/step_outcomes.py folds finished tasks back in (retries and
+their timing, the timeout backstop, steps a dead driver left); flows/graph_state.py writes a new flow's state.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from flowledger.tasks import liveness
 from flowledger.tasks.clock import coerce_time, to_ms
 from flowledger.tasks.errors import FlowledgerError, FlowNotFound, InvalidInput
 from flowledger.tasks.models import Task
-from flowledger.tasks.states import ACTIVE, Runtime
+from flowledger.tasks.states import Runtime
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
@@ -188,27 +193,6 @@ class GraphController(StepOutcomes):
             self._announced = True
             self._emit("flow_started")
 
-    def _reconcile(self) -> None:
-        """Steps the dead driver left running: a task that ended is folded in by the next collect; one still
-        active but no longer backed by a live run lost its supervisor, so its orphaned process (if this host
-        can prove which it is) is stopped and the step fails (and retries as usual)."""
-        now = self.ledger.clock.now()
-        for step_id, task in self._running_tasks().items():
-            if task.status not in ACTIVE or task.run_id is None:
-                continue
-            with self.ledger.db.read() as conn:
-                live = liveness.run_is_live(conn, task.run_id, now)
-            if not live:
-                # A step process outlives its SIGKILLed gateway (it has a session of its own): a retry must
-                # not run alongside it, nor its work land after the retry's.
-                launcher = self._launcher_for(task.runtime)
-                if isinstance(launcher, OrphanStopper):
-                    launcher.stop_orphan(task.run_id)
-                try:
-                    self.ledger.tasks.fail(task.run_id, error="lost: its flow driver stopped")
-                except FlowledgerError as exc:  # it ended meanwhile; the collect reads what it became
-                    log.info("flow %s: step %s not failed: %s", self.flow.flow_id, step_id, exc)
-
     def run(self) -> Flow:
         if not self.claim():
             return self.ledger.flows.get_by_id(self.flow.flow_id) or self.flow
@@ -312,14 +296,6 @@ class GraphController(StepOutcomes):
         self.notices.flow_ended(flow, self.run_number)
         self._emit("flow_finished")
         return flow
-
-    def _failure_summary(self, step_id: str | None, task_id: str | None) -> str:
-        if step_id is None:
-            return "A step did not succeed."
-        status = self.readiness.status(step_id).value.replace("_", " ")
-        task = self.ledger.tasks.get(task_id) if task_id else None
-        detail = f": {task.error}" if task is not None and task.error else ""
-        return f"Step {step_id} {status}{detail}"
 
     def _stop(self) -> Flow:
         """A cancel request (or someone else ended the flow): nothing new starts, running steps are cancelled."""

@@ -43,7 +43,7 @@ from flowledger.tasks.tables import flow_runs
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flowledger.flows.controller")  # the controller's log, wherever its code lives
 
 
 class StepLauncher(Protocol):
@@ -177,7 +177,7 @@ def _origin(text: str | None) -> DeliveryOrigin | None:
         return None
 
 
-def _flow_status(flow_id: str, value: object) -> FlowStatus:
+def _flow_status(flow_id: str, value: str) -> FlowStatus:
     try:
         return FlowStatus(value)
     except ValueError:

@@ -1,12 +1,14 @@
 """How a graph controller folds its steps' task outcomes back into the flow: a finished task ends its step or
-schedules a retry (with its `retry_delay`), a step past its timeout is failed as a backstop, and a ready step
-waiting out its delay keeps no parallel slot.
+schedules a retry (with its `retry_delay`), a step past its timeout is failed as a backstop, a ready step
+waiting out its delay keeps no parallel slot, and a step a dead driver left running without a live run is
+failed (its orphaned process stopped first) so it retries as usual.
 
 `StepOutcomes` is the half of `GraphController` (flows/controller.py) that reads tasks and never starts one; it
 is a mixin so the controller's state stays in one object that one saved `state` document describes."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,12 +18,17 @@ from flowledger.flows.definitions import FlowDefinition
 from flowledger.flows.graph import Readiness, StepStatus
 from flowledger.flows.models import Flow
 from flowledger.flows.notices import FlowNotices
+from flowledger.flows.step_launch import OrphanStopper, StepLauncher
+from flowledger.tasks import liveness
 from flowledger.tasks import store as task_store
+from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
-from flowledger.tasks.states import ACTIVE, TaskStatus, TerminalOutcome
+from flowledger.tasks.states import ACTIVE, Runtime, TaskStatus, TerminalOutcome
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
+
+log = logging.getLogger("flowledger.flows.controller")  # the controller's log, wherever its code lives
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,38 @@ class StepOutcomes:
     def _emit(self, kind: str, step_id: str | None = None, task: Task | None = None,
               status: str | None = None) -> None:
         raise NotImplementedError
+
+    def _launcher_for(self, runtime: Runtime) -> StepLauncher | None:
+        raise NotImplementedError
+
+    def _reconcile(self) -> None:
+        """Steps the dead driver left running: a task that ended is folded in by the next collect; one still
+        active but no longer backed by a live run lost its supervisor, so its orphaned process (if this host
+        can prove which it is) is stopped and the step fails (and retries as usual)."""
+        now = self.ledger.clock.now()
+        for step_id, task in self._running_tasks().items():
+            if task.status not in ACTIVE or task.run_id is None:
+                continue
+            with self.ledger.db.read() as conn:
+                live = liveness.run_is_live(conn, task.run_id, now)
+            if not live:
+                # A step process outlives its SIGKILLed gateway (it has a session of its own): a retry must
+                # not run alongside it, nor its work land after the retry's.
+                launcher = self._launcher_for(task.runtime)
+                if isinstance(launcher, OrphanStopper):
+                    launcher.stop_orphan(task.run_id)
+                try:
+                    self.ledger.tasks.fail(task.run_id, error="lost: its flow driver stopped")
+                except FlowledgerError as exc:  # it ended meanwhile; the collect reads what it became
+                    log.info("flow %s: step %s not failed: %s", self.flow.flow_id, step_id, exc)
+
+    def _failure_summary(self, step_id: str | None, task_id: str | None) -> str:
+        if step_id is None:
+            return "A step did not succeed."
+        status = self.readiness.status(step_id).value.replace("_", " ")
+        task = self.ledger.tasks.get(task_id) if task_id else None
+        detail = f": {task.error}" if task is not None and task.error else ""
+        return f"Step {step_id} {status}{detail}"
 
     def _ready_now(self) -> list[str]:
         """The ready steps to start now: a step waiting out its retry_delay keeps no slot and is skipped."""
