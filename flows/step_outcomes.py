@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Connection, bindparam
+
 from flowledger.flows.definitions import FlowDefinition
 from flowledger.flows.graph import Readiness, StepStatus
 from flowledger.flows.models import Flow
@@ -24,6 +26,7 @@ from flowledger.tasks import store as task_store
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.models import Task
 from flowledger.tasks.states import ACTIVE, Runtime, TaskStatus, TerminalOutcome
+from flowledger.tasks.tables import task_runs
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
@@ -122,14 +125,13 @@ class StepOutcomes:
         return [s for s in picked if s not in waiting][:max(0, slots)]
 
     def _running_tasks(self) -> dict[str, Task]:
-        running = self.readiness.running()
-        out: dict[str, Task] = {}
+        """The tasks of the running steps, read in one statement (a turn of a wide flow has many)."""
+        wanted = {self.task_ids[step_id]: step_id for step_id in self.readiness.running()}
+        if not wanted:
+            return {}
         with self.ledger.db.read() as conn:
-            for step_id in running:
-                task = task_store.get(conn, self.task_ids[step_id])
-                if task is not None:
-                    out[step_id] = task
-        return out
+            found = {task.task_id: task for task in _tasks_by_id(conn, list(wanted))}
+        return {step_id: found[task_id] for task_id, step_id in wanted.items() if task_id in found}
 
     def _collect(self) -> bool:
         """Fold finished step tasks into the readiness tracker; True when anything changed."""
@@ -174,3 +176,15 @@ class StepOutcomes:
             return
         if now - started >= timeout:
             self.ledger.tasks.fail(task.run_id, error=f"step timed out after {timeout}", status="timed_out")
+
+
+# Built once (an expanding IN): building a Core statement costs more than running it.
+_BY_IDS = task_store.task_select().where(task_runs.c.task_id.in_(bindparam("b_ids", expanding=True)))
+_CHUNK = 500  # ids per statement: well under every engine's bound-parameter limit
+
+
+def _tasks_by_id(conn: Connection, task_ids: list[str]) -> list[Task]:
+    out: list[Task] = []
+    for start in range(0, len(task_ids), _CHUNK):
+        out += [task_store.row_to_task(row) for row in conn.execute(_BY_IDS, {"b_ids": task_ids[start:start + _CHUNK]})]
+    return out

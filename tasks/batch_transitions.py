@@ -3,7 +3,7 @@
 Each task still gets exactly what its single-task call would give it — `TaskService.create`'s dedupe, link checks
 and hooks, or the run-scoped compare-and-set of `start`/`complete` with the no-downgrade guard — and its own
 `task_events` row; only the commit is shared. One commit instead of N is the whole gain: on SQLite a write
-transaction costs far more than the rows it writes (BEGIN IMMEDIATE, the WAL append and fsync, the pool), and a
+transaction costs far more than the rows it writes (the pool, BEGIN IMMEDIATE, the commit), and a
 flow of instant steps pays it three times per step otherwise.
 
 The batch commits whole or not at all: a crash mid-batch leaves every task as it was before it, never half a
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam
+from sqlalchemy import Connection, bindparam, text
 
 from flowledger.tasks import limits, rules, store
 from flowledger.tasks.clock import coerce_time
@@ -59,6 +59,11 @@ def create_many_in_one(service: TaskService, drafts: Sequence[Task] | Callable[[
     def unit(conn: Connection) -> list[Task]:
         changes.clear()  # the database may run this unit again after a lock error
         wanted = drafts(conn) if callable(drafts) else drafts
+        if service.db.is_postgres:
+            # `create_in` takes each run id's advisory lock in draft order; taking them all first, sorted, keeps
+            # two batches sharing run ids from deadlocking (a session re-takes its own xact lock at once).
+            for run_id in sorted({d.run_id for d in wanted if d.run_id}):
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"task-run:{run_id}"})
         now = service.clock.now()
         out: list[Task] = []
         # The parent-flow link check reads the flow row: once per (flow, owner, scope) in the batch, not once
