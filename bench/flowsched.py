@@ -32,7 +32,7 @@ from typing import Any
 from flowledger import Ledger
 from flowledger.flows.definitions import FlowDefinition, flow_from_document
 from flowledger.flows.graph import Readiness, StepStatus
-from flowledger.tasks.models import Task
+from flowledger.tasks.core.models import Task
 
 MAX_PARALLEL = 16
 
@@ -85,7 +85,7 @@ class BatchInstantLauncher(InstantLauncher):
     turn's starts in one transaction and, as those steps all end at once, their completions in another."""
 
     def start_batch(self, launches: Sequence[Any]) -> None:
-        from flowledger.tasks.batch_transitions import complete_many, start_many
+        from flowledger.tasks.core.batch_transitions import complete_many, start_many
 
         run_ids = [launch.task.run_id for launch in launches]
         start_many(self.ledger.tasks, run_ids)
@@ -100,7 +100,7 @@ class StartedBatchInstantLauncher(InstantLauncher):
     starts_with_create = True
 
     def start_batch(self, launches: Sequence[Any]) -> None:
-        from flowledger.tasks.batch_transitions import complete_many
+        from flowledger.tasks.core.batch_transitions import complete_many
 
         complete_many(self.ledger.tasks, [launch.task.run_id for launch in launches], summary="ok")
 

@@ -57,11 +57,11 @@ from flowledger.flows.step_launch import (
 )
 from flowledger.flows.step_outcomes import ProgressCallback, StepEvent, StepOutcomes, step_status_of
 from flowledger.flows.steps import step_run_id
-from flowledger.tasks import liveness
-from flowledger.tasks.clock import coerce_time, to_ms
-from flowledger.tasks.errors import FlowledgerError, FlowNotFound, InvalidInput
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import Runtime
+from flowledger.tasks.core.clock import coerce_time, to_ms
+from flowledger.tasks.core.errors import FlowledgerError, FlowNotFound, InvalidInput
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import Runtime
+from flowledger.tasks.runs import liveness
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger

@@ -13,7 +13,7 @@ from flowledger.flows.definitions import FlowDefinition
 from flowledger.flows.graph import Readiness
 from flowledger.flows.models import GRAPH_CONTROLLER, Flow, FlowStatus
 from flowledger.flows.step_launch import StepLauncher
-from flowledger.tasks.states import NotifyPolicy
+from flowledger.tasks.core.states import NotifyPolicy
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger

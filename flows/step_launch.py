@@ -7,7 +7,7 @@ terminal flow) is read inside that same transaction. A crash leaves all of the t
 
 The tasks then go to their launchers. A launcher that can take several at once (`BatchStepLauncher`) gets the
 turn's steps in one call, so it can record their starts, and later the ends of those that finish together, in one
-transaction each (tasks/batch_transitions.py); any other launcher gets one `start` per step, as before.
+transaction each (tasks/core/batch_transitions.py); any other launcher gets one `start` per step, as before.
 """
 
 from __future__ import annotations
@@ -27,18 +27,18 @@ from flowledger.flows import store as flow_store
 from flowledger.flows.definitions import StepDefinition
 from flowledger.flows.models import FlowStatus, parse_sync_mode
 from flowledger.flows.service import run_refusal
-from flowledger.tasks.batch_transitions import create_many_in_one
-from flowledger.tasks.errors import (
+from flowledger.tasks.core.batch_transitions import create_many_in_one
+from flowledger.tasks.core.errors import (
     FlowledgerError,
     InvalidInput,
     InvalidPersistedValue,
     ParentFlowLinkError,
     StorageUnavailable,
 )
-from flowledger.tasks.ids import new_id
-from flowledger.tasks.models import DeliveryOrigin, Task
-from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, Runtime
-from flowledger.tasks.tables import flow_runs
+from flowledger.tasks.core.ids import new_id
+from flowledger.tasks.core.models import DeliveryOrigin, Task
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime
+from flowledger.tasks.core.tables import flow_runs
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
@@ -162,7 +162,7 @@ def create_step_tasks(ledger: Ledger, flow_id: str, steps: Sequence[tuple[StepDe
         return StepTasks([], "Task persistence failed.")
 
 
-# What a step batch reads of its flow, in the creating transaction (built once: see tasks/store.py).
+# What a step batch reads of its flow, in the creating transaction (built once: see tasks/core/store.py).
 _OPEN_FLOW = select(flow_runs.c.owner_key, flow_runs.c.sync_mode, flow_runs.c.status, flow_runs.c.cancel_requested_at,
                     flow_runs.c.requester_origin_json).where(flow_runs.c.flow_id == bindparam("b_flow_id"))
 

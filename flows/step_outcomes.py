@@ -21,12 +21,12 @@ from flowledger.flows.graph import Readiness, StepStatus
 from flowledger.flows.models import Flow
 from flowledger.flows.notices import FlowNotices
 from flowledger.flows.step_launch import OrphanStopper, StepLauncher
-from flowledger.tasks import liveness
-from flowledger.tasks import store as task_store
-from flowledger.tasks.errors import FlowledgerError
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import ACTIVE, Runtime, TaskStatus, TerminalOutcome
-from flowledger.tasks.tables import task_runs
+from flowledger.tasks.core import store as task_store
+from flowledger.tasks.core.errors import FlowledgerError
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import ACTIVE, Runtime, TaskStatus, TerminalOutcome
+from flowledger.tasks.core.tables import task_runs
+from flowledger.tasks.runs import liveness
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger

@@ -34,11 +34,11 @@ from typing import Any
 from sqlalchemy import select, text
 
 from flowledger import Ledger
-from flowledger.tasks.clock import SystemClock, truncate_ms
-from flowledger.tasks.errors import FlowledgerError, OperationRefused, StorageUnavailable, TaskNotFound
-from flowledger.tasks.service import Change, TaskHooks
-from flowledger.tasks.states import ACTIVE, TaskStatus, should_apply
-from flowledger.tasks.tables import task_events, task_runs
+from flowledger.tasks.core.clock import SystemClock, truncate_ms
+from flowledger.tasks.core.errors import FlowledgerError, OperationRefused, StorageUnavailable, TaskNotFound
+from flowledger.tasks.core.service import Change, TaskHooks
+from flowledger.tasks.core.states import ACTIVE, TaskStatus, should_apply
+from flowledger.tasks.core.tables import task_events, task_runs
 
 OWNER = "agent:main:main"
 STATUS_KINDS = {s.value for s in TaskStatus}
@@ -140,11 +140,11 @@ def batch_group(run_id: str) -> str | None:
 
 
 def _batch_round(ledger: Ledger, rng: random.Random, pool: int, stats: WorkerStats) -> None:
-    """One round of the batch writer (tasks/batch_transitions.py): a group of fresh tasks plus a few run ids of
+    """One round of the batch writer (tasks/core/batch_transitions.py): a group of fresh tasks plus a few run ids of
     the writers' sliding window, created in one transaction, started in a second and completed in a third. The
     window ids collide with the single-task writers, so the batches meet compare-and-set refusals and terminal
     tasks; the group shows whether each batch committed whole."""
-    from flowledger.tasks.batch_transitions import complete_many, create_many_in_one, start_many
+    from flowledger.tasks.core.batch_transitions import complete_many, create_many_in_one, start_many
 
     window = sorted({f"run-{stats.ops // 8 + rng.randrange(pool)}" for _ in range(3)})
     group = [f"grp-{os.getpid()}-{stats.ops}-{i}" for i in range(BATCH_GROUP)]

@@ -1,4 +1,4 @@
-"""Batch task writes (tasks/batch_transitions.py) and the graph controller's batch launchers, on both engines:
+"""Batch task writes (tasks/core/batch_transitions.py) and the graph controller's batch launchers, on both engines:
 one transaction per batch, yet every task gets its own history row, the compare-and-set and no-downgrade rules
 of the single-task calls, and a refused batch writes nothing."""
 
@@ -15,11 +15,11 @@ from flowledger.flows.controller import StepLaunch, run_flow
 from flowledger.flows.definitions import FlowDefinition, StepDefinition
 from flowledger.flows.models import FlowStatus
 from flowledger.flows.step_launch import create_step_tasks
-from flowledger.tasks.batch_transitions import complete_many, create_many_in_one, start_many
-from flowledger.tasks.errors import InvalidInput, ParentFlowLinkError
-from flowledger.tasks.service import Change, TaskHooks
-from flowledger.tasks.states import TaskStatus
-from flowledger.tasks.tables import task_runs
+from flowledger.tasks.core.batch_transitions import complete_many, create_many_in_one, start_many
+from flowledger.tasks.core.errors import InvalidInput, ParentFlowLinkError
+from flowledger.tasks.core.service import Change, TaskHooks
+from flowledger.tasks.core.states import TaskStatus
+from flowledger.tasks.core.tables import task_runs
 
 OWNER = "agent:main:main"
 
