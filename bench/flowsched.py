@@ -1,10 +1,30 @@
 """Flow scheduling overhead on a random DAG of no-op steps: the pure Readiness tracker, then the whole
-graph controller with an instant launcher (each step still a real task: create, start, complete)."""
+graph controller with an instant launcher (each step still a real task: create, start, complete).
+
+Before/after in one run (issue 18 goal 2):
+
+    python bench/flowsched.py compare [--steps 300] [--rounds 5] [--baseline main] [--postgres URL|none]
+
+drives the same DAG through (1) the controller of git revision `--baseline` (extracted under /tmp, imported
+first through PYTHONPATH) with the per-step instant launcher, (2) this tree's controller with the same launcher
+and (3) this tree's controller with the batch launcher (`BatchInstantLauncher`); each run a fresh process and a
+fresh ledger, the three interleaved round after round (order rotated), on SQLite and PostgreSQL. It prints the
+median ms/step (wall and CPU) per variant with its spread, and each variant's ratio to (1) taken round by round.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -60,14 +80,162 @@ class InstantLauncher:
         self.ledger.tasks.complete(task.run_id, summary="ok")
 
 
-def controller_overhead(steps: int, url: str, state_dir: Path) -> float:
-    """Seconds for `run_flow` to drive the whole DAG to `succeeded`."""
+class BatchInstantLauncher(InstantLauncher):
+    """The same instant steps, taken a controller turn at a time (`flows.step_launch.BatchStepLauncher`): the
+    turn's starts in one transaction and, as those steps all end at once, their completions in another."""
+
+    def start_batch(self, launches: Sequence[Any]) -> None:
+        from flowledger.tasks.core.batch_transitions import complete_many, start_many
+
+        run_ids = [launch.task.run_id for launch in launches]
+        start_many(self.ledger.tasks, run_ids)
+        complete_many(self.ledger.tasks, run_ids, summary="ok")
+
+
+class StartedBatchInstantLauncher(InstantLauncher):
+    """The batch launcher whose steps the controller records running in the transaction that creates their
+    tasks (`starts_with_create`, as the cli runtime records a start before it spawns): it records only the ends
+    of the turn's steps, in one transaction."""
+
+    starts_with_create = True
+
+    def start_batch(self, launches: Sequence[Any]) -> None:
+        from flowledger.tasks.core.batch_transitions import complete_many
+
+        complete_many(self.ledger.tasks, [launch.task.run_id for launch in launches], summary="ok")
+
+
+LAUNCHERS = {"per-step": InstantLauncher, "batch": BatchInstantLauncher,
+             "batch, started with create": StartedBatchInstantLauncher}
+
+
+def controller_overhead(steps: int, url: str, state_dir: Path, launcher: str = "per-step") -> float:
+    """Seconds for `run_flow` to drive the whole DAG to `succeeded` (`launcher`: a key of LAUNCHERS)."""
     from flowledger.flows.controller import run_flow
 
     definition: FlowDefinition = flow_from_document(random_dag(steps))
     with Ledger.open(state_dir=state_dir, database_url=url) as ledger:
         start = time.perf_counter()
-        flow = run_flow(ledger, definition, InstantLauncher(ledger), poll_interval=0.0)
+        flow = run_flow(ledger, definition, LAUNCHERS[launcher](ledger), poll_interval=0.0)
         elapsed = time.perf_counter() - start
     assert flow.status.value == "succeeded", flow.status
     return elapsed
+
+
+# --- before/after in one run ------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+VARIANTS = (("baseline", "per-step"), ("this tree", "per-step"), ("this tree", "batch"),
+            ("this tree", "batch, started with create"))
+
+
+def measure_once(steps: int, url: str, state_dir: Path, launcher: str) -> dict[str, float]:
+    """One child's measurement: a 20-step warm-up flow (statement caches), then the timed DAG; ms per step."""
+    controller_overhead(20, url, state_dir, launcher)
+    cpu = time.process_time()
+    wall = controller_overhead(steps, url, state_dir, launcher)
+    return {"wall_ms": wall * 1000 / steps, "cpu_ms": (time.process_time() - cpu) * 1000 / steps}
+
+
+def baseline_tree(revision: str) -> Path:
+    """`revision` of this repository extracted as an importable `flowledger` package; the PYTHONPATH entry."""
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", revision], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    root = Path(tempfile.gettempdir()) / f"flowsched-baseline-{sha[:12]}"
+    if not (root / "flowledger" / "__init__.py").exists():
+        (root / "flowledger").mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", sha], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(root / "flowledger")], input=archive, check=True)
+    return root
+
+
+def _child(steps: int, url: str, state_dir: Path, launcher: str, pythonpath: Path | None) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    out = subprocess.run([sys.executable, __file__, "measure", "--steps", str(steps), "--url", url,
+                          "--state-dir", str(state_dir), "--launcher", launcher, "--expect-root",
+                          str(pythonpath / "flowledger" if pythonpath else REPO)],
+                         check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def compare(steps: int, rounds: int, revision: str, pg_admin: str | None) -> list[dict[str, Any]]:
+    from measure import postgres_database
+
+    base = baseline_tree(revision)
+    engines = ["sqlite"] + (["postgresql"] if pg_admin else [])
+    rows: list[dict[str, Any]] = []
+    for engine in engines:
+        samples: dict[int, list[dict[str, float]]] = {i: [] for i in range(len(VARIANTS))}
+        load = [os.getloadavg()[0]]
+        for n in range(rounds):
+            order = [(n + k) % len(VARIANTS) for k in range(len(VARIANTS))]  # rotated: no variant always first
+            for index in order:
+                tree, launcher = VARIANTS[index]
+                pythonpath = base if tree == "baseline" else None
+                work = Path(tempfile.mkdtemp(prefix="flowsched-"))
+                os.chmod(work, 0o700)
+                try:
+                    if engine == "sqlite":
+                        got = _child(steps, f"sqlite:///{work / 'ledger.db'}", work, launcher, pythonpath)
+                    else:
+                        assert pg_admin is not None
+                        with postgres_database(pg_admin) as url:
+                            got = _child(steps, url, work, launcher, pythonpath)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+                samples[index].append(got)
+            load.append(os.getloadavg()[0])
+        for index, (tree, launcher) in enumerate(VARIANTS):
+            walls = [s["wall_ms"] for s in samples[index]]
+            ratios = [s["wall_ms"] / b["wall_ms"] for s, b in zip(samples[index], samples[0], strict=True)]
+            rows.append({"engine": engine, "variant": f"{revision if tree == 'baseline' else tree}, {launcher}",
+                         "wall_ms": statistics.median(walls), "wall_min": min(walls), "wall_max": max(walls),
+                         "cpu_ms": statistics.median(s["cpu_ms"] for s in samples[index]),
+                         "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                         "load": f"{min(load):.1f}-{max(load):.1f}", "steps": steps, "rounds": rounds})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("measure", help="(internal) one measurement in this process, JSON on stdout")
+    one.add_argument("--steps", type=int, required=True)
+    one.add_argument("--url", required=True)
+    one.add_argument("--state-dir", type=Path, required=True)
+    one.add_argument("--launcher", choices=sorted(LAUNCHERS), required=True)
+    one.add_argument("--expect-root", type=Path, help="fail unless flowledger is imported from here")
+    both = sub.add_parser("compare", help="baseline vs this tree, interleaved, on SQLite and PostgreSQL")
+    both.add_argument("--steps", type=int, default=300)
+    both.add_argument("--rounds", type=int, default=5)
+    both.add_argument("--baseline", default="main", help="git revision to compare with (default: main)")
+    both.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+                      help="admin URL of a PostgreSQL server (fresh databases are made there), or none")
+    both.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+    if args.command == "measure":
+        import flowledger
+
+        imported = Path(flowledger.__file__).resolve().parent
+        if args.expect_root is not None and imported != args.expect_root.resolve():
+            raise SystemExit(f"flowledger imported from {imported}, expected {args.expect_root}")
+        print(json.dumps(measure_once(args.steps, args.url, args.state_dir, args.launcher)))
+        return 0
+    pg = None if args.postgres.lower() == "none" else args.postgres
+    rows = compare(args.steps, args.rounds, args.baseline, pg)
+    print(f"graph controller, instant launcher: random DAG of {args.steps} steps (max_parallel {MAX_PARALLEL}), "
+          f"median of {args.rounds} interleaved rounds")
+    print("| engine | variant | wall ms/step (min–max) | CPU ms/step | × baseline wall (min–max) | load |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['engine']} | {r['variant']} | {r['wall_ms']:.2f} ({r['wall_min']:.2f}–{r['wall_max']:.2f}) | "
+              f"{r['cpu_ms']:.2f} | {r['ratio']:.2f} ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | {r['load']} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

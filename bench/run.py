@@ -227,16 +227,19 @@ class Bench:
         self.add("flow", f"parse + validate flow document ({n:,} steps)", got["parse_s"] * 1000 / n, "ms/step")
         self.add("flow", f"Readiness: drive every step ({n:,} steps)", got["drive_s"] * 1e6 / n, "µs/step")
         self.add("flow", f"Readiness total incl. parse ({n:,} steps)", got["total_s"] * 1000 / n, "ms/step")
+        # The per-step launcher reports each step's start and end alone (three transactions per step); the batch
+        # launcher takes a controller turn's steps together (flows/step_launch.py BatchStepLauncher). Before/after
+        # against another revision, interleaved: `python bench/flowsched.py compare`.
         for steps in self.sizes.controller_steps:
-            url, state = self.sqlite_url(f"controller-{steps}")
-            try:
-                seconds = flowsched.controller_overhead(steps, url, state)
-            except Exception as exc:  # another engineer's layer; report, never break the run
-                self.add("flow", f"graph controller, instant launcher ({steps:,} steps)", None, "ms/step",
-                         f"{type(exc).__name__}: {str(exc)[:80]}")
-                continue
-            self.add("flow", f"graph controller, instant launcher ({steps:,} steps)", seconds * 1000 / steps,
-                     "ms/step")
+            for launcher, label in (("per-step", "instant launcher"), ("batch", "instant batch launcher")):
+                url, state = self.sqlite_url(f"controller-{launcher}-{steps}")
+                try:
+                    seconds = flowsched.controller_overhead(steps, url, state, launcher)
+                except Exception as exc:  # another engineer's layer; report, never break the run
+                    self.add("flow", f"graph controller, {label} ({steps:,} steps)", None, "ms/step",
+                             f"{type(exc).__name__}: {str(exc)[:80]}")
+                    continue
+                self.add("flow", f"graph controller, {label} ({steps:,} steps)", seconds * 1000 / steps, "ms/step")
 
 
 def save(path: str, rows: list[Row], machine: dict[str, str], quick: bool, elapsed: float,

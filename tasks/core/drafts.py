@@ -177,6 +177,11 @@ def new_record(conn: Connection, draft: Task, now: datetime, *, retention: timed
 # --- a create that repeats a run scope -------------------------------------------------------------------
 
 
+def run_scope_key(run_id: str) -> str:
+    """The key creates of one run scope serialise on (db.serialize_on), whoever creates: one task or a batch."""
+    return f"task-run:{run_id}"
+
+
 def repeated_run(conn: Connection, draft: Task) -> Task | None:
     """The existing task a create with this draft's run id repeats (same run scope), if any."""
     assert draft.run_id is not None

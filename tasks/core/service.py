@@ -22,6 +22,7 @@ from flowledger.tasks.core.drafts import (
     new_record,
     parse_draft,
     repeated_run,
+    run_scope_key,
 )
 from flowledger.tasks.core.errors import InvalidInput, OperationRefused, TaskNotFound
 from flowledger.tasks.core.hooks import Change, Changes, CompositeHooks
@@ -139,36 +140,50 @@ class TaskService:
 
         def unit(conn: Connection) -> Task:
             changes.clear()  # the database may run this unit again after a lock error
-            if draft.run_id:  # two creates of one run scope must not both miss each other's row and insert twice
-                serialize_on(conn, f"task-run:{draft.run_id}")
-            if draft.parent_flow_id:
-                check_parent_flow(conn, self.hooks, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
-            existing = repeated_run(conn, draft) if draft.run_id else None
-            if existing is not None:
-                merged = merge_repeat(existing, draft, prefer_metadata=prefer_metadata)
-                if merged == existing:
-                    return existing
-                if merged.parent_flow_id and merged.parent_flow_id != existing.parent_flow_id:
-                    check_parent_flow(conn, self.hooks, merged.parent_flow_id, merged.owner_key, merged.scope_kind)
-                change = self._write(conn, existing, merged, now=now, expected={existing.status})
-                if change is None:
-                    raise OperationRefused(f"Task {existing.task_id} changed while it was being merged.")
+            created, change = self.create_in(conn, draft, now, prefer_metadata=prefer_metadata)
+            if change is not None:
                 changes.append(change)
-                return change.task
-            created = new_record(conn, draft, now, retention=self.retention, hooks=self.hooks)
-            store.insert_task(conn, created)
-            event = TaskEvent(task_id=created.task_id, at=created.created_at, kind=created.status.value,
-                              summary=rules.status_summary(created))
-            store.append_event(conn, event)
-            change = Change(created, None, event)
-            self.hooks.on_written(conn, change, now)
-            changes.append(change)
-            log.info("task %s created (%s, %s)", created.task_id, created.runtime, created.status)
             return created
 
         result = self.db.transact(unit)
         self.hooks.after_commit(changes)
         return result
+
+    def create_in(self, conn: Connection, draft: Task, now: datetime, *, prefer_metadata: bool = False,
+                  parent_checked: bool = False) -> tuple[Task, Change | None]:
+        """`create`'s write in the caller's transaction (tasks/core/batch_transitions.py creates many in one): the
+        task, and the change to hand to `hooks.after_commit` once committed (None when nothing was written).
+        `parent_checked`: the caller already ran `check_parent_flow` for this draft in this transaction."""
+        if draft.run_id:  # two creates of one run scope must not both miss each other's row and insert twice
+            serialize_on(conn, run_scope_key(draft.run_id))
+        if draft.parent_flow_id and not parent_checked:
+            check_parent_flow(conn, self.hooks, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
+        existing = repeated_run(conn, draft) if draft.run_id else None
+        if existing is not None:
+            merged = merge_repeat(existing, draft, prefer_metadata=prefer_metadata)
+            if merged == existing:
+                return existing, None
+            if merged.parent_flow_id and merged.parent_flow_id != existing.parent_flow_id:
+                check_parent_flow(conn, self.hooks, merged.parent_flow_id, merged.owner_key, merged.scope_kind)
+            change = self._write(conn, existing, merged, now=now, expected={existing.status})
+            if change is None:
+                raise OperationRefused(f"Task {existing.task_id} changed while it was being merged.")
+            return change.task, change
+        created = new_record(conn, draft, now, retention=self.retention, hooks=self.hooks)
+        store.insert_task(conn, created)
+        event = TaskEvent(task_id=created.task_id, at=created.created_at, kind=created.status.value,
+                          summary=rules.status_summary(created))
+        store.append_event(conn, event)
+        change = Change(created, None, event)
+        self.hooks.on_written(conn, change, now)
+        log.info("task %s created (%s, %s)", created.task_id, created.runtime, created.status)
+        return created, change
+
+    def draft(self, **fields: Unpack[TaskDraft]) -> Task:
+        """A new task as `create` would validate it from the same keyword arguments, not yet written (for
+        `create_in`)."""
+        check_draft_keys(fields, "draft()")
+        return parse_draft(fields, self.clock.now())
 
     def start_generation(self, tool: str, session_key: str, prompt: str,
                          requester_origin: Mapping[str, Any] | DeliveryOrigin | None = None

@@ -131,6 +131,39 @@ def _one_op(ledger: Ledger, rng: random.Random, pool: int, stats: WorkerStats, s
     stats.ops += 1
 
 
+BATCH_GROUP = 4  # fresh run ids each batch round creates, starts and completes together (and no one else touches)
+
+
+def batch_group(run_id: str) -> str | None:
+    """The batch round a `grp-…` run id belongs to, or None."""
+    return run_id.rsplit("-", 1)[0] if run_id.startswith("grp-") else None
+
+
+def _batch_round(ledger: Ledger, rng: random.Random, pool: int, stats: WorkerStats) -> None:
+    """One round of the batch writer (tasks/core/batch_transitions.py): a group of fresh tasks plus a few run ids of
+    the writers' sliding window, created in one transaction, started in a second and completed in a third. The
+    window ids collide with the single-task writers, so the batches meet compare-and-set refusals and terminal
+    tasks; the group shows whether each batch committed whole."""
+    from flowledger.tasks.core.batch_transitions import complete_many, create_many_in_one, start_many
+
+    window = sorted({f"run-{stats.ops // 8 + rng.randrange(pool)}" for _ in range(3)})
+    group = [f"grp-{os.getpid()}-{stats.ops}-{i}" for i in range(BATCH_GROUP)]
+    drafts = [ledger.tasks.draft(runtime="cli", task=f"job {run_id} #{rng.randrange(2)}", owner_key=OWNER,
+                                 run_id=run_id) for run_id in [*group, *window]]
+    stats.by_op["batch"] += 1
+    try:
+        create_many_in_one(ledger.tasks, drafts)
+        start_many(ledger.tasks, [*group, *window])
+        complete_many(ledger.tasks, [*group, *window[:1]], summary=f"done {rng.randrange(1000)}")
+    except OperationRefused:  # a create merged over a task another writer changed meanwhile
+        stats.refusals += 1
+    except FlowledgerError as exc:
+        stats.errors.append(f"batch: {type(exc).__name__}: {exc.message}")
+    except Exception as exc:
+        stats.errors.append(f"batch: {type(exc).__name__}: {exc}")
+    stats.ops += 1
+
+
 def open_ledger(url: str, state_dir: Path, events_path: Path, clock_offset_s: float = 0.0) -> Ledger:
     clock = OffsetClock(timedelta(seconds=clock_offset_s))
     ledger = Ledger.open(state_dir=state_dir, database_url=url, clock=clock)
@@ -168,7 +201,7 @@ def _writer_child(args: argparse.Namespace, seed: int, ready_fd: int, mode: str)
     stats = WorkerStats(ops=rng.randrange(10_000) * 8)  # a fresh window of run ids per child
     # One operation before "ready", so the kill window is spent working, not warming up (and a loaded machine
     # still gets every child past its first commit).
-    if mode == "write":
+    if mode in ("write", "batch"):
         ledger.tasks.create(runtime="cli", task=f"job run-{stats.ops}", owner_key=OWNER, run_id=f"run-{stats.ops}")
     elif mode == "deliver":
         _deliver_one(ledger, f"dl-{os.getpid()}-warm")
@@ -187,7 +220,10 @@ def _writer_child(args: argparse.Namespace, seed: int, ready_fd: int, mode: str)
                 sys.stderr.write(f"sweep: {exc.message}\n")
                 os._exit(3)
         else:
-            _one_op(ledger, rng, args.pool, stats, sweep=False)
+            if mode == "batch":
+                _batch_round(ledger, rng, args.pool, stats)
+            else:
+                _one_op(ledger, rng, args.pool, stats, sweep=False)
             if stats.errors:
                 sys.stderr.write(stats.errors[-1] + "\n")
                 os._exit(3)

@@ -114,6 +114,35 @@ def test_killed_writers_leave_a_truthful_ledger(
                    f"committed-and-reported={len(reported)} violations={len(verdict.violations)}")
 
 
+def test_killed_batch_writers_leave_whole_batches_and_a_truthful_ledger(
+    database_url: str, state_dir: Path, zygote: Zygote, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Batch writers (a flow controller's create/start/complete of many tasks in one transaction each) killed at
+    random beside single-task writers on the same run ids: every history stays legal, and every batch committed
+    whole or not at all (a batch round's fresh group is always all there, all in one status)."""
+    tally = zygote.storm(KILLS, "batch+write", seed=23)
+    reported = harness.read_reported(zygote.events_dir)
+    with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
+        assert harness.integrity_ok(ledger) == "ok"
+        verdict = harness.verify(ledger, reported)
+        stored = snapshot(ledger)
+        with ledger.db.read() as conn:
+            rows = conn.execute(select(task_runs.c.run_id, task_runs.c.status)).all()
+    assert verdict.ok, verdict.violations[:20]
+    assert {e["task"] for e in reported} - set(stored) == set()
+    groups: dict[str, list[str]] = collections.defaultdict(list)
+    for run_id, status in rows:
+        group = harness.batch_group(run_id or "")
+        if group is not None:
+            groups[group].append(status)
+    assert groups, "the storm should have committed some batches"
+    torn = {g: s for g, s in groups.items() if len(s) != harness.BATCH_GROUP or len(set(s)) != 1}
+    assert torn == {}
+    engine = "sqlite" if database_url.startswith("sqlite") else "postgres"
+    report(capsys, f"{engine}: batch+single writers killed={tally['killed']} batch rounds={len(groups)} "
+                   f"tasks={verdict.tasks} events={verdict.events} violations={len(verdict.violations)}")
+
+
 def test_after_kills_nothing_stays_running_past_the_lost_grace(
     database_url: str, state_dir: Path, zygote: Zygote
 ) -> None:
