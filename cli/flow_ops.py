@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 import typer
 
 from flowledger.cli.context import app_context
+from flowledger.cli.flow_drive import drive_here, run_summary
 from flowledger.cli.render import emit_json, err, out, safe
 from flowledger.flows.documents import flow_document
 from flowledger.flows.models import LINK_TERMINAL, FlowStatus
@@ -128,7 +129,6 @@ def retry_cmd(ctx: typer.Context, lookup: Lookup,
 
     Example: flowledger tasks flow retry 01a23b43-5c --detach
     """
-    from flowledger.cli.flow_cmd import drive_here, run_summary
     from flowledger.flows.retry import retry_flow
 
     ledger = app_context(ctx).ledger()

@@ -117,7 +117,7 @@ def run_cmd(
 
     Example: flowledger run --label backup --timeout 1h -- ./backup.sh
     """
-    from flowledger.cli.flow_cmd import origin_option
+    from flowledger.cli.flow_drive import origin_option
     from flowledger.scheduler.logs import log_paths
     from flowledger.scheduler.runner import agent_prompt, run_command
 
