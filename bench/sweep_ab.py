@@ -89,11 +89,12 @@ def _pg_exists(admin: str, name: str) -> bool:
 
 def one_pass(root: Path, variant: str, code: Path | None, engine: str, records: int,
              pg_admin: str | None) -> dict[str, Any]:
+    data = "before" if variant == "before" else "after"  # every other variant runs on the migrated schema
     if engine == "sqlite":
         work = root / "work"
         shutil.rmtree(work, ignore_errors=True)
         target = work / "ledger.db"
-        sweep.copy_sqlite(root / "sqlite" / f"{variant}.db", target)
+        sweep.copy_sqlite(root / "sqlite" / f"{data}.db", target)
         url, state = f"sqlite:///{target}", work / "state"
         got = sweep.sweep_with_writer(url, state, NOW, timeout=1800, env=_env(code))
         shutil.rmtree(work, ignore_errors=True)
@@ -101,9 +102,9 @@ def one_pass(root: Path, variant: str, code: Path | None, engine: str, records: 
         assert pg_admin is not None
         name = f"perfsweep_run_{os.getpid()}"
         _pg_admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}"',
-                       f'CREATE DATABASE "{name}" TEMPLATE "perfsweep_{variant}_{records}"')
+                       f'CREATE DATABASE "{name}" TEMPLATE "perfsweep_{data}_{records}"')
         try:
-            got = sweep.sweep_with_writer(_pg_url(pg_admin, name), root / f"pg-state-{variant}", NOW,
+            got = sweep.sweep_with_writer(_pg_url(pg_admin, name), root / f"pg-state-{data}", NOW,
                                           timeout=1800, env=_env(code))
         finally:
             _pg_admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}"')
@@ -118,15 +119,21 @@ def one_pass(root: Path, variant: str, code: Path | None, engine: str, records: 
 def run(root: Path, before: Path, rounds: int, records: int, pg_admin: str | None, engines: list[str],
         variants: list[str]) -> None:
     passes: list[dict[str, Any]] = []
+    codes: dict[str, Path | None] = {"before": before, "after": None}
+    for spec in variants:
+        if "=" in spec:
+            name, path = spec.split("=", 1)
+            codes[name] = Path(path)
+    names = [spec.split("=", 1)[0] for spec in variants]
     for engine in engines:
         for _ in range(rounds):
-            for variant in variants:
-                got = one_pass(root, variant, before if variant == "before" else None, engine, records, pg_admin)
+            for variant in names:
+                got = one_pass(root, variant, codes[variant], engine, records, pg_admin)
                 print(json.dumps(got), flush=True)
                 passes.append(got)
     print(f"\n{'engine':<8} {'variant':<7} {'pass s (each)':<24} {'writer max ms':<22} {'writer p99 ms':<18} load")
     for engine in engines:
-        for variant in variants:
+        for variant in names:
             mine = [p for p in passes if p["engine"] == engine and p["variant"] == variant and p["seconds"]]
             if not mine:
                 continue
@@ -151,7 +158,8 @@ def main() -> None:
         if name == "run":
             cmd.add_argument("--rounds", type=int, default=2)
             cmd.add_argument("--engine", action="append", choices=["sqlite", "postgres"])
-            cmd.add_argument("--variant", action="append", choices=["before", "after"])
+            cmd.add_argument("--variant", action="append",
+                             help="before, after (this worktree) or NAME=PATH (another export, after's data)")
     seed = sub.add_parser("seed")
     seed.add_argument("url")
     seed.add_argument("state")

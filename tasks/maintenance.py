@@ -13,6 +13,7 @@ the lock free about as long after each, so a concurrent writer never waits long.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -216,15 +217,68 @@ class _Pacer:
         self.target = PG_TARGET_HOLD if service.db.is_postgres else TARGET_HOLD
         self.size, self.lo, self.hi = size, lo, hi
 
-    def done(self, started: float, n: int) -> None:
+    def done(self, started: float, n: int, lock: SqliteLockShare | None = None) -> None:
         held = time.monotonic() - started
         if n >= self.size:  # only a full batch says how long a full batch takes
             scaled = int(self.size * self.target / max(held, 1e-4))
             self.size = max(self.lo, min(self.hi, scaled, self.size * 2))
         if self.pause:
-            # As long as we held it: half as long was measured at 1 M records, and a writer's p99 wait rose from
-            # 34 to 55–79 ms for a pass only ~15 % shorter.
-            time.sleep(min(MAX_YIELD, held))
+            # At most as long as we held it: half as long was measured at 1 M records, and a writer's p99 wait
+            # rose from 34 to 55–79 ms for a pass only ~15 % shorter.
+            pause = min(MAX_YIELD, held)
+            if lock is None:
+                time.sleep(pause)
+            else:
+                lock.pause(pause)
+
+
+class SqliteLockShare:
+    """What the sweep does with the lock free on SQLite: copy its pages back, then wait for a waiting writer.
+
+    With the automatic checkpoint the commit that crosses 1,000 WAL pages copies them back to the database
+    and syncs it: the sweep's commits did (the time counted as lock hold, which the pacer then paused for
+    again), or a concurrent writer's commit did, and waited for it. A PASSIVE checkpoint (no write lock) in
+    each pause keeps the WAL short for everyone.
+
+    The pause then ends as soon as another connection commits (`PRAGMA data_version` moves): the writer that
+    waited for the lock had its turn. A writer polls at growing intervals, so the full pause was mostly spent
+    waiting for its next poll after it had already written; with no other writer it lasts as long as before.
+    """
+
+    POLL = 0.001
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+
+    def mark(self) -> int:
+        """Where the database stands; `others_committed` tells whether another connection committed since."""
+        return int(self.driver.execute("PRAGMA data_version").fetchone()[0])
+
+    def others_committed(self, mark: int) -> bool:
+        return self.mark() != mark
+
+    def pause(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        seen = self.mark()
+        self.driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        while time.monotonic() < until and not self.others_committed(seen):
+            time.sleep(min(self.POLL, max(0.0, until - time.monotonic())))
+
+
+@contextlib.contextmanager
+def lock_share(service: TaskService, conn: Connection) -> Iterator[SqliteLockShare | None]:
+    """SQLite: the sweep's connection checkpoints in its pauses, not in its commits (the automatic checkpoint is
+    off on it meanwhile and given back after); None elsewhere."""
+    if not service.db.is_sqlite:
+        yield None
+        return
+    driver: Any = conn.connection.driver_connection
+    previous = int(driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    driver.execute("PRAGMA wal_autocheckpoint = 0")
+    try:
+        yield SqliteLockShare(driver)
+    finally:
+        driver.execute(f"PRAGMA wal_autocheckpoint = {previous}")
 
 
 def prune_due(service: TaskService, now: datetime, *, batch: int = PRUNE_BATCH) -> int:
@@ -245,18 +299,18 @@ def prune_due(service: TaskService, now: datetime, *, batch: int = PRUNE_BATCH) 
     # checkpoints and a checkpoint after every batch were tried: no gain at 1 M rows. What decides the cost is
     # how many pages a batch dirties: with time-ordered ids (tasks/ids.py) the old rows a batch deletes are
     # neighbours in every index, not one random leaf per row.
-    with service.db.write_connection() as conn:
+    with service.db.write_connection() as conn, lock_share(service, conn) as share:
         while True:
             started = time.monotonic()
             size = pacer.size
             with conn.begin():
                 upto = prune.batch_bound(conn, where, after, size)
-                n = prune.delete_due_range(conn, where, after, upto)
+                n = prune.delete_due_range(conn, where, after, upto, size)
             pruned += n
             if upto is None:
                 return pruned
             after = upto
-            pacer.done(started, size)
+            pacer.done(started, size, share)
 
 
 def sweep(service: TaskService, now: datetime, *, apply: bool, authoritative: bool,

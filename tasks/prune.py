@@ -5,10 +5,10 @@ past the last bound, and the rows in the range are deleted with their events and
 that carry the range, not a list of ids. Building and binding `IN (…500 ids…)` lists was most of the CPU of
 the old prune, and all of it ran while the write lock was held.
 
-Both engines run the same three statements in one transaction. On SQLite the transaction holds the one write
-lock (BEGIN IMMEDIATE), so the range means the same rows in all three. On PostgreSQL the rows of the range are
-locked first (`FOR UPDATE`, which re-checks the due filter on rows changed meanwhile) and the deletes then name
-exactly the locked rows; see `_pg_delete_locked`.
+On SQLite three statements in one transaction name the next `size` due rows after the last bound; the
+transaction holds the one write lock (BEGIN IMMEDIATE), so they mean the same rows in all three. On PostgreSQL
+the rows of the range are locked first (`FOR UPDATE`, which re-checks the due filter on rows changed meanwhile)
+and one statement deletes exactly the locked rows; see `_pg_delete_locked`.
 
 Merge note (kept status counts): every deleted task row goes through `delete_due_range` (and the per-task
 path, `store.delete_tasks`). A counts hook belongs in `delete_due_range`, right before the task_runs delete,
@@ -51,17 +51,24 @@ def batch_bound(conn: Connection, due: ColumnElement[bool], after: Bound | None,
     return None if row is None else (row[0], int(row[1]))
 
 
-def delete_due_range(conn: Connection, due: ColumnElement[bool], after: Bound | None, upto: Bound | None) -> int:
-    """Delete the due task rows in (after, upto] with their delivery rows and events; the number of tasks.
+def delete_due_range(conn: Connection, due: ColumnElement[bool], after: Bound | None, upto: Bound | None,
+                     size: int) -> int:
+    """Delete the due task rows in (after, upto] — the next `size` due rows after `after` — with their delivery
+    rows and events; the number of tasks.
 
     The one place the set-based prune deletes task rows (see the merge note above for the counts hook).
     """
     if conn.dialect.name == "postgresql":
         return _pg_delete_locked(conn, _range(due, after, upto))
-    doomed = select(_c.task_id).where(_range(due, after, upto)).scalar_subquery()
-    conn.execute(delete(task_delivery_state).where(task_delivery_state.c.task_id.in_(doomed)))
-    conn.execute(delete(task_events).where(task_events.c.task_id.in_(doomed)))
-    return int(conn.execute(delete(task_runs).where(_range(due, after, upto))).rowcount)
+    # SQLite bounds a row-value range on its first column only: with many equal stamps (a bulk load), an upper
+    # bound made every batch walk every remaining row of that stamp. The first `size` rows after `after`, in
+    # index order, are the same rows (this transaction holds the one write lock) and the walk stops there.
+    doomed = (select(_c.seq).where(_range(due, after, None)).order_by(_c.cleanup_after, _c.seq).limit(size)
+              .scalar_subquery())
+    doomed_ids = select(_c.task_id).where(_c.seq.in_(doomed)).scalar_subquery()
+    conn.execute(delete(task_delivery_state).where(task_delivery_state.c.task_id.in_(doomed_ids)))
+    conn.execute(delete(task_events).where(task_events.c.task_id.in_(doomed_ids)))
+    return int(conn.execute(delete(task_runs).where(_c.seq.in_(doomed))).rowcount)
 
 
 def _pg_delete_locked(conn: Connection, where: ColumnElement[bool]) -> int:
