@@ -327,20 +327,24 @@ def sweep(service: TaskService, now: datetime, *, apply: bool, authoritative: bo
     else:
         result.counts.add(Step.PRUNE, count_due(service, now))
     pacer = _Pacer(service, write_batch, lo=min(write_batch, 10), hi=max(write_batch, MAX_WRITE_BATCH))
-    for planned in plan_batches(service, now, authoritative=authoritative, result=result, batch=read_batch,
-                                include_due=False):
-        if not apply:
-            for step in planned:
-                result.counts.add(step.step)
-            continue
-        rest = list(planned)
-        while rest:
-            chunk, rest = rest[:pacer.size], rest[pacer.size:]
-            started = time.monotonic()
-            applied = apply_steps(service, chunk, now, authoritative=authoritative)
-            for step_kind, n in applied.items():
-                result.counts.add(step_kind, n)
-            pacer.done(started, len(chunk))
+    with contextlib.ExitStack() as stack:
+        share = None
+        if apply and service.db.is_sqlite:  # a connection of its own to checkpoint and watch for writers with
+            share = stack.enter_context(lock_share(service, stack.enter_context(service.db.engine.connect())))
+        for planned in plan_batches(service, now, authoritative=authoritative, result=result, batch=read_batch,
+                                    include_due=False):
+            if not apply:
+                for step in planned:
+                    result.counts.add(step.step)
+                continue
+            rest = list(planned)
+            while rest:
+                chunk, rest = rest[:pacer.size], rest[pacer.size:]
+                started = time.monotonic()
+                applied = apply_steps(service, chunk, now, authoritative=authoritative)
+                for step_kind, n in applied.items():
+                    result.counts.add(step_kind, n)
+                pacer.done(started, len(chunk), share)
     return result
 
 
