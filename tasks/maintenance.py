@@ -24,32 +24,24 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select, update
 
-from flowledger.tasks import cron_recovery, prune, rules, store
+from flowledger.tasks import cron_recovery, prune, rules, store, sweep_pacing
 from flowledger.tasks.backing import BackingView, judge, should_mark_lost
 from flowledger.tasks.clock import to_ms
 from flowledger.tasks.models import Task, TaskEvent
 from flowledger.tasks.projection import active_may_change, effective_cleanup_after, marked_lost, recovered
 from flowledger.tasks.service import Change, TaskService
 from flowledger.tasks.states import ACTIVE, TaskStatus, is_terminal
+from flowledger.tasks.sweep_pacing import Pacer
 from flowledger.tasks.tables import task_delivery_state, task_events, task_runs
 
 log = logging.getLogger(__name__)
 
 READ_BATCH = 500
-# Write transactions start at these sizes and are then sized to hold the lock about TARGET_HOLD seconds.
+# Write transactions start at these sizes and are then sized to hold the lock (tasks/sweep_pacing.py).
 WRITE_BATCH = 50
 PRUNE_BATCH = 500
 MAX_WRITE_BATCH = 2000
 MAX_PRUNE_BATCH = 5000
-# 15 ms, measured at 1 M records against 25 ms: a concurrent writer's p99 wait 19 ms instead of 34 ms and its
-# worst 54–79 ms instead of 79–80 ms, for a pass ~10 % longer.
-TARGET_HOLD = 0.015
-# PostgreSQL locks only the rows a batch touches (no other writer wants a due or stale row), so its batches
-# may run longer: fewer round trips and commits. Not much longer: another writer's commit flushes the WAL the
-# sweep wrote before it, so big batches show up as slow commits elsewhere (1 M records: 0.25 s → worst 96–103 ms,
-# 0.1 s → 85 ms, at the same pass time).
-PG_TARGET_HOLD = 0.1
-MAX_YIELD = 0.05
 STALE_RUNNING = timedelta(minutes=30)
 PRUNED_TABLES = (task_runs.name, task_events.name, task_delivery_state.name)
 DIAGNOSTICS_LIMIT = 100
@@ -204,83 +196,6 @@ def count_due(service: TaskService, now: datetime) -> int:
         return int(conn.execute(select(func.count()).select_from(task_runs).where(due(now))).scalar_one())
 
 
-class _Pacer:
-    """Sizes write transactions to a target lock hold and, on SQLite, leaves the lock free between them.
-
-    SQLite's busy handler polls a waiting writer at growing intervals and is not fair; after each write
-    transaction the sweep pauses about as long as it held the lock (capped), so a concurrent writer always
-    finds a free window. PostgreSQL locks rows, not the database: nobody waits on us there.
-    """
-
-    def __init__(self, service: TaskService, size: int, *, lo: int, hi: int) -> None:
-        self.pause = not service.db.is_postgres
-        self.target = PG_TARGET_HOLD if service.db.is_postgres else TARGET_HOLD
-        self.size, self.lo, self.hi = size, lo, hi
-
-    def done(self, started: float, n: int, lock: SqliteLockShare | None = None) -> None:
-        held = time.monotonic() - started
-        if n >= self.size:  # only a full batch says how long a full batch takes
-            scaled = int(self.size * self.target / max(held, 1e-4))
-            self.size = max(self.lo, min(self.hi, scaled, self.size * 2))
-        if self.pause:
-            # At most as long as we held it: half as long was measured at 1 M records, and a writer's p99 wait
-            # rose from 34 to 55–79 ms for a pass only ~15 % shorter.
-            pause = min(MAX_YIELD, held)
-            if lock is None:
-                time.sleep(pause)
-            else:
-                lock.pause(pause)
-
-
-class SqliteLockShare:
-    """What the sweep does with the lock free on SQLite: copy its pages back, then wait for a waiting writer.
-
-    With the automatic checkpoint the commit that crosses 1,000 WAL pages copies them back to the database
-    and syncs it: the sweep's commits did (the time counted as lock hold, which the pacer then paused for
-    again), or a concurrent writer's commit did, and waited for it. A PASSIVE checkpoint (no write lock) in
-    each pause keeps the WAL short for everyone.
-
-    The pause then ends as soon as another connection commits (`PRAGMA data_version` moves): the writer that
-    waited for the lock had its turn. A writer polls at growing intervals, so the full pause was mostly spent
-    waiting for its next poll after it had already written; with no other writer it lasts as long as before.
-    """
-
-    POLL = 0.001
-
-    def __init__(self, driver: Any) -> None:
-        self.driver = driver
-
-    def mark(self) -> int:
-        """Where the database stands; `others_committed` tells whether another connection committed since."""
-        return int(self.driver.execute("PRAGMA data_version").fetchone()[0])
-
-    def others_committed(self, mark: int) -> bool:
-        return self.mark() != mark
-
-    def pause(self, seconds: float) -> None:
-        until = time.monotonic() + seconds
-        seen = self.mark()
-        self.driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        while time.monotonic() < until and not self.others_committed(seen):
-            time.sleep(min(self.POLL, max(0.0, until - time.monotonic())))
-
-
-@contextlib.contextmanager
-def lock_share(service: TaskService, conn: Connection) -> Iterator[SqliteLockShare | None]:
-    """SQLite: the sweep's connection checkpoints in its pauses, not in its commits (the automatic checkpoint is
-    off on it meanwhile and given back after); None elsewhere."""
-    if not service.db.is_sqlite:
-        yield None
-        return
-    driver: Any = conn.connection.driver_connection
-    previous = int(driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
-    driver.execute("PRAGMA wal_autocheckpoint = 0")
-    try:
-        yield SqliteLockShare(driver)
-    finally:
-        driver.execute(f"PRAGMA wal_autocheckpoint = {previous}")
-
-
 def prune_due(service: TaskService, now: datetime, *, batch: int = PRUNE_BATCH) -> int:
     """Delete every due row with its delivery row and events, set-based, in short write transactions.
 
@@ -291,7 +206,7 @@ def prune_due(service: TaskService, now: datetime, *, batch: int = PRUNE_BATCH) 
     already deleted (a 1 M-record pass went from 35 s to 640 s when its batches were made five times smaller).
     """
     service.db.analyze_if_never_analyzed(PRUNED_TABLES)
-    pacer = _Pacer(service, batch, lo=min(batch, 50), hi=max(batch, MAX_PRUNE_BATCH))
+    pacer = Pacer(service, batch, lo=min(batch, 50), hi=max(batch, MAX_PRUNE_BATCH))
     where = due(now)
     pruned = 0
     after: prune.Bound | None = None
@@ -299,7 +214,7 @@ def prune_due(service: TaskService, now: datetime, *, batch: int = PRUNE_BATCH) 
     # checkpoints and a checkpoint after every batch were tried: no gain at 1 M rows. What decides the cost is
     # how many pages a batch dirties: with time-ordered ids (tasks/ids.py) the old rows a batch deletes are
     # neighbours in every index, not one random leaf per row.
-    with service.db.write_connection() as conn, lock_share(service, conn) as share:
+    with service.db.write_connection() as conn, sweep_pacing.lock_share(service, conn) as share:
         while True:
             started = time.monotonic()
             size = pacer.size
@@ -326,11 +241,12 @@ def sweep(service: TaskService, now: datetime, *, apply: bool, authoritative: bo
         result.counts.add(Step.PRUNE, prune_due(service, now))
     else:
         result.counts.add(Step.PRUNE, count_due(service, now))
-    pacer = _Pacer(service, write_batch, lo=min(write_batch, 10), hi=max(write_batch, MAX_WRITE_BATCH))
+    pacer = Pacer(service, write_batch, lo=min(write_batch, 10), hi=max(write_batch, MAX_WRITE_BATCH))
     with contextlib.ExitStack() as stack:
         share = None
         if apply and service.db.is_sqlite:  # a connection of its own to checkpoint and watch for writers with
-            share = stack.enter_context(lock_share(service, stack.enter_context(service.db.engine.connect())))
+            watcher = stack.enter_context(service.db.engine.connect())
+            share = stack.enter_context(sweep_pacing.lock_share(service, watcher))
         for planned in plan_batches(service, now, authoritative=authoritative, result=result, batch=read_batch,
                                     include_due=False):
             if not apply:

@@ -17,7 +17,7 @@ from ledger_helpers import set_columns
 from sqlalchemy import func, select
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks import maintenance, prune
+from flowledger.tasks import maintenance, prune, sweep_pacing
 from flowledger.tasks.tables import task_delivery_state, task_events, task_runs
 
 MS = timedelta(milliseconds=1)
@@ -85,7 +85,7 @@ def test_sqlite_prune_checkpoints_in_its_pauses_and_gives_the_automatic_checkpoi
     clock.advance(RETENTION)
     with sqlite_ledger.db.write_connection() as conn:
         driver: Any = conn.connection.driver_connection
-        with maintenance.lock_share(sqlite_ledger.tasks, conn) as share:
+        with sweep_pacing.lock_share(sqlite_ledger.tasks, conn) as share:
             assert share is not None
             assert driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
             mark = share.mark()
@@ -102,7 +102,7 @@ def test_sqlite_prune_checkpoints_in_its_pauses_and_gives_the_automatic_checkpoi
 
 def test_sqlite_pause_ends_when_another_writer_commits(sqlite_ledger: Ledger) -> None:
     """The pause is for a waiting writer: once one has committed, the sweep takes the lock again."""
-    with sqlite_ledger.db.write_connection() as conn, maintenance.lock_share(sqlite_ledger.tasks, conn) as share:
+    with sqlite_ledger.db.write_connection() as conn, sweep_pacing.lock_share(sqlite_ledger.tasks, conn) as share:
         assert share is not None
         writer = threading.Thread(target=lambda: (time.sleep(0.1), finished(sqlite_ledger, 1, "writer")))
         started = time.monotonic()
