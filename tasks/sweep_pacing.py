@@ -58,8 +58,7 @@ class SqliteLockShare:
     With the automatic checkpoint the commit that crosses 1,000 WAL pages copies them back to the database
     and syncs it: the sweep's commits did (the time counted as lock hold, which the pacer then paused for
     again), or a concurrent writer's commit did, and waited for it. A PASSIVE checkpoint (no write lock) in
-    the pauses keeps the WAL short for everyone: taken once the WAL may hold WAL_BUDGET frames, well under the
-    1,000 at which another connection's commit would checkpoint, so the syncs are shared by a few batches.
+    each pause keeps the WAL short for everyone.
 
     The pause then ends as soon as another connection commits (`PRAGMA data_version` moves): the writer that
     waited for the lock had its turn. A writer polls at growing intervals, so the full pause was mostly spent
@@ -67,24 +66,9 @@ class SqliteLockShare:
     """
 
     POLL = 0.001
-    WAL_BUDGET = 600
 
     def __init__(self, driver: Any) -> None:
         self.driver = driver
-        self.batches = 0  # written since the last checkpoint
-        self.frames_per_batch: int | None = None  # as the last checkpoint found them
-
-    def checkpoint_if_due(self) -> bool:
-        """Checkpoint when one more batch could take the WAL past the budget (always, before the first estimate)."""
-        self.batches += 1
-        per_batch = self.frames_per_batch
-        if per_batch is not None and (self.batches + 1) * per_batch <= self.WAL_BUDGET:
-            return False
-        _busy, frames, _copied = self.driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        if frames > 0:  # the WAL restarts after a complete checkpoint: these are the frames since the last one
-            self.frames_per_batch = max(1, int(frames) // self.batches)
-        self.batches = 0
-        return True
 
     def mark(self) -> int:
         """Where the database stands; `others_committed` tells whether another connection committed since."""
@@ -96,7 +80,7 @@ class SqliteLockShare:
     def pause(self, seconds: float) -> None:
         until = time.monotonic() + seconds
         seen = self.mark()
-        self.checkpoint_if_due()
+        self.driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         while time.monotonic() < until and not self.others_committed(seen):
             time.sleep(min(self.POLL, max(0.0, until - time.monotonic())))
 

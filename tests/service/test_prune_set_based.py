@@ -110,17 +110,3 @@ def test_sqlite_pause_ends_when_another_writer_commits(sqlite_ledger: Ledger) ->
         share.pause(60.0)
         writer.join()
         assert time.monotonic() - started < 30.0
-
-
-def test_sqlite_checkpoints_once_the_wal_may_reach_its_budget(sqlite_ledger: Ledger) -> None:
-    """A checkpoint per pause synced the database after every batch: it is taken once one more batch of the
-    size seen so far could take the WAL past the budget (well under the 1,000 frames of the automatic one)."""
-    with sqlite_ledger.db.write_connection() as conn, sweep_pacing.lock_share(sqlite_ledger.tasks, conn) as share:
-        assert share is not None
-        finished(sqlite_ledger, 3, "before the first estimate")
-        assert share.checkpoint_if_due()  # nothing known yet: checkpoint
-        assert share.frames_per_batch is not None and share.frames_per_batch < share.WAL_BUDGET // 2
-        finished(sqlite_ledger, 1, "a small batch")
-        assert not share.checkpoint_if_due()  # room for more batches like it
-        share.WAL_BUDGET = 0
-        assert share.checkpoint_if_due()
