@@ -5,6 +5,7 @@ on SQLite a pause after each, spent checkpointing and ended once a waiting write
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -98,4 +99,7 @@ def lock_share(service: TaskService, conn: Connection) -> Iterator[SqliteLockSha
     try:
         yield SqliteLockShare(driver)
     finally:
-        driver.execute(f"PRAGMA wal_autocheckpoint = {previous}")
+        try:
+            driver.execute(f"PRAGMA wal_autocheckpoint = {previous}")
+        except sqlite3.Error:  # never hand a connection without its automatic checkpoint back to the pool
+            conn.invalidate()
