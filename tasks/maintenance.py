@@ -4,11 +4,12 @@ For each task the first step that applies wins: cron recovery → lost → prune
 counts the plan; `apply` applies the very same plan batch by batch, re-reading every record inside the write
 transaction and skipping any that changed since it was planned (and re-checking backing before `lost`).
 
-Stamped rows already due are pruned first, set-based through the cleanup_after index (nothing else can happen
-to them this pass); every other row that can need work (active past the grace or cron, lost, unstamped) is
-streamed in keyset batches, so memory stays flat and a steady-state pass is O(active + due), never a read of
+Stamped rows already due are pruned first, set-based by cleanup-index ranges (tasks/prune.py; nothing else can
+happen to them this pass); every other row that can need work (active past the grace or cron, lost, unstamped)
+is streamed in keyset batches, so memory stays flat and a steady-state pass is O(active + due), never a read of
 every row into Python. Write transactions are sized to hold the lock ~15 ms, and on SQLite the sweep leaves
-the lock free about as long after each, so a concurrent writer never waits long.
+the lock free after each until a waiting writer has committed (at most about as long), checkpointing
+meanwhile (tasks/sweep_pacing.py), so a concurrent writer never waits long.
 """
 
 from __future__ import annotations
