@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, delete, select
 
-from flowledger.tasks import maintenance, prune
-from flowledger.tasks.tables import task_events, task_runs
+from flowledger.tasks.core.tables import task_events, task_runs
+from flowledger.tasks.health import maintenance, prune
 
 
 def explain(conn: Connection, statement: Any) -> list[str]:

@@ -1,4 +1,4 @@
-"""The set-based prune (tasks/prune.py) on both engines: batches named by a cleanup-index range, not id lists.
+"""The set-based prune (tasks/health/prune.py) on both engines: batches named by a cleanup-index range, not id lists.
 
 Many equal stamps (what a bulk load writes), rows that are stamped but not due interleaved with due ones, the
 exact stamp boundary, the children deleted with their task and nobody else's, and on SQLite the checkpoints
@@ -17,8 +17,8 @@ from ledger_helpers import set_columns
 from sqlalchemy import func, select
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks import maintenance, prune, sweep_pacing
-from flowledger.tasks.tables import task_delivery_state, task_events, task_runs
+from flowledger.tasks.core.tables import task_delivery_state, task_events, task_runs
+from flowledger.tasks.health import maintenance, prune, sweep_pacing
 
 MS = timedelta(milliseconds=1)
 RETENTION = timedelta(days=7)
