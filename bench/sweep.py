@@ -58,8 +58,12 @@ def copy_sqlite(template: Path, target: Path) -> None:
         os.fsync(copied.fileno())
 
 
-def sweep_with_writer(url: str, state_dir: Path, now: datetime, timeout: float) -> dict[str, Any]:
-    """Run the maintenance child while the writer child loops; both results in one dict."""
+def sweep_with_writer(url: str, state_dir: Path, now: datetime, timeout: float,
+                      env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run the maintenance child while the writer child loops; both results in one dict.
+
+    `env` goes to the maintenance child only (bench/sweep_ab.py points PYTHONPATH at the code before a change).
+    """
     import subprocess
 
     with tempfile.TemporaryDirectory(prefix="flbench-writer-") as tmp:
@@ -76,7 +80,7 @@ def sweep_with_writer(url: str, state_dir: Path, now: datetime, timeout: float) 
             time.sleep(0.01)
         time.sleep(0.2)  # a few quiet writes first, so the baseline is in the sample too
         result, reason = run_json([sys.executable, helper("sweep_child.py"), url, str(state_dir), now.isoformat()],
-                                  timeout=timeout)
+                                  timeout=timeout, env=env)
         stop.touch()
         try:
             out, err = writer.communicate(timeout=60)

@@ -4,15 +4,17 @@ For each task the first step that applies wins: cron recovery → lost → prune
 counts the plan; `apply` applies the very same plan batch by batch, re-reading every record inside the write
 transaction and skipping any that changed since it was planned (and re-checking backing before `lost`).
 
-Stamped rows already due are pruned first, set-based through the cleanup_after index (nothing else can happen
-to them this pass); every other row that can need work (active past the grace or cron, lost, unstamped) is
-streamed in keyset batches, so memory stays flat and a steady-state pass is O(active + due), never a read of
+Stamped rows already due are pruned first, set-based by cleanup-index ranges (tasks/health/prune.py; nothing else can
+happen to them this pass); every other row that can need work (active past the grace or cron, lost, unstamped)
+is streamed in keyset batches, so memory stays flat and a steady-state pass is O(active + due), never a read of
 every row into Python. Write transactions are sized to hold the lock ~15 ms, and on SQLite the sweep leaves
-the lock free about as long after each, so a concurrent writer never waits long.
+the lock free after each until a waiting writer has committed (at most about as long), checkpointing
+meanwhile (tasks/health/sweep_pacing.py), so a concurrent writer never waits long.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -21,7 +23,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select, update
 
 from flowledger.tasks.core import rules, store
 from flowledger.tasks.core.clock import to_ms
@@ -31,27 +33,19 @@ from flowledger.tasks.core.rules import effective_cleanup_after
 from flowledger.tasks.core.service import TaskService
 from flowledger.tasks.core.states import ACTIVE, TaskStatus, is_terminal
 from flowledger.tasks.core.tables import task_delivery_state, task_events, task_runs
-from flowledger.tasks.health import cron_recovery
+from flowledger.tasks.health import cron_recovery, prune, sweep_pacing
 from flowledger.tasks.health.backing import BackingView, judge, should_mark_lost
 from flowledger.tasks.health.projection import active_may_change, marked_lost, recovered
+from flowledger.tasks.health.sweep_pacing import Pacer
 
 log = logging.getLogger(__name__)
 
 READ_BATCH = 500
-# Write transactions start at these sizes and are then sized to hold the lock about TARGET_HOLD seconds.
+# Write transactions start at these sizes and are then sized to hold the lock (tasks/health/sweep_pacing.py).
 WRITE_BATCH = 50
 PRUNE_BATCH = 500
 MAX_WRITE_BATCH = 2000
 MAX_PRUNE_BATCH = 5000
-# 15 ms, measured at 1 M records against 25 ms: a concurrent writer's p99 wait 19 ms instead of 34 ms and its
-# worst 54–79 ms instead of 79–80 ms, for a pass ~10 % longer.
-TARGET_HOLD = 0.015
-# PostgreSQL locks only the rows a batch touches (no other writer wants a due or stale row), so its batches
-# may run longer: fewer round trips and commits. Not much longer: another writer's commit flushes the WAL the
-# sweep wrote before it, so big batches show up as slow commits elsewhere (1 M records: 0.25 s → worst 96–103 ms,
-# 0.1 s → 85 ms, at the same pass time).
-PG_TARGET_HOLD = 0.1
-MAX_YIELD = 0.05
 STALE_RUNNING = timedelta(minutes=30)
 PRUNED_TABLES = (task_runs.name, task_events.name, task_delivery_state.name)
 DIAGNOSTICS_LIMIT = 100
@@ -206,67 +200,36 @@ def count_due(service: TaskService, now: datetime) -> int:
         return int(conn.execute(select(func.count()).select_from(task_runs).where(due(now))).scalar_one())
 
 
-class _Pacer:
-    """Sizes write transactions to a target lock hold and, on SQLite, leaves the lock free between them.
-
-    SQLite's busy handler polls a waiting writer at growing intervals and is not fair; after each write
-    transaction the sweep pauses about as long as it held the lock (capped), so a concurrent writer always
-    finds a free window. PostgreSQL locks rows, not the database: nobody waits on us there.
-    """
-
-    def __init__(self, service: TaskService, size: int, *, lo: int, hi: int) -> None:
-        self.pause = not service.db.is_postgres
-        self.target = PG_TARGET_HOLD if service.db.is_postgres else TARGET_HOLD
-        self.size, self.lo, self.hi = size, lo, hi
-
-    def done(self, started: float, n: int) -> None:
-        held = time.monotonic() - started
-        if n >= self.size:  # only a full batch says how long a full batch takes
-            scaled = int(self.size * self.target / max(held, 1e-4))
-            self.size = max(self.lo, min(self.hi, scaled, self.size * 2))
-        if self.pause:
-            # As long as we held it: half as long was measured at 1 M records, and a writer's p99 wait rose from
-            # 34 to 55–79 ms for a pass only ~15 % shorter.
-            time.sleep(min(MAX_YIELD, held))
-
-
 def prune_due(service: TaskService, now: datetime, *, batch: int = PRUNE_BATCH) -> int:
     """Delete every due row with its delivery row and events, set-based, in short write transactions.
 
-    Each transaction re-selects its rows with the due filter (locking them on PostgreSQL), so what it deletes is
-    due at that moment. Batches walk the (cleanup_after, seq) index from where the last one stopped: PostgreSQL
-    keeps a deleted row's index entry until vacuum, and re-reading the index from its start made every batch
-    step over all the rows the pass had already deleted (a 1 M-record pass went from 35 s to 640 s when its
-    batches were made five times smaller).
+    Each transaction bounds its batch on the (cleanup_after, seq) index from where the last one stopped and
+    deletes that range with the due filter (tasks/health/prune.py): what it deletes is due at that moment, and no id
+    list is built. Resuming after the last bound matters on PostgreSQL, which keeps a deleted row's index entry
+    until vacuum: re-reading the index from its start made every batch step over all the rows the pass had
+    already deleted (a 1 M-record pass went from 35 s to 640 s when its batches were made five times smaller).
     """
     service.db.analyze_if_never_analyzed(PRUNED_TABLES)
-    pacer = _Pacer(service, batch, lo=min(batch, 50), hi=max(batch, MAX_PRUNE_BATCH))
-    c = task_runs.c
+    pacer = Pacer(service, batch, lo=min(batch, 50), hi=max(batch, MAX_PRUNE_BATCH))
+    where = due(now)
     pruned = 0
-    after: tuple[Any, int] | None = None
+    after: prune.Bound | None = None
     # One connection for the whole phase, each batch its own transaction on it. A bigger page cache, rarer WAL
     # checkpoints and a checkpoint after every batch were tried: no gain at 1 M rows. What decides the cost is
     # how many pages a batch dirties: with time-ordered ids (tasks/core/ids.py) the old rows a batch deletes are
     # neighbours in every index, not one random leaf per row.
-    with service.db.write_connection() as conn:
+    with service.db.write_connection() as conn, sweep_pacing.lock_share(service, conn) as share:
         while True:
             started = time.monotonic()
+            size = pacer.size
             with conn.begin():
-                stmt = select(c.task_id, c.cleanup_after, c.seq).where(due(now))
-                if after is not None:
-                    last = tuple_(bindparam("b_stamp", after[0], type_=c.cleanup_after.type),
-                                  bindparam("b_seq", after[1], type_=c.seq.type))
-                    stmt = stmt.where(tuple_(c.cleanup_after, c.seq) > last)
-                stmt = stmt.order_by(c.cleanup_after, c.seq).limit(pacer.size)
-                if service.db.is_postgres:
-                    stmt = stmt.with_for_update()
-                rows = conn.execute(stmt).all()
-                n = store.delete_tasks(conn, [r.task_id for r in rows])
+                upto = prune.batch_bound(conn, where, after, size)
+                n = prune.delete_due_range(conn, where, after, upto, size)
             pruned += n
-            if len(rows) < pacer.size:
+            if upto is None:
                 return pruned
-            after = (rows[-1].cleanup_after, rows[-1].seq)
-            pacer.done(started, n)
+            after = upto
+            pacer.done(started, size, share)
 
 
 def sweep(service: TaskService, now: datetime, *, apply: bool, authoritative: bool,
@@ -282,21 +245,26 @@ def sweep(service: TaskService, now: datetime, *, apply: bool, authoritative: bo
         result.counts.add(Step.PRUNE, prune_due(service, now))
     else:
         result.counts.add(Step.PRUNE, count_due(service, now))
-    pacer = _Pacer(service, write_batch, lo=min(write_batch, 10), hi=max(write_batch, MAX_WRITE_BATCH))
-    for planned in plan_batches(service, now, authoritative=authoritative, result=result, batch=read_batch,
-                                include_due=False):
-        if not apply:
-            for step in planned:
-                result.counts.add(step.step)
-            continue
-        rest = list(planned)
-        while rest:
-            chunk, rest = rest[:pacer.size], rest[pacer.size:]
-            started = time.monotonic()
-            applied = apply_steps(service, chunk, now, authoritative=authoritative)
-            for step_kind, n in applied.items():
-                result.counts.add(step_kind, n)
-            pacer.done(started, len(chunk))
+    pacer = Pacer(service, write_batch, lo=min(write_batch, 10), hi=max(write_batch, MAX_WRITE_BATCH))
+    with contextlib.ExitStack() as stack:
+        share = None
+        if apply and service.db.is_sqlite:  # a connection of its own to checkpoint and watch for writers with
+            watcher = stack.enter_context(service.db.engine.connect())
+            share = stack.enter_context(sweep_pacing.lock_share(service, watcher))
+        for planned in plan_batches(service, now, authoritative=authoritative, result=result, batch=read_batch,
+                                    include_due=False):
+            if not apply:
+                for step in planned:
+                    result.counts.add(step.step)
+                continue
+            rest = list(planned)
+            while rest:
+                chunk, rest = rest[:pacer.size], rest[pacer.size:]
+                started = time.monotonic()
+                applied = apply_steps(service, chunk, now, authoritative=authoritative)
+                for step_kind, n in applied.items():
+                    result.counts.add(step_kind, n)
+                pacer.done(started, len(chunk), share)
     return result
 
 
