@@ -25,7 +25,8 @@ from flowledger.tasks.errors import StorageUnavailable
 # 4: notice_outbox (notices are sent off the writer's path, tasks/outbox.py)
 # 5: task_runs.media_json, sessions.ended_at, generation_media, session_resources (generation jobs, resource cleanup)
 # 6: cron_controls (cron pause/resume/trigger), created by the migrations, no longer on first use
-SCHEMA_VERSION = 6
+# 7: task_counts, kept by triggers on task_runs (tasks/counts.py), backfilled from the rows already there
+SCHEMA_VERSION = 7
 # Task and flow ids are at most this long (flowledger.tasks.limits.MAX_ID_CHARS checks it before the database).
 ID_CHARS = 128
 
@@ -360,6 +361,17 @@ class CronControlRow(SQLModel, table=True):
     trigger_requested_at: datetime | None = _ts()
 
 
+class TaskCountRow(SQLModel, table=True):
+    """How many tasks have each (status, runtime), in shards summed on read; only triggers write it (counts.py)."""
+
+    __tablename__ = "task_counts"
+
+    status: str = Field(sa_column=Column(String(16), primary_key=True))
+    runtime: str = Field(sa_column=Column(String(16), primary_key=True))
+    shard: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    n: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
 class SchemaMetaRow(SQLModel, table=True):
     __tablename__ = "schema_meta"
 
@@ -385,3 +397,4 @@ notice_outbox = NoticeRow.__table__  # type: ignore[attr-defined]
 generation_media = GenerationMediaRow.__table__  # type: ignore[attr-defined]
 session_resources = SessionResourceRow.__table__  # type: ignore[attr-defined]
 cron_controls = CronControlRow.__table__  # type: ignore[attr-defined]
+task_counts = TaskCountRow.__table__  # type: ignore[attr-defined]
