@@ -24,7 +24,15 @@ from sqlalchemy.sql import ClauseElement
 from flowledger.tasks import counts, filemodes
 from flowledger.tasks.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.errors import InvalidInput, StorageUnavailable
-from flowledger.tasks.tables import METADATA, SCHEMA_VERSION, cron_controls, notice_outbox, schema_meta, task_payloads
+from flowledger.tasks.tables import (
+    METADATA,
+    QUIET_ROW_KINDS,
+    SCHEMA_VERSION,
+    cron_controls,
+    notice_outbox,
+    schema_meta,
+    task_payloads,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,8 +83,10 @@ MIGRATIONS: dict[int, list[Migration]] = {
     # The cron controls (scheduler/cron_control.py) used to be created on first use, outside any transaction
     # discipline (a gateway met `database is locked` there); databases may already have the table.
     6: [lambda conn: cron_controls.create(conn, checkfirst=True)],
-    # Task counts kept by triggers in the writing transaction (tasks/counts.py), backfilled from the rows there.
-    7: [counts.install],
+    # Task counts kept by triggers in the writing transaction (tasks/counts.py), backfilled from the rows there;
+    # the partial indexes `status` finds the rows an audit flags by.
+    7: [counts.install, *[f"CREATE INDEX IF NOT EXISTS {name} ON task_runs (seq) WHERE {where}"
+                          for name, where in QUIET_ROW_KINDS.items()]],
 }
 
 
