@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -49,13 +50,18 @@ def refresh(db_path: Path) -> int:
         conn.close()
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the child, stdout). On a shared machine the CPU time moves far less with
+    the load than the wall time does, so both are reported."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{argv} failed: {proc.stderr.strip()[-300:]}")
-    return elapsed, proc.stdout
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu, proc.stdout
 
 
 def comparable(stdout: str) -> object:
@@ -98,21 +104,26 @@ def main() -> None:
         contenders[f"{prefix}status --json"] = ([*cli, "status", "--json"], run_env)
 
     samples: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
     outputs: dict[str, str] = {}
     load_before = os.getloadavg()
     for _ in range(args.repeat):
         for name, (argv, run_env) in contenders.items():
-            elapsed, stdout = timed(argv, run_env)
+            elapsed, used, stdout = timed(argv, run_env)
             samples[name].append(elapsed)
+            cpu[name].append(used)
             outputs[name] = stdout
     result: dict[str, object] = {
         "load_before": load_before, "load_after": os.getloadavg(),
         "median_s": {k: statistics.median(v) for k, v in samples.items()},
+        "median_cpu_s": {k: statistics.median(v) for k, v in cpu.items()},
         "samples_s": samples,
     }
     if args.base:
         result["status / base status"] = statistics.median(
             a / b for a, b in zip(samples["status"], samples["base status"], strict=True))
+        result["status / base status (CPU)"] = statistics.median(
+            a / b for a, b in zip(cpu["status"], cpu["base status"], strict=True))
         result["json identical (but the retained-lost timestamp)"] = (
             comparable(outputs["status --json"]) == comparable(outputs["base status --json"]))
         result["text identical (but the retained-lost line)"] = (
