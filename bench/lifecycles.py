@@ -10,6 +10,9 @@ ratios are taken per alternation and reported as median with their spread.
   indexes (task_id, run_id, status, created, cleanup) and no history, no counts.
 - `--no-counts` adds the ledger with the task-count triggers dropped (tasks/counts.py), to price them.
 - PostgreSQL: the ledger beside raw psycopg (writes.raw_postgres_lifecycles), same schema and triggers.
+- `--cpu`: instead, CPU time per lifecycle (`time.process_time` around N lifecycles in a child interpreter per
+  contender): SQLite with synchronous=NORMAL is CPU-bound, and on a shared machine CPU time spreads far less
+  than wall time (±5 % against 3×).
 - `--base DIR`: also the ledger as another checkout has it (DIR holds a `flowledger` package, e.g. an older
   commit unpacked with `git archive`), in a child interpreter, beside this one: before and after in one run.
 """
@@ -99,6 +102,42 @@ def base_lifecycles(base: str, url: str, n: int, state: Path) -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
+_CPU_CHILD = """
+import sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[4])
+import writes, lifecycles
+kind, path, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+path.parent.mkdir(parents=True, exist_ok=True)
+if kind == "ledger":
+    writes.ledger_lifecycles(f"sqlite:///{path}", 20, path.parent, runtime="cli")  # imports and schema: not timed
+    start = time.process_time(); writes.ledger_lifecycles(f"sqlite:///{path}", n, path.parent, runtime="cli")
+elif kind == "floor":
+    start = time.process_time(); writes.raw_sqlite_lifecycles(path, n)
+else:
+    start = time.process_time(); lifecycles.raw_minimal_lifecycles(path, n)
+print(time.process_time() - start)
+"""
+
+
+def cpu_alternate(n: int, alternations: int, base: str | None) -> dict[str, list[float]]:
+    """Lifecycles per CPU second of each contender in each alternation (SQLite)."""
+    out: dict[str, list[float]] = {}
+    contenders = [("ledger_sqlite", "ledger", None), ("same_schema_floor", "floor", None),
+                  ("minimal_floor", "minimal", None)]
+    if base:
+        contenders.append(("base_sqlite", "ledger", base))
+    bench = str(Path(__file__).resolve().parent)
+    with tempfile.TemporaryDirectory(prefix="flbench-lccpu-") as tmp:
+        for a in range(alternations):
+            for name, kind, pythonpath in contenders:
+                env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else dict(os.environ)
+                proc = subprocess.run([sys.executable, "-c", _CPU_CHILD, kind, f"{tmp}/{a}-{name}/runs.sqlite",
+                                       str(n), bench], capture_output=True, text=True, env=env, check=True)
+                out.setdefault(name, []).append(n / float(proc.stdout.strip().splitlines()[-1]))
+            print(f"alternation {a + 1} (per CPU s): " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in out.items()),
+                  file=sys.stderr, flush=True)
+    return out
+
+
 def alternate(n: int, alternations: int, pg_url: str | None, no_counts: bool, base: str | None = None
               ) -> dict[str, list[float]]:
     """Lifecycles/s of every contender in every alternation (each on a fresh database)."""
@@ -159,10 +198,14 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--no-counts", action="store_true", help="also the ledger without the count triggers")
     parser.add_argument("--base", default=None, help="a folder holding another checkout's flowledger package")
+    parser.add_argument("--cpu", action="store_true", help="CPU time per lifecycle instead of wall time (SQLite)")
     args = parser.parse_args()
     load_before = os.getloadavg()
-    got = alternate(args.n, args.alternations, None if args.postgres == "none" else args.postgres, args.no_counts,
-                    args.base)
+    if args.cpu:
+        got = cpu_alternate(args.n, args.alternations, args.base)
+    else:
+        got = alternate(args.n, args.alternations, None if args.postgres == "none" else args.postgres,
+                        args.no_counts, args.base)
     result = {
         "load_before": load_before,
         "load_after": os.getloadavg(),
