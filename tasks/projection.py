@@ -12,12 +12,13 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, or_, text
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, text
 
 from flowledger.tasks import cron_recovery, rules, store
 from flowledger.tasks.backing import LOST_GRACE, BackingView, Verdict, should_mark_lost
+from flowledger.tasks.clock import to_ms
 from flowledger.tasks.cron_recovery import Recovery
-from flowledger.tasks.db import Database
+from flowledger.tasks.db import Database, Prepared
 from flowledger.tasks.models import DEFAULT_RETENTION, Task
 from flowledger.tasks.states import ACTIVE, DeliveryStatus, NotifyPolicy, Runtime, TaskStatus
 from flowledger.tasks.tables import QUIET_ROW_KINDS, UTCMillis, task_runs
@@ -107,24 +108,31 @@ def _noteworthy(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _noteworthy_kinds(now: datetime) -> list[ColumnElement[bool]]:
-    """`_noteworthy` as one filter per kind of row, each answered by an index: the status index (active, lost) or
-    a partial index that is empty on a healthy ledger (tables.QUIET_ROW_KINDS). One OR over them all was a read of
-    every row (~0.3 s of `status` at a million records); the union of these is the same set of rows."""
-    c = task_runs.c
-    may_change = or_(active_may_change(now), c.ended_at.is_not(None))
-    return [*(and_(c.status == s.value, may_change) for s in (TaskStatus.QUEUED, TaskStatus.RUNNING)),
-            c.status == TaskStatus.LOST.value,
-            *(text(where) for where in QUIET_ROW_KINDS.values())]
+# `_noteworthy` as one keyset query per kind of row, each answered by an index: the status index (active, lost)
+# or a partial index that is empty on a healthy ledger (tables.QUIET_ROW_KINDS). One OR over them all was a read of
+# every row (~0.3 s of `status` at a million records); the union of these is the same set of rows.
+_ACTIVE_KIND = store.keyset_select(and_(
+    task_runs.c.status == bindparam("b_status"),
+    or_(activity() <= bindparam("b_stale_before"), task_runs.c.runtime == bindparam("b_cron"),
+        task_runs.c.ended_at.is_not(None))))
+_STATUS_KIND = store.keyset_select(task_runs.c.status == bindparam("b_status"))
+_QUIET_KINDS = [store.keyset_select(text(where)) for where in QUIET_ROW_KINDS.values()]
 
 
-def _kind_rows(db: Database, where: ColumnElement[bool], batch: int) -> Iterator[tuple[int, Task]]:
+def _noteworthy_kinds(now: datetime) -> list[tuple[Prepared, dict[str, Any]]]:
+    stale_before = to_ms(now - LOST_GRACE)  # active_may_change's threshold
+    return [*((_ACTIVE_KIND, {"b_status": s.value, "b_stale_before": stale_before, "b_cron": Runtime.CRON.value})
+              for s in (TaskStatus.QUEUED, TaskStatus.RUNNING)),
+            (_STATUS_KIND, {"b_status": TaskStatus.LOST.value}),
+            *((kind, {}) for kind in _QUIET_KINDS)]
+
+
+def _kind_rows(db: Database, kind: Prepared, params: dict[str, Any], batch: int) -> Iterator[tuple[int, Task]]:
     """(seq, task) of one kind in seq order, one short read transaction per keyset batch."""
     after = 0
     while True:
         with db.read() as conn:
-            stmt = store.task_select().where(where, task_runs.c.seq > after).order_by(task_runs.c.seq).limit(batch)
-            rows = [(r._mapping["seq"], store.row_to_task(r)) for r in conn.execute(stmt)]
+            rows = store.keyset_rows(conn, kind, {**params, "b_after": after, "b_limit": batch})
         yield from rows
         if len(rows) < batch:
             return
@@ -139,7 +147,7 @@ def stream_projected(db: Database, now: datetime, *, authoritative: bool,
     A row that matches several kinds is met once per kind with the same seq: the merge puts those side by side
     and the first is kept.
     """
-    merged = heapq.merge(*(_kind_rows(db, where, batch) for where in _noteworthy_kinds(now)),
+    merged = heapq.merge(*(_kind_rows(db, kind, params, batch) for kind, params in _noteworthy_kinds(now)),
                          key=lambda pair: pair[0])
     pending: list[Task] = []
     last = None
