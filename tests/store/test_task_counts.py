@@ -17,7 +17,7 @@ from flowledger import FrozenClock, Ledger
 from flowledger.tasks import counts, store
 from flowledger.tasks.summary import count_stored
 
-EXAMPLES = int(os.environ.get("FLOWLEDGER_STATEFUL_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("FLOWLEDGER_STATEFUL_EXAMPLES", "12"))  # long mode: set it higher
 RUNTIMES = ["acp", "subagent", "cli", "cron"]
 STATUSES = ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "lost"]
 OWNER = "agent:main:main"
