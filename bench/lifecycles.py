@@ -8,7 +8,7 @@ ratios are taken per alternation and reported as median with their spread.
   (writes.raw_sqlite_lifecycles: the task row and one `task_events` row per transaction).
 - `minimal floor`: the task row alone — INSERT + two guarded UPDATEs, three commits, on a table with five
   indexes (task_id, run_id, status, created, cleanup) and no history, no counts.
-- `--no-counts` adds the ledger with the task-count triggers dropped (tasks/counts.py), to price them.
+- `--no-counts` adds the ledger with the task-count triggers dropped (tasks/health/counts.py), to price them.
 - PostgreSQL: the ledger beside raw psycopg (writes.raw_postgres_lifecycles), same schema and triggers.
 - `--cpu`: instead, CPU time per lifecycle (`time.process_time` around N lifecycles in a child interpreter per
   contender): SQLite with synchronous=NORMAL is CPU-bound, and on a shared machine CPU time spreads far less
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from writes import ledger_lifecycles, raw_postgres_lifecycles, raw_sqlite_lifecycles, to_ms_now
 
-from flowledger.tasks.db import BUSY_TIMEOUT_MS, Database
+from flowledger.tasks.core.db import BUSY_TIMEOUT_MS, Database
 
 _MINIMAL_SCHEMA = [
     "CREATE TABLE task_runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, task_id VARCHAR(128) NOT NULL UNIQUE, "

@@ -1,5 +1,5 @@
 """Hot rows on PostgreSQL: several processes (gateways) writing lifecycles at once to one ledger, with the task
-counts (tasks/counts.py) sharded per backend, in one shard (every writer moves the same rows), and without the
+counts (tasks/health/counts.py) sharded per backend, in one shard (every writer moves the same rows), and without the
 count triggers. Interleaved rounds; the aggregate lifecycles/s of each variant and the ratios per round.
 
     python bench/pg_counts.py [--writers 4] [--n 150] [--rounds 3] [--postgres URL]
@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from measure import postgres_database
 
-from flowledger.tasks import counts
-from flowledger.tasks.db import Database
+from flowledger.tasks.core.db import Database
+from flowledger.tasks.health import counts
 
 CHILD = ("import sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
          "from writes import ledger_lifecycles; "

@@ -1,4 +1,4 @@
-"""`stream_projected` reads the noteworthy rows kind by kind through indexes (tasks/projection.py); the rows it
+"""`stream_projected` reads the noteworthy rows kind by kind through indexes (tasks/health/projection.py); the rows it
 yields are exactly those of the one-filter definition (`_noteworthy`), in seq order, each once — also a row that
 is noteworthy for several reasons at once — on both engines."""
 
@@ -9,8 +9,8 @@ from datetime import timedelta
 from sqlalchemy import select, text
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks import projection
-from flowledger.tasks.tables import task_runs
+from flowledger.tasks.core.tables import task_runs
+from flowledger.tasks.health import projection
 
 OWNER = "agent:main:main"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import inspect, text
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.tables import SCHEMA_VERSION, schema_meta
+from flowledger.tasks.core.tables import SCHEMA_VERSION, schema_meta
 
 # What version 6 had before version 7 added the task counts and their triggers.
 V6_SHAPE_SQLITE = [

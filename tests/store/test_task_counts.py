@@ -1,4 +1,4 @@
-"""The counts `status` reads (tasks/counts.py) stay equal to `COUNT(*) GROUP BY status, runtime` through every
+"""The counts `status` reads (tasks/health/counts.py) stay equal to `COUNT(*) GROUP BY status, runtime` through every
 write path, on both engines: creates (merged repeats too), bulk creates, each transition, cancels, agent
 events, flow-linked writes, maintenance's lost-marks and prunes, deletes, and hand edits in SQL."""
 
@@ -14,8 +14,9 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, 
 from sqlalchemy import text
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks import counts, store
-from flowledger.tasks.summary import count_stored
+from flowledger.tasks.core import store
+from flowledger.tasks.health import counts
+from flowledger.tasks.health.summary import count_stored
 
 EXAMPLES = int(os.environ.get("FLOWLEDGER_STATEFUL_EXAMPLES", "12"))  # long mode: set it higher
 RUNTIMES = ["acp", "subagent", "cli", "cron"]
