@@ -22,11 +22,12 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.sql import ClauseElement
 
-from flowledger.tasks.core import filemodes
+from flowledger.tasks.core import counts, filemodes
 from flowledger.tasks.core.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.core.errors import InvalidInput, StorageUnavailable
 from flowledger.tasks.core.tables import (
     METADATA,
+    QUIET_ROW_KINDS,
     SCHEMA_VERSION,
     cron_controls,
     notice_outbox,
@@ -83,6 +84,10 @@ MIGRATIONS: dict[int, list[Migration]] = {
     # The cron controls (scheduler/cron_control.py) used to be created on first use, outside any transaction
     # discipline (a gateway met `database is locked` there); databases may already have the table.
     6: [lambda conn: cron_controls.create(conn, checkfirst=True)],
+    # Task counts kept by triggers in the writing transaction (tasks/core/counts.py), backfilled from the rows there;
+    # the partial indexes `status` finds the rows an audit flags by.
+    7: [counts.install, *[f"CREATE INDEX IF NOT EXISTS {name} ON task_runs (seq) WHERE {where}"
+                          for name, where in QUIET_ROW_KINDS.items()]],
 }
 
 
@@ -160,6 +165,7 @@ class Database:
             current = self._schema_version_in(conn)
             if current is None:
                 METADATA.create_all(conn)
+                counts.install(conn)  # the triggers; create_all makes tables only
                 conn.execute(insert(schema_meta).values(meta_key="schema_version", value=str(SCHEMA_VERSION)))
                 return
             for version in range(current + 1, SCHEMA_VERSION + 1):

@@ -200,6 +200,20 @@ def list_tasks(
     return _many(conn, stmt)
 
 
+def keyset_select(where: Any) -> Prepared:
+    """The task shape filtered by `where` in seq order after `b_after`, at most `b_limit` rows, run on the driver
+    (`keyset_rows`): for passes that build many `Task`s, SQLAlchemy's row processing cost as much as the rest.
+    The offset is always 0; SQLite's compiler writes `LIMIT ? OFFSET ?` for a bound limit, so it is named too.
+    `where` binds only named parameters, which the caller passes with `b_after` and `b_limit`."""
+    return Prepared(_TASK_SELECT.where(where, task_runs.c.seq > bindparam("b_after"))
+                    .order_by(task_runs.c.seq).limit(bindparam("b_limit")).offset(bindparam("b_offset")))
+
+
+def keyset_rows(conn: Connection, prepared: Prepared, params: dict[str, Any]) -> list[tuple[int, Task]]:
+    seq_at = len(_TASK_COLUMNS)
+    return [(row[seq_at], _raw_to_task(row)) for row in prepared.run(conn, {**params, "b_offset": 0}).fetchall()]
+
+
 def dedupe_candidates(conn: Connection, run_id: str, *, for_update: bool = False) -> list[Task]:
     return by_run_id(conn, run_id, for_update=for_update)
 

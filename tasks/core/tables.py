@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -25,7 +25,22 @@ from flowledger.tasks.core.task_rows import stored_time
 # 4: notice_outbox (notices are sent off the writer's path, tasks/delivery/outbox.py)
 # 5: task_runs.media_json, sessions.ended_at, generation_media, session_resources (generation jobs, resource cleanup)
 # 6: cron_controls (cron pause/resume/trigger), created by the migrations, no longer on first use
-SCHEMA_VERSION = 6
+# 7: task_counts, kept by triggers on task_runs (tasks/core/counts.py), backfilled from the rows already there; three
+#    partial indexes over the rows an audit flags (QUIET_ROW_KINDS), empty on a healthy ledger
+SCHEMA_VERSION = 7
+
+# Rows the audit flags that no other index finds: a failed delivery someone wants to hear of, timestamps out of
+# order, a terminal row without its cleanup stamp. Each is a partial index over `seq`, empty on a healthy ledger,
+# so `status` finds them without reading every row (tasks/health/projection.py). The same SQL text is the index's WHERE
+# and the query's, so both engines see that the index answers it; the active statuses are queued and running.
+# `+cleanup_after` (unary plus, a no-op) keeps SQLite's planner off the cleanup index, whose NULL range holds every
+# active row, so that it takes the partial index, which holds none.
+QUIET_ROW_KINDS = {
+    "idx_task_runs_undelivered": "delivery_status = 'failed' AND notify_policy <> 'silent'",
+    "idx_task_runs_started_early": "started_at < created_at",
+    "idx_task_runs_ended_early": "ended_at < started_at",
+    "idx_task_runs_unstamped": "+cleanup_after IS NULL AND status NOT IN ('queued', 'running')",
+}
 # Task and flow ids are at most this long (flowledger.tasks.core.limits.MAX_ID_CHARS checks it before the database).
 ID_CHARS = 128
 
@@ -65,6 +80,8 @@ class TaskRow(SQLModel, table=True):
         # The prune walks due rows in this order, keyset-style (seq breaks ties: on PostgreSQL an index on
         # cleanup_after alone orders equal stamps by physical position, so a keyset could not resume inside them).
         Index("idx_task_runs_cleanup", "cleanup_after", "seq"),
+        *(Index(name, "seq", sqlite_where=text(where), postgresql_where=text(where))
+          for name, where in QUIET_ROW_KINDS.items()),
     )
 
     # seq orders ties in "newest first" by insertion and lets the sweep stream rows in keyset batches.
@@ -355,6 +372,17 @@ class CronControlRow(SQLModel, table=True):
     trigger_requested_at: datetime | None = _ts()
 
 
+class TaskCountRow(SQLModel, table=True):
+    """How many tasks have each (status, runtime), in shards summed on read; only triggers write it (counts.py)."""
+
+    __tablename__ = "task_counts"
+
+    status: str = Field(sa_column=Column(String(16), primary_key=True))
+    runtime: str = Field(sa_column=Column(String(16), primary_key=True))
+    shard: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    n: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
 class SchemaMetaRow(SQLModel, table=True):
     __tablename__ = "schema_meta"
 
@@ -380,3 +408,4 @@ notice_outbox = NoticeRow.__table__  # type: ignore[attr-defined]
 generation_media = GenerationMediaRow.__table__  # type: ignore[attr-defined]
 session_resources = SessionResourceRow.__table__  # type: ignore[attr-defined]
 cron_controls = CronControlRow.__table__  # type: ignore[attr-defined]
+task_counts = TaskCountRow.__table__  # type: ignore[attr-defined]

@@ -37,7 +37,7 @@ from flowledger.tasks.health.projection import project, projected_status
 
 # The schema this door's SELECTs are written for: tasks/core/tables.py SCHEMA_VERSION (a test keeps them equal). A
 # ledger at another version is the full path's to read (it migrates an older one, refuses a newer one).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_S = 30.0  # as tasks/core/db.py: a reader waits for a writer's checkpoint rather than failing
 BATCH = 500  # projection batch (tasks/health/projection.py BATCH)
 COUNT_BATCH = 2000  # tasks/health/listing.py COUNT_BATCH

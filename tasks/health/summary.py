@@ -1,7 +1,8 @@
 """Task pressure (REFERENCE §8): counts by status and runtime, active / terminal / failures.
 
-`count_stored` is one GROUP BY over the whole table, so `status` stays fast at a million rows; the
-projection then only moves the few rows it reconciles (`shift`).
+`count_stored` reads the counts the database keeps in every writing transaction (tasks/core/counts.py): a few
+dozen rows whatever the ledger's size, and exact as of the last commit; the projection then only moves the few
+rows it reconciles (`shift`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
+from flowledger.tasks.core import counts
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import ACTIVE, FAILURES, Runtime, TaskStatus
-from flowledger.tasks.core.tables import task_runs
 
 
 def _zero_status() -> dict[str, int]:
@@ -88,12 +89,10 @@ def summarize_tasks(tasks: Iterable[Task]) -> Summary:
 
 
 def count_stored(conn: Connection) -> Summary:
-    """The stored records' summary in one aggregate query."""
+    """The stored records' summary from the kept counts (equal to a GROUP BY over every row, see counts.py)."""
     summary = Summary()
-    stmt = select(task_runs.c.status, task_runs.c.runtime, func.count()).group_by(task_runs.c.status,
-                                                                                   task_runs.c.runtime)
-    for status, runtime, count in conn.execute(stmt):
-        summary.by_status[status] = summary.by_status.get(status, 0) + int(count)
-        summary.by_runtime[runtime] = summary.by_runtime.get(runtime, 0) + int(count)
-        summary._count_pair(status, runtime, int(count))
+    for status, runtime, count in counts.read(conn):
+        summary.by_status[status] = summary.by_status.get(status, 0) + count
+        summary.by_runtime[runtime] = summary.by_runtime.get(runtime, 0) + count
+        summary._count_pair(status, runtime, count)
     return summary

@@ -1,7 +1,7 @@
 """Older databases open under the current version on both engines: version 1 → 2 replaced two indexes and added
 columns, 2 → 3 widened the id columns to 128 characters (PostgreSQL) and brought the run queue's payload table
 (with or without the one the queue used to create on its own), 5 added generation media and session resources
-(two columns, two tables); data kept."""
+(two columns, two tables), 7 the task counts kept by triggers, backfilled from the rows there; data kept."""
 
 from __future__ import annotations
 
@@ -12,6 +12,17 @@ from sqlalchemy import inspect, text
 from flowledger import FrozenClock, Ledger
 from flowledger.tasks.core.tables import SCHEMA_VERSION, schema_meta
 
+# What version 6 had before version 7 added the task counts and their triggers.
+V6_SHAPE_SQLITE = [
+    "DROP TRIGGER task_counts_insert", "DROP TRIGGER task_counts_delete", "DROP TRIGGER task_counts_update",
+    "DROP TABLE task_counts",
+]
+V6_SHAPE_POSTGRES = [
+    *[f"DROP TRIGGER {name} ON task_runs" for name in ("task_counts_insert", "task_counts_delete",
+                                                       "task_counts_update", "task_counts_truncate")],
+    "DROP FUNCTION task_counts_add()", "DROP FUNCTION task_counts_move()", "DROP FUNCTION task_counts_clear()",
+    "DROP TABLE task_counts",
+]
 # What version 2 had before version 5 added generation jobs and session resources.
 V2_SHAPE = [
     "ALTER TABLE task_runs DROP COLUMN media_json",
@@ -33,19 +44,23 @@ V1_SHAPE = [*V2_SHAPE[:-1],
 ]
 
 
+def v6_shape(ledger: Ledger) -> list[str]:
+    return V6_SHAPE_POSTGRES if ledger.db.is_postgres else V6_SHAPE_SQLITE
+
+
 def _task_run_indexes(ledger: Ledger) -> set[str]:
     with ledger.db.read() as conn:
         return {str(ix["name"]) for ix in inspect(conn).get_indexes("task_runs")}
 
 
 def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, clock: FrozenClock) -> None:
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
         made = ledger.tasks.create(runtime="cli", task="made under version 1", owner_key="agent:m:main",
                                    status="running")
         with ledger.db.write() as conn:
-            for statement in V1_SHAPE:
+            for statement in [*v6_shape(ledger), *V1_SHAPE]:
                 conn.execute(text(statement))
         assert "ix_task_runs_last_event_at" in _task_run_indexes(ledger)
 
@@ -65,6 +80,7 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
             assert "last_route_json" in session_columns
             assert ledger.tasks.get(made.task_id) == made
             assert [t.task_id for t in ledger.tasks.list(status="running")] == [made.task_id]
+            assert ledger.summary().by_status_runtime == {("running", "cli"): 1}
 
 
 def test_version_2_database_gets_the_payload_table_once(database_url: str, tmp_path: Path,
@@ -72,7 +88,7 @@ def test_version_2_database_gets_the_payload_table_once(database_url: str, tmp_p
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
         conn.execute(text("DROP TABLE task_payloads"))
-        for statement in V2_SHAPE:
+        for statement in [*v6_shape(ledger), *V2_SHAPE]:
             conn.execute(text(statement))
     for _ in range(2):
         with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
@@ -89,7 +105,7 @@ def test_version_2_database_that_already_has_the_payload_table_keeps_it(database
     # What the queue used to create on its own under version 2, with a row in it.
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.write() as conn:
         conn.execute(text("INSERT INTO task_payloads (task_id, argv_json, shell) VALUES ('t1', '[]', false)"))
-        for statement in V2_SHAPE:
+        for statement in [*v6_shape(ledger), *V2_SHAPE]:
             conn.execute(text(statement))
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger, ledger.db.read() as conn:
         assert conn.execute(text("SELECT task_id FROM task_payloads")).scalars().all() == ["t1"]
@@ -105,7 +121,7 @@ def test_version_2_database_takes_ids_of_128_characters(database_url: str, tmp_p
             for table, column in (("task_runs", "task_id"), ("task_events", "task_id"),
                                   ("task_delivery_state", "task_id"), ("flow_runs", "flow_id")):
                 conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(64)"))
-        for statement in V2_SHAPE:
+        for statement in [*v6_shape(ledger), *V2_SHAPE]:
             conn.execute(text(statement))
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
         flow = ledger.flows.create_managed("agent:m:main", "ctl", "goal", flow_id="f" * 128)
@@ -121,7 +137,7 @@ def test_version_2_database_gains_generation_media_and_session_resources(databas
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
         made = ledger.tasks.create(runtime="cli", task="made under version 2", owner_key="agent:m:main")
         with ledger.db.write() as conn:
-            for statement in V2_SHAPE:
+            for statement in [*v6_shape(ledger), *V2_SHAPE]:
                 conn.execute(text(statement))
             assert not inspect(conn).has_table("generation_media")
 
@@ -143,3 +159,25 @@ def test_version_2_database_gains_generation_media_and_session_resources(databas
             assert ledger.sessions.ack_media("agent:m:main", job.task_id, ["fox.png"]) == 1
             ledger.sessions.track_cleanup("agent:m:main", ["true"], label=f"tab {_}")
             assert len(ledger.sessions.resources("agent:m:main")) == _ + 1
+
+
+def test_version_6_database_counts_the_tasks_it_has(database_url: str, tmp_path: Path, clock: FrozenClock) -> None:
+    """Migration 7 backfills the counts from the rows already there; from then on the triggers keep them."""
+    state_dir = tmp_path / "state"
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+        with ledger.db.write() as conn:
+            for statement in [*v6_shape(ledger),
+                              "UPDATE schema_meta SET value = '6' WHERE meta_key = 'schema_version'"]:
+                conn.execute(text(statement))
+        # Written under version 6: no trigger counts these.
+        ledger.tasks.create_many({"runtime": "cli", "task": f"old {i}", "scope_kind": "system",
+                                  "status": "succeeded" if i % 2 else "queued"} for i in range(6))
+        ledger.tasks.create(runtime="acp", task="old acp", owner_key="agent:m:main", status="running")
+
+    for round_ in range(2):  # the second open finds version 7 and counts nothing twice
+        with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+            with ledger.db.read() as conn:
+                assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
+            expected = {("queued", "cli"): 3, ("succeeded", "cli"): 3, ("running", "acp"): 1 + round_}
+            assert ledger.summary().by_status_runtime == expected
+            ledger.tasks.create(runtime="acp", task=f"new {round_}", owner_key="agent:m:main", status="running")
