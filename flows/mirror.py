@@ -31,11 +31,11 @@ from flowledger.flows.models import (
     parse_sync_mode,
 )
 from flowledger.tasks.core import store as task_store
-from flowledger.tasks.core.db import Prepared
 from flowledger.tasks.core.errors import InvalidPersistedValue
 from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.prepared import Prepared
 from flowledger.tasks.core.states import (
     DeliveryStatus,
     NotifyPolicy,

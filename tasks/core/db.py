@@ -18,21 +18,16 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Select, Table, and_, create_engine, event, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
-from sqlalchemy.sql import ClauseElement
 
 from flowledger.tasks.core import counts, filemodes
 from flowledger.tasks.core.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.core.errors import InvalidInput, StorageUnavailable
+from flowledger.tasks.core.migrations import MIGRATIONS
 from flowledger.tasks.core.tables import (
     METADATA,
-    QUIET_ROW_KINDS,
     SCHEMA_VERSION,
-    cron_controls,
-    notice_outbox,
     schema_meta,
-    task_payloads,
 )
 
 log = logging.getLogger(__name__)
@@ -42,55 +37,6 @@ __all__ = ["DEFAULT_STATE_DIR", "Database", "resolve_database_url", "resolve_sta
 BUSY_TIMEOUT_MS = 30_000
 # A pooled PostgreSQL connection idle longer than this is pinged before use (see _install_idle_ping).
 PING_AFTER_IDLE_S = 5.0
-# Versioned DDL steps: MIGRATIONS[n] brings a database at version n-1 to version n. Version 1 is create_all.
-# A step is SQL text; (dialect, statement) runs on that dialect only; a callable is given the connection where
-# SQLAlchemy's own DDL says it for both engines.
-Migration = str | tuple[str, str] | Callable[[Connection], object]
-
-
-def _create_payloads(conn: Connection) -> None:
-    task_payloads.create(conn, checkfirst=True)
-
-
-MIGRATIONS: dict[int, list[Migration]] = {
-    2: [
-        "DROP INDEX IF EXISTS ix_task_runs_last_event_at",
-        "DROP INDEX IF EXISTS ix_task_runs_cleanup_after",
-        "CREATE INDEX IF NOT EXISTS idx_task_runs_cleanup ON task_runs (cleanup_after, seq)",
-        "ALTER TABLE cron_jobs ADD COLUMN timeout_ms BIGINT",
-        "ALTER TABLE sessions ADD COLUMN last_route_json TEXT",
-    ],
-    # The run queue's payload table (tasks/runs/queue.py) comes first: the queue used to create it on its own, so
-    # a version-2 database may lack it, and the id widening below includes it.
-    3: [_create_payloads, *[
-        ("postgresql", f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(128)") for table, column in (
-            ("task_runs", "task_id"), ("task_runs", "parent_flow_id"), ("task_delivery_state", "task_id"),
-            ("task_events", "task_id"), ("flow_runs", "flow_id"), ("run_contexts", "task_id"),
-            ("task_payloads", "task_id"))]],
-    # The notice outbox (tasks/delivery/outbox.py): notices are recorded by writers and sent by a sender.
-    4: [lambda conn: notice_outbox.create(conn, checkfirst=True)],
-    # 5: generation jobs (media on the task, acknowledged items) and a session's tracked resources.
-    5: [
-        "ALTER TABLE task_runs ADD COLUMN media_json TEXT",
-        "ALTER TABLE sessions ADD COLUMN ended_at BIGINT",
-        "CREATE TABLE IF NOT EXISTS generation_media (task_id VARCHAR(128) NOT NULL, item_key VARCHAR(64) NOT NULL, "
-        "item TEXT NOT NULL, session_key VARCHAR(512) NOT NULL, acked_at BIGINT, sent_at BIGINT, claimed_by TEXT, "
-        "claimed_at BIGINT, PRIMARY KEY (task_id, item_key))",
-        "CREATE TABLE IF NOT EXISTS session_resources (resource_id VARCHAR(64) NOT NULL PRIMARY KEY, "
-        "session_key VARCHAR(512) NOT NULL, kind VARCHAR(16) NOT NULL, pid INTEGER, run_marker TEXT, argv_json TEXT, "
-        "label TEXT, registered_at BIGINT NOT NULL, released_at BIGINT, outcome TEXT)",
-        "CREATE INDEX IF NOT EXISTS ix_session_resources_session_key ON session_resources (session_key)",
-    ],
-    # The cron controls (scheduler/cron_control.py) used to be created on first use, outside any transaction
-    # discipline (a gateway met `database is locked` there); databases may already have the table.
-    6: [lambda conn: cron_controls.create(conn, checkfirst=True)],
-    # Task counts kept by triggers in the writing transaction (tasks/core/counts.py), backfilled from the rows there;
-    # the partial indexes `status` finds the rows an audit flags by.
-    7: [counts.install, *[f"CREATE INDEX IF NOT EXISTS {name} ON task_runs (seq) WHERE {where}"
-                          for name, where in QUIET_ROW_KINDS.items()]],
-}
-
-
 class Database:
     """One engine and the transaction discipline every store call goes through."""
 
@@ -408,49 +354,6 @@ def _refuse_nul_text(engine: Engine) -> None:
 
 
 NUL_REFUSED = "Text values may not contain NUL (\\x00) characters."
-
-
-class Prepared:
-    """A Core statement compiled once per dialect and executed straight on the driver's connection.
-
-    For the few statements every single-task write runs: SQLAlchemy's execute path (cache key, parameter and
-    result processing, events, result wrapping) cost several times the statement itself. Callers pass
-    driver-ready values (times as epoch ms) and read the driver's cursor. What the execute path would have done
-    for them is done here: NUL in text is refused, driver errors are wrapped as SQLAlchemy's, so
-    `Database._translate_errors` and `transact`'s lock retry see them exactly as before.
-    """
-
-    __slots__ = ("_compiled", "_keys", "_stmt")
-
-    def __init__(self, stmt: ClauseElement, column_keys: list[str] | None = None) -> None:
-        self._stmt = stmt
-        self._keys = column_keys
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
-
-    def _sql(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
-        hit = self._compiled.get(dialect.name)
-        if hit is None:
-            compiled: Any = self._stmt.compile(dialect=dialect, column_keys=self._keys)
-            order = tuple(compiled.positiontup or ()) if compiled.positional else None
-            hit = self._compiled[dialect.name] = (compiled.string, order)
-        return hit
-
-    def run(self, conn: Connection, params: dict[str, Any]) -> Any:
-        sql, order = self._sql(conn.dialect)
-        if any(type(v) is str and "\x00" in v for v in params.values()):
-            raise InvalidInput(NUL_REFUSED)
-        args: Any = params if order is None else tuple(params[k] for k in order)
-        driver: Any = conn.connection.driver_connection
-        dbapi_error = conn.dialect.loaded_dbapi.Error
-        try:
-            return driver.execute(sql, args)
-        except dbapi_error as exc:
-            lost = conn.dialect.is_disconnect(exc, driver, None)
-            if lost:  # as SQLAlchemy's own execute path does, so the pool never hands the dead connection out again
-                with contextlib.suppress(SQLAlchemyError):
-                    conn.invalidate(exc)
-            raise DBAPIError.instance(sql, args, exc, dbapi_error, connection_invalidated=lost,
-                                      dialect=conn.dialect) from exc
 
 
 # SQLite's lock errors, and PostgreSQL's deadlock / serialization failures: each aborts only this

@@ -14,8 +14,8 @@ from sqlalchemy.sql import Select
 
 from flowledger.tasks.core import task_rows
 from flowledger.tasks.core.clock import require_aware, to_ms
-from flowledger.tasks.core.db import Prepared
 from flowledger.tasks.core.models import DeliveryOrigin, Task, TaskEvent
+from flowledger.tasks.core.prepared import Prepared
 from flowledger.tasks.core.states import (
     Runtime,
     ScopeKind,
@@ -52,7 +52,7 @@ _BY_RUN_ID = _TASK_SELECT.where(task_runs.c.run_id == bindparam("b_run_id")).ord
     task_runs.c.created_at, task_runs.c.seq
 )
 _BY_RUN_ID_FOR_UPDATE = _BY_RUN_ID.with_for_update(of=task_runs)
-# The statements of create → start → complete run on the driver directly (see db.Prepared).
+# The statements of create → start → complete run on the driver directly (see core/prepared.py).
 _P_GET = Prepared(_GET)
 _P_GET_FOR_UPDATE = Prepared(_GET_FOR_UPDATE)
 _P_BY_RUN_ID = Prepared(_BY_RUN_ID)

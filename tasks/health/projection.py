@@ -24,7 +24,8 @@ from flowledger.tasks.health.cron_recovery import Recovery
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement, Connection
 
-    from flowledger.tasks.core.db import Database, Prepared
+    from flowledger.tasks.core.db import Database
+    from flowledger.tasks.core.prepared import Prepared
 
 # The SQL helpers below import SQLAlchemy when called: `project` is shared with the lean read path
 # (tasks/health/sqlite_reads.py), which reconciles with the same rules and never loads the storage layer.

@@ -1,0 +1,57 @@
+"""Statements compiled once and run straight on the driver: the hot single-task writes and keyset reads."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.sql import ClauseElement
+
+from flowledger.tasks.core.db import NUL_REFUSED
+from flowledger.tasks.core.errors import InvalidInput
+
+
+class Prepared:
+    """A Core statement compiled once per dialect and executed straight on the driver's connection.
+
+    For the few statements every single-task write runs: SQLAlchemy's execute path (cache key, parameter and
+    result processing, events, result wrapping) cost several times the statement itself. Callers pass
+    driver-ready values (times as epoch ms) and read the driver's cursor. What the execute path would have done
+    for them is done here: NUL in text is refused, driver errors are wrapped as SQLAlchemy's, so
+    `Database._translate_errors` and `transact`'s lock retry see them exactly as before.
+    """
+
+    __slots__ = ("_compiled", "_keys", "_stmt")
+
+    def __init__(self, stmt: ClauseElement, column_keys: list[str] | None = None) -> None:
+        self._stmt = stmt
+        self._keys = column_keys
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+
+    def _sql(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
+        hit = self._compiled.get(dialect.name)
+        if hit is None:
+            compiled: Any = self._stmt.compile(dialect=dialect, column_keys=self._keys)
+            order = tuple(compiled.positiontup or ()) if compiled.positional else None
+            hit = self._compiled[dialect.name] = (compiled.string, order)
+        return hit
+
+    def run(self, conn: Connection, params: dict[str, Any]) -> Any:
+        sql, order = self._sql(conn.dialect)
+        if any(type(v) is str and "\x00" in v for v in params.values()):
+            raise InvalidInput(NUL_REFUSED)
+        args: Any = params if order is None else tuple(params[k] for k in order)
+        driver: Any = conn.connection.driver_connection
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        try:
+            return driver.execute(sql, args)
+        except dbapi_error as exc:
+            lost = conn.dialect.is_disconnect(exc, driver, None)
+            if lost:  # as SQLAlchemy's own execute path does, so the pool never hands the dead connection out again
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.invalidate(exc)
+            raise DBAPIError.instance(sql, args, exc, dbapi_error, connection_invalidated=lost,
+                                      dialect=conn.dialect) from exc
