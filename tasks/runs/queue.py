@@ -5,6 +5,7 @@ run. A claim is one transaction: pick queued tasks that carry an unclaimed paylo
 `FOR UPDATE SKIP LOCKED`, so two gateways never wait on each other; SQLite: the write transaction's `BEGIN
 IMMEDIATE` serialises claimers), compare-and-set each queued → running, stamp its payload with the claiming
 gateway and register its run context, so there is no moment where a claimed task runs without backing.
+Once the task is committed, its submitter wakes the gateways on this host (`wake_gateways`, wakeup.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from flowledger.tasks import liveness, store
 from flowledger.tasks.clock import Clock
 from flowledger.tasks.db import Database
 from flowledger.tasks.models import Task
+from flowledger.tasks.runs import wakeup
 from flowledger.tasks.service import Changes, TaskService
 from flowledger.tasks.states import TaskStatus
 from flowledger.tasks.tables import task_payloads, task_runs
@@ -55,6 +57,14 @@ class RunQueue:
         timeout_ms = int(timeout.total_seconds() * 1000) if timeout is not None else None
         self.db.transact(lambda conn: conn.execute(insert(task_payloads).values(
             task_id=task_id, argv_json=json.dumps(list(argv)), shell=shell, timeout_ms=timeout_ms, cwd=cwd)))
+
+    def wake_gateways(self) -> int:
+        """Once a queued task is committed: cut short the poll of every gateway on this host (wakeup.py), so it
+        claims now rather than at its next poll. One read of the fresh leases; never raises for a gateway that
+        cannot be reached (it polls). How many were reached."""
+        with self.db.read() as conn:
+            gateway_ids = liveness.fresh_gateways(conn, self.clock.now())
+        return wakeup.wake(sorted(gateway_ids))
 
     def payload(self, task_id: str) -> Payload | None:
         with self.db.read() as conn:
