@@ -43,6 +43,8 @@ from flowledger.tasks.states import Runtime, TaskStatus
 
 log = logging.getLogger(__name__)
 WATCH_EVERY_S = 0.2
+# How long a claimed run's thread waits for its child to end before recording the pid (see _supervise).
+PID_AFTER_S = 0.02
 
 
 @dataclass
@@ -159,11 +161,12 @@ class CliRuntime:
             run.stop_reason = run.stop_reason or why  # the first reason decides (a cancel beats a later timeout)
 
         deadline = run.deadline
-        if claimed:
+        if claimed and not _ended_within(run.proc, PID_AFTER_S):
             # A claimed run's pid goes into its run context here, on the run's own thread, rather than in
             # start(): the gateway's queue loop launches the next claimed task meanwhile instead of waiting on
             # this write. The context exists since the claim; the pid only lets a later gateway reap the child
-            # if this one dies, and it is still recorded before the run's end is.
+            # if this one dies, and it is still recorded before the run's end is. A child that already ended
+            # (an instant command) leaves nothing to reap: its pid is not written at all.
             self._record_pid(run)
         try:
             # Cancels recorded elsewhere reach every run at once through the watcher thread (one read for all).
@@ -285,3 +288,11 @@ class CliRuntime:
         if self._lease is not None:
             self._lease.stop(release=True)
             self._lease = None
+
+
+def _ended_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
