@@ -40,7 +40,6 @@ from flowledger.tasks.clock import SystemClock
 from flowledger.tasks.errors import FlowledgerError
 from flowledger.tasks.generation_delivery import generation_hooks
 from flowledger.tasks.models import Task
-from flowledger.tasks.runs.wakeup import WakeListener
 from flowledger.tasks.states import Runtime
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ class Gateway:
         self._wake = threading.Event()
         self.queue_poll_s = queue_poll_s
         # A submitter on this host wakes the queue loop once its task is committed (tasks/runs/wakeup.py).
-        self.wakeups = WakeListener(self.gateway_id, self._wake.set)
+        self.wakeups = ledger.runs.queue.wake_listener(self._wake.set)
         # Writes in the gateway (its flow drivers, runtimes) never send: the notices loop does.
         delivery.defer_delivery(ledger.tasks)
         self.cli = CliRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace, on_finish=self._wake.set)

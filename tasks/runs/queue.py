@@ -11,7 +11,7 @@ Once the task is committed, its submitter wakes the gateways on this host (`wake
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -59,12 +59,14 @@ class RunQueue:
             task_id=task_id, argv_json=json.dumps(list(argv)), shell=shell, timeout_ms=timeout_ms, cwd=cwd)))
 
     def wake_gateways(self) -> int:
-        """Once a queued task is committed: cut short the poll of every gateway on this host (wakeup.py), so it
-        claims now rather than at its next poll. One read of the fresh leases; never raises for a gateway that
-        cannot be reached (it polls). How many were reached."""
-        with self.db.read() as conn:
-            gateway_ids = liveness.fresh_gateways(conn, self.clock.now())
-        return wakeup.wake(sorted(gateway_ids))
+        """Once a queued task is committed: cut short the poll of every gateway of this database on this host
+        (wakeup.py), so it claims now rather than at its next poll. No database read; never raises for a gateway
+        that cannot be reached (it polls). How many were reached."""
+        return wakeup.wake(wakeup.database_identity(self.db.engine.url))
+
+    def wake_listener(self, on_wake: Callable[[], None]) -> wakeup.WakeListener:
+        """What a gateway listens on for `wake_gateways` (not started)."""
+        return wakeup.WakeListener(wakeup.database_identity(self.db.engine.url), on_wake)
 
     def payload(self, task_id: str) -> Payload | None:
         with self.db.read() as conn:

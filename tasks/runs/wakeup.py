@@ -1,23 +1,29 @@
 """Waking a gateway when work is queued, instead of leaving the work for its next poll.
 
-Each gateway listens on a Linux abstract Unix datagram socket named after its gateway id
-(`\\0flowledger-wake/<gateway id>`): nothing on disk to clean up, the name vanishes with the process, and no
-path-length limit from a deep state directory. A submitter, once its task is committed, sends one empty
-datagram to every gateway whose lease is fresh (the ids it reads from `gateway_leases`); a gateway on another
-host has no such socket here, so the send fails quietly and that gateway finds the work at its next poll, as
-every gateway did before. The datagram carries nothing: it only cuts a poll short, so the claim that follows is
-the same transaction, with the same exactly-once guarantee, as a claim after a poll. Losing a wake-up (a full
-socket buffer, a platform without abstract sockets) costs at most one poll interval, never work.
+Each gateway listens on a Linux abstract Unix datagram socket: one of `SLOTS` names derived from its database
+(`\0flowledger-wake/<hash of the database>/<slot>`), the first slot no other gateway of that database on this
+host holds. Nothing is on disk to clean up, a name vanishes with its process, and a deep state directory puts no
+limit on it. A submitter, once its task is committed, sends one empty datagram to every slot of its database:
+`SLOTS` system calls and no database read. A gateway on another host (several gateways on one PostgreSQL
+database) has no socket here, nor does one past the `SLOTS`-th on a host, nor one that names its database
+differently (`localhost` for `127.0.0.1`): those find the work at their next poll, as every gateway did before.
+The datagram carries nothing: it only cuts a poll short, so the claim that follows is the same transaction, with
+the same exactly-once guarantee, as a claim after a poll. Losing a wake-up (a full socket buffer, a platform
+without abstract sockets) costs at most one poll interval, never work.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+
+from sqlalchemy.engine import URL
 
 log = logging.getLogger(__name__)
 PREFIX = b"\0flowledger-wake/"
@@ -25,32 +31,46 @@ PREFIX = b"\0flowledger-wake/"
 SUPPORTED = sys.platform.startswith("linux")
 
 
-def _address(gateway_id: str) -> bytes:
-    return PREFIX + gateway_id.encode("utf-8", "replace")[:90]
+# Gateways of one database on one host that can be woken; more than this poll.
+SLOTS = 16
 
 
-def wake(gateway_ids: Iterable[str]) -> int:
-    """Send one wake-up to each gateway listening on this host; how many were reached. Never raises."""
+def database_identity(url: URL) -> str:
+    """What names a database the same way in the submitter and the gateway: a SQLite file's real path, else the
+    server's host, port and database name (never the password)."""
+    if url.get_backend_name() == "sqlite":
+        return "sqlite:" + os.path.realpath(url.database or "")
+    return f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
+
+
+def _address(identity: str, slot: int) -> bytes:
+    return PREFIX + f"{hashlib.sha256(identity.encode()).hexdigest()[:24]}/{slot}".encode()
+
+
+def wake(identity: str) -> int:
+    """Send one wake-up to every gateway of this database listening on this host; how many were reached. Never
+    raises."""
     if not SUPPORTED:
         return 0
     reached = 0
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
-        for gateway_id in gateway_ids:
+        for slot in range(SLOTS):
             try:
-                sock.sendto(b"", _address(gateway_id))
+                sock.sendto(b"", _address(identity, slot))
                 reached += 1
-            except OSError:  # not on this host, gone, or its buffer is full: it polls anyway
+            except OSError:  # nobody holds that slot, or its buffer is full: it polls anyway
                 continue
     return reached
 
 
 class WakeListener:
-    """A thread that calls `on_wake()` for each datagram sent to `gateway_id`'s address."""
+    """A thread that calls `on_wake()` for each datagram sent to the database named `identity`."""
 
-    def __init__(self, gateway_id: str, on_wake: Callable[[], None]) -> None:
-        self.gateway_id = gateway_id
+    def __init__(self, identity: str, on_wake: Callable[[], None]) -> None:
+        self.identity = identity
         self.on_wake = on_wake
+        self.slot: int | None = None
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -60,15 +80,20 @@ class WakeListener:
         return self._sock is not None
 
     def start(self) -> bool:
-        """Bind and start listening; False (and the gateway just polls) when the address cannot be bound."""
+        """Bind the first free slot and start listening; False (and the gateway just polls) when none is free."""
         if not SUPPORTED:
             return False
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            sock.bind(_address(self.gateway_id))
-        except OSError as exc:
+        for slot in range(SLOTS):
+            try:
+                sock.bind(_address(self.identity, slot))
+            except OSError:  # another gateway of this database holds it
+                continue
+            self.slot = slot
+            break
+        else:
             sock.close()
-            log.warning("no queue wake-ups for %s (%s): polling only", self.gateway_id, exc)
+            log.warning("no queue wake-ups: all %d slots of this database are taken; polling only", SLOTS)
             return False
         sock.settimeout(0.5)  # how soon stop() is noticed; wake-ups themselves arrive at once
         self._sock = sock
@@ -95,3 +120,4 @@ class WakeListener:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+            self.slot = None

@@ -9,9 +9,11 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from flowledger import InvalidInput, Ledger, TaskStatus
 from flowledger.scheduler import queue
@@ -34,36 +36,56 @@ def _until(predicate: object, seconds: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def test_a_wake_reaches_the_listener_of_that_gateway_only() -> None:
-    mine, other = _gateway_id(), _gateway_id()
+def _identity() -> str:
+    return f"sqlite:/nowhere/{uuid.uuid4().hex}"  # abstract socket names are machine-wide: one per test
+
+
+def test_a_wake_reaches_the_listeners_of_that_database_only() -> None:
+    mine, other = _identity(), _identity()
     woken = threading.Event()
     listener = wakeup.WakeListener(mine, woken.set)
-    assert listener.start()
+    assert listener.start() and listener.slot == 0
     try:
-        assert wakeup.wake([other]) == 0  # nobody listens there: no error, nothing reached
+        assert wakeup.wake(other) == 0  # nobody listens there: no error, nothing reached
         assert not woken.is_set()
-        assert wakeup.wake([other, mine]) == 1
+        assert wakeup.wake(mine) == 1
         assert woken.wait(10)
     finally:
         listener.stop()
     assert not listener.listening
-    assert wakeup.wake([mine]) == 0  # the address went with the listener
+    assert wakeup.wake(mine) == 0  # the address went with the listener
 
 
-def test_a_second_listener_on_the_same_id_polls_instead_of_failing() -> None:
-    gateway_id = _gateway_id()
-    first = wakeup.WakeListener(gateway_id, lambda: None)
-    assert first.start()
+def test_gateways_of_one_database_take_the_next_slot_and_past_the_last_they_poll() -> None:
+    identity = _identity()
+    woken = [threading.Event() for _ in range(wakeup.SLOTS)]
+    listeners = [wakeup.WakeListener(identity, event.set) for event in woken]
     try:
-        assert not wakeup.WakeListener(gateway_id, lambda: None).start()
+        assert all(listener.start() for listener in listeners)
+        assert [listener.slot for listener in listeners] == list(range(wakeup.SLOTS))
+        assert not wakeup.WakeListener(identity, lambda: None).start()  # no slot left: it polls
+        assert wakeup.wake(identity) == wakeup.SLOTS
+        assert all(event.wait(10) for event in woken)
     finally:
-        first.stop()
+        for listener in listeners:
+            listener.stop()
+
+
+def test_the_identity_names_a_database_the_same_way_from_any_spelling(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    direct = make_url(f"sqlite:///{tmp_path / 'runs.sqlite'}")
+    roundabout = make_url(f"sqlite:///{tmp_path / 'd' / '..' / 'runs.sqlite'}")
+    assert wakeup.database_identity(direct) == wakeup.database_identity(roundabout)
+    secret = make_url("postgresql+psycopg://u:secret@db:5432/ledger")
+    assert "secret" not in wakeup.database_identity(secret)
+    assert wakeup.database_identity(secret) != wakeup.database_identity(make_url("postgresql+psycopg://db/other"))
 
 
 def test_a_submission_wakes_an_idle_gateway_long_before_its_poll(ledger: Ledger) -> None:
     gateway = Gateway(ledger, gateway_id=_gateway_id(), queue_poll_s=3600)
     gateway.start()
     try:
+        assert gateway.wakeups.listening
         # The loop found nothing and waits for a wake-up or its hour-long poll.
         _until(lambda: gateway.queue_waits >= 1, 30, "the queue loop never went idle")
         task = queue.enqueue(ledger, [sys.executable, "-c", "pass"])
