@@ -111,10 +111,16 @@ class WakeListener:
                 continue
             except OSError:
                 return  # closed by stop()
+            if self._stopping.is_set():
+                return
             self.on_wake()
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.slot is not None:  # one datagram to ourselves ends the wait in recv() now, not after its timeout
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.setblocking(False)
+                sock.sendto(b"", _address(self.identity, self.slot))
         if self._thread is not None:
             self._thread.join(timeout=2)
         if self._sock is not None:
