@@ -14,8 +14,8 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from flowledger.flows.health import AuditReport, MaintenanceReport
     from flowledger.flows.ledger import Ledger
     from flowledger.flows.models import Flow, FlowCancelResult, FlowStatus, FlowUpdate, RunTaskResult, SyncMode
-    from flowledger.tasks.clock import Clock, FrozenClock, SystemClock
-    from flowledger.tasks.errors import (
+    from flowledger.tasks.core.clock import Clock, FrozenClock, SystemClock
+    from flowledger.tasks.core.errors import (
         FlowledgerError,
         FlowNotFound,
         InvalidInput,
@@ -24,9 +24,9 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         StorageUnavailable,
         TaskNotFound,
     )
-    from flowledger.tasks.models import DeliveryOrigin, Task, TaskEvent
-    from flowledger.tasks.service import CancelResult
-    from flowledger.tasks.states import (
+    from flowledger.tasks.core.models import DeliveryOrigin, Task, TaskEvent
+    from flowledger.tasks.core.service import CancelResult
+    from flowledger.tasks.core.states import (
         DeliveryStatus,
         NotifyPolicy,
         Runtime,
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         TaskStatus,
         TerminalOutcome,
     )
-    from flowledger.tasks.summary import Summary
+    from flowledger.tasks.health.summary import Summary
 
 # Each façade name and the module that defines it. Loaded on first access (PEP 562) so that importing any
 # flowledger submodule -- the CLI's `--help` above all -- does not pay for SQLAlchemy, sqlmodel and the
@@ -44,14 +44,14 @@ _EXPORTS: dict[str, str] = {
     "Ledger": "flowledger.flows.ledger",
     **dict.fromkeys(["Flow", "FlowCancelResult", "FlowStatus", "FlowUpdate", "RunTaskResult", "SyncMode"],
                     "flowledger.flows.models"),
-    **dict.fromkeys(["Clock", "FrozenClock", "SystemClock"], "flowledger.tasks.clock"),
+    **dict.fromkeys(["Clock", "FrozenClock", "SystemClock"], "flowledger.tasks.core.clock"),
     **dict.fromkeys(["FlowledgerError", "FlowNotFound", "InvalidInput", "OperationRefused", "ParentFlowLinkError",
-                     "StorageUnavailable", "TaskNotFound"], "flowledger.tasks.errors"),
-    **dict.fromkeys(["DeliveryOrigin", "Task", "TaskEvent"], "flowledger.tasks.models"),
-    "CancelResult": "flowledger.tasks.service",
+                     "StorageUnavailable", "TaskNotFound"], "flowledger.tasks.core.errors"),
+    **dict.fromkeys(["DeliveryOrigin", "Task", "TaskEvent"], "flowledger.tasks.core.models"),
+    "CancelResult": "flowledger.tasks.core.service",
     **dict.fromkeys(["DeliveryStatus", "NotifyPolicy", "Runtime", "ScopeKind", "TaskStatus", "TerminalOutcome"],
-                    "flowledger.tasks.states"),
-    "Summary": "flowledger.tasks.summary",
+                    "flowledger.tasks.core.states"),
+    "Summary": "flowledger.tasks.health.summary",
 }
 
 # Hidden from type checkers, which see the imports above instead: a visible module `__getattr__` would type

@@ -43,7 +43,7 @@ from sqlalchemy import text
 
 from flowledger import Ledger
 from flowledger.scheduler.runner import run_command
-from flowledger.tasks.states import TaskStatus
+from flowledger.tasks.core.states import TaskStatus
 
 PEERS = ("huey", "celery")
 

@@ -12,7 +12,7 @@ from typing import Any
 from flowledger import Ledger
 from flowledger.flows.definitions import FlowDefinition, flow_from_document
 from flowledger.flows.graph import Readiness, StepStatus
-from flowledger.tasks.models import Task
+from flowledger.tasks.core.models import Task
 
 MAX_PARALLEL = 16
 

@@ -27,9 +27,9 @@ from sweep import seed
 from flowledger import FrozenClock, Ledger
 from flowledger.flows import store as flow_store
 from flowledger.flows.models import Flow, FlowStatus, SyncMode
-from flowledger.tasks.ids import new_id
-from flowledger.tasks.states import NotifyPolicy
-from flowledger.tasks.tables import flow_runs
+from flowledger.tasks.core.ids import new_id
+from flowledger.tasks.core.states import NotifyPolicy
+from flowledger.tasks.core.tables import flow_runs
 
 OWNER = "agent:bench:main"
 

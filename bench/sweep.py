@@ -21,7 +21,7 @@ from typing import Any
 from measure import helper, run_json
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.ids import new_id
+from flowledger.tasks.core.ids import new_id
 
 ACTIVE_SHARE, DUE_SHARE = 1, 3  # tenths
 

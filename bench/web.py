@@ -27,8 +27,8 @@ from starlette.testclient import TestClient
 from flowledger import Ledger
 from flowledger.flows.controller import run_flow
 from flowledger.flows.definitions import flow_from_document
-from flowledger.tasks.clock import SystemClock
-from flowledger.tasks.ids import new_id
+from flowledger.tasks.core.clock import SystemClock
+from flowledger.tasks.core.ids import new_id
 from flowledger.web.app import build_app
 from flowledger.web.security import decide_access
 from flowledger.web.source import LedgerSource
@@ -89,7 +89,7 @@ def bench(url: str, state_dir: Path, n_records: int, steps: int, repeat: int) ->
 def _empty_pg(url: str) -> None:
     from sqlalchemy import create_engine, text
 
-    from flowledger.tasks.tables import METADATA
+    from flowledger.tasks.core.tables import METADATA
 
     engine = create_engine(url)
     with engine.begin() as conn:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from flowledger import Ledger
-from flowledger.tasks.db import BUSY_TIMEOUT_MS, Database
-from flowledger.tasks.models import DEFAULT_RETENTION
+from flowledger.tasks.core.db import BUSY_TIMEOUT_MS, Database
+from flowledger.tasks.core.models import DEFAULT_RETENTION
 
 OWNER = "agent:main:main"
 

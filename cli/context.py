@@ -30,7 +30,7 @@ class AppContext:
 
                 self._ledger = Ledger.open(state_dir=self.state_dir, database_url=self.database_url)
             # A command never waits on a channel: notices go to the outbox and a sender sends them.
-            from flowledger.tasks.delivery import defer_delivery
+            from flowledger.tasks.delivery.dispatch import defer_delivery
 
             defer_delivery(self._ledger.tasks)
         return self._ledger

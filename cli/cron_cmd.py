@@ -11,13 +11,13 @@ from flowledger.cli.context import app_context
 from flowledger.cli.render import emit_json, err, out, safe, table, when
 from flowledger.cli.run_result import exit_code_of
 from flowledger.cli.tables import Col, render
-from flowledger.tasks.durations import format_duration, parse_duration
-from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED
+from flowledger.tasks.core.durations import format_duration, parse_duration
+from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
     from flowledger.scheduler import cron
-    from flowledger.tasks.models import Task
+    from flowledger.tasks.core.models import Task
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 

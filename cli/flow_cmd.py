@@ -31,9 +31,9 @@ from flowledger.cli.render import cut, emit_json, err, out, safe, when
 from flowledger.cli.tables import Col, age, duration, render, short_ids
 from flowledger.flows.documents import flow_document, flow_list_document
 from flowledger.flows.models import ABSENT, Flow, FlowStatus
-from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, FlowNotFound, OperationRefused
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import ACTIVE, FAILURES, NotifyPolicy, Runtime
+from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED, FlowNotFound, OperationRefused
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import ACTIVE, FAILURES, NotifyPolicy, Runtime
 
 if TYPE_CHECKING:  # the file format and the service (SQLAlchemy) load in the commands that use them
     from flowledger.flows.controller import StepEvent
@@ -165,7 +165,7 @@ def origin_option(channel: str | None, to: str | None) -> dict[str, str] | None:
     if channel is None and to is None:
         return None
     if not (channel or "").strip() or not (to or "").strip():
-        from flowledger.tasks.errors import InvalidInput
+        from flowledger.tasks.core.errors import InvalidInput
 
         raise InvalidInput("--channel and --to go together: give both (e.g. --channel webhook --to ops).")
     assert channel is not None and to is not None
@@ -279,7 +279,7 @@ class _LiveProgress:
 def list_flows(ctx: typer.Context, status: FlowStatusOpt | None, json_out: bool, owner: str | None,
                since: str | None, limit: int | None, offset: int | None) -> None:
     from flowledger.flows.listing import Paging, flow_page
-    from flowledger.tasks.states import parse_enum
+    from flowledger.tasks.core.states import parse_enum
 
     # `tasks --status S flow list`: the parent's status holds when it names a flow status (exit 2 otherwise).
     parent_status = inherited(ctx, "status", None)

@@ -17,9 +17,9 @@ from flowledger.cli.render import cut, emit_json, err, out, safe
 from flowledger.flows.documents import flow_document
 from flowledger.flows.models import LINK_TERMINAL, Flow, FlowStatus
 from flowledger.flows.steps import StepView, step_views, tasks_by_step, why_not_succeeded
-from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import is_terminal
+from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import is_terminal
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
@@ -159,7 +159,7 @@ def wait_cmd(ctx: typer.Context, lookup: Lookup,
 
     Example: flowledger tasks flow wait 01a23b43-5c --timeout 10m
     """
-    from flowledger.tasks.durations import parse_duration
+    from flowledger.tasks.core.durations import parse_duration
 
     limit = parse_duration(timeout, what="timeout") if timeout is not None else None
     ledger = app_context(ctx).ledger()

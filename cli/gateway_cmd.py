@@ -19,11 +19,11 @@ from flowledger.cli.context import app_context
 from flowledger.cli.logformat import LOG_FORMATS, formatter
 from flowledger.cli.render import emit_json, err, out, safe
 from flowledger.cli.run_result import exit_code_of
-from flowledger.tasks.clock import iso_z
-from flowledger.tasks.durations import parse_duration
-from flowledger.tasks.errors import InvalidInput, TaskNotFound
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import NotifyPolicy, Runtime, TaskStatus, is_terminal, parse_enum
+from flowledger.tasks.core.clock import iso_z
+from flowledger.tasks.core.durations import parse_duration
+from flowledger.tasks.core.errors import InvalidInput, TaskNotFound
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import NotifyPolicy, Runtime, TaskStatus, is_terminal, parse_enum
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger

@@ -12,16 +12,16 @@ from flowledger.cli.context import app_context
 from flowledger.cli.options import wants_json
 from flowledger.cli.render import emit_json, out, safe, when
 from flowledger.cli.tables import Col, render, short_ids
-from flowledger.tasks import board
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.findings import Finding, Severity
-from flowledger.tasks.sessionkeys import parse_agent_id
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.sessionkeys import parse_agent_id
+from flowledger.tasks.health import board
+from flowledger.tasks.health.findings import Finding, Severity
 
 if TYPE_CHECKING:  # the health stack (SQLAlchemy, the schema) is imported by the commands that run it
     from flowledger.flows import health
     from flowledger.flows.ledger import Ledger
-    from flowledger.tasks.models import Task
-    from flowledger.tasks.summary import Summary
+    from flowledger.tasks.core.models import Task
+    from flowledger.tasks.health.summary import Summary
 
 SeverityOpt = StrEnum("SeverityOpt", {s.value: s.value for s in Severity})  # type: ignore[misc]
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
@@ -43,7 +43,7 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         Example: flowledger tasks audit --severity error --json
         """
         from flowledger.flows import health
-        from flowledger.tasks.audit import TASK_CODES
+        from flowledger.tasks.health.audit import TASK_CODES
 
         known = sorted(set(TASK_CODES) | set(health.FLOW_CODES))
         if code is not None and code.strip() not in known:
@@ -127,7 +127,7 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
 
 def show_status_card(ledger: Ledger, session: str, *, json_out: bool) -> None:
     """`status --session KEY`: the one-line card (CONTRACT §7), `* ` for the pin where stdout cannot encode it."""
-    from flowledger.tasks import status_card
+    from flowledger.tasks.health import status_card
 
     if not session.strip():
         raise InvalidInput("--session must name a session key.")

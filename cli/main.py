@@ -13,8 +13,8 @@ import typer
 from flowledger.cli import flow_cmd, gateway_cmd, health_cmd, helpstyle, sessions_cmd, tasks_cmd, web_cmd
 from flowledger.cli.context import AppContext
 from flowledger.cli.render import err, safe
-from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, EXIT_USAGE, FlowledgerError
-from flowledger.tasks.limits import escape_undecodable
+from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED, EXIT_USAGE, FlowledgerError
+from flowledger.tasks.core.limits import escape_undecodable
 
 helpstyle.install()
 app = typer.Typer(

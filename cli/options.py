@@ -45,7 +45,7 @@ def parse_since(raw: str | None, now: datetime | None = None) -> datetime | None
     if raw is None:
         return None
     if now is None:
-        from flowledger.tasks.clock import SystemClock
+        from flowledger.tasks.core.clock import SystemClock
 
         now = SystemClock().now()
     from flowledger.flows.listing import parse_since as parse  # one grammar for the CLI and the web board

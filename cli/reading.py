@@ -12,18 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flowledger.cli.render import err, safe
-from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
-    from flowledger.tasks.db import Database
+    from flowledger.tasks.core.db import Database
 
 def open_for_reading(state_dir: str | None, database_url: str | None) -> Ledger:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from flowledger.tasks.db import Database, resolve_database_url, resolve_state_dir
-    from flowledger.tasks.dburl import parse_database_url
+    from flowledger.tasks.core.db import Database, resolve_database_url, resolve_state_dir
+    from flowledger.tasks.core.dburl import parse_database_url
 
     resolved = resolve_state_dir(state_dir)
     url = resolve_database_url(database_url, resolved)
@@ -49,7 +49,7 @@ def open_for_reading(state_dir: str | None, database_url: str | None) -> Ledger:
 
 def _refuse_blocked_path(path: Path) -> None:
     """A path that can never hold a ledger (a file where a directory must be) is a storage error, not "not yet"."""
-    from flowledger.tasks.errors import StorageUnavailable
+    from flowledger.tasks.core.errors import StorageUnavailable
 
     if path.exists():
         raise StorageUnavailable(f"Storage unavailable: {path} is not a file.")
@@ -63,14 +63,14 @@ def _refuse_blocked_path(path: Path) -> None:
 def _has_schema(db: Database) -> bool:
     from sqlalchemy import inspect
 
-    from flowledger.tasks.tables import task_runs
+    from flowledger.tasks.core.tables import task_runs
 
     with db.engine.connect() as conn:
         return bool(inspect(conn).has_table(task_runs.name))
 
 
 def _empty(where: str, state_dir: Path) -> Ledger:
-    from flowledger.tasks.db import Database
+    from flowledger.tasks.core.db import Database
 
     err(f"No ledger at {safe(where)} yet.")
     return _reading_ledger(Database.empty(), state_dir)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 import signal
 
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import TaskStatus, is_terminal
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import TaskStatus, is_terminal
 
 EXIT_TIMED_OUT = 124
 EXIT_CANCELLED = 130

@@ -10,10 +10,10 @@ import typer
 
 from flowledger.cli.context import app_context
 from flowledger.cli.render import emit_json, err, out, safe, when
-from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from flowledger.tasks.models import DeliveryOrigin
+    from flowledger.tasks.core.models import DeliveryOrigin
 
 
 def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
@@ -33,7 +33,7 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
 
         Example: flowledger sessions events agent:main:main --drain
         """
-        from flowledger.tasks.session_events import SessionEvents  # SQLAlchemy: only when the command runs
+        from flowledger.tasks.sessions.events import SessionEvents  # SQLAlchemy: only when the command runs
 
         ledger = app_context(ctx).ledger()
         queue = SessionEvents(ledger.db, ledger.clock)

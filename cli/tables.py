@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flowledger.cli.render import safe
-from flowledger.tasks.states import TaskStatus
+from flowledger.tasks.core.states import TaskStatus
 
 # The shortest id shown: long enough to read as an id and to type back (lookups take ≥ 6 characters).
 MIN_ID = 8

@@ -23,9 +23,9 @@ from flowledger.cli.options import (
 from flowledger.cli.render import emit_json, err, out, safe, when
 from flowledger.cli.tables import Col, age, duration, render, short_ids
 from flowledger.flows.documents import task_list_document
-from flowledger.tasks.errors import EXIT_NOT_FOUND_OR_REFUSED, TaskNotFound
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import FAILURES, NotifyPolicy, Runtime, TaskStatus
+from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED, TaskNotFound
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import FAILURES, NotifyPolicy, Runtime, TaskStatus
 
 if TYPE_CHECKING:
     from flowledger.flows.listing import Paging, TaskPage

@@ -14,10 +14,10 @@ from sqlalchemy import Connection
 
 from flowledger.flows import store
 from flowledger.flows.models import ABSENT, LINK_TERMINAL, Flow, FlowStatus, SyncMode
-from flowledger.tasks.errors import InvalidPersistedValue
-from flowledger.tasks.findings import Finding, Severity
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import ACTIVE
+from flowledger.tasks.core.errors import InvalidPersistedValue
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import ACTIVE
+from flowledger.tasks.health.findings import Finding, Severity
 
 STALE_AFTER = timedelta(minutes=30)
 CANCEL_STUCK_AFTER = timedelta(minutes=5)

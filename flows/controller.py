@@ -39,13 +39,13 @@ from flowledger.flows.graph import Readiness, StepStatus
 from flowledger.flows.models import GRAPH_CONTROLLER, Flow, FlowStatus
 from flowledger.flows.notices import FlowNotices, run_number
 from flowledger.flows.steps import step_run_id
-from flowledger.tasks import liveness
-from flowledger.tasks import store as task_store
-from flowledger.tasks.clock import coerce_time, to_ms
-from flowledger.tasks.errors import FlowledgerError, FlowNotFound, InvalidInput
-from flowledger.tasks.ids import new_id
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import ACTIVE, DeliveryStatus, NotifyPolicy, Runtime, TaskStatus, TerminalOutcome
+from flowledger.tasks.core import store as task_store
+from flowledger.tasks.core.clock import coerce_time, to_ms
+from flowledger.tasks.core.errors import FlowledgerError, FlowNotFound, InvalidInput
+from flowledger.tasks.core.ids import new_id
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import ACTIVE, DeliveryStatus, NotifyPolicy, Runtime, TaskStatus, TerminalOutcome
+from flowledger.tasks.runs import liveness
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger

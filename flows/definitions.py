@@ -19,10 +19,10 @@ from datetime import date, datetime, time, timedelta
 from types import MappingProxyType
 from typing import Any, NoReturn
 
-from flowledger.tasks.durations import format_duration, parse_duration
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.limits import load_toml, read_regular_file
-from flowledger.tasks.states import NotifyPolicy, Runtime
+from flowledger.tasks.core.durations import format_duration, parse_duration
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.limits import load_toml, read_regular_file
+from flowledger.tasks.core.states import NotifyPolicy, Runtime
 
 DEFAULT_OWNER = "agent:main:main"
 DEFAULT_NOTIFY = NotifyPolicy.DONE_ONLY

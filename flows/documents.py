@@ -11,7 +11,7 @@ from typing import Any
 
 from flowledger.flows.models import Flow
 from flowledger.flows.steps import step_views
-from flowledger.tasks.models import Task
+from flowledger.tasks.core.models import Task
 
 
 def task_list_document(tasks: Sequence[Task], *, runtime: str | None, status: str | None, total: int | None = None,

@@ -14,14 +14,14 @@ def install(ledger: Ledger) -> None:
     from flowledger.flows.mirror import FlowHooks
 
     ledger.tasks.hooks.members.insert(0, FlowHooks())
-    from flowledger.tasks.config import load_config
-    from flowledger.tasks.delivery import DeliveryHooks
+    from flowledger.tasks.core.config import load_config
+    from flowledger.tasks.delivery.dispatch import DeliveryHooks
 
     delivery = DeliveryHooks.from_config(ledger.tasks, load_config(ledger.state_dir))
-    # What a short-lived notice sender needs to open this same ledger (tasks/outbox.py).
+    # What a short-lived notice sender needs to open this same ledger (tasks/delivery/outbox.py).
     delivery.state_dir = ledger.state_dir
     delivery.database_url = ledger.db.engine.url.render_as_string(hide_password=False)
     ledger.tasks.hooks.members.append(delivery)
-    from flowledger.tasks.generation_delivery import GenerationHooks
+    from flowledger.tasks.delivery.generation import GenerationHooks
 
     ledger.tasks.hooks.members.append(GenerationHooks(ledger.tasks, delivery))

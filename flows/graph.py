@@ -17,7 +17,7 @@ from typing import Any
 import networkx as nx
 
 from flowledger.flows.definitions import FlowCycleError, FlowDefinition, UnknownStepError
-from flowledger.tasks.errors import FlowledgerError
+from flowledger.tasks.core.errors import FlowledgerError
 
 SNAPSHOT_VERSION = 1
 

@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from flowledger.tasks import backing, maintenance, session_sweep
-from flowledger.tasks.audit import CodeSummary, RetainedLost, TaskAudit, sort_findings
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.findings import Finding, Severity
-from flowledger.tasks.models import Task
-from flowledger.tasks.projection import project_all, project_batch, stream_newest, stream_projected
-from flowledger.tasks.states import Runtime, TaskStatus, parse_enum
-from flowledger.tasks.summary import Summary, count_stored
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import Runtime, TaskStatus, parse_enum
+from flowledger.tasks.health import backing, maintenance
+from flowledger.tasks.health.audit import CodeSummary, RetainedLost, TaskAudit, sort_findings
+from flowledger.tasks.health.findings import Finding, Severity
+from flowledger.tasks.health.projection import project_all, project_batch, stream_newest, stream_projected
+from flowledger.tasks.health.summary import Summary, count_stored
+from flowledger.tasks.sessions import sweep as session_sweep
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger

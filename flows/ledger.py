@@ -7,10 +7,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from flowledger.tasks.clock import Clock, SystemClock
-from flowledger.tasks.db import Database, resolve_database_url, resolve_state_dir
-from flowledger.tasks.service import TaskService
-from flowledger.tasks.session_routes import Sessions
+from flowledger.tasks.core.clock import Clock, SystemClock
+from flowledger.tasks.core.db import Database, resolve_database_url, resolve_state_dir
+from flowledger.tasks.core.service import TaskService
+from flowledger.tasks.sessions.routes import Sessions
 
 if TYPE_CHECKING:
     from flowledger.flows.service import FlowService

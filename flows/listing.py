@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from flowledger.flows import store
 from flowledger.flows.models import LINK_TERMINAL, Flow, FlowStatus
-from flowledger.tasks import limits, listing
-from flowledger.tasks.clock import iso_z
-from flowledger.tasks.errors import FlowNotFound, InvalidInput
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import Runtime, TaskStatus, parse_enum
+from flowledger.tasks.core import limits
+from flowledger.tasks.core.clock import iso_z
+from flowledger.tasks.core.errors import FlowNotFound, InvalidInput
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import Runtime, TaskStatus, parse_enum
+from flowledger.tasks.health import listing
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
@@ -76,7 +77,7 @@ def parse_since(raw: str, now: datetime) -> datetime:
     ISO time with a zone; a time without a zone is refused."""
     text = raw.strip()
     if text and text[0].isdigit() and not any(ch in text for ch in "-:T"):
-        from flowledger.tasks.durations import parse_duration
+        from flowledger.tasks.core.durations import parse_duration
 
         return now - parse_duration(text, what="--since", allow_zero=True)
     try:

@@ -22,8 +22,8 @@ from sqlalchemy import Connection
 
 from flowledger.flows import store
 from flowledger.flows.models import MAINTENANCE_TERMINAL, Flow, FlowStatus, SyncMode
-from flowledger.tasks.models import DEFAULT_RETENTION, Task
-from flowledger.tasks.states import ACTIVE
+from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
+from flowledger.tasks.core.states import ACTIVE
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger

@@ -29,13 +29,13 @@ from flowledger.flows.models import (
     SyncMode,
     parse_sync_mode,
 )
-from flowledger.tasks import store as task_store
-from flowledger.tasks.db import Prepared
-from flowledger.tasks.errors import InvalidPersistedValue
-from flowledger.tasks.ids import new_id
-from flowledger.tasks.models import Task
-from flowledger.tasks.service import Change, TaskHooks
-from flowledger.tasks.states import (
+from flowledger.tasks.core import store as task_store
+from flowledger.tasks.core.db import Prepared
+from flowledger.tasks.core.errors import InvalidPersistedValue
+from flowledger.tasks.core.ids import new_id
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.service import Change, TaskHooks
+from flowledger.tasks.core.states import (
     DeliveryStatus,
     NotifyPolicy,
     Runtime,
@@ -43,7 +43,7 @@ from flowledger.tasks.states import (
     TaskStatus,
     TerminalOutcome,
 )
-from flowledger.tasks.tables import UTCMillis, flow_runs
+from flowledger.tasks.core.tables import UTCMillis, flow_runs
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from flowledger.tasks.clock import iso_z
-from flowledger.tasks.models import DeliveryOrigin, Task
-from flowledger.tasks.states import NotifyPolicy
+from flowledger.tasks.core.clock import iso_z
+from flowledger.tasks.core.models import DeliveryOrigin, Task
+from flowledger.tasks.core.states import NotifyPolicy
 
 
 class _Absent:

@@ -1,7 +1,7 @@
 """What a graph flow tells its owner (CONTRACT §7): its end, once per run, and under `state_changes` each step
 attempt's end. The texts are documented in docs/delivery.md.
 
-The driver only records a notice (tasks/outbox.py) and returns; a sender delivers it through §5b's channels to
+The driver only records a notice (tasks/delivery/outbox.py) and returns; a sender delivers it through §5b's channels to
 the flow's `origin`, or queues it to the owner session when the flow has no direct route. Each notice has its own
 idempotency key (`flow:<id>:run:<n>:end`, `flow:<id>:step:<step>:<attempt>`), so a driver that repeats itself —
 an adopted flow, a retried write — never announces twice. Nothing here may stop the driver: failures are logged.
@@ -13,12 +13,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from flowledger.flows.models import Flow, FlowStatus
-from flowledger.tasks import outbox
-from flowledger.tasks.delivery import delivery_hooks
-from flowledger.tasks.delivery_rules import Owner, direct_possible
-from flowledger.tasks.errors import FlowledgerError
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import NotifyPolicy
+from flowledger.tasks.core.errors import FlowledgerError
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import NotifyPolicy
+from flowledger.tasks.delivery import outbox
+from flowledger.tasks.delivery.dispatch import delivery_hooks
+from flowledger.tasks.delivery.rules import Owner, direct_possible
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger

@@ -15,11 +15,11 @@ from flowledger.flows.models import (
     UpdateReason,
 )
 from flowledger.flows.service import FlowList, FlowService, task_summary
-from flowledger.tasks import liveness
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.models import trimmed
-from flowledger.tasks.sessionkeys import parse_agent_id
-from flowledger.tasks.states import Runtime
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.models import trimmed
+from flowledger.tasks.core.sessionkeys import parse_agent_id
+from flowledger.tasks.core.states import Runtime
+from flowledger.tasks.runs import liveness
 
 
 class OwnerFlows:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from flowledger.flows.controller import POLL_INTERVAL_S, GraphController, Launchers, ProgressCallback, driver_of
 from flowledger.flows.models import GRAPH_CONTROLLER, Flow, FlowStatus
-from flowledger.tasks import liveness
-from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.runs import liveness
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger

@@ -1,4 +1,4 @@
-"""Release what a child session tracked when its run ends (SPEC §5; tasks/session_resources.py holds the registry).
+"""Release what a child session tracked when its run ends (SPEC §5; tasks/sessions/resources.py holds the registry).
 
 Best effort and bounded: a tracked process is killed only when one of its process group still carries the run
 marker it was registered with (flows/processes.py's check, so a reused pid is left alone); a cleanup command gets
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.processes import carries_marker, kill_run
-from flowledger.tasks import session_resources
-from flowledger.tasks.errors import FlowledgerError
-from flowledger.tasks.session_resources import COMMAND, PROCESS, Resource
+from flowledger.tasks.core.errors import FlowledgerError
+from flowledger.tasks.sessions import resources as session_resources
+from flowledger.tasks.sessions.resources import COMMAND, PROCESS, Resource
 
 log = logging.getLogger(__name__)
 CLEANUP_TIMEOUT_S = 5.0

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from flowledger.flows.models import Flow, FlowStatus, SyncMode
 from flowledger.flows.steps import graph_state, tasks_by_step
-from flowledger.tasks.clock import iso_z
-from flowledger.tasks.errors import OperationRefused
-from flowledger.tasks.states import ACTIVE, TaskStatus
+from flowledger.tasks.core.clock import iso_z
+from flowledger.tasks.core.errors import OperationRefused
+from flowledger.tasks.core.states import ACTIVE, TaskStatus
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger

@@ -27,21 +27,21 @@ from flowledger.flows.models import (
     SyncMode,
     UpdateReason,
 )
-from flowledger.tasks import limits, prefixes
-from flowledger.tasks import store as task_store
-from flowledger.tasks.clock import coerce_time
-from flowledger.tasks.errors import (
+from flowledger.tasks.core import limits, prefixes
+from flowledger.tasks.core import store as task_store
+from flowledger.tasks.core.clock import coerce_time
+from flowledger.tasks.core.errors import (
     FlowNotFound,
     InvalidInput,
     ParentFlowLinkError,
     StorageUnavailable,
     TaskNotFound,
 )
-from flowledger.tasks.ids import new_id
-from flowledger.tasks.models import DeliveryOrigin, Task, trimmed
-from flowledger.tasks.service import Changes
-from flowledger.tasks.states import ACTIVE, FAILURES, NotifyPolicy, Runtime, TaskStatus, parse_enum
-from flowledger.tasks.tables import flow_runs
+from flowledger.tasks.core.ids import new_id
+from flowledger.tasks.core.models import DeliveryOrigin, Task, trimmed
+from flowledger.tasks.core.service import Changes
+from flowledger.tasks.core.states import ACTIVE, FAILURES, NotifyPolicy, Runtime, TaskStatus, parse_enum
+from flowledger.tasks.core.tables import flow_runs
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger

@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from flowledger.flows.models import LINK_TERMINAL, Flow, FlowStatus
-from flowledger.tasks.clock import iso_z
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import FAILURES, TaskStatus
+from flowledger.tasks.core.clock import iso_z
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import FAILURES, TaskStatus
 
 RUN_ID_PREFIX = "flow:"
 PENDING = "pending"

@@ -21,11 +21,11 @@ from flowledger.flows.models import (
     SyncMode,
     parse_sync_mode,
 )
-from flowledger.tasks import store as task_store
-from flowledger.tasks.errors import InvalidPersistedValue
-from flowledger.tasks.models import DeliveryOrigin, Task
-from flowledger.tasks.states import ACTIVE, NotifyPolicy
-from flowledger.tasks.tables import flow_runs, task_runs
+from flowledger.tasks.core import store as task_store
+from flowledger.tasks.core.errors import InvalidPersistedValue
+from flowledger.tasks.core.models import DeliveryOrigin, Task
+from flowledger.tasks.core.states import ACTIVE, NotifyPolicy
+from flowledger.tasks.core.tables import flow_runs, task_runs
 
 _COLUMNS = [c for c in flow_runs.c if c.name != "seq"]
 NEWEST_FIRST = (flow_runs.c.created_at.desc(), flow_runs.c.seq.desc())

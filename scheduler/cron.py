@@ -21,11 +21,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.queue import describe
-from flowledger.tasks.clock import iso_z, to_ms
-from flowledger.tasks.durations import format_duration
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.ids import new_id
-from flowledger.tasks.models import Task
+from flowledger.tasks.core.clock import iso_z, to_ms
+from flowledger.tasks.core.durations import format_duration
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.ids import new_id
+from flowledger.tasks.core.models import Task
 from flowledger.tasks.runs import cron as stored
 from flowledger.tasks.runs.cron import CronJobRecord
 

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from flowledger.flows.controller import GraphController, StepLauncher
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.pickup import pick_up
-from flowledger.tasks.errors import FlowledgerError
-from flowledger.tasks.states import Runtime
+from flowledger.tasks.core.errors import FlowledgerError
+from flowledger.tasks.core.states import Runtime
 
 log = logging.getLogger(__name__)
 POLL_S = 0.25

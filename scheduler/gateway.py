@@ -35,12 +35,12 @@ from flowledger.scheduler.runtimes.base import RuntimeImpl
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.cron import CronRunner
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
-from flowledger.tasks import delivery
-from flowledger.tasks.clock import SystemClock
-from flowledger.tasks.errors import FlowledgerError
-from flowledger.tasks.generation_delivery import generation_hooks
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import Runtime
+from flowledger.tasks.core.clock import SystemClock
+from flowledger.tasks.core.errors import FlowledgerError
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import Runtime
+from flowledger.tasks.delivery import dispatch as delivery
+from flowledger.tasks.delivery.generation import generation_hooks
 
 log = logging.getLogger(__name__)
 CRON_PREFIX = "cron:"
@@ -181,7 +181,7 @@ class Gateway:
             log.exception("pending deliveries failed")
 
     def send_notices(self) -> None:
-        """The outbox (tasks/outbox.py): every writer records its notices, the gateway sends them."""
+        """The outbox (tasks/delivery/outbox.py): every writer records its notices, the gateway sends them."""
         hooks = delivery.delivery_hooks(self.ledger.tasks)
         if hooks is None:
             return
@@ -195,7 +195,7 @@ class Gateway:
             log.exception("notices failed")
 
     def _retry_generation_fallbacks(self) -> None:
-        """Generation jobs whose direct fallback failed (tasks/generation_delivery.py): try the missing items again."""
+        """Generation jobs whose direct fallback failed (tasks/delivery/generation.py): try the missing items again."""
         hooks = generation_hooks(self.ledger.tasks)
         if hooks is None:
             return

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from flowledger.tasks.liveness import LEASE_RENEW_EVERY, LEASE_TTL
+from flowledger.tasks.runs.liveness import LEASE_RENEW_EVERY, LEASE_TTL
 
 SWEEP_EVERY = timedelta(seconds=60)
 SWEEP_FIRST_AFTER = timedelta(seconds=5)

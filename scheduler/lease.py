@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler import knobs
-from flowledger.tasks.errors import FlowledgerError
+from flowledger.tasks.core.errors import FlowledgerError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from flowledger.tasks.limits import is_safe_id
+from flowledger.tasks.core.limits import is_safe_id
 
 LOG_FILE_MODE = 0o600
 

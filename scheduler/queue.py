@@ -12,12 +12,12 @@ from datetime import timedelta
 from typing import Any
 
 from flowledger.flows.ledger import Ledger
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.ids import new_id
-from flowledger.tasks.limits import check_label, check_session_key, check_text, escape_undecodable
-from flowledger.tasks.models import Task
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.ids import new_id
+from flowledger.tasks.core.limits import check_label, check_session_key, check_text, escape_undecodable
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime
 from flowledger.tasks.runs.queue import Payload
-from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, Runtime
 
 __all__ = ["Payload", "claim", "describe", "enqueue", "get_payload"]
 

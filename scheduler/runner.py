@@ -21,9 +21,9 @@ from flowledger.scheduler.runtimes.acp import AcpRuntime, reserve_session
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.launch import LaunchFailed
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import Runtime, is_terminal
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import Runtime, is_terminal
 
 POLL_S = 0.1
 AGENT_SESSION = "agent:main:main"  # the requester of an agent run given no --session

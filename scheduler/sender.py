@@ -1,6 +1,6 @@
 """A short-lived notice sender: `python -m flowledger.scheduler.sender` sends what the outbox holds, then exits.
 
-A writer with no gateway running starts one (tasks/outbox.py `kick`) instead of sending itself, so no command
+A writer with no gateway running starts one (tasks/delivery/outbox.py `kick`) instead of sending itself, so no command
 waits on a channel. It opens the ledger named by FLOWLEDGER_STATE_DIR / FLOWLEDGER_DATABASE_URL, sends until the
 outbox has stayed empty for a second (claims keep two senders from sending one notice twice), and exits 0; on
 any trouble it exits quietly: the notices stay pending for the next sender or the gateway.
@@ -13,9 +13,9 @@ import sys
 import time
 
 from flowledger.flows.ledger import Ledger
-from flowledger.tasks import outbox
-from flowledger.tasks.delivery import delivery_hooks
-from flowledger.tasks.errors import FlowledgerError
+from flowledger.tasks.core.errors import FlowledgerError
+from flowledger.tasks.delivery import outbox
+from flowledger.tasks.delivery.dispatch import delivery_hooks
 
 log = logging.getLogger(__name__)
 

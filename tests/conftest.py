@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.tables import METADATA
+from flowledger.tasks.core.tables import METADATA
 
 T0 = datetime(2026, 3, 30, 1, 0, tzinfo=UTC)
 PG_ADMIN_URL = os.environ.get("FLOWLEDGER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from flowledger.flows import health, retry
 from flowledger.flows.documents import flow_document
-from flowledger.tasks.errors import FlowNotFound, InvalidInput, TaskNotFound
+from flowledger.tasks.core.errors import FlowNotFound, InvalidInput, TaskNotFound
 from flowledger.web import reads
 from flowledger.web.queries import AuditQuery, FlowQuery, TaskQuery, check_known
 from flowledger.web.security import bearer_ok

@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from flowledger.tasks.errors import EXIT_STORAGE, EXIT_USAGE, AmbiguousLookup, FlowledgerError
+from flowledger.tasks.core.errors import EXIT_STORAGE, EXIT_USAGE, AmbiguousLookup, FlowledgerError
 from flowledger.web import api, filters, pages
 from flowledger.web.metrics import CONTENT_TYPE, registry_for, scrape
 from flowledger.web.security import Access, ReadGuard, SecurityHeaders

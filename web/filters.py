@@ -7,7 +7,7 @@ from typing import Any
 
 import jinja2
 
-from flowledger.tasks.clock import iso_z
+from flowledger.tasks.core.clock import iso_z
 
 
 def when(value: Any) -> str:

@@ -15,8 +15,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from flowledger.flows import health
-from flowledger.tasks.findings import Severity
-from flowledger.tasks.states import Runtime, TaskStatus
+from flowledger.tasks.core.states import Runtime, TaskStatus
+from flowledger.tasks.health.findings import Severity
 from flowledger.web.source import LedgerSource
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -16,8 +16,8 @@ from flowledger.flows import health
 from flowledger.flows.graph import build_graph
 from flowledger.flows.listing import Paging
 from flowledger.flows.models import FlowStatus
-from flowledger.tasks.findings import Severity
-from flowledger.tasks.states import Runtime, TaskStatus
+from flowledger.tasks.core.states import Runtime, TaskStatus
+from flowledger.tasks.health.findings import Severity
 from flowledger.web import reads
 from flowledger.web.api import ledger_of
 from flowledger.web.graph import layout

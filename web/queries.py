@@ -11,9 +11,9 @@ from datetime import datetime
 
 from flowledger.flows.listing import Paging, parse_since
 from flowledger.flows.models import FlowStatus
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.findings import Severity
-from flowledger.tasks.states import Runtime, TaskStatus, parse_enum
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.states import Runtime, TaskStatus, parse_enum
+from flowledger.tasks.health.findings import Severity
 
 DEFAULT_LIMIT = 100  # the CLI's `--limit` default for listings
 

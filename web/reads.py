@@ -16,9 +16,9 @@ from flowledger.flows.models import Flow, FlowStatus
 from flowledger.flows.steps import StepView, step_views, why_not_succeeded
 from flowledger.scheduler import cron
 from flowledger.scheduler.logs import log_paths, tail
-from flowledger.tasks.errors import TaskNotFound
-from flowledger.tasks.models import Task, TaskEvent
-from flowledger.tasks.states import FAILURES
+from flowledger.tasks.core.errors import TaskNotFound
+from flowledger.tasks.core.models import Task, TaskEvent
+from flowledger.tasks.core.states import FAILURES
 from flowledger.web.queries import FlowQuery, TaskQuery
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInput
 
 TOKEN_ENV = "FLOWLEDGER_WEB_TOKEN"
 REALM = 'Basic realm="flowledger", charset="UTF-8"'

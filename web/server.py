@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from flowledger.tasks.errors import OperationRefused
+from flowledger.tasks.core.errors import OperationRefused
 from flowledger.web.app import build_app
 from flowledger.web.security import TOKEN_ENV, decide_access
 from flowledger.web.source import LedgerSource

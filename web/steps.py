@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from flowledger.flows.definitions import FlowDefinition, flow_from_document
 from flowledger.flows.models import Flow
-from flowledger.tasks.errors import FlowledgerError
+from flowledger.tasks.core.errors import FlowledgerError
 
 
 def definition_of(flow: Flow) -> FlowDefinition | None:

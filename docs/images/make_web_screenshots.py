@@ -22,7 +22,7 @@ from playwright.sync_api import sync_playwright
 from flowledger import Ledger
 from flowledger.flows.controller import GraphController, define_flow
 from flowledger.flows.definitions import parse_flow
-from flowledger.tasks.models import Task
+from flowledger.tasks.core.models import Task
 
 HERE = Path(__file__).parent
 FLOW = """

@@ -38,12 +38,12 @@ from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, refuse_options
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import cancelled_in_db, wait_for_end
-from flowledger.tasks.childenv import child_environment
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.ids import new_id
-from flowledger.tasks.models import Task
-from flowledger.tasks.service import CANCELLED_BY_OPERATOR
-from flowledger.tasks.states import Runtime, TaskStatus
+from flowledger.tasks.core.childenv import child_environment
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.ids import new_id
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.service import CANCELLED_BY_OPERATOR
+from flowledger.tasks.core.states import Runtime, TaskStatus
 
 log = logging.getLogger(__name__)
 MODES = ("oneshot", "persistent")

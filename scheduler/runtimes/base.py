@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from flowledger.tasks.models import Task
+from flowledger.tasks.core.models import Task
 
 if TYPE_CHECKING:
     from flowledger.scheduler.runtimes.acp import AcpRuntime

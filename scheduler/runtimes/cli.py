@@ -35,11 +35,11 @@ from flowledger.scheduler.runtimes.process import (
     supervise,
     wait_for_end,
 )
-from flowledger.tasks.durations import format_duration
-from flowledger.tasks.errors import FlowledgerError, InvalidInput, StorageUnavailable
-from flowledger.tasks.models import Task
-from flowledger.tasks.service import CANCELLED_BY_OPERATOR
-from flowledger.tasks.states import Runtime, TaskStatus
+from flowledger.tasks.core.durations import format_duration
+from flowledger.tasks.core.errors import FlowledgerError, InvalidInput, StorageUnavailable
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.service import CANCELLED_BY_OPERATOR
+from flowledger.tasks.core.states import Runtime, TaskStatus
 
 log = logging.getLogger(__name__)
 WATCH_EVERY_S = 0.2

@@ -25,12 +25,12 @@ from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
 from flowledger.scheduler.runtimes.launch import LaunchFailed
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, start_error, supervise
-from flowledger.tasks import cron_followup
-from flowledger.tasks.clock import to_ms
-from flowledger.tasks.errors import FlowledgerError
-from flowledger.tasks.models import Task
-from flowledger.tasks.service import CANCELLED_BY_OPERATOR
-from flowledger.tasks.states import NotifyPolicy, Runtime, ScopeKind, TaskStatus
+from flowledger.tasks.core.clock import to_ms
+from flowledger.tasks.core.errors import FlowledgerError
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.service import CANCELLED_BY_OPERATOR
+from flowledger.tasks.core.states import NotifyPolicy, Runtime, ScopeKind, TaskStatus
+from flowledger.tasks.runs import cron_followup
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = cron.DEFAULT_TIMEOUT
@@ -148,7 +148,7 @@ class CronRunner:
 
     def _await_followup(self, task: Task, initial: str | None, *, deadline: float) -> str | None:
         """An isolated run that spawned sub-agents (or says it did) waits for them, then takes their follow-up as
-        its result instead of a stale acknowledgement (tasks/cron_followup.py)."""
+        its result instead of a stale acknowledgement (tasks/runs/cron_followup.py)."""
         key, since = task.child_session_key, task.started_at
         if not key or since is None:
             return initial

@@ -13,8 +13,8 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 
-from flowledger.tasks.childenv import child_environment
-from flowledger.tasks.errors import FlowledgerError
+from flowledger.tasks.core.childenv import child_environment
+from flowledger.tasks.core.errors import FlowledgerError
 
 
 class LaunchFailed(FlowledgerError):

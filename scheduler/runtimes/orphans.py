@@ -25,8 +25,8 @@ from datetime import datetime, timedelta
 
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.processes import PROC, RUN_MARKER, carries_marker, kill_run, proc_stat
-from flowledger.tasks.clock import from_ms
-from flowledger.tasks.errors import FlowledgerError
+from flowledger.tasks.core.clock import from_ms
+from flowledger.tasks.core.errors import FlowledgerError
 
 # The run marker and the /proc checks live below the scheduler (flows/processes.py, which a session's resource
 # cleanup uses too); the runtimes take them from here.

@@ -14,10 +14,10 @@ from typing import IO, Any
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.logs import log_dir, log_paths, open_log
-from flowledger.tasks.childenv import child_environment
-from flowledger.tasks.errors import FlowledgerError, StorageUnavailable
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import Runtime
+from flowledger.tasks.core.childenv import child_environment
+from flowledger.tasks.core.errors import FlowledgerError, StorageUnavailable
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import Runtime
 
 
 def spawn(argv: Sequence[str], *, shell: bool, cwd: str | None, env: Mapping[str, str] | None,

@@ -15,14 +15,16 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, insert, select
 
-from flowledger.tasks import liveness, session_sweep, store
-from flowledger.tasks.clock import Clock, to_ms
-from flowledger.tasks.db import Database
-from flowledger.tasks.errors import OperationRefused
-from flowledger.tasks.models import Task
+from flowledger.tasks.core import store
+from flowledger.tasks.core.clock import Clock, to_ms
+from flowledger.tasks.core.db import Database
+from flowledger.tasks.core.errors import OperationRefused
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import Runtime
+from flowledger.tasks.core.tables import cron_jobs, cron_run_log, task_runs
+from flowledger.tasks.runs import liveness
 from flowledger.tasks.runs.cron_controls import CronControls
-from flowledger.tasks.states import Runtime
-from flowledger.tasks.tables import cron_jobs, cron_run_log, task_runs
+from flowledger.tasks.sessions import sweep as session_sweep
 
 
 def run_id_for(job_id: str, started_at: datetime) -> str:
@@ -147,8 +149,8 @@ class CronRuns:
         self.db.transact(unit)
 
     def spawned_by_run(self, session_key: str, since: datetime) -> list[Task]:
-        """The sub-agent tasks an isolated run's session spawned since it started (tasks/cron_followup.py)."""
-        from flowledger.tasks import cron_followup
+        """The sub-agent tasks an isolated run's session spawned since it started (tasks/runs/cron_followup.py)."""
+        from flowledger.tasks.runs import cron_followup
 
         with self.db.read() as conn:
             return cron_followup.descendants(conn, session_key, since)

@@ -11,9 +11,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from flowledger.tasks.clock import Clock
-from flowledger.tasks.db import Database
-from flowledger.tasks.tables import cron_controls
+from flowledger.tasks.core.clock import Clock
+from flowledger.tasks.core.db import Database
+from flowledger.tasks.core.tables import cron_controls
 
 
 class CronControls:

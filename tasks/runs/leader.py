@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from flowledger.tasks.db import Database
+from flowledger.tasks.core.db import Database
 
 log = logging.getLogger(__name__)
 LEADER_LOCK_KEY = 7204118

@@ -18,14 +18,14 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, insert, select, update
 
-from flowledger.tasks import liveness, store
-from flowledger.tasks.clock import Clock
-from flowledger.tasks.db import Database
-from flowledger.tasks.models import Task
-from flowledger.tasks.runs import wakeup
-from flowledger.tasks.service import Changes, TaskService
-from flowledger.tasks.states import TaskStatus
-from flowledger.tasks.tables import task_payloads, task_runs
+from flowledger.tasks.core import store
+from flowledger.tasks.core.clock import Clock
+from flowledger.tasks.core.db import Database
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.service import Changes, TaskService
+from flowledger.tasks.core.states import TaskStatus
+from flowledger.tasks.core.tables import task_payloads, task_runs
+from flowledger.tasks.runs import liveness, wakeup
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,17 +16,17 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, select, update
 
-from flowledger.tasks import liveness
-from flowledger.tasks.clock import Clock
-from flowledger.tasks.db import Database
-from flowledger.tasks.errors import FlowledgerError
-from flowledger.tasks.models import Task
+from flowledger.tasks.core.clock import Clock
+from flowledger.tasks.core.db import Database
+from flowledger.tasks.core.errors import FlowledgerError
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.service import TaskService
+from flowledger.tasks.core.states import ACTIVE, TaskStatus
+from flowledger.tasks.core.tables import gateway_leases, run_contexts, sessions, task_runs
+from flowledger.tasks.runs import liveness
 from flowledger.tasks.runs.cron import CronRuns
 from flowledger.tasks.runs.leader import Leadership
 from flowledger.tasks.runs.queue import RunQueue
-from flowledger.tasks.service import TaskService
-from flowledger.tasks.states import ACTIVE, TaskStatus
-from flowledger.tasks.tables import gateway_leases, run_contexts, sessions, task_runs
 
 RESUMABLE_KINDS = ("subagent", "acp")
 

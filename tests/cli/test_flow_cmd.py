@@ -286,7 +286,7 @@ def test_a_persistent_acp_session_stays_idle_and_no_other_step_reuses_it(ledger:
                                                                                 tmp_path: Path) -> None:
     import sys
 
-    from flowledger.tasks import liveness
+    from flowledger.tasks.runs import liveness
 
     path = tmp_path / "persistent.toml"
     agent = json.dumps([sys.executable, str(AGENTS / "acp_echo_agent.py")])

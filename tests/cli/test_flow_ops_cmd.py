@@ -17,7 +17,7 @@ from werkzeug import Request, Response
 from flowledger import Ledger
 from flowledger.flows.controller import define_flow
 from flowledger.flows.definitions import parse_flow
-from flowledger.tasks import outbox
+from flowledger.tasks.delivery import outbox
 
 Invoke = Callable[..., tuple[int, str, str]]  # the `cli` fixture (tests/cli/conftest.py)
 OWNER = "agent:main:main"

@@ -14,7 +14,7 @@ import pytest
 
 from flowledger import FrozenClock, Ledger
 from flowledger.cli.main import run
-from flowledger.tasks.clock import SystemClock
+from flowledger.tasks.core.clock import SystemClock
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from flowledger import Ledger
-from flowledger.tasks.clock import iso_z
+from flowledger.tasks.core.clock import iso_z
 
 Invoke = Callable[..., tuple[int, str, str]]
 OWNER = "agent:main:main"

@@ -110,7 +110,7 @@ def test_run_acp_prints_the_reply_and_records_it(cli: Invoke) -> None:
 def test_run_acp_persistent_and_a_failed_agent_run(cli: Invoke, database_url: str, state_dir: Path) -> None:
     import sys
 
-    from flowledger.tasks import liveness
+    from flowledger.tasks.runs import liveness
 
     echo = [sys.executable, str(AGENTS / "acp_echo_agent.py")]
     code, out, _ = cli("run", "--json", "--runtime", "acp", "--mode", "persistent", "--session", "agent:ops:main",

@@ -9,7 +9,7 @@ import pytest
 
 from flowledger import FrozenClock, Ledger
 from flowledger.cli.main import run
-from flowledger.tasks.session_events import SessionEvents
+from flowledger.tasks.sessions.events import SessionEvents
 
 OWNER = "agent:main:main"
 

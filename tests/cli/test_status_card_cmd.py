@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.clock import SystemClock
+from flowledger.tasks.core.clock import SystemClock
 
 SESSION = "agent:main:main"
 Invoke = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/cli/conftest.py

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from flowledger.tasks.tables import METADATA
+from flowledger.tasks.core.tables import METADATA
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:

@@ -26,7 +26,7 @@ from flowledger.flows.controller import define_flow
 from flowledger.flows.definitions import load_flow_file
 from flowledger.flows.documents import flow_document
 from flowledger.flows.models import FlowStatus
-from flowledger.tasks.tables import run_contexts
+from flowledger.tasks.core.tables import run_contexts
 
 PY = sys.executable
 

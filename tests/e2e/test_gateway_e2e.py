@@ -18,10 +18,10 @@ from sqlalchemy import select
 
 from flowledger import FrozenClock, Ledger, TaskStatus
 from flowledger.scheduler import queue
-from flowledger.tasks import liveness
-from flowledger.tasks.clock import SystemClock
-from flowledger.tasks.states import is_terminal
-from flowledger.tasks.tables import gateway_leases, run_contexts, task_events, task_payloads
+from flowledger.tasks.core.clock import SystemClock
+from flowledger.tasks.core.states import is_terminal
+from flowledger.tasks.core.tables import gateway_leases, run_contexts, task_events, task_payloads
+from flowledger.tasks.runs import liveness
 
 SESSION = "agent:main:main"
 

@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from flowledger import Ledger, TaskStatus
 from flowledger.flows.models import Flow, FlowStatus
-from flowledger.tasks.tables import gateway_leases
+from flowledger.tasks.core.tables import gateway_leases
 
 STEPS = ("a", "b", "c", "d")
 LOST_ERROR = "lost: its flow driver stopped"

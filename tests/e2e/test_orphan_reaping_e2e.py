@@ -20,9 +20,9 @@ from sqlalchemy import select
 
 from flowledger import FrozenClock, Ledger, TaskStatus
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER, proc_stat
-from flowledger.tasks import liveness
-from flowledger.tasks.clock import SystemClock
-from flowledger.tasks.tables import run_contexts
+from flowledger.tasks.core.clock import SystemClock
+from flowledger.tasks.core.tables import run_contexts
+from flowledger.tasks.runs import liveness
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
 

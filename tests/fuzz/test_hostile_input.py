@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from flowledger import Ledger
 from flowledger.cli.main import run
-from flowledger.tasks.limits import MAX_FILE_BYTES, MAX_NESTING
+from flowledger.tasks.core.limits import MAX_FILE_BYTES, MAX_NESTING
 
 BAD = os.fsdecode(b"bad\xff\xfe")  # what Python makes of argv bytes that are not UTF-8
 ESCAPED = "bad\\xff\\xfe"

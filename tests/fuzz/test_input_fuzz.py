@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from flowledger import FrozenClock, Ledger
 from flowledger.flows.definitions import flow_from_document, parse_flow
-from flowledger.tasks import sessionkeys
-from flowledger.tasks.config import parse_config
-from flowledger.tasks.errors import FlowledgerError, InvalidInput
-from flowledger.tasks.models import Task
+from flowledger.tasks.core import sessionkeys
+from flowledger.tasks.core.config import parse_config
+from flowledger.tasks.core.errors import FlowledgerError, InvalidInput
+from flowledger.tasks.core.models import Task
 
 T0 = datetime(2026, 3, 30, 1, 0, tzinfo=UTC)
 

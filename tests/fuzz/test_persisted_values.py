@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from flowledger import Ledger
 from flowledger.cli.main import run
-from flowledger.tasks.errors import InvalidPersistedValue, StorageUnavailable
+from flowledger.tasks.core.errors import InvalidPersistedValue, StorageUnavailable
 
 
 def _corrupt(ledger: Ledger, sql: str, **params: object) -> None:

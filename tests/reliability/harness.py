@@ -34,11 +34,11 @@ from typing import Any
 from sqlalchemy import select, text
 
 from flowledger import Ledger
-from flowledger.tasks.clock import SystemClock, truncate_ms
-from flowledger.tasks.errors import FlowledgerError, OperationRefused, StorageUnavailable, TaskNotFound
-from flowledger.tasks.service import Change, TaskHooks
-from flowledger.tasks.states import ACTIVE, TaskStatus, should_apply
-from flowledger.tasks.tables import task_events, task_runs
+from flowledger.tasks.core.clock import SystemClock, truncate_ms
+from flowledger.tasks.core.errors import FlowledgerError, OperationRefused, StorageUnavailable, TaskNotFound
+from flowledger.tasks.core.service import Change, TaskHooks
+from flowledger.tasks.core.states import ACTIVE, TaskStatus, should_apply
+from flowledger.tasks.core.tables import task_events, task_runs
 
 OWNER = "agent:main:main"
 STATUS_KINDS = {s.value for s in TaskStatus}

@@ -26,11 +26,11 @@ from sqlalchemy import select
 from werkzeug import Request, Response
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.bulk import bulk_create
-from flowledger.tasks.clock import SystemClock
-from flowledger.tasks.delivery import CLAIM_TTL, delivery_hooks
-from flowledger.tasks.states import ACTIVE, DeliveryStatus, TaskStatus
-from flowledger.tasks.tables import task_runs
+from flowledger.tasks.core.bulk import bulk_create
+from flowledger.tasks.core.clock import SystemClock
+from flowledger.tasks.core.states import ACTIVE, DeliveryStatus, TaskStatus
+from flowledger.tasks.core.tables import task_runs
+from flowledger.tasks.delivery.dispatch import CLAIM_TTL, delivery_hooks
 
 HARNESS = Path(harness.__file__)
 KILLS = 300 if STRESS else 20

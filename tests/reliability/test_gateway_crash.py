@@ -20,8 +20,8 @@ from conftest import STRESS
 
 from flowledger import FrozenClock, Ledger
 from flowledger.scheduler import queue
-from flowledger.tasks.clock import SystemClock
-from flowledger.tasks.states import ACTIVE, TaskStatus
+from flowledger.tasks.core.clock import SystemClock
+from flowledger.tasks.core.states import ACTIVE, TaskStatus
 
 KILLS = 30 if STRESS else 2
 # The gateway's testing knobs (docs/gateway.md): a short lease and fast sweeps so every kill lands mid-work.

@@ -13,9 +13,9 @@ from sqlalchemy import update
 from flowledger import Ledger
 from flowledger.cli.main import run
 from flowledger.scheduler.logs import log_paths
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.limits import MAX_PROGRAM_TEXT_BYTES, TRUNCATED
-from flowledger.tasks.tables import task_runs
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.limits import MAX_PROGRAM_TEXT_BYTES, TRUNCATED
+from flowledger.tasks.core.tables import task_runs
 
 BAD_IDS = ["../../x", "/etc/passwd", "a/b", "..", ".", "x" * 129, "a b", "tab\tid", "é"]
 OWNER = "agent:main:main"
@@ -119,7 +119,7 @@ def test_run_over_a_limit_leaves_nothing_behind(cli: Invoke, database_url: str, 
     """The queue's payload row is written before the task: a task refused for a limit must not leave it."""
     from sqlalchemy import func, select
 
-    from flowledger.tasks.tables import task_payloads
+    from flowledger.tasks.core.tables import task_payloads
 
     for args in (["--label", "l" * 300], ["--session", "agent:main:" + "s" * 600]):
         code, _out, err = cli("run", *args, "--", "true")

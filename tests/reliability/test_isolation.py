@@ -12,9 +12,9 @@ import pytest
 from flowledger import Ledger
 from flowledger.cli.main import run
 from flowledger.flows.models import UpdateReason
-from flowledger.tasks import liveness
-from flowledger.tasks.errors import InvalidInput, ParentFlowLinkError
-from flowledger.tasks.states import TaskStatus
+from flowledger.tasks.core.errors import InvalidInput, ParentFlowLinkError
+from flowledger.tasks.core.states import TaskStatus
+from flowledger.tasks.runs import liveness
 
 VICTIM = "agent:victim:main"
 ATTACKER = "agent:attacker:main"

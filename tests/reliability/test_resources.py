@@ -17,8 +17,8 @@ import harness
 import pytest
 
 from flowledger import Ledger
-from flowledger.tasks.errors import StorageUnavailable
-from flowledger.tasks.states import TaskStatus
+from flowledger.tasks.core.errors import StorageUnavailable
+from flowledger.tasks.core.states import TaskStatus
 
 CLI = [sys.executable, "-m", "flowledger.cli.main"]
 

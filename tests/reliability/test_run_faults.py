@@ -16,7 +16,7 @@ from flowledger.scheduler import queue
 from flowledger.scheduler.gateway import Gateway
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.launch import LaunchFailed
-from flowledger.tasks.states import TaskStatus
+from flowledger.tasks.core.states import TaskStatus
 
 Invoke = Callable[..., tuple[int, str, str]]
 FLOW = """
@@ -134,7 +134,7 @@ def test_a_missing_working_directory_is_named(database_url: str, state_dir: Path
 def test_unwritable_logs_fail_a_subagent_task_at_once(database_url: str, state_dir: Path) -> None:
     """Item 6's class: every runtime opens its logs before the task is marked running."""
     from flowledger.scheduler.runtimes.subagent import SubagentRuntime
-    from flowledger.tasks.errors import StorageUnavailable
+    from flowledger.tasks.core.errors import StorageUnavailable
 
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "logs").write_text("not a directory")

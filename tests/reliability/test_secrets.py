@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from flowledger import Ledger
 from flowledger.cli.main import run
-from flowledger.tasks.states import DeliveryStatus, TaskStatus
-from flowledger.tasks.tables import task_delivery_state
+from flowledger.tasks.core.states import DeliveryStatus, TaskStatus
+from flowledger.tasks.core.tables import task_delivery_state
 
 WEBHOOK_SECRET = "whsec-7Hq2LxN9pQ"
 HOOK_PATH = "T000-B000-pathsecret-Zk31"
@@ -163,7 +163,7 @@ def test_state_dir_and_log_files_are_private_on_every_engine(database_url: str, 
 def test_a_readable_config_holding_secrets_is_warned_about_once(
     state_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from flowledger.tasks import config as config_module
+    from flowledger.tasks.core import config as config_module
 
     _config(state_dir, "https://example.invalid")
     path = state_dir / "config.toml"

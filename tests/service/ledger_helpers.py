@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from sqlalchemy import update
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.tables import task_runs
+from flowledger.tasks.core.tables import task_runs
 
 T = TypeVar("T")
 

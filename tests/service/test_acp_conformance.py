@@ -31,8 +31,8 @@ from jsonschema import Draft202012Validator
 from flowledger import Ledger, TaskStatus
 from flowledger.scheduler.logs import log_paths
 from flowledger.scheduler.runtimes.acp import AcpRuntime
-from flowledger.tasks import liveness
-from flowledger.tasks.states import Runtime
+from flowledger.tasks.core.states import Runtime
+from flowledger.tasks.runs import liveness
 
 SESSION = "agent:main:main"
 TESTS = Path(__file__).resolve().parents[1]

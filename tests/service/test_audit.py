@@ -10,8 +10,8 @@ from ledger_helpers import at, set_columns
 
 from flowledger import FrozenClock, Ledger
 from flowledger.flows import health
-from flowledger.tasks import liveness
-from flowledger.tasks.audit import TASK_CODES
+from flowledger.tasks.health.audit import TASK_CODES
+from flowledger.tasks.runs import liveness
 
 MS = timedelta(milliseconds=1)
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.errors import FlowledgerError, InvalidInput
-from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, ScopeKind, TaskStatus
+from flowledger.tasks.core.errors import FlowledgerError, InvalidInput
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, ScopeKind, TaskStatus
 
 
 def _comparable(task_json: dict[str, object]) -> dict[str, object]:

@@ -17,9 +17,9 @@ from flowledger.scheduler.logs import log_paths
 from flowledger.scheduler.runner import run_command
 from flowledger.scheduler.runtimes.cli import CliRuntime
 from flowledger.scheduler.runtimes.launch import LaunchFailed
-from flowledger.tasks import liveness
-from flowledger.tasks.states import Runtime
-from flowledger.tasks.tables import run_contexts
+from flowledger.tasks.core.states import Runtime
+from flowledger.tasks.core.tables import run_contexts
+from flowledger.tasks.runs import liveness
 
 
 def _run(ledger: Ledger, argv: list[str], **kwargs: object) -> tuple[CliRuntime, str]:

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import insert
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.errors import InvalidInput, OwnerKeyRequired, ParentFlowLinkError
-from flowledger.tasks.states import (
+from flowledger.tasks.core.errors import InvalidInput, OwnerKeyRequired, ParentFlowLinkError
+from flowledger.tasks.core.states import (
     DeliveryStatus,
     NotifyPolicy,
     Runtime,
@@ -17,7 +17,7 @@ from flowledger.tasks.states import (
     TaskStatus,
     TerminalOutcome,
 )
-from flowledger.tasks.tables import flow_runs
+from flowledger.tasks.core.tables import flow_runs
 
 T0 = datetime(2026, 3, 30, 1, 0, tzinfo=UTC)
 OWNER = "agent:main:main"

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from flowledger import Ledger, TaskStatus
 from flowledger.scheduler import cron
 from flowledger.scheduler.runtimes.cron import FOLLOWUP_MIN_S, CronRunner
-from flowledger.tasks.states import Runtime
-from flowledger.tasks.tables import cron_run_log
+from flowledger.tasks.core.states import Runtime
+from flowledger.tasks.core.tables import cron_run_log
 
 ACK = "On it - spawned a subagent, it will auto-announce when done."
 

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from flowledger import InvalidInput, Ledger, TaskStatus
 from flowledger.scheduler import cron
 from flowledger.scheduler.runtimes.cron import CronRunner
-from flowledger.tasks.models import Task
-from flowledger.tasks.tables import cron_jobs, cron_run_log, run_contexts
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.tables import cron_jobs, cron_run_log, run_contexts
 
 
 class HandTimer:

@@ -24,11 +24,11 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks import store
-from flowledger.tasks.delivery import DeliveryHooks, delivery_hooks
-from flowledger.tasks.session_events import SessionEvents
-from flowledger.tasks.states import DeliveryStatus, TaskStatus
-from flowledger.tasks.tables import task_delivery_state
+from flowledger.tasks.core import store
+from flowledger.tasks.core.states import DeliveryStatus, TaskStatus
+from flowledger.tasks.core.tables import task_delivery_state
+from flowledger.tasks.delivery.dispatch import DeliveryHooks, delivery_hooks
+from flowledger.tasks.sessions.events import SessionEvents
 
 TOKEN = "123:TESTTOKEN"
 SECRET = "whsec-test"

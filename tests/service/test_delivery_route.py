@@ -15,12 +15,12 @@ from sqlalchemy import select
 from test_delivery import OWNER, SEND, TELEGRAM, bodies, hooks_of, queued, write_config
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.delivery_rules import fill_origin
-from flowledger.tasks.errors import OperationRefused
-from flowledger.tasks.models import DeliveryOrigin
-from flowledger.tasks.session_events import SessionEvents
-from flowledger.tasks.states import DeliveryStatus, TaskStatus
-from flowledger.tasks.tables import sessions
+from flowledger.tasks.core.errors import OperationRefused
+from flowledger.tasks.core.models import DeliveryOrigin
+from flowledger.tasks.core.states import DeliveryStatus, TaskStatus
+from flowledger.tasks.core.tables import sessions
+from flowledger.tasks.delivery.rules import fill_origin
+from flowledger.tasks.sessions.events import SessionEvents
 
 CHILD = "agent:research:subagent:1"
 NO_TO = {"channel": "telegram", "thread_id": "321"}  # a bound topic, but no chat to send it to

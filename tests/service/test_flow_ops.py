@@ -20,11 +20,11 @@ from flowledger.flows.documents import flow_document
 from flowledger.flows.models import FlowStatus
 from flowledger.flows.retry import retry_flow
 from flowledger.flows.steps import step_views, why_not_succeeded
-from flowledger.tasks import outbox
-from flowledger.tasks.delivery import delivery_hooks
-from flowledger.tasks.errors import OperationRefused
-from flowledger.tasks.session_events import SessionEvents
-from flowledger.tasks.states import NotifyPolicy
+from flowledger.tasks.core.errors import OperationRefused
+from flowledger.tasks.core.states import NotifyPolicy
+from flowledger.tasks.delivery import outbox
+from flowledger.tasks.delivery.dispatch import delivery_hooks
+from flowledger.tasks.sessions.events import SessionEvents
 
 OWNER = "agent:main:main"
 POLL = 0.001

@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 
 from flowledger import FrozenClock, Ledger
 from flowledger.scheduler.runtimes.orphans import stop_orphan
-from flowledger.tasks import liveness
+from flowledger.tasks.runs import liveness
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from flowledger.flows.context import SubmissionContext
 from flowledger.flows.controller import GraphController, StepLauncher, define_flow
 from flowledger.flows.definitions import parse_flow
 from flowledger.flows.models import FlowStatus
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.states import Runtime, TaskStatus
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.states import Runtime, TaskStatus
 
 FLOW = """
 [flow]

@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 from flowledger import FrozenClock, Ledger, ParentFlowLinkError, TaskStatus
 from flowledger.flows.models import ABSENT, LEGACY_CONTROLLER, FlowStatus, SyncMode, UpdateReason
 from flowledger.flows.service import CANCEL_ATTEMPTS, CONTROLLER_REQUIRED
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.tables import flow_runs
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.tables import flow_runs
 
 OWNER = "agent:main:main"
 
@@ -341,7 +341,7 @@ def test_lost_child_makes_mirrored_flow_lost(ledger: Ledger, clock: FrozenClock)
     ledger.tasks.complete("run-m1")
 
     def mark_lost(conn, now):  # what maintenance does: a guarded write through the task service
-        from flowledger.tasks import store as task_store
+        from flowledger.tasks.core import store as task_store
 
         [current] = task_store.by_run_id(conn, "run-m2", for_update=True)
         lost = current.replace(status=TaskStatus.LOST, ended_at=now, error="backing session missing")

@@ -19,8 +19,8 @@ from flowledger import FrozenClock, Ledger, Task, TaskStatus
 from flowledger.flows.controller import GraphController, define_flow, resume_graph_flows, run_flow
 from flowledger.flows.definitions import FlowDefinition, StepDefinition, parse_flow
 from flowledger.flows.models import GRAPH_CONTROLLER, FlowStatus, SyncMode
-from flowledger.tasks import liveness
-from flowledger.tasks.states import ACTIVE
+from flowledger.tasks.core.states import ACTIVE
+from flowledger.tasks.runs import liveness
 
 OWNER = "agent:main:main"
 POLL = 0.001
@@ -135,7 +135,7 @@ run = ["checker"]
 
 
 def test_each_step_is_launched_by_its_runtime_with_its_prompt(ledger: Ledger) -> None:
-    from flowledger.tasks.states import Runtime
+    from flowledger.tasks.core.states import Runtime
 
     spec = parse_flow(AGENT_STEPS)
     cli, subagent, acp = (ScriptedLauncher(ledger, spec), RecordingAgentLauncher(ledger, spec),
@@ -155,7 +155,7 @@ def test_each_step_is_launched_by_its_runtime_with_its_prompt(ledger: Ledger) ->
 
 
 def test_a_step_whose_runtime_has_no_launcher_fails_at_once(ledger: Ledger) -> None:
-    from flowledger.tasks.states import Runtime
+    from flowledger.tasks.core.states import Runtime
 
     spec = parse_flow(AGENT_STEPS)
     flow = run_flow(ledger, spec, {Runtime.CLI: ScriptedLauncher(ledger, spec)}, poll_interval=POLL)

@@ -17,11 +17,11 @@ from flowledger.scheduler import cron, queue
 from flowledger.scheduler.gateway import Gateway
 from flowledger.scheduler.registry import tombstone_orphans
 from flowledger.scheduler.runtimes.cron import CronRunner
-from flowledger.tasks import liveness
-from flowledger.tasks.clock import to_ms
-from flowledger.tasks.session_events import request_heartbeat_wake
-from flowledger.tasks.states import Runtime
-from flowledger.tasks.tables import cron_jobs, cron_run_log, gateway_leases, run_contexts
+from flowledger.tasks.core.clock import to_ms
+from flowledger.tasks.core.states import Runtime
+from flowledger.tasks.core.tables import cron_jobs, cron_run_log, gateway_leases, run_contexts
+from flowledger.tasks.runs import liveness
+from flowledger.tasks.sessions.events import request_heartbeat_wake
 
 SESSION = "agent:main:main"
 

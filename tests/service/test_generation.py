@@ -15,11 +15,11 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.delivery import delivery_hooks
-from flowledger.tasks.errors import InvalidInput, OperationRefused, TaskNotFound
-from flowledger.tasks.liveness import upsert_session
-from flowledger.tasks.session_events import SessionEvents
-from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, Runtime, TaskStatus
+from flowledger.tasks.core.errors import InvalidInput, OperationRefused, TaskNotFound
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime, TaskStatus
+from flowledger.tasks.delivery.dispatch import delivery_hooks
+from flowledger.tasks.runs.liveness import upsert_session
+from flowledger.tasks.sessions.events import SessionEvents
 
 SESSION = "agent:main:telegram:direct:42"
 ORIGIN = {"channel": "webhook", "to": "chat-42"}
@@ -175,7 +175,7 @@ def test_every_kind_of_gone_falls_back(gl: Ledger, httpserver: HTTPServer, clock
     assert job.run_id is not None
     if gone == "missing":
         with gl.db.write() as conn:
-            from flowledger.tasks.liveness import delete_session
+            from flowledger.tasks.runs.liveness import delete_session
 
             delete_session(conn, SESSION)
     elif gone == "tombstoned":
@@ -254,7 +254,7 @@ def test_a_wake_that_cannot_be_queued_falls_back(gl: Ledger, httpserver: HTTPSer
     """A live session whose event cannot be stored (here: its queue table is gone) still gets its media."""
     from sqlalchemy import text
 
-    from flowledger.tasks.tables import METADATA, system_events
+    from flowledger.tasks.core.tables import METADATA, system_events
 
     httpserver.expect_request("/hook", method="POST").respond_with_json({"ok": True})
     job = gl.tasks.start_generation("image_generate", SESSION, "a red fox", requester_origin=ORIGIN).task
@@ -270,7 +270,7 @@ def test_a_wake_that_cannot_be_queued_falls_back(gl: Ledger, httpserver: HTTPSer
 
 
 def test_the_sweep_retries_a_failed_fallback_once(gl: Ledger, httpserver: HTTPServer, clock: FrozenClock) -> None:
-    from flowledger.tasks.generation_delivery import generation_hooks
+    from flowledger.tasks.delivery.generation import generation_hooks
 
     hooks = generation_hooks(gl.tasks)
     assert hooks is not None

@@ -8,7 +8,7 @@ import pytest
 
 from flowledger import FrozenClock, Ledger
 from flowledger.flows.listing import Paging, task_page
-from flowledger.tasks import listing
+from flowledger.tasks.health import listing
 
 OWNER = "agent:main:main"
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.states import TaskStatus
+from flowledger.tasks.core.states import TaskStatus
 
 T0 = datetime(2026, 3, 30, 1, 0, tzinfo=UTC)
 OWNER = "agent:main:main"

@@ -10,9 +10,10 @@ from ledger_helpers import at, set_columns
 from sqlalchemy import insert, select
 
 from flowledger import FrozenClock, Ledger, TaskStatus
-from flowledger.tasks import liveness, maintenance
-from flowledger.tasks.clock import to_ms
-from flowledger.tasks.tables import METADATA, cron_jobs, cron_run_log, task_delivery_state, task_events
+from flowledger.tasks.core.clock import to_ms
+from flowledger.tasks.core.tables import METADATA, cron_jobs, cron_run_log, task_delivery_state, task_events
+from flowledger.tasks.health import maintenance
+from flowledger.tasks.runs import liveness
 
 MS = timedelta(milliseconds=1)
 GRACE = timedelta(minutes=5)

@@ -14,11 +14,11 @@ from sqlalchemy import Connection, func, insert, select
 
 from flowledger import FrozenClock, Ledger, TaskStatus
 from flowledger.flows import health
-from flowledger.tasks import maintenance
-from flowledger.tasks.clock import to_ms
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.service import Change, TaskHooks
-from flowledger.tasks.tables import cron_run_log, task_delivery_state, task_events, task_runs
+from flowledger.tasks.core.clock import to_ms
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.service import Change, TaskHooks
+from flowledger.tasks.core.tables import cron_run_log, task_delivery_state, task_events, task_runs
+from flowledger.tasks.health import maintenance
 
 MS = timedelta(milliseconds=1)
 GRACE = timedelta(minutes=5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flowledger import Ledger
-from flowledger.tasks.errors import AmbiguousLookup, TaskNotFound
+from flowledger.tasks.core.errors import AmbiguousLookup, TaskNotFound
 
 OWNER = "agent:main:main"
 

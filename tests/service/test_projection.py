@@ -9,10 +9,10 @@ from sqlalchemy import func, insert, select
 
 from flowledger import FrozenClock, Ledger, TaskStatus
 from flowledger.flows import health
-from flowledger.tasks import liveness
-from flowledger.tasks.backing import has_backing
-from flowledger.tasks.clock import to_ms
-from flowledger.tasks.tables import cron_run_log, heartbeat_wakes, system_events, task_events
+from flowledger.tasks.core.clock import to_ms
+from flowledger.tasks.core.tables import cron_run_log, heartbeat_wakes, system_events, task_events
+from flowledger.tasks.health.backing import has_backing
+from flowledger.tasks.runs import liveness
 
 
 def test_scenario_19_projection_is_non_mutating(ledger: Ledger, clock: FrozenClock) -> None:

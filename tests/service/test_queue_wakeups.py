@@ -19,8 +19,8 @@ from flowledger import InvalidInput, Ledger, TaskStatus
 from flowledger.scheduler import queue
 from flowledger.scheduler.gateway import Gateway
 from flowledger.scheduler.runtimes.cli import CliRuntime
+from flowledger.tasks.core.tables import run_contexts, task_events
 from flowledger.tasks.runs import wakeup
-from flowledger.tasks.tables import run_contexts, task_events
 
 pytestmark = pytest.mark.skipif(not wakeup.SUPPORTED, reason="abstract Unix sockets are Linux-only")
 

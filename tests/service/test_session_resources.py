@@ -16,8 +16,8 @@ from flowledger import Ledger, TaskStatus
 from flowledger.flows import resources
 from flowledger.flows.processes import RUN_MARKER, proc_stat
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
-from flowledger.tasks import liveness
-from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.runs import liveness
 
 SESSION = "agent:main:main"
 

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks import liveness
-from flowledger.tasks.tables import cron_jobs, sessions
+from flowledger.tasks.core.tables import cron_jobs, sessions
+from flowledger.tasks.runs import liveness
 
 MS = timedelta(milliseconds=1)
 DAY = timedelta(days=1)

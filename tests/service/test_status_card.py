@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks import status_card
-from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.health import status_card
 
 SESSION = "agent:main:main"
 

@@ -14,8 +14,8 @@ import pytest
 from flowledger import FrozenClock, Ledger, TaskStatus
 from flowledger.scheduler.runtimes.acp import AcpRuntime
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
-from flowledger.tasks import liveness
-from flowledger.tasks.states import Runtime
+from flowledger.tasks.core.states import Runtime
+from flowledger.tasks.runs import liveness
 
 SESSION = "agent:main:main"
 AGENT = [sys.executable, str(Path(__file__).resolve().parents[1] / "e2e" / "acp_echo_agent.py")]

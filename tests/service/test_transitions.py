@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import Connection
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.errors import InvalidInput, TaskNotFound
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import (
+from flowledger.tasks.core.errors import InvalidInput, TaskNotFound
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import (
     ACTIVE,
     NotifyPolicy,
     Runtime,

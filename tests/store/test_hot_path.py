@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks import store
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.states import TaskStatus
+from flowledger.tasks.core import store
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.states import TaskStatus
 
 
 def test_stale_copy_writes_only_what_it_changed(ledger: Ledger, clock: FrozenClock) -> None:

@@ -14,9 +14,9 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, 
 from sqlalchemy import Connection
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks import store
-from flowledger.tasks.service import Change
-from flowledger.tasks.states import ACTIVE, TERMINAL, TaskStatus, should_apply
+from flowledger.tasks.core import store
+from flowledger.tasks.core.service import Change
+from flowledger.tasks.core.states import ACTIVE, TERMINAL, TaskStatus, should_apply
 
 EXAMPLES = int(os.environ.get("FLOWLEDGER_STATEFUL_EXAMPLES", "50"))
 

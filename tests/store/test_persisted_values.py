@@ -9,8 +9,8 @@ from sqlalchemy import insert, update
 
 from flowledger import Ledger
 from flowledger.cli.main import run
-from flowledger.tasks.errors import InvalidPersistedValue, StorageUnavailable
-from flowledger.tasks.tables import task_delivery_state, task_runs
+from flowledger.tasks.core.errors import InvalidPersistedValue, StorageUnavailable
+from flowledger.tasks.core.tables import task_delivery_state, task_runs
 
 OWNER = "agent:main:main"
 

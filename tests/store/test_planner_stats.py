@@ -1,5 +1,5 @@
 """PostgreSQL plans the prune's `task_id IN (…)` deletes from statistics; a table it never analyzed (bulk-loaded
-with autovacuum off, or not yet round) must not be left without them (tasks/db.py analyze_if_never_analyzed)."""
+with autovacuum off, or not yet round) must not be left without them (tasks/core/db.py analyze_if_never_analyzed)."""
 
 from __future__ import annotations
 

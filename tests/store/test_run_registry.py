@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from flowledger import FrozenClock, Ledger, TaskStatus
 from flowledger.scheduler import queue
-from flowledger.tasks import liveness
+from flowledger.tasks.runs import liveness
 
 TTL = timedelta(minutes=2)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import inspect, text
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.tables import SCHEMA_VERSION, schema_meta
+from flowledger.tasks.core.tables import SCHEMA_VERSION, schema_meta
 
 # What version 2 had before version 5 added generation jobs and session resources.
 V2_SHAPE = [

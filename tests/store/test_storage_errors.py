@@ -11,8 +11,8 @@ from sqlalchemy import update
 
 from flowledger import Ledger
 from flowledger.cli.main import run
-from flowledger.tasks.errors import StorageUnavailable
-from flowledger.tasks.tables import SCHEMA_VERSION, schema_meta
+from flowledger.tasks.core.errors import StorageUnavailable
+from flowledger.tasks.core.tables import SCHEMA_VERSION, schema_meta
 
 GARBAGE = b"this is not a database, just some bytes " * 200
 
@@ -216,7 +216,7 @@ def test_transact_does_not_rerun_other_errors(sqlite_ledger: Ledger) -> None:
 
 def test_older_database_is_migrated_on_open(sqlite_url: str, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A database made by this version opens in the next: the versioned DDL steps run once, data kept."""
-    from flowledger.tasks import db as dbmod
+    from flowledger.tasks.core import db as dbmod
 
     with Ledger.open(state_dir=state_dir, database_url=sqlite_url) as ledger:
         made = ledger.tasks.create(runtime="cli", task="before the upgrade", owner_key="agent:m:main")

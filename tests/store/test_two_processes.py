@@ -19,7 +19,7 @@ import pytest
 
 from flowledger import Ledger
 from flowledger.cli.main import run
-from flowledger.tasks.states import NotifyPolicy, TaskStatus
+from flowledger.tasks.core.states import NotifyPolicy, TaskStatus
 
 N = int(os.environ.get("FLOWLEDGER_CONCURRENCY_TASKS", "30"))
 PROGRESS = 20

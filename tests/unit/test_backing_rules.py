@@ -5,18 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flowledger.tasks import cron_recovery
-from flowledger.tasks.backing import (
+from flowledger.tasks.core.clock import to_ms
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus
+from flowledger.tasks.health import cron_recovery
+from flowledger.tasks.health.backing import (
     CODEX_NATIVE_REASON,
     BackingView,
     SessionState,
     judge,
     should_mark_lost,
 )
-from flowledger.tasks.clock import to_ms
-from flowledger.tasks.cron_recovery import JobState, RunLogEntry
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus
+from flowledger.tasks.health.cron_recovery import JobState, RunLogEntry
 
 NOW = datetime(2026, 3, 30, 1, 0, tzinfo=UTC)
 STARTED = NOW - timedelta(minutes=5)

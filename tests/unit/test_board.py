@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flowledger.tasks import board
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus
+from flowledger.tasks.health import board
 
 NOW = datetime(2026, 3, 30, 1, 0, tzinfo=UTC)
 

@@ -13,17 +13,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from flowledger.tasks.channels import (
-    DiscordChannel,
-    Message,
-    RetryPolicy,
-    SlackChannel,
-    TelegramChannel,
-    WebhookChannel,
-    build_channels,
-    retry_after_seconds,
-)
-from flowledger.tasks.config import (
+from flowledger.tasks.core.config import (
     Config,
     DiscordConfig,
     Secret,
@@ -33,7 +23,17 @@ from flowledger.tasks.config import (
     load_config,
     parse_config,
 )
-from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.delivery.channels import (
+    DiscordChannel,
+    Message,
+    RetryPolicy,
+    SlackChannel,
+    TelegramChannel,
+    WebhookChannel,
+    build_channels,
+    retry_after_seconds,
+)
 
 MSG = Message(task_id="task-1", status="succeeded", text="Background task done: Export.", to="123",
               idempotency_key="task-terminal:task-1:succeeded:succeeded", thread_id="321")

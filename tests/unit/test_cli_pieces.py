@@ -12,8 +12,8 @@ import pytest
 from flowledger.cli.logformat import JsonFormatter, UtcTextFormatter
 from flowledger.cli.run_result import exit_code_of
 from flowledger.cli.tables import Col, short_ids, span_text, widths
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus
 
 T0 = datetime(2026, 12, 3, 11, 0, tzinfo=UTC)
 

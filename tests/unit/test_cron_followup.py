@@ -1,4 +1,4 @@
-"""The pure rules of isolated cron delivery (tasks/cron_followup.py): which texts are interim acknowledgements,
+"""The pure rules of isolated cron delivery (tasks/runs/cron_followup.py): which texts are interim acknowledgements,
 which promise a sub-agent follow-up, and which text becomes the run's result."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flowledger.tasks.cron_followup import descendant_reply, expects_followup, is_interim, settle
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus
+from flowledger.tasks.runs.cron_followup import descendant_reply, expects_followup, is_interim, settle
 
 T0 = datetime(2026, 3, 30, 1, 0, tzinfo=UTC)
 

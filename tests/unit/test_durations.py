@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowledger.tasks.durations import format_duration, parse_duration
-from flowledger.tasks.errors import EXIT_USAGE, InvalidInput
+from flowledger.tasks.core.durations import format_duration, parse_duration
+from flowledger.tasks.core.errors import EXIT_USAGE, InvalidInput
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,8 @@ from flowledger.flows.definitions import (
     load_flow_file,
     parse_flow,
 )
-from flowledger.tasks.errors import EXIT_USAGE, InvalidInput
-from flowledger.tasks.states import NotifyPolicy, Runtime
+from flowledger.tasks.core.errors import EXIT_USAGE, InvalidInput
+from flowledger.tasks.core.states import NotifyPolicy, Runtime
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from flowledger.tasks.ids import new_id
+from flowledger.tasks.core.ids import new_id
 
 
 def test_new_id_is_a_canonical_uuid7() -> None:

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from flowledger.tasks import messages
-from flowledger.tasks.models import Task
-from flowledger.tasks.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus, TerminalOutcome
+from flowledger.tasks.core.models import Task
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus, TerminalOutcome
+from flowledger.tasks.delivery import messages
 
 T0 = datetime(2026, 3, 30, 1, 0, tzinfo=UTC)
 

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from flowledger.tasks.errors import InvalidInput
-from flowledger.tasks.states import (
+from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.states import (
     ACTIVE,
     FAILURES,
     TERMINAL,

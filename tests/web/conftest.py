@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from flowledger import Ledger
 from flowledger.flows.controller import run_flow
 from flowledger.flows.definitions import FlowDefinition, StepDefinition
-from flowledger.tasks.models import Task
+from flowledger.tasks.core.models import Task
 from flowledger.web.app import build_app
 from flowledger.web.security import decide_access
 from flowledger.web.source import LedgerSource

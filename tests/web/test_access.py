@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 
 from flowledger import Ledger
 from flowledger.flows.controller import define_flow
-from flowledger.tasks.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInput
 from flowledger.web.security import decide_access, is_loopback
 
 from .conftest import TOKEN, MakeClient, diamond, seed

@@ -19,7 +19,7 @@ import pytest
 
 from flowledger import Ledger
 from flowledger.flows.controller import GraphController, define_flow
-from flowledger.tasks.models import Task
+from flowledger.tasks.core.models import Task
 
 from ..conftest import IN_CI
 from .conftest import diamond

@@ -1,0 +1,461 @@
+"""Engines, transactions and dialect differences, all in one place.
+
+SQLite: WAL, `synchronous=NORMAL`, a long `busy_timeout`, `BEGIN IMMEDIATE` for every write transaction
+(so two writers queue instead of deadlocking on a lock upgrade), periodic PASSIVE checkpoints, and on
+close a TRUNCATE checkpoint only when it can be had at once (never waiting on another process).
+PostgreSQL: row locks (`FOR UPDATE`) where the store reads before it writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
+from sqlalchemy.sql import ClauseElement
+
+from flowledger.tasks.core import filemodes
+from flowledger.tasks.core.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
+from flowledger.tasks.core.errors import InvalidInput, StorageUnavailable
+from flowledger.tasks.core.tables import (
+    METADATA,
+    SCHEMA_VERSION,
+    cron_controls,
+    notice_outbox,
+    schema_meta,
+    task_payloads,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+__all__ = ["DEFAULT_STATE_DIR", "Database", "resolve_database_url", "resolve_state_dir"]
+
+BUSY_TIMEOUT_MS = 30_000
+# A pooled PostgreSQL connection idle longer than this is pinged before use (see _install_idle_ping).
+PING_AFTER_IDLE_S = 5.0
+# Versioned DDL steps: MIGRATIONS[n] brings a database at version n-1 to version n. Version 1 is create_all.
+# A step is SQL text; (dialect, statement) runs on that dialect only; a callable is given the connection where
+# SQLAlchemy's own DDL says it for both engines.
+Migration = str | tuple[str, str] | Callable[[Connection], object]
+
+
+def _create_payloads(conn: Connection) -> None:
+    task_payloads.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, list[Migration]] = {
+    2: [
+        "DROP INDEX IF EXISTS ix_task_runs_last_event_at",
+        "DROP INDEX IF EXISTS ix_task_runs_cleanup_after",
+        "CREATE INDEX IF NOT EXISTS idx_task_runs_cleanup ON task_runs (cleanup_after, seq)",
+        "ALTER TABLE cron_jobs ADD COLUMN timeout_ms BIGINT",
+        "ALTER TABLE sessions ADD COLUMN last_route_json TEXT",
+    ],
+    # The run queue's payload table (tasks/runs/queue.py) comes first: the queue used to create it on its own, so
+    # a version-2 database may lack it, and the id widening below includes it.
+    3: [_create_payloads, *[
+        ("postgresql", f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(128)") for table, column in (
+            ("task_runs", "task_id"), ("task_runs", "parent_flow_id"), ("task_delivery_state", "task_id"),
+            ("task_events", "task_id"), ("flow_runs", "flow_id"), ("run_contexts", "task_id"),
+            ("task_payloads", "task_id"))]],
+    # The notice outbox (tasks/delivery/outbox.py): notices are recorded by writers and sent by a sender.
+    4: [lambda conn: notice_outbox.create(conn, checkfirst=True)],
+    # 5: generation jobs (media on the task, acknowledged items) and a session's tracked resources.
+    5: [
+        "ALTER TABLE task_runs ADD COLUMN media_json TEXT",
+        "ALTER TABLE sessions ADD COLUMN ended_at BIGINT",
+        "CREATE TABLE IF NOT EXISTS generation_media (task_id VARCHAR(128) NOT NULL, item_key VARCHAR(64) NOT NULL, "
+        "item TEXT NOT NULL, session_key VARCHAR(512) NOT NULL, acked_at BIGINT, sent_at BIGINT, claimed_by TEXT, "
+        "claimed_at BIGINT, PRIMARY KEY (task_id, item_key))",
+        "CREATE TABLE IF NOT EXISTS session_resources (resource_id VARCHAR(64) NOT NULL PRIMARY KEY, "
+        "session_key VARCHAR(512) NOT NULL, kind VARCHAR(16) NOT NULL, pid INTEGER, run_marker TEXT, argv_json TEXT, "
+        "label TEXT, registered_at BIGINT NOT NULL, released_at BIGINT, outcome TEXT)",
+        "CREATE INDEX IF NOT EXISTS ix_session_resources_session_key ON session_resources (session_key)",
+    ],
+    # The cron controls (scheduler/cron_control.py) used to be created on first use, outside any transaction
+    # discipline (a gateway met `database is locked` there); databases may already have the table.
+    6: [lambda conn: cron_controls.create(conn, checkfirst=True)],
+}
+
+
+class Database:
+    """One engine and the transaction discipline every store call goes through."""
+
+    def __init__(self, engine: Engine, *, sqlite_path: Path | None) -> None:
+        self.engine = engine
+        self.sqlite_path = sqlite_path
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self.is_postgres = engine.dialect.name == "postgresql"
+        self.state_dir: Path | None = None  # set by `open`: its mode is checked with the files'
+        # Shares the pool; carrying the write flag as an engine default spares every write transaction an
+        # `execution_options()` call on its connection.
+        self._write_engine = engine.execution_options(flowledger_write=True)
+        _refuse_nul_text(engine)
+
+    # --- opening ------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, state_dir: Path | None = None, create: bool = True) -> Database:
+        target = parse_database_url(url)  # InvalidInput (exit 2) for a URL we cannot use, never echoing it
+        sqlite_path = target.sqlite_path
+        if state_dir is not None:
+            filemodes.make_private_dir(state_dir, required=False)
+        if sqlite_path is not None:
+            filemodes.prepare_sqlite_file(sqlite_path)
+            engine = create_engine(
+                target.url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+            )
+            _install_sqlite_discipline(engine)
+        else:
+            engine = create_engine(target.url, connect_args={"connect_timeout": 5})
+            _install_idle_ping(engine)
+        db = cls(engine, sqlite_path=sqlite_path)
+        db.state_dir = state_dir
+        try:
+            if create:
+                db.ensure_schema()
+            else:
+                with db.read() as conn:
+                    conn.execute(text("SELECT 1"))
+        except BaseException:
+            engine.dispose()
+            raise
+        db.secure_files()
+        return db
+
+    @classmethod
+    def empty(cls) -> Database:
+        """A schema-only, in-memory SQLite database: what the read-only commands show before a ledger exists.
+
+        Never reachable from a user's URL (an in-memory database keeps nothing: `parse_database_url` refuses it).
+        """
+        from sqlalchemy.pool import StaticPool
+
+        engine = create_engine("sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool)
+        db = cls(engine, sqlite_path=None)
+        db.ensure_schema()
+        return db
+
+    def ensure_schema(self) -> None:
+        """Create or migrate the schema once; cheap when it is already current."""
+        current = self._schema_version()
+        if current == SCHEMA_VERSION:
+            return
+        if current is not None and current > SCHEMA_VERSION:
+            raise StorageUnavailable(
+                f"Storage unavailable: database schema version {current} is newer than this flowledger "
+                f"(supports {SCHEMA_VERSION}); upgrade flowledger."
+            )
+        with self.write() as conn:
+            if self.is_postgres:  # several processes may start at once on one database
+                conn.execute(text("SELECT pg_advisory_xact_lock(7204117)"))
+            current = self._schema_version_in(conn)
+            if current is None:
+                METADATA.create_all(conn)
+                conn.execute(insert(schema_meta).values(meta_key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for step in MIGRATIONS.get(version, []):
+                    if callable(step):
+                        step(conn)
+                        continue
+                    dialect, statement = step if isinstance(step, tuple) else (conn.dialect.name, step)
+                    if dialect == conn.dialect.name:
+                        conn.execute(text(statement))
+            conn.execute(
+                schema_meta.update().where(schema_meta.c.meta_key == "schema_version").values(value=str(SCHEMA_VERSION))
+            )
+
+    def _schema_version(self) -> int | None:
+        with self.read() as conn:
+            return self._schema_version_in(conn)
+
+    def _schema_version_in(self, conn: Connection) -> int | None:
+        if not conn.dialect.has_table(conn, "schema_meta"):
+            return None
+        value = conn.execute(select(schema_meta.c.value).where(schema_meta.c.meta_key == "schema_version")).scalar()
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:  # a hand edit or another program: name it, never a ValueError traceback
+            raise StorageUnavailable(
+                f"Storage unavailable: database schema version {str(value)[:40]!r} is not a number.") from None
+
+    # --- transactions -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction: BEGIN IMMEDIATE on SQLite, committed on success, rolled back on error."""
+        with (
+            self._translate_errors(),
+            self._write_engine.connect() as conn,
+            conn.begin(),
+        ):
+            yield conn
+
+    @contextlib.contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A connection for several write transactions in a row (`with conn.begin():` each, BEGIN IMMEDIATE on
+        SQLite); errors surface as StorageUnavailable like `write`'s. No retry: each caller's batch decides."""
+        with self._translate_errors(), self._write_engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self._translate_errors(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def transact(self, fn: Callable[[Connection], T], *, attempts: int = 5) -> T:
+        """Run `fn` in a write transaction, retrying the whole unit if SQLite still reports a lock.
+
+        busy_timeout already waits up to 30 s; this is the belt to that pair of braces, so that
+        `database is locked` never reaches a user while another process holds a long write.
+        """
+        delay = 0.05
+        for attempt in range(1, attempts + 1):
+            # A connection found dead before the commit was attempted committed nothing: run the unit again on a
+            # fresh one (connections are pinged only after idling, see _install_idle_ping). A failed commit is
+            # ambiguous and is never retried.
+            lost_before_commit = False
+            try:
+                with self.write() as conn:
+                    try:
+                        return fn(conn)
+                    except DBAPIError as exc:
+                        lost_before_commit = bool(exc.connection_invalidated)
+                        raise
+            except StorageUnavailable as exc:
+                if attempt == attempts or not (lost_before_commit or _is_lock_error(exc.__cause__)):
+                    raise
+                if not lost_before_commit:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except StorageUnavailable:
+            raise
+        except (OperationalError, DBAPIError) as exc:
+            raise StorageUnavailable(f"Storage unavailable: {_one_line(exc)}") from exc
+        except SQLAlchemyError as exc:
+            raise StorageUnavailable(f"Storage unavailable: {_one_line(exc)}") from exc
+
+    # --- housekeeping -------------------------------------------------------------------------------
+
+    def analyze_if_never_analyzed(self, tables: Sequence[str]) -> list[str]:
+        """PostgreSQL: ANALYZE those of `tables` that have never been analyzed; the names analyzed. Never raises.
+
+        A table PostgreSQL holds no statistics for (bulk-loaded, with autovacuum off or not yet round) gets default
+        selectivities: `task_id IN (…a few hundred ids…)` then looks like a third of the table and is planned as a
+        sequential scan — one per prune batch (seen: 640 s instead of 40 s for a 1 M-record pass). A no-op on
+        SQLite, whose planner needs no statistics for these statements.
+        """
+        if not self.is_postgres:
+            return []
+        try:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                unanalyzed = [str(r[0]) for r in conn.execute(
+                    text("SELECT relname FROM pg_class WHERE relname = ANY(:names) AND reltuples < 0 "
+                         "AND pg_table_is_visible(oid)"), {"names": list(tables)})]
+                for table in unanalyzed:
+                    conn.exec_driver_sql(f'ANALYZE "{table}"')
+            if unanalyzed:
+                log.info("analyzed %s (PostgreSQL had no statistics for them)", ", ".join(unanalyzed))
+            return unanalyzed
+        except SQLAlchemyError as exc:
+            log.warning("analyze failed: %s", _one_line(exc))
+            return []
+
+    def checkpoint(self, mode: str = "PASSIVE") -> None:
+        """WAL checkpoint on SQLite (PASSIVE never waits on readers); a no-op elsewhere. Never raises."""
+        if not self.is_sqlite or mode not in {"PASSIVE", "FULL", "RESTART", "TRUNCATE"}:
+            return
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
+        except SQLAlchemyError as exc:
+            log.warning("wal checkpoint %s failed: %s", mode, _one_line(exc))
+
+    def secure_files(self) -> None:
+        """Our directories 0700 and database files 0600; warn when found looser (tasks/core/filemodes.py). Called once
+        the database opened, so a failed open prints its one error line and nothing beside it."""
+        filemodes.check_private(self.state_dir, self.sqlite_path)
+
+    def close(self) -> None:
+        """Release the engine. SQLite: truncate the WAL if that is possible *now*, else leave a PASSIVE checkpoint.
+
+        A TRUNCATE checkpoint waits (busy handler) for every reader and writer of the file: with the 30 s busy
+        timeout, any other process holding a read transaction or the write lock made each CLI command stall
+        30 s at exit (issue 12, item 16). With a zero busy timeout it fails at once instead. Failing is normal
+        (another process, a read-only file, a full disk), so it is logged at debug level only: the one error
+        line a user sees must stay the only line.
+        """
+        if self.is_sqlite:
+            self._checkpoint_without_waiting()
+        self.engine.dispose()
+
+    def checkpoint_quietly(self) -> None:
+        """A checkpoint that never waits and never speaks (SQLite; a no-op elsewhere): after a write failed for
+        want of space, it lets the next write reuse the WAL from its start instead of growing the file."""
+        if self.is_sqlite:
+            self._checkpoint_without_waiting()
+
+    def _checkpoint_without_waiting(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                driver: Any = conn.connection.driver_connection
+                driver.execute("PRAGMA busy_timeout = 0")
+                try:
+                    try:
+                        busy = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    except sqlite3.OperationalError as exc:  # locked: someone else holds the file right now
+                        log.debug("wal truncate at close skipped: %s", exc)
+                        busy = (1,)
+                    if busy is not None and busy[0]:
+                        driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                finally:
+                    driver.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            log.debug("wal checkpoint at close skipped: %s", _one_line(exc))
+
+
+def _install_sqlite_discipline(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Manual transaction control: the driver must not BEGIN on its own, we choose the kind below.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("flowledger_write", False)
+        statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        # Straight to the driver: the full execute path (events, result wrapping) cost as much as the
+        # statement on every transaction. SQLAlchemy does not wrap errors raised in this event, so we do:
+        # a lock timeout must still surface as OperationalError for `transact` to retry it.
+        try:
+            conn.connection.dbapi_connection.execute(statement)  # type: ignore[union-attr]
+        except sqlite3.Error as exc:
+            raise OperationalError(statement, None, exc) from exc
+
+
+def _install_idle_ping(engine: Engine) -> None:
+    """`pool_pre_ping`, but only for connections that sat idle: pinging on every checkout was one extra round
+    trip per transaction (~15 % of a write lifecycle). A connection in steady use has just proved itself; one
+    that broke while checked out is invalidated where its error is seen (SQLAlchemy's execute path, and
+    `Prepared.run`). Raising DisconnectionError here makes the pool replace the connection and retry."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["flowledger_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("flowledger_idle_since")
+        if since is not None and time.monotonic() - since < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"connection failed its ping: {exc}") from exc
+
+
+def _refuse_nul_text(engine: Engine) -> None:
+    """PostgreSQL cannot store NUL in text and SQLite silently can: refuse it as bad input on every engine,
+    so the same call behaves the same everywhere (exit 2, not a misleading "storage unavailable")."""
+
+    # Only the top-level values of each parameter set are looked at: that is where text columns bind, and the
+    # former recursive walk cost a noticeable share of every write (and most of a bulk batch's).
+    def set_has_nul(params: Any) -> bool:
+        values = params.values() if isinstance(params, dict) else params
+        return any(type(v) is str and "\x00" in v for v in values)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _check(_conn: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, many: bool) -> None:
+        if not parameters:
+            return
+        if many:
+            found = any(set_has_nul(p) for p in parameters)
+        else:
+            found = set_has_nul(parameters) if isinstance(parameters, dict | list | tuple) else False
+        if found:
+            raise InvalidInput(NUL_REFUSED)
+
+
+NUL_REFUSED = "Text values may not contain NUL (\\x00) characters."
+
+
+class Prepared:
+    """A Core statement compiled once per dialect and executed straight on the driver's connection.
+
+    For the few statements every single-task write runs: SQLAlchemy's execute path (cache key, parameter and
+    result processing, events, result wrapping) cost several times the statement itself. Callers pass
+    driver-ready values (times as epoch ms) and read the driver's cursor. What the execute path would have done
+    for them is done here: NUL in text is refused, driver errors are wrapped as SQLAlchemy's, so
+    `Database._translate_errors` and `transact`'s lock retry see them exactly as before.
+    """
+
+    __slots__ = ("_compiled", "_keys", "_stmt")
+
+    def __init__(self, stmt: ClauseElement, column_keys: list[str] | None = None) -> None:
+        self._stmt = stmt
+        self._keys = column_keys
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+
+    def _sql(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
+        hit = self._compiled.get(dialect.name)
+        if hit is None:
+            compiled: Any = self._stmt.compile(dialect=dialect, column_keys=self._keys)
+            order = tuple(compiled.positiontup or ()) if compiled.positional else None
+            hit = self._compiled[dialect.name] = (compiled.string, order)
+        return hit
+
+    def run(self, conn: Connection, params: dict[str, Any]) -> Any:
+        sql, order = self._sql(conn.dialect)
+        if any(type(v) is str and "\x00" in v for v in params.values()):
+            raise InvalidInput(NUL_REFUSED)
+        args: Any = params if order is None else tuple(params[k] for k in order)
+        driver: Any = conn.connection.driver_connection
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        try:
+            return driver.execute(sql, args)
+        except dbapi_error as exc:
+            lost = conn.dialect.is_disconnect(exc, driver, None)
+            if lost:  # as SQLAlchemy's own execute path does, so the pool never hands the dead connection out again
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.invalidate(exc)
+            raise DBAPIError.instance(sql, args, exc, dbapi_error, connection_invalidated=lost,
+                                      dialect=conn.dialect) from exc
+
+
+# SQLite's lock errors, and PostgreSQL's deadlock / serialization failures: each aborts only this
+# transaction, and running the unit again is the documented remedy.
+_RETRYABLE = ("locked", "deadlock detected", "could not serialize access")
+
+
+def _is_lock_error(exc: BaseException | None) -> bool:
+    return exc is not None and any(marker in str(exc).lower() for marker in _RETRYABLE)
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    message = str(orig if orig is not None else exc).strip().splitlines()
+    return message[0] if message else type(exc).__name__

@@ -1,0 +1,102 @@
+"""Pure record rules: timestamp normalisation, cleanup stamps, run-scope selection, lookup preference."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
+from flowledger.tasks.core.states import (
+    DeliveryStatus,
+    NotifyPolicy,
+    Runtime,
+    ScopeKind,
+    TaskStatus,
+    TerminalOutcome,
+    is_terminal,
+)
+
+
+def normalize_timestamps(task: Task) -> Task:
+    """REFERENCE §2.2 step 10: created ≤ started ≤ last_event, ended ≥ start; applied on every write."""
+    present = [t for t in (task.created_at, task.started_at, task.last_event_at, task.ended_at) if t is not None]
+    created = min(present)
+    started = max(task.started_at, created) if task.started_at is not None else None
+    anchor = started or created
+    last_event = max(task.last_event_at, anchor) if task.last_event_at is not None else None
+    ended = max(task.ended_at, anchor) if task.ended_at is not None else None
+    outcome = task.terminal_outcome
+    if task.status != TaskStatus.SUCCEEDED:
+        outcome = None
+    elif outcome is None:
+        outcome = TerminalOutcome.SUCCEEDED
+    if (created, started, last_event, ended, outcome) == (
+        task.created_at, task.started_at, task.last_event_at, task.ended_at, task.terminal_outcome
+    ):
+        return task
+    return task.replace(created_at=created, started_at=started, last_event_at=last_event, ended_at=ended,
+                        terminal_outcome=outcome)
+
+
+def cleanup_after_for(task: Task, retention: timedelta = DEFAULT_RETENTION) -> datetime:
+    return task.terminal_at + retention
+
+
+def with_cleanup_stamp(task: Task, retention: timedelta = DEFAULT_RETENTION) -> Task:
+    """A terminal task without a cleanup stamp gets one (REFERENCE §3.5); active tasks never carry one."""
+    if is_terminal(task.status) and task.cleanup_after is None:
+        return task.replace(cleanup_after=cleanup_after_for(task, retention))
+    return task
+
+
+def status_summary(task: Task) -> str | None:
+    """What the history row of entering `task.status` says: the error of a failure, the summary of a success."""
+    if task.status == TaskStatus.FAILED:
+        return task.error
+    if task.status == TaskStatus.SUCCEEDED:
+        return task.terminal_summary
+    return None
+
+
+def prepare_write(task: Task, retention: timedelta = DEFAULT_RETENTION) -> Task:
+    return with_cleanup_stamp(normalize_timestamps(task), retention)
+
+
+# A success may be overridden by a later failure (states.should_apply); its requester was already told "done".
+_CORRECTING = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT})
+_SETTLED = frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.SESSION_QUEUED, DeliveryStatus.FAILED})
+
+
+def reopen_delivery_on_override(previous: Task, new: Task) -> Task:
+    """A settled success turned failed/timed_out is due one more terminal notice — the correction — per its
+    notify policy (issue 12 item 7): its delivery goes back to pending. The notice's idempotency key names the
+    new status, so it is a message of its own, sent once."""
+    if (previous.status == TaskStatus.SUCCEEDED and new.status in _CORRECTING
+            and previous.delivery_status in _SETTLED and new.delivery_status == previous.delivery_status
+            and new.notify_policy != NotifyPolicy.SILENT):
+        return new.replace(delivery_status=DeliveryStatus.PENDING)
+    return new
+
+
+def _key(value: str | None) -> str:
+    return (value or "").strip()
+
+
+def run_scope(candidates: Sequence[Task], session_key: str | None, runtime: Runtime | None = None) -> list[Task]:
+    """Which tasks a run-scoped event touches (REFERENCE §2.3), with the cross-tenant collision guard."""
+    tasks = [t for t in candidates if runtime is None or t.runtime == runtime]
+    if session_key is not None and session_key.strip():
+        key = session_key.strip()
+        by_child = [t for t in tasks if _key(t.child_session_key) == key]
+        if by_child:
+            return by_child
+        return [t for t in tasks if t.scope_kind == ScopeKind.SESSION and t.owner_key == key]
+    scopes = {(t.runtime, t.scope_kind, t.owner_key, _key(t.child_session_key)) for t in tasks}
+    return list(tasks) if len(scopes) <= 1 else []
+
+
+def preferred(candidates: Sequence[Task]) -> Task | None:
+    """The task a run id names: non-cli before cli, then the earliest created."""
+    if not candidates:
+        return None
+    return min(candidates, key=lambda t: (t.runtime == Runtime.CLI, t.created_at))
