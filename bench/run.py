@@ -2,7 +2,7 @@
 
     python bench/run.py [--quick] [--only NAME] [--postgres URL|none] [--peers-python PY] [--write-docs]
 
-Sections (NAME): write, bulk, sweep, cli, flow. Every comparison runs in this one invocation and is reported as
+Sections (NAME): write, bulk, sweep, cli, flow, e2e. Every comparison runs in this one invocation and is reported as
 a ratio, because absolute times on shared machines drift. The full mode writes docs/performance.md; --quick
 (small sizes, CI smoke test, < 60 s) writes it only with --write-docs. Peers run in their own interpreter
 (`--peers-python`, $FLOWLEDGER_BENCH_PEERS_PYTHON, else this one) and are n/a when missing or over time.
@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import clilat
+import e2e
 import flowsched
 import peers
 import report
@@ -34,7 +35,7 @@ import sweep
 import writes
 from measure import REPO, Row, postgres_database, rate
 
-SECTIONS = ("write", "bulk", "sweep", "cli", "flow")
+SECTIONS = ("write", "bulk", "sweep", "cli", "flow", "e2e")
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
@@ -240,6 +241,17 @@ class Bench:
                              f"{type(exc).__name__}: {str(exc)[:80]}")
                     continue
                 self.add("flow", f"graph controller, {label} ({steps:,} steps)", seconds * 1000 / steps, "ms/step")
+
+    # --- 7: end to end through a gateway (bench/e2e.py) ---------------------------------------------------
+
+    def e2e(self) -> None:
+        n, cli_submits = (20, 1) if self.quick else (1000, 20)
+        print(f"End to end: {n:,} `true` commands through a gateway, beside huey and Celery", flush=True)
+        if self.quick:
+            print("  (--quick: huey and Celery are skipped; their servers and packages are not part of CI)")
+        for name, value, unit, note in e2e.run_all(n, cli_submits, self.pg_admin,
+                                                   None if self.quick else self.peers_python, self.tmp):
+            self.add("e2e", name, value, unit, note)
 
 
 def save(path: str, rows: list[Row], machine: dict[str, str], quick: bool, elapsed: float,

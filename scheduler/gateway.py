@@ -4,7 +4,8 @@ APScheduler (a BackgroundScheduler) pulls the triggers: the maintenance sweep ev
 with the catch-up of unsettled deliveries), heartbeat wakes every second, a PASSIVE WAL checkpoint every
 30 min, cron-run session pruning, the cron jobs themselves and a cron reload every 2 s (so added/removed
 jobs are picked up within 5 s). A lease row, renewed every 30 s, tells
-every other process that the runs this gateway owns are live. A queue thread claims queued work, and the flow
+every other process that the runs this gateway owns are live. A queue thread claims queued work (woken by a
+submitter on this host, else every 0.25 s), and the flow
 driver (flow_driver.py) drives detached graph flows, many at once, every step on the runtime it names.
 Only the leader (see leader.py) sweeps and fires cron jobs; every gateway claims queued work and, at start
 and on the sweep's cadence, kills this host's children of gateways whose lease expired (orphans.py).
@@ -44,16 +45,22 @@ from flowledger.tasks.delivery.generation import generation_hooks
 log = logging.getLogger(__name__)
 CRON_PREFIX = "cron:"
 MISFIRE_GRACE_S = 30
+# How often the queue loop looks for work nobody woke it for: submissions from another host, a lost wake-up.
+QUEUE_POLL_S = 0.25
 
 
 class Gateway:
     def __init__(self, ledger: Ledger, *, gateway_id: str | None = None,
-                 kill_grace: timedelta = timedelta(seconds=5), max_flows: int | None = None) -> None:
+                 kill_grace: timedelta = timedelta(seconds=5), max_flows: int | None = None,
+                 queue_poll_s: float = QUEUE_POLL_S) -> None:
         self.ledger = ledger
         self.gateway_id = gateway_id or ledger.gateway_id or new_gateway_id("gw")
         self.lease = LeaseKeeper(ledger, self.gateway_id)
         self.leader = ledger.runs.leadership()
         self._wake = threading.Event()
+        self.queue_poll_s = queue_poll_s
+        # A submitter on this host wakes the queue loop once its task is committed (tasks/runs/wakeup.py).
+        self.wakeups = ledger.runs.queue.wake_listener(self._wake.set)
         # Writes in the gateway (its flow drivers, runtimes) never send: the notices loop does.
         delivery.defer_delivery(ledger.tasks)
         self.cli = CliRuntime(ledger, gateway_id=self.gateway_id, kill_grace=kill_grace, on_finish=self._wake.set)
@@ -74,6 +81,7 @@ class Gateway:
         self._stopping = threading.Event()
         self._queue_thread: threading.Thread | None = None
         self.sweeps = 0
+        self.queue_waits = 0  # how many times the queue loop has gone to wait for a wake-up or its poll
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -99,6 +107,7 @@ class Gateway:
         s.add_job(self.sync_cron_jobs, "interval", seconds=knobs.CRON_RELOAD_EVERY.total_seconds(), id="cron-sync",
                   next_run_time=now)
         s.start()
+        self.wakeups.start()
         self._queue_thread = threading.Thread(target=self._queue_loop, name="queue", daemon=True)
         self._queue_thread.start()
         self.flows.start()
@@ -115,6 +124,7 @@ class Gateway:
         self._wake.set()
         with contextlib.suppress(Exception):
             self.scheduler.shutdown(wait=False)
+        self.wakeups.stop()
         if self._queue_thread is not None:
             self._queue_thread.join(timeout=5)
         self.flows.stop()
@@ -272,7 +282,11 @@ class Gateway:
             self.ledger.tasks.fail(task.run_id, error=f"no {task.runtime.value} runtime in this gateway")
             return
         try:
-            launcher.start(task, payload.argv, shell=payload.shell, timeout=payload.timeout, cwd=payload.cwd)
+            if launcher is self.cli:  # the claim made it running and registered its run: no second time
+                self.cli.start(task, payload.argv, shell=payload.shell, timeout=payload.timeout, cwd=payload.cwd,
+                               claimed=True)
+            else:
+                launcher.start(task, payload.argv, shell=payload.shell, timeout=payload.timeout, cwd=payload.cwd)
         except FlowledgerError as exc:
             log.warning("task %s could not start: %s", task.task_id, exc.message)
             if task.run_id:
@@ -295,8 +309,11 @@ class Gateway:
             except Exception:
                 log.exception("queue poll failed")
             if claimed == 0 or self.running_count() >= limit:
-                # A finished run sets _wake, so a free slot is refilled at once; otherwise poll.
-                self._wake.wait(0.25)
+                # A finished run and a submitter on this host set _wake, so a free slot is refilled and new work
+                # is claimed at once; otherwise poll. Cleared before the next claim: a wake-up that arrives
+                # during that claim is kept for the wait after it, never lost.
+                self.queue_waits += 1
+                self._wake.wait(self.queue_poll_s)
                 self._wake.clear()
 
 

@@ -56,19 +56,25 @@ def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, se
     ledger.runs.queue.add(task_id, argv, shell=shell, timeout=timeout, cwd=cwd)
     if rt == Runtime.CLI:
         policy = NotifyPolicy(notify_policy) if notify_policy else NotifyPolicy.SILENT
-        return ledger.tasks.create(
+        task = ledger.tasks.create(
             runtime=rt, task=task_text or describe(argv, shell), task_id=task_id, run_id=f"cli:{task_id}",
             source_id=task_id, label=label, owner_key=session_key, requester_session_key=session_key,
             notify_policy=policy, task_kind="command", requester_origin=requester_origin,
             delivery_status=DeliveryStatus.NOT_APPLICABLE if policy == NotifyPolicy.SILENT or not session_key
             else None,
         )
-    return ledger.tasks.create(
-        runtime=rt, task=task_text or describe(argv, shell), task_id=task_id, run_id=f"{rt.value}:{task_id}",
-        source_id=task_id, label=label, owner_key=session_key, requester_session_key=session_key,
-        child_session_key=f"agent:{agent_id}:{rt.value}:{task_id}", agent_id=agent_id,
-        notify_policy=notify_policy, requester_origin=requester_origin,
-    )
+    else:
+        task = ledger.tasks.create(
+            runtime=rt, task=task_text or describe(argv, shell), task_id=task_id, run_id=f"{rt.value}:{task_id}",
+            source_id=task_id, label=label, owner_key=session_key, requester_session_key=session_key,
+            child_session_key=f"agent:{agent_id}:{rt.value}:{task_id}", agent_id=agent_id,
+            notify_policy=notify_policy, requester_origin=requester_origin,
+        )
+    if rt == Runtime.CLI:
+        # Committed: a gateway on this host claims it now, not at its next poll. Agent tasks are left to the poll:
+        # `run --runtime acp` records the session's mode after this returns, and the claim must not come first.
+        ledger.runs.queue.wake_gateways()
+    return task
 
 
 def get_payload(ledger: Ledger, task_id: str) -> Payload | None:

@@ -43,6 +43,8 @@ from flowledger.tasks.core.states import Runtime, TaskStatus
 
 log = logging.getLogger(__name__)
 WATCH_EVERY_S = 0.2
+# How long a claimed run's thread waits for its child to end before recording the pid (see _supervise).
+PID_AFTER_S = 0.02
 
 
 @dataclass
@@ -79,23 +81,30 @@ class CliRuntime:
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
               cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
-              **options: Any) -> None:
+              claimed: bool = False, **options: Any) -> None:
         """Start argv for `task` and return at once; a thread supervises the child to its end. Raises
-        LaunchFailed, having recorded nothing, when the program or the directory is not there."""
+        LaunchFailed, having recorded nothing, when the program or the directory is not there.
+
+        `claimed`: `task` is what this runtime's own queue claim returned (tasks/runs/queue.py): that one
+        transaction already made it `running` and registered its run context under this gateway, so the two
+        transactions that would do it again are skipped (the pid is still recorded once the child runs)."""
         if not argv:
             raise InvalidInput(f"Task {task.task_id} has nothing to run.")
         refuse_options("cli", options)
         check_launchable(argv, shell=shell, cwd=cwd, env=env, inherit_env=inherit_env)
+        if claimed and (task.status != TaskStatus.RUNNING or task.run_id is None):
+            raise InvalidInput(f"Task {task.task_id} is {task.status.value}: not a claimed run.")
         run_id = task.run_id or self._assign_run_id(task)
         self.ensure_backing()
         out_fh, err_fh = self._open_logs(task, run_id)
-        try:
-            self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id)
-            self.ledger.tasks.start(run_id, runtime=Runtime.CLI)
-        except BaseException:
-            out_fh.close()
-            err_fh.close()
-            raise
+        if not claimed:
+            try:
+                self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id)
+                self.ledger.tasks.start(run_id, runtime=Runtime.CLI)
+            except BaseException:
+                out_fh.close()
+                err_fh.close()
+                raise
         extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id, **(env or {})}
         try:
             proc = spawn(argv, shell=shell, cwd=cwd, env=extra, stdout=out_fh, stderr=err_fh,
@@ -114,10 +123,10 @@ class CliRuntime:
         with self._lock:
             self._runs[task.task_id] = run
             self._finished[task.task_id] = run.done
-        with contextlib.suppress(FlowledgerError):
-            self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id, pid=proc.pid)
+        if not claimed:  # a claimed run's pid is recorded by its own thread (_supervise), off the queue loop
+            self._record_pid(run)
         log.info("task %s started pid %s run %s", task.task_id, proc.pid, run_id)
-        threading.Thread(target=self._supervise, args=(run, timeout), name=f"cli-{task.task_id[:8]}",
+        threading.Thread(target=self._supervise, args=(run, timeout, claimed), name=f"cli-{task.task_id[:8]}",
                          daemon=True).start()
 
     def _open_logs(self, task: Task, run_id: str) -> tuple[IO[Any], IO[Any]]:
@@ -143,11 +152,22 @@ class CliRuntime:
 
     # --- supervising --------------------------------------------------------------------------------
 
-    def _supervise(self, run: _Run, timeout: timedelta | None) -> None:
+    def _record_pid(self, run: _Run) -> None:
+        with contextlib.suppress(FlowledgerError):
+            self.ledger.runs.register_run(run.run_id, self.gateway_id, task_id=run.task.task_id, pid=run.proc.pid)
+
+    def _supervise(self, run: _Run, timeout: timedelta | None, claimed: bool) -> None:
         def stopped(why: str) -> None:
             run.stop_reason = run.stop_reason or why  # the first reason decides (a cancel beats a later timeout)
 
         deadline = run.deadline
+        if claimed and not _ended_within(run.proc, PID_AFTER_S):
+            # A claimed run's pid goes into its run context here, on the run's own thread, rather than in
+            # start(): the gateway's queue loop launches the next claimed task meanwhile instead of waiting on
+            # this write. The context exists since the claim; the pid only lets a later gateway reap the child
+            # if this one dies, and it is still recorded before the run's end is. A child that already ended
+            # (an instant command) leaves nothing to reap: its pid is not written at all.
+            self._record_pid(run)
         try:
             # Cancels recorded elsewhere reach every run at once through the watcher thread (one read for all).
             code = supervise(run.proc, run.stopper, on_stop=stopped,
@@ -268,3 +288,11 @@ class CliRuntime:
         if self._lease is not None:
             self._lease.stop(release=True)
             self._lease = None
+
+
+def _ended_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True

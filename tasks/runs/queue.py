@@ -5,12 +5,13 @@ run. A claim is one transaction: pick queued tasks that carry an unclaimed paylo
 `FOR UPDATE SKIP LOCKED`, so two gateways never wait on each other; SQLite: the write transaction's `BEGIN
 IMMEDIATE` serialises claimers), compare-and-set each queued → running, stamp its payload with the claiming
 gateway and register its run context, so there is no moment where a claimed task runs without backing.
+Once the task is committed, its submitter wakes the gateways on this host (`wake_gateways`, wakeup.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.service import TaskService
 from flowledger.tasks.core.states import TaskStatus
 from flowledger.tasks.core.tables import task_payloads, task_runs
-from flowledger.tasks.runs import liveness
+from flowledger.tasks.runs import liveness, wakeup
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,16 @@ class RunQueue:
         timeout_ms = int(timeout.total_seconds() * 1000) if timeout is not None else None
         self.db.transact(lambda conn: conn.execute(insert(task_payloads).values(
             task_id=task_id, argv_json=json.dumps(list(argv)), shell=shell, timeout_ms=timeout_ms, cwd=cwd)))
+
+    def wake_gateways(self) -> int:
+        """Once a queued task is committed: cut short the poll of every gateway of this database on this host
+        (wakeup.py), so it claims now rather than at its next poll. No database read; never raises for a gateway
+        that cannot be reached (it polls). How many were reached."""
+        return wakeup.wake(wakeup.database_identity(self.db.engine.url))
+
+    def wake_listener(self, on_wake: Callable[[], None]) -> wakeup.WakeListener:
+        """What a gateway listens on for `wake_gateways` (not started)."""
+        return wakeup.WakeListener(wakeup.database_identity(self.db.engine.url), on_wake)
 
     def payload(self, task_id: str) -> Payload | None:
         with self.db.read() as conn:
