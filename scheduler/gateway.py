@@ -24,6 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from flowledger.flows.controller import StepLauncher
 from flowledger.flows.definitions import STEP_RUNTIMES
+from flowledger.flows.health import MaintenanceReport
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler import cron, cron_control, knobs, queue
 from flowledger.scheduler.flow_driver import FlowDriver
@@ -151,9 +152,6 @@ class Gateway:
             report = self.ledger.maintenance(apply=True)
             self.sweeps += 1
             log.info("sweep done: %s", _counts(report))
-        except NotImplementedError:
-            self.sweeps += 1
-            log.debug("maintenance is not available yet; sweep skipped")
         except FlowledgerError as exc:
             log.warning("sweep failed: %s", exc.message)
 
@@ -317,9 +315,5 @@ class Gateway:
                 self._wake.clear()
 
 
-def _counts(report: Any) -> str:
-    to_json = getattr(report, "to_json", None)
-    document = to_json() if callable(to_json) else None
-    if isinstance(document, dict) and "maintenance" in document:
-        return str(document["maintenance"])
-    return repr(report)[:500]
+def _counts(report: MaintenanceReport) -> str:
+    return str(report.maintenance.to_json())

@@ -2,22 +2,17 @@
 
 The gateway keeps its runtimes in a `dict[Runtime, RuntimeImpl]`; the queue and the flow driver hand work to the
 runtime a task names, the registry's cancel path reaches the same object, and shutdown stops them all. mypy
---strict checks each implementation against this protocol (`_CHECKED` below), so a runtime that drifts from the
+--strict checks each implementation against this protocol (scheduler/runtimes/conformance.py), so a runtime that
+drifts from the
 interface fails the type check rather than hanging a step at run time.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from flowledger.tasks.core.models import Task
-
-if TYPE_CHECKING:
-    from flowledger.scheduler.runtimes.acp import AcpRuntime
-    from flowledger.scheduler.runtimes.cli import CliRuntime
-    from flowledger.scheduler.runtimes.cron import CronRunner
-    from flowledger.scheduler.runtimes.subagent import SubagentRuntime
 
 SHUTDOWN_REASON = "Cancelled: the gateway shut down."
 
@@ -55,9 +50,3 @@ class RuntimeImpl(Protocol):
     def shutdown(self, reason: str = SHUTDOWN_REASON) -> None: ...
 
     def stop_orphan(self, run_id: str) -> bool: ...
-
-
-if TYPE_CHECKING:  # each runtime must satisfy the protocol (checked by mypy, free at run time)
-    def _checked(cli: CliRuntime, subagent: SubagentRuntime, acp: AcpRuntime, cron: CronRunner
-                 ) -> tuple[RuntimeImpl, ...]:
-        return (cli, subagent, acp, cron)
