@@ -3,8 +3,7 @@
 The gateway keeps its runtimes in a `dict[Runtime, RuntimeImpl]`; the queue and the flow driver hand work to the
 runtime a task names, the registry's cancel path reaches the same object, and shutdown stops them all. mypy
 --strict checks each implementation against this protocol (scheduler/runtimes/conformance.py), so a runtime that
-drifts from the
-interface fails the type check rather than hanging a step at run time.
+drifts from the interface fails the type check rather than hanging a step at run time.
 """
 
 from __future__ import annotations
