@@ -31,7 +31,7 @@ from flowledger.cli.options import (
 from flowledger.cli.render import emit_json, err, out, safe
 from flowledger.flows.documents import flow_document
 from flowledger.flows.models import FlowStatus
-from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED, FlowNotFound, OperationRefused
+from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED, FlowNotFoundError, OperationRefusedError
 from flowledger.tasks.core.states import NotifyPolicy
 
 if TYPE_CHECKING:  # the file format and the service (SQLAlchemy) load in the commands that use them
@@ -81,7 +81,7 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         """
         result = app_context(ctx).ledger().flows.cancel(lookup)
         if not result.found:
-            raise FlowNotFound(lookup)
+            raise FlowNotFoundError(lookup)
         if not result.cancelled or result.flow is None:
             err(result.reason or f"Could not cancel flow: {lookup}")
             raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
@@ -128,7 +128,8 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
             try:
                 here = os.getcwd()
             except OSError:
-                raise OperationRefused("Cannot hand the flow over: the current directory no longer exists.") from None
+                raise OperationRefusedError(
+                    "Cannot hand the flow over: the current directory no longer exists.") from None
             context = capture(here, os.environ, definition.pass_env)
             flow = define_flow(ledger, definition, context, notify=policy, origin=origin)
             if json_out:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from flowledger.cli.render import cut, err, safe
 from flowledger.flows.models import Flow, FlowStatus
-from flowledger.tasks.core.errors import OperationRefused
+from flowledger.tasks.core.errors import OperationRefusedError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import FAILURES, Runtime
 
@@ -21,9 +21,9 @@ def origin_option(channel: str | None, to: str | None) -> dict[str, str] | None:
     if channel is None and to is None:
         return None
     if not (channel or "").strip() or not (to or "").strip():
-        from flowledger.tasks.core.errors import InvalidInput
+        from flowledger.tasks.core.errors import InvalidInputError
 
-        raise InvalidInput("--channel and --to go together: give both (e.g. --channel webhook --to ops).")
+        raise InvalidInputError("--channel and --to go together: give both (e.g. --channel webhook --to ops).")
     assert channel is not None and to is not None
     return {"channel": channel.strip(), "to": to.strip()}
 
@@ -35,7 +35,7 @@ def stored_definition(flow: Flow) -> FlowDefinition:
 
     state = graph_state(flow)
     if state is None:
-        raise OperationRefused(f"Flow {flow.flow_id} is not a graph flow.")
+        raise OperationRefusedError(f"Flow {flow.flow_id} is not a graph flow.")
     return flow_from_document(state["definition"], source=f"flow {flow.flow_id}")
 
 
@@ -48,7 +48,7 @@ def drive_here(ledger: Ledger, *, live: bool, flow: Flow | None = None, definiti
         from flowledger.scheduler.runtimes.cli import CliRuntime
         from flowledger.scheduler.runtimes.subagent import SubagentRuntime
     except ImportError as exc:
-        raise OperationRefused(f"Cannot run flows here: the runtimes are unavailable ({exc}). "
+        raise OperationRefusedError(f"Cannot run flows here: the runtimes are unavailable ({exc}). "
                                "Use --detach to hand the flow to a gateway.") from None
     from flowledger.flows.controller import GraphController, StepLauncher, define_flow
 

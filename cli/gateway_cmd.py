@@ -21,7 +21,7 @@ from flowledger.cli.render import emit_json, err, out, safe
 from flowledger.cli.run_result import exit_code_of
 from flowledger.tasks.core.clock import iso_z
 from flowledger.tasks.core.durations import parse_duration
-from flowledger.tasks.core.errors import InvalidInput, TaskNotFound
+from flowledger.tasks.core.errors import InvalidInputError, TaskNotFoundError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import NotifyPolicy, Runtime, TaskStatus, is_terminal, parse_enum
 
@@ -54,12 +54,12 @@ def gateway_cmd(
     """
     level = log_level.strip().lower()
     if level not in LOG_LEVELS:
-        raise InvalidInput(f"Invalid --log-level {log_level!r}: expected one of {' | '.join(LOG_LEVELS)}.")
+        raise InvalidInputError(f"Invalid --log-level {log_level!r}: expected one of {' | '.join(LOG_LEVELS)}.")
     if max_flows is not None and not 1 <= max_flows <= 10_000:
-        raise InvalidInput(f"Invalid --max-flows {max_flows}: expected a number from 1 to 10000.")
+        raise InvalidInputError(f"Invalid --max-flows {max_flows}: expected a number from 1 to 10000.")
     kind = log_format.strip().lower()
     if kind not in LOG_FORMATS:
-        raise InvalidInput(f"Invalid --log-format {log_format!r}: expected one of {' | '.join(LOG_FORMATS)}.")
+        raise InvalidInputError(f"Invalid --log-format {log_format!r}: expected one of {' | '.join(LOG_FORMATS)}.")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(kind))
     logging.basicConfig(level=getattr(logging, level.upper()), force=True, handlers=[handler])
@@ -127,7 +127,7 @@ def run_cmd(
     policy = parse_enum(NotifyPolicy, notify, "--notify").value if notify is not None else None
     origin = origin_option(channel, to)
     if (policy not in (None, NotifyPolicy.SILENT.value) or origin is not None) and not session:
-        raise InvalidInput("--notify and --channel/--to need --session: notices go to a session's owner.")
+        raise InvalidInputError("--notify and --channel/--to need --session: notices go to a session's owner.")
     ledger = app_context(ctx).ledger()
     try:
         outcome = run_command(ledger, argv or [], label=label, session_key=session, timeout=limit, detach=detach,
@@ -162,7 +162,7 @@ def _run_runtime(value: str) -> Runtime:
     for runtime in choices:
         if value.strip() == runtime.value:
             return runtime
-    raise InvalidInput(f"Invalid --runtime {value!r}: expected one of {'|'.join(r.value for r in choices)}.")
+    raise InvalidInputError(f"Invalid --runtime {value!r}: expected one of {'|'.join(r.value for r in choices)}.")
 
 
 def _ends_mid_line(path: Path) -> bool:
@@ -196,7 +196,7 @@ def logs_cmd(
     ledger = app_context(ctx).ledger(read_only=True)
     task = ledger.tasks.get(lookup)
     if task is None:
-        raise TaskNotFound(lookup)
+        raise TaskNotFoundError(lookup)
     out_path, err_path = log_paths(ledger.state_dir, task.task_id)
     if not follow and not out_path.exists() and not err_path.exists():
         err(f"No captured output for task {task.task_id}.")

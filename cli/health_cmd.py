@@ -12,7 +12,7 @@ from flowledger.cli.context import app_context
 from flowledger.cli.options import wants_json
 from flowledger.cli.render import emit_json, out, safe, when
 from flowledger.cli.tables import Col, render, short_ids
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.sessionkeys import parse_agent_id
 from flowledger.tasks.health import board
 from flowledger.tasks.health.findings import Finding, Severity
@@ -47,7 +47,7 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
 
         known = sorted(set(TASK_CODES) | set(health.FLOW_CODES))
         if code is not None and code.strip() not in known:
-            raise InvalidInput(f"Unknown --code {code!r}: expected one of {', '.join(known)}.")
+            raise InvalidInputError(f"Unknown --code {code!r}: expected one of {', '.join(known)}.")
         most = parse_limit(limit)  # usage errors before the ledger is opened
         report = health.run_audit(app_context(ctx).ledger(read_only=True),
                                   severity=severity.value if severity else None,
@@ -89,7 +89,7 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         """
         key = session.strip()
         if not key:
-            raise InvalidInput("--session must name a session key.")
+            raise InvalidInputError("--session must name a session key.")
         ledger = app_context(ctx).ledger(read_only=True)
         now = ledger.clock.now()
         tasks = ledger.tasks.list(related_session=key)
@@ -130,7 +130,7 @@ def show_status_card(ledger: Ledger, session: str, *, json_out: bool) -> None:
     from flowledger.tasks.health import status_card
 
     if not session.strip():
-        raise InvalidInput("--session must name a session key.")
+        raise InvalidInputError("--session must name a session key.")
     card = status_card.for_session(ledger.tasks, session)
     if json_out:
         emit_json(card.to_json())
@@ -143,7 +143,7 @@ def parse_limit(raw: str | None) -> int | None:
         return None
     text = raw.strip()
     if not text.isdigit() or int(text) < 1:
-        raise InvalidInput(LIMIT_MESSAGE)
+        raise InvalidInputError(LIMIT_MESSAGE)
     return int(text)
 
 

@@ -103,7 +103,7 @@ def run_lean(argv: list[str]) -> int | None:
         return None
     try:
         answer = _read(request)
-    except Exception:  # Fallback, a stored value we cannot read, anything: nothing printed yet, so the full
+    except Exception:  # FallbackError, a stored value we cannot read, anything: nothing printed yet, so the full
         log.debug("lean read path fell back", exc_info=True)  # path answers, or names the error its own way
         return None
     if answer is None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flowledger.cli.render import err, safe
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from flowledger.flows.ledger import Ledger
@@ -49,14 +49,14 @@ def open_for_reading(state_dir: str | None, database_url: str | None) -> Ledger:
 
 def _refuse_blocked_path(path: Path) -> None:
     """A path that can never hold a ledger (a file where a directory must be) is a storage error, not "not yet"."""
-    from flowledger.tasks.core.errors import StorageUnavailable
+    from flowledger.tasks.core.errors import StorageUnavailableError
 
     if path.exists():
-        raise StorageUnavailable(f"Storage unavailable: {path} is not a file.")
+        raise StorageUnavailableError(f"Storage unavailable: {path} is not a file.")
     for ancestor in path.parents:
         if ancestor.exists():
             if not ancestor.is_dir():
-                raise StorageUnavailable(f"Storage unavailable: {ancestor} is not a directory.")
+                raise StorageUnavailableError(f"Storage unavailable: {ancestor} is not a directory.")
             return
 
 
@@ -83,7 +83,7 @@ def _reading_ledger(db: Database, state_dir: Path) -> Ledger:
         def _install_extensions(self) -> None:
             try:
                 super()._install_extensions()
-            except InvalidInput as exc:  # delivery's config: reading never delivers
+            except InvalidInputError as exc:  # delivery's config: reading never delivers
                 err(f"Warning: {safe(exc.message)} (commands that deliver refuse until it is fixed)")
 
     return ReadingLedger(db, state_dir=state_dir)

@@ -10,7 +10,7 @@ import typer
 
 from flowledger.cli.context import app_context
 from flowledger.cli.render import emit_json, err, out, safe, when
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from flowledger.tasks.core.models import DeliveryOrigin
@@ -66,7 +66,7 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
         """
         setting = any(value is not None for value in (channel, to, account, thread))
         if setting and (channel is None or to is None):
-            raise InvalidInput("Setting a route needs both --channel and --to.")
+            raise InvalidInputError("Setting a route needs both --channel and --to.")
         ledger = app_context(ctx).ledger()
         key = session_key.strip()
         route: DeliveryOrigin | None

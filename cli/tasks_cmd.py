@@ -21,7 +21,7 @@ from flowledger.cli.options import (
 )
 from flowledger.cli.render import emit_json, err, out, safe, when
 from flowledger.cli.task_views import print_task, print_task_page
-from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED, TaskNotFound
+from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED, TaskNotFoundError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import NotifyPolicy, Runtime, TaskStatus
 
@@ -81,7 +81,7 @@ def build() -> typer.Typer:
         """
         result = app_context(ctx).ledger().tasks.cancel(lookup, reason)
         if not result.found:
-            raise TaskNotFound(lookup)
+            raise TaskNotFoundError(lookup)
         if not result.cancelled or result.task is None:
             err(result.reason or f"Could not cancel task: {lookup}")
             raise typer.Exit(EXIT_NOT_FOUND_OR_REFUSED)
@@ -118,11 +118,11 @@ def build() -> typer.Typer:
 
 
 def inspect_one(ctx: typer.Context, lookup: str) -> Task:
-    """The reconciled projection of one task (what maintenance would make of it), or TaskNotFound."""
+    """The reconciled projection of one task (what maintenance would make of it), or TaskNotFoundError."""
     ledger = app_context(ctx).ledger(read_only=True)
     task = ledger.tasks.get(lookup)
     if task is None:
-        raise TaskNotFound(lookup)
+        raise TaskNotFoundError(lookup)
     from flowledger.flows import health
 
     return health.project_one(ledger, task)

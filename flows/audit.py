@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 
 from flowledger.flows import store
 from flowledger.flows.models import ABSENT, LINK_TERMINAL, Flow, FlowStatus, SyncMode
-from flowledger.tasks.core.errors import InvalidPersistedValue
+from flowledger.tasks.core.errors import InvalidPersistedValueError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import ACTIVE
 from flowledger.tasks.health.findings import Finding, Severity
@@ -92,7 +92,7 @@ def audit_flows(conn: Connection, now: datetime) -> list[Finding]:
             linked = store.linked_for(conn, [flow.flow_id for _, flow in batch])
             for _, flow in batch:
                 out.extend(flow_findings(flow, linked.get(flow.flow_id, []), now))
-    except InvalidPersistedValue as exc:
+    except InvalidPersistedValueError as exc:
         return [Finding(kind="task_flow", severity=Severity.ERROR, code="restore_failed",
                         detail=f"task-flow registry restore failed: {exc.message}", age_ms=None, status="n/a",
                         token=None)]

@@ -59,7 +59,7 @@ from flowledger.flows.step_launch import (
 from flowledger.flows.step_outcomes import ProgressCallback, StepEvent, StepOutcomes, step_status_of
 from flowledger.flows.steps import step_run_id
 from flowledger.tasks.core.clock import coerce_time, to_ms
-from flowledger.tasks.core.errors import FlowledgerError, FlowNotFound, InvalidInput
+from flowledger.tasks.core.errors import FlowledgerError, FlowNotFoundError, InvalidInputError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import Runtime
 from flowledger.tasks.runs import liveness
@@ -110,7 +110,7 @@ def resume_graph_flows(ledger: Ledger, launcher: Launchers, *, on_progress: Prog
     return finished
 
 
-class _Displaced(Exception):
+class _DisplacedError(Exception):
     """Another controller adopted the flow (our lease lapsed while we were still alive): stop driving it."""
 
 
@@ -122,7 +122,7 @@ class GraphController(StepOutcomes):
         parsing the stored document again costs more than driving a big flow's steps."""
         state = flow.state if isinstance(flow.state, dict) else None
         if state is None or state.get("version") != STATE_VERSION or "definition" not in state:
-            raise InvalidInput(f"Flow {flow.flow_id} is not a graph flow (no step state).")
+            raise InvalidInputError(f"Flow {flow.flow_id} is not a graph flow (no step state).")
         self.ledger = ledger
         self.flow = flow
         self.launcher, self.launchers = launchers_by_runtime(launcher)
@@ -197,7 +197,7 @@ class GraphController(StepOutcomes):
         self._announce()  # a flow defined running (define_flow's `driving`) was never claimed
         try:
             return self._drive()
-        except _Displaced:
+        except _DisplacedError:
             log.warning("flow %s: adopted by another driver; this one stops", self.flow.flow_id)
             return self._reload()
 
@@ -215,7 +215,7 @@ class GraphController(StepOutcomes):
         with self.ledger.db.read() as conn:  # the head only: the state document can be large
             head = flow_store.head(conn, self.flow.flow_id)
         if head is None:
-            raise FlowNotFound(self.flow.flow_id)
+            raise FlowNotFoundError(self.flow.flow_id)
         if head.cancel_requested_at is not None or head.is_link_terminal:
             return self._stop(), True
         changed = self._collect()
@@ -344,7 +344,7 @@ class GraphController(StepOutcomes):
     def _reload(self) -> Flow:
         flow = self.ledger.flows.get_by_id(self.flow.flow_id)
         if flow is None:
-            raise FlowNotFound(self.flow.flow_id)
+            raise FlowNotFoundError(self.flow.flow_id)
         self.flow = flow
         return flow
 
@@ -376,7 +376,7 @@ class GraphController(StepOutcomes):
 
         def op(f: Flow) -> Any:
             if driver_of(f) != self.driver:
-                raise _Displaced(f.flow_id)
+                raise _DisplacedError(f.flow_id)
             return self.ledger.flows.update(f.flow_id, f.revision, patch)
 
         saved = self._retrying(op) or self.flow

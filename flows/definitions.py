@@ -23,7 +23,7 @@ import networkx as nx
 from flowledger.flows.errors import FlowCycleError, FlowFileError, UnknownStepError, did_you_mean
 from flowledger.flows.graph import build_graph, find_cycle
 from flowledger.tasks.core.durations import format_duration, parse_duration
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.limits import load_toml, read_regular_file
 from flowledger.tasks.core.states import NotifyPolicy, Runtime
 
@@ -196,7 +196,7 @@ def load_flow_file(path: str | os.PathLike[str]) -> FlowDefinition:
         raw = read_regular_file(path)
     except OSError as exc:
         raise FlowFileError(f"Cannot read flow file: {exc.strerror or exc}", source) from None
-    except InvalidInput as exc:  # a FIFO, a device, more than 1 MiB (CONTRACT §7)
+    except InvalidInputError as exc:  # a FIFO, a device, more than 1 MiB (CONTRACT §7)
         raise FlowFileError(f"Cannot read flow file: {exc.message}", source) from None
     try:
         text = raw.decode("utf-8")
@@ -211,7 +211,7 @@ def parse_flow(text: str, source: str = "<string>") -> FlowDefinition:
         data = load_toml(text)
     except tomllib.TOMLDecodeError as exc:
         raise FlowFileError(f"Invalid TOML: {exc}", source) from None
-    except InvalidInput as exc:
+    except InvalidInputError as exc:
         raise FlowFileError(f"Invalid TOML: {exc.message}", source) from None
     return flow_from_document(data, source=source)
 
@@ -391,7 +391,7 @@ class _Checker:
             self.fail(f"{what} must be a duration string such as \"10m\", got {_toml_type(value)}")
         try:
             return parse_duration(value, what=name)
-        except InvalidInput as exc:
+        except InvalidInputError as exc:
             self.fail(f"{prefix} {exc.message.rstrip('.')}")
 
     def backoff(self, value: object, prefix: str) -> float:

@@ -1,6 +1,6 @@
 """Every error the flow layer raises of its own, in one place.
 
-The flow-file errors are `InvalidInput` (exit code 2: the user's file is wrong); the step-tracker errors are
+The flow-file errors are `InvalidInputError` (exit code 2: the user's file is wrong); the step-tracker errors are
 `FlowledgerError` (a controller bug or a damaged snapshot, never user input). `definitions.py` and `graph.py`
 raise them and still export them under their old import paths.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-from flowledger.tasks.core.errors import FlowledgerError, InvalidInput
+from flowledger.tasks.core.errors import FlowledgerError, InvalidInputError
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
@@ -22,7 +22,7 @@ def did_you_mean(word: str, choices: Sequence[str]) -> str:
 # --- flow files ------------------------------------------------------------------------------------------
 
 
-class FlowFileError(InvalidInput):
+class FlowFileError(InvalidInputError):
     """A flow file (or document) that cannot be used; the message is one line, prefixed by its source."""
 
     def __init__(self, detail: str, source: str | None = None) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flowledger.flows.models import ABSENT, LEGACY_CONTROLLER, Flow, FlowStatus, SyncMode, parse_sync_mode
-from flowledger.tasks.core.errors import InvalidPersistedValue
+from flowledger.tasks.core.errors import InvalidPersistedValueError
 from flowledger.tasks.core.models import DeliveryOrigin
 from flowledger.tasks.core.states import NotifyPolicy
 from flowledger.tasks.core.task_rows import stored_time
@@ -31,7 +31,7 @@ def load_json(text: str | None, ident: str, column: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        raise InvalidPersistedValue("flow", ident, column, text[:40]) from None
+        raise InvalidPersistedValueError("flow", ident, column, text[:40]) from None
 
 
 def mapping_to_flow(m: Any) -> Flow:
@@ -44,11 +44,11 @@ def mapping_to_flow(m: Any) -> Flow:
     try:
         status = FlowStatus(m["status"])
     except ValueError:
-        raise InvalidPersistedValue("flow", ident, "status", m["status"]) from None
+        raise InvalidPersistedValueError("flow", ident, "status", m["status"]) from None
     try:
         policy = NotifyPolicy(m["notify_policy"])
     except ValueError:
-        raise InvalidPersistedValue("flow", ident, "notify_policy", m["notify_policy"]) from None
+        raise InvalidPersistedValueError("flow", ident, "notify_policy", m["notify_policy"]) from None
     origin = None
     if m["requester_origin_json"]:
         try:

@@ -15,7 +15,7 @@ from flowledger.flows import store as flow_store
 from flowledger.flows.audit import audit_flows
 from flowledger.flows.maintenance import apply_flows, plan_flows
 from flowledger.flows.parts import HealthParts
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import Runtime, TaskStatus, parse_enum
 from flowledger.tasks.health import backing, maintenance
@@ -158,7 +158,7 @@ def project_list(ledger: HealthParts, *, runtime: str | None = None, status: str
     wanted = parse_enum(TaskStatus, status, "status") if status is not None else None
     rt = parse_enum(Runtime, runtime, "runtime") if runtime is not None else None
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise InvalidInput("--limit must be a positive integer, for example --limit 25.")
+        raise InvalidInputError("--limit must be a positive integer, for example --limit 25.")
     now = ledger.clock.now()
     if limit is None:
         tasks = ledger.tasks.list(runtime=rt)
@@ -247,7 +247,7 @@ def run_audit(ledger: HealthParts, *, severity: str | None = None, code: str | N
     """Task and flow findings over the reconciled view; filters first, then the limit (REFERENCE §7.3)."""
     sev = parse_enum(Severity, severity, "severity") if severity is not None else None
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise InvalidInput("--limit must be a positive integer, for example --limit 25.")
+        raise InvalidInputError("--limit must be a positive integer, for example --limit 25.")
     now = ledger.clock.now()
     found = inspect(ledger, now, keep=True)
     combined = sort_findings([*found.tasks.findings, *found.flow_findings])

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from flowledger.flows.flow_rows import raw_to_flow
 from flowledger.flows.models import LINK_TERMINAL, Flow
-from flowledger.tasks.health.sqlite_reads import Fallback, LeanReader
+from flowledger.tasks.health.sqlite_reads import FallbackError, LeanReader
 
 FLOW_KEYS = ("flow_id", "sync_mode", "owner_key", "requester_origin_json", "controller_id", "revision", "status",
              "notify_policy", "goal", "current_step", "blocked_task_id", "blocked_summary", "state_json",
@@ -25,7 +25,7 @@ def resolve_flow(reader: LeanReader, lookup: str) -> Flow:
     """Flow id, else the owner's newest live flow, else its newest flow, else a unique id prefix."""
     token = (lookup or "").strip()
     if not token:
-        raise Fallback("empty lookup")
+        raise FallbackError("empty lookup")
     found = _flows(reader, "flow_id = ?", [token])
     if found:
         return found[0]
@@ -35,7 +35,7 @@ def resolve_flow(reader: LeanReader, lookup: str) -> Flow:
         return pool[0]
     ids = reader.prefix_ids("flow_runs", "flow_id", token)
     if len(ids) != 1:
-        raise Fallback(f"{len(ids)} flow ids start with the prefix")
+        raise FallbackError(f"{len(ids)} flow ids start with the prefix")
     return _flows(reader, "flow_id = ?", ids)[0]
 
 

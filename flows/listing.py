@@ -13,7 +13,7 @@ from flowledger.flows import store
 from flowledger.flows.models import FlowStatus
 from flowledger.flows.pages import DEFAULT_LIMIT, FlowPage, Paging, TaskPage
 from flowledger.tasks.core.clock import iso_z
-from flowledger.tasks.core.errors import FlowNotFound, InvalidInput
+from flowledger.tasks.core.errors import FlowNotFoundError, InvalidInputError
 from flowledger.tasks.core.states import Runtime, TaskStatus, parse_enum
 from flowledger.tasks.health import listing
 
@@ -34,23 +34,23 @@ def parse_since(raw: str, now: datetime) -> datetime:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidInput(f"Invalid --since {raw!r}: expected a duration (30m, 2h, 7d) or an ISO time with a "
+        raise InvalidInputError(f"Invalid --since {raw!r}: expected a duration (30m, 2h, 7d) or an ISO time with a "
                            "zone (2026-12-03T10:00:00Z).") from None
     if parsed.tzinfo is None:
-        raise InvalidInput(f"Invalid --since {raw!r}: the time has no zone; add Z or an offset (+02:00).")
+        raise InvalidInputError(f"Invalid --since {raw!r}: the time has no zone; add Z or an offset (+02:00).")
     return parsed
 
 
 def task_page(ledger: Ledger, *, runtime: str | None = None, status: str | None = None,
               owner_key: str | None = None, flow: str | None = None, since: datetime | None = None,
               paging: Paging | None = None) -> TaskPage:
-    """Tasks newest first (reconciled view), `flow` being a flow lookup; InvalidInput for bad enum values."""
+    """Tasks newest first (reconciled view), `flow` being a flow lookup; InvalidInputError for bad enum values."""
     paging = paging or Paging()
     flow_id = None
     if flow is not None:
         found = ledger.flows.get(flow)
         if found is None:
-            raise FlowNotFound(flow)
+            raise FlowNotFoundError(flow)
         flow_id = found.flow_id
     query = listing.TaskFilter(
         runtime=parse_enum(Runtime, runtime, "runtime") if runtime is not None else None,

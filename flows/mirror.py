@@ -31,7 +31,7 @@ from flowledger.flows.models import (
     parse_sync_mode,
 )
 from flowledger.tasks.core import store as task_store
-from flowledger.tasks.core.errors import InvalidPersistedValue
+from flowledger.tasks.core.errors import InvalidPersistedValueError
 from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.models import Task
@@ -219,14 +219,14 @@ def _flow_status(row: Any) -> FlowStatus:
     try:
         return FlowStatus(row.status)
     except ValueError:
-        raise InvalidPersistedValue("flow", row.flow_id, "status", row.status) from None
+        raise InvalidPersistedValueError("flow", row.flow_id, "status", row.status) from None
 
 
 def _sync_mirrored(conn: Connection, row: Any, status: FlowStatus, previous: Task | None) -> None:
     try:
         policy = NotifyPolicy(row.notify_policy)
     except ValueError:
-        raise InvalidPersistedValue("flow", row.flow_id, "notify_policy", row.notify_policy) from None
+        raise InvalidPersistedValueError("flow", row.flow_id, "notify_policy", row.notify_policy) from None
     # Only the derived fields are real; the rest are never compared or written below.
     flow = Flow(flow_id=row.flow_id, sync_mode=SyncMode.MIRRORED, owner_key=row.owner_key, status=status,
                 notify_policy=policy, goal=row.goal, created_at=row.created_at,

@@ -18,7 +18,7 @@ from flowledger.flows.models import (
     UpdateReason,
 )
 from flowledger.tasks.core.db import Database
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.models import trimmed
 from flowledger.tasks.core.sessionkeys import parse_agent_id
 from flowledger.tasks.core.states import Runtime
@@ -56,7 +56,7 @@ class OwnerFlows:
     def __init__(self, service: FlowOperations, owner_key: str) -> None:
         owner = trimmed(owner_key)
         if owner is None:
-            raise InvalidInput("Flow ownerKey is required.")
+            raise InvalidInputError("Flow ownerKey is required.")
         self.service = service
         self.owner_key = owner
 

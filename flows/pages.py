@@ -9,7 +9,7 @@ from typing import Any
 
 from flowledger.flows.models import LINK_TERMINAL, Flow, FlowStatus
 from flowledger.tasks.core import limits
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import FAILURES, TaskStatus
 
@@ -25,12 +25,12 @@ class Paging:
     def parse(cls, limit: int, offset: int) -> Paging:
         """`--limit N` (0 = all) and `--offset N`; negative values are usage errors."""
         if limit < 0:
-            raise InvalidInput(f"--limit must be 0 (all) or a positive integer, not {limit}.")
+            raise InvalidInputError(f"--limit must be 0 (all) or a positive integer, not {limit}.")
         if offset < 0:
-            raise InvalidInput(f"--offset must be 0 or a positive integer, not {offset}.")
+            raise InvalidInputError(f"--offset must be 0 or a positive integer, not {offset}.")
         for name, value in (("--limit", limit), ("--offset", offset)):
             if value > limits.MAX_COUNT:  # a database integer holds it; 10^12 rows is beyond any ledger
-                raise InvalidInput(f"{name} must be at most {limits.MAX_COUNT}, not {value}.")
+                raise InvalidInputError(f"{name} must be at most {limits.MAX_COUNT}, not {value}.")
         return cls(limit=limit or None, offset=offset)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from flowledger.flows import store
 from flowledger.flows.models import LINK_TERMINAL, Flow, FlowStatus, SyncMode
 from flowledger.tasks.core.clock import coerce_time
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.models import trimmed
 from flowledger.tasks.core.states import NotifyPolicy, parse_enum
 
@@ -29,7 +29,7 @@ def apply_patch(flow: Flow, patch: Mapping[str, Any], now: datetime) -> Flow:
     """REFERENCE §9.3 patch semantics: status/notify/goal only when truthy; other keys present = set/clear."""
     unknown = set(patch) - PATCHABLE
     if unknown:
-        raise InvalidInput(f"Unknown flow field(s): {', '.join(sorted(unknown))}.")
+        raise InvalidInputError(f"Unknown flow field(s): {', '.join(sorted(unknown))}.")
     changes: dict[str, Any] = {}
     if patch.get("status"):
         changes["status"] = parse_enum(FlowStatus, patch["status"], "flow status")
@@ -49,7 +49,7 @@ def apply_patch(flow: Flow, patch: Mapping[str, Any], now: datetime) -> Flow:
     if "controller_id" in patch and patch["controller_id"] is not KEEP:
         controller = trimmed(patch["controller_id"])
         if controller is None and flow.sync_mode == SyncMode.MANAGED:
-            raise InvalidInput(CONTROLLER_REQUIRED)
+            raise InvalidInputError(CONTROLLER_REQUIRED)
         changes["controller_id"] = controller
     changes["updated_at"] = when(patch.get("updated_at"), "updated_at") or now
     return flow.replace(**changes)

@@ -15,7 +15,7 @@ from collections.abc import Collection
 from flowledger.flows.controller import POLL_INTERVAL_S, GraphController, Launchers, ProgressCallback, driver_of
 from flowledger.flows.ledger import Ledger
 from flowledger.flows.models import GRAPH_CONTROLLER, Flow, FlowStatus
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.runs import liveness
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def pick_up(ledger: Ledger, launcher: Launchers, limit: int, *, busy: Collection
     def controller_for(flow: Flow) -> GraphController | None:
         try:
             return GraphController(ledger, flow, launcher, on_progress=on_progress, poll_interval=poll_interval)
-        except InvalidInput as exc:  # not a graph flow after all (a hand-made state): never ours to drive
+        except InvalidInputError as exc:  # not a graph flow after all (a hand-made state): never ours to drive
             log.warning("flow %s skipped: %s", flow.flow_id, exc.message)
             return None
 

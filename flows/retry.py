@@ -21,7 +21,7 @@ from flowledger.flows.ledger import Ledger
 from flowledger.flows.models import Flow, FlowStatus, SyncMode
 from flowledger.flows.steps import graph_state, tasks_by_step
 from flowledger.tasks.core.clock import iso_z
-from flowledger.tasks.core.errors import OperationRefused
+from flowledger.tasks.core.errors import OperationRefusedError
 from flowledger.tasks.core.states import ACTIVE, TaskStatus
 
 RETRYABLE: frozenset[FlowStatus] = frozenset({FlowStatus.FAILED, FlowStatus.CANCELLED, FlowStatus.LOST})
@@ -83,18 +83,18 @@ def plan_state(flow: Flow, step_attempts: Mapping[str, int], now_iso: str | None
 
 
 def retry_flow(ledger: Ledger, lookup: str) -> RetryPlan:
-    """Make an ended graph flow queued again (one revision-checked write); raise OperationRefused with the
-    reason otherwise, FlowNotFound for an unknown lookup."""
+    """Make an ended graph flow queued again (one revision-checked write); raise OperationRefusedError with the
+    reason otherwise, FlowNotFoundError for an unknown lookup."""
     flow = ledger.flows.require(lookup)
     tasks = ledger.flows.linked_tasks(flow.flow_id)
     refusal = retry_refusal(flow, [t.task_id for t in tasks if t.status in ACTIVE])
     if refusal is not None:
-        raise OperationRefused(refusal)
+        raise OperationRefusedError(refusal)
     attempts = {step: max(n for n, _ in pairs) for step, pairs in tasks_by_step(flow.flow_id, tasks).items()}
     state, to_run, kept = plan_state(flow, attempts, iso_z(ledger.clock.now()))
     patch = {"status": FlowStatus.QUEUED.value, "state": state, "cancel_requested_at": None, "ended_at": None,
              "blocked_task_id": None, "blocked_summary": None, "current_step": None, "wait": None}
     result = ledger.flows.update(flow.flow_id, flow.revision, patch)
     if not result.applied or result.flow is None:
-        raise OperationRefused(f"Flow {flow.flow_id} changed while retrying it ({result.reason}); try again.")
+        raise OperationRefusedError(f"Flow {flow.flow_id} changed while retrying it ({result.reason}); try again.")
     return RetryPlan(result.flow, tuple(to_run), tuple(kept))

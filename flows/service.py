@@ -46,11 +46,11 @@ from flowledger.tasks.core import store as task_store
 from flowledger.tasks.core.clock import Clock
 from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.errors import (
-    FlowNotFound,
-    InvalidInput,
+    FlowNotFoundError,
+    InvalidInputError,
     ParentFlowLinkError,
-    StorageUnavailable,
-    TaskNotFound,
+    StorageUnavailableError,
+    TaskNotFoundError,
 )
 from flowledger.tasks.core.hooks import Changes
 from flowledger.tasks.core.ids import new_id
@@ -87,7 +87,7 @@ class FlowService:
     @staticmethod
     def resolve(conn: Connection, lookup: str) -> Flow | None:
         """Flow id, else the owner's newest live flow, else its newest flow (reference-bugs 119129), else a unique
-        flow id prefix (CONTRACT §7; AmbiguousLookup when several ids start so)."""
+        flow id prefix (CONTRACT §7; AmbiguousLookupError when several ids start so)."""
         token = (lookup or "").strip()
         if not token:
             return None
@@ -113,7 +113,7 @@ class FlowService:
     def require(self, lookup: str) -> Flow:
         flow = self.get(lookup)
         if flow is None:
-            raise FlowNotFound(lookup)
+            raise FlowNotFoundError(lookup)
         return flow
 
     def list(self, status: FlowStatus | str | None = None, *, owner_key: str | None = None,
@@ -140,7 +140,7 @@ class FlowService:
                        revision: int = 0, flow_id: str | None = None) -> Flow:
         """A new managed flow at revision 0 (or `revision`); its controller alone drives its status."""
         if not trimmed(controller_id):
-            raise InvalidInput(CONTROLLER_REQUIRED)
+            raise InvalidInputError(CONTROLLER_REQUIRED)
         return self._create(SyncMode.MANAGED, owner_key, goal, controller_id=trimmed(controller_id),
                             status=status, notify_policy=notify_policy, current_step=current_step, state=state,
                             wait=wait, cancel_requested_at=cancel_requested_at, created_at=created_at,
@@ -157,10 +157,10 @@ class FlowService:
     def _create(self, mode: SyncMode, owner_key: str, goal: str, **fields: Any) -> Flow:
         owner = trimmed(owner_key)
         if owner is None:
-            raise InvalidInput("Flow ownerKey is required.")
+            raise InvalidInputError("Flow ownerKey is required.")
         text = trimmed(goal)
         if text is None:
-            raise InvalidInput("Flow goal is required.")
+            raise InvalidInputError("Flow goal is required.")
         limits.check_text(text, "Flow goal")
         limits.check_session_key(owner, "Owner key")
         chosen_id = limits.check_id(trimmed(fields.get("flow_id")), "flow id")
@@ -213,7 +213,7 @@ class FlowService:
 
         try:
             result = self.db.transact(unit)
-        except StorageUnavailable:
+        except StorageUnavailableError:
             # Reported like the reference's persist_failed when the flow can still be read; else it propagates.
             current = self.get_by_id(flow_id)
             log.warning("flow %s update failed to persist", flow_id)
@@ -227,7 +227,7 @@ class FlowService:
         if "controller_id" in patch and patch["controller_id"] is None:
             current = self.get_by_id(flow_id)
             if current is not None and current.sync_mode == SyncMode.MANAGED:
-                raise InvalidInput(CONTROLLER_REQUIRED)
+                raise InvalidInputError(CONTROLLER_REQUIRED)
         return self._update(flow_id, expected_revision, lambda f, now: apply_patch(f, patch, now))
 
     def set_waiting(self, flow_id: str, expected_revision: int, *, current_step: Any = KEEP, state: Any = KEEP,
@@ -244,7 +244,7 @@ class FlowService:
                current_step: Any = KEEP, state: Any = KEEP, updated_at: Any = None) -> FlowUpdate:
         target = parse_enum(FlowStatus, status, "flow status")
         if target not in (FlowStatus.QUEUED, FlowStatus.RUNNING):
-            raise InvalidInput(f"A resumed flow is queued or running, not {target.value}.")
+            raise InvalidInputError(f"A resumed flow is queued or running, not {target.value}.")
         patch = given(current_step=current_step, state=state)
         patch.update(status=target, wait=None, blocked_task_id=None, blocked_summary=None, ended_at=None,
                      updated_at=updated_at)
@@ -292,7 +292,7 @@ class FlowService:
             tasks = self.tasks
             found = tasks.resolve(conn, task_lookup)
             if found is None:
-                raise TaskNotFound(task_lookup)
+                raise TaskNotFoundError(task_lookup)
             current = task_store.get(conn, found.task_id, for_update=True) or found
             if current.parent_flow_id == flow_id:
                 return []
@@ -332,7 +332,7 @@ class FlowService:
             latest = self.get_by_id(flow_id)
             reason = _LINK_REASONS.get(exc.code) or (run_refusal(latest) if latest else None) or exc.message
             return RunTaskResult(found=latest is not None, created=False, reason=reason, flow=latest)
-        except StorageUnavailable:
+        except StorageUnavailableError:
             return RunTaskResult(found=True, created=False, reason="Task persistence failed.")
         return RunTaskResult(found=True, created=True, task=created,
                              flow=self.get_by_id(flow_id) if refresh else None)

@@ -31,10 +31,10 @@ from flowledger.flows.service import run_refusal
 from flowledger.tasks.core.batch_transitions import create_many_in_one
 from flowledger.tasks.core.errors import (
     FlowledgerError,
-    InvalidInput,
-    InvalidPersistedValue,
+    InvalidInputError,
+    InvalidPersistedValueError,
     ParentFlowLinkError,
-    StorageUnavailable,
+    StorageUnavailableError,
 )
 from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.models import DeliveryOrigin, Task
@@ -96,7 +96,7 @@ def launchers_by_runtime(launcher: Launchers) -> tuple[StepLauncher, Mapping[Run
     """The launcher that vouches for the driver (the cli one when there are several) and the per-runtime map."""
     if isinstance(launcher, Mapping):
         if not launcher:
-            raise InvalidInput("A flow controller needs at least one step launcher.")
+            raise InvalidInputError("A flow controller needs at least one step launcher.")
         return launcher.get(Runtime.CLI) or next(iter(launcher.values())), launcher
     return launcher, None
 
@@ -137,11 +137,11 @@ def create_step_tasks(ledger: Ledger, flow_id: str, steps: Sequence[tuple[StepDe
     def drafts(conn: Connection) -> list[Task]:
         row = conn.execute(_OPEN_FLOW, {"b_flow_id": flow_id}).first()
         if row is None:
-            raise _Refused("Flow not found.")
+            raise _RefusedError("Flow not found.")
         head = flow_store.FlowHead(flow_id, parse_sync_mode(row.sync_mode), row.owner_key,
                                    _flow_status(flow_id, row.status), 0, row.cancel_requested_at)
         if (reason := run_refusal(head)) is not None:
-            raise _Refused(reason)
+            raise _RefusedError(reason)
         origin = _origin(row.requester_origin_json)
         # Step tasks stay silent (not_applicable): the flow speaks for them (flows/notices.py).
         return [tasks.draft(runtime=step.runtime, task=step.agent_prompt or step.command, owner_key=head.owner_key,
@@ -152,11 +152,11 @@ def create_step_tasks(ledger: Ledger, flow_id: str, steps: Sequence[tuple[StepDe
 
     try:
         return StepTasks(create_many_in_one(tasks, drafts, start=start))
-    except _Refused as exc:
+    except _RefusedError as exc:
         return StepTasks([], exc.reason)
     except ParentFlowLinkError as exc:
         return StepTasks([], exc.message)
-    except StorageUnavailable:
+    except StorageUnavailableError:
         return StepTasks([], "Task persistence failed.")
 
 
@@ -179,10 +179,10 @@ def _flow_status(flow_id: str, value: str) -> FlowStatus:
     try:
         return FlowStatus(value)
     except ValueError:
-        raise InvalidPersistedValue("flow", flow_id, "status", value) from None
+        raise InvalidPersistedValueError("flow", flow_id, "status", value) from None
 
 
-class _Refused(Exception):
+class _RefusedError(Exception):
     """The flow refused new children when the creating transaction read it: nothing is written."""
 
     def __init__(self, reason: str) -> None:
@@ -212,7 +212,7 @@ def launch_steps(ledger: Ledger, flow_id: str,
             continue
         try:
             if launcher is None:
-                raise InvalidInput(f"no {launch.task.runtime.value} runtime here to run it")
+                raise InvalidInputError(f"no {launch.task.runtime.value} runtime here to run it")
             launcher.start(launch.task, list(launch.argv), shell=launch.shell, timeout=launch.timeout,
                            **launch.options)
         except Exception as exc:  # a launcher that cannot start the step fails that step, not the controller

@@ -22,7 +22,7 @@ from flowledger.flows.models import (
     parse_sync_mode,
 )
 from flowledger.tasks.core import store as task_store
-from flowledger.tasks.core.errors import InvalidPersistedValue
+from flowledger.tasks.core.errors import InvalidPersistedValueError
 from flowledger.tasks.core.models import DeliveryOrigin, Task
 from flowledger.tasks.core.states import ACTIVE
 from flowledger.tasks.core.tables import flow_runs, task_runs
@@ -92,7 +92,7 @@ def head(conn: Connection, flow_id: str, *, for_update: bool = False) -> FlowHea
     try:
         status = FlowStatus(row.status)
     except ValueError:
-        raise InvalidPersistedValue("flow", flow_id, "status", row.status) from None
+        raise InvalidPersistedValueError("flow", flow_id, "status", row.status) from None
     return FlowHead(row.flow_id, parse_sync_mode(row.sync_mode), row.owner_key, status, int(row.revision or 0),
                     row.cancel_requested_at)
 

@@ -23,7 +23,7 @@ from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.queue import describe
 from flowledger.tasks.core.clock import iso_z, to_ms
 from flowledger.tasks.core.durations import format_duration
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.runs import cron as stored
@@ -99,21 +99,22 @@ def _job(record: CronJobRecord) -> CronJob:
 def validate(schedule: str | None, every: timedelta | None, tz: str | None,
              timeout: timedelta | None = None) -> None:
     if timeout is not None and timeout < timedelta(milliseconds=1):
-        raise InvalidInput(f"Invalid timeout {format_duration(timeout)}: must be longer than zero.")
+        raise InvalidInputError(f"Invalid timeout {format_duration(timeout)}: must be longer than zero.")
     if (schedule is None) == (every is None):
-        raise InvalidInput("Give exactly one of --schedule \"<5-field cron>\" or --every <duration>.")
+        raise InvalidInputError("Give exactly one of --schedule \"<5-field cron>\" or --every <duration>.")
     if tz is not None:
         try:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
-            raise InvalidInput(f"Unknown time zone {tz!r}: expected an IANA name such as Europe/Paris.") from None
+            raise InvalidInputError(f"Unknown time zone {tz!r}: expected an IANA name such as Europe/Paris.") from None
     if schedule is not None:
         if len(schedule.split()) != 5:
-            raise InvalidInput(f"Invalid schedule {schedule!r}: expected 5 fields (minute hour day month weekday).")
+            raise InvalidInputError(
+                f"Invalid schedule {schedule!r}: expected 5 fields (minute hour day month weekday).")
         try:
             CronTrigger.from_crontab(schedule, timezone=tz or "UTC")
         except ValueError as exc:
-            raise InvalidInput(f"Invalid schedule {schedule!r}: {exc}.") from None
+            raise InvalidInputError(f"Invalid schedule {schedule!r}: {exc}.") from None
 
 
 def add_job(ledger: Ledger, name: str, argv: Sequence[str], *, schedule: str | None = None,
@@ -121,9 +122,9 @@ def add_job(ledger: Ledger, name: str, argv: Sequence[str], *, schedule: str | N
             agent_id: str = "main", timeout: timedelta | None = None) -> CronJob:
     """Persist a new job; `timeout` bounds each run (None: DEFAULT_TIMEOUT)."""
     if not _NAME.match(name or ""):
-        raise InvalidInput(f"Invalid job name {name!r}: letters, digits, '_', '.', ':' and '-', at most 128.")
+        raise InvalidInputError(f"Invalid job name {name!r}: letters, digits, '_', '.', ':' and '-', at most 128.")
     if not argv or not argv[0].strip():
-        raise InvalidInput("Nothing to run: give the command after `--`.")
+        raise InvalidInputError("Nothing to run: give the command after `--`.")
     validate(schedule, every, tz, timeout)
     record = ledger.runs.cron.add(uuid.uuid4().hex[:12], name, argv, schedule=schedule, every=every, tz=tz,
                                   isolated=isolated, agent_id=agent_id, timeout=timeout)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from flowledger.flows.ledger import Ledger
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.limits import check_label, check_session_key, check_text, escape_undecodable
 from flowledger.tasks.core.models import Task
@@ -42,11 +42,11 @@ def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, se
     """
     rt = Runtime(runtime)
     if not argv or not all(isinstance(a, str) for a in argv) or not argv[0].strip():
-        raise InvalidInput("Nothing to run: give the command after `--`, e.g. `flowledger run -- echo hi`.")
+        raise InvalidInputError("Nothing to run: give the command after `--`, e.g. `flowledger run -- echo hi`.")
     if rt == Runtime.CRON:
-        raise InvalidInput("Cron runs are started by their job's schedule, not queued.")
+        raise InvalidInputError("Cron runs are started by their job's schedule, not queued.")
     if rt != Runtime.CLI and not session_key:
-        raise InvalidInput(f"A {rt.value} task needs the requester's session key.")
+        raise InvalidInputError(f"A {rt.value} task needs the requester's session key.")
     # The limits the task's create checks, checked before the payload is written: a refused task must not leave
     # its payload row behind (the submission is whole or nothing).
     check_text(task_text or describe(argv, shell), "Task text")

@@ -19,9 +19,9 @@ from flowledger.scheduler import queue
 from flowledger.scheduler.lease import gateway_running
 from flowledger.scheduler.runtimes.acp import AcpRuntime, reserve_session
 from flowledger.scheduler.runtimes.cli import CliRuntime
-from flowledger.scheduler.runtimes.launch import LaunchFailed
+from flowledger.scheduler.runtimes.launch import LaunchFailedError
 from flowledger.scheduler.runtimes.subagent import SubagentRuntime
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import Runtime, is_terminal
 
@@ -68,7 +68,7 @@ def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None
         runner = agent or cli
         try:
             runner.start(current, payload.argv, shell=payload.shell, timeout=payload.timeout, cwd=payload.cwd)
-        except LaunchFailed as exc:  # nothing started: the claim's run context goes, the task fails
+        except LaunchFailedError as exc:  # nothing started: the claim's run context goes, the task fails
             assert current.run_id is not None
             cli.forget(current.run_id)
             ledger.tasks.fail(current.run_id, error=f"cannot start: {exc.message}", runtime=rt)
@@ -87,18 +87,18 @@ def run_command(ledger: Ledger, argv: Sequence[str], *, label: str | None = None
 def agent_prompt(runtime: Runtime, prompt: str | None, label: str | None, mode: str | None) -> str | None:
     """The prompt an agent run asks (a subagent's defaults to its label); refuses what the runtime cannot use."""
     if runtime == Runtime.CRON:
-        raise InvalidInput("Cron runs are started by their job's schedule: use `flowledger cron add`.")
+        raise InvalidInputError("Cron runs are started by their job's schedule: use `flowledger cron add`.")
     if mode is not None and runtime != Runtime.ACP:
-        raise InvalidInput(f"--mode is for --runtime acp (a {runtime.value} run has no ACP session).")
+        raise InvalidInputError(f"--mode is for --runtime acp (a {runtime.value} run has no ACP session).")
     if mode is not None and mode not in ACP_MODES:
-        raise InvalidInput(f"Invalid --mode {mode!r}: expected one of {'|'.join(ACP_MODES)}.")
+        raise InvalidInputError(f"Invalid --mode {mode!r}: expected one of {'|'.join(ACP_MODES)}.")
     if runtime == Runtime.CLI:
         if prompt is not None:
-            raise InvalidInput("--prompt is for --runtime acp|subagent (a cli run runs its command).")
+            raise InvalidInputError("--prompt is for --runtime acp|subagent (a cli run runs its command).")
         return None
     text = prompt if prompt is not None else (label if runtime == Runtime.SUBAGENT else None)
     if text is None or not text.strip():
-        raise InvalidInput(f"--runtime {runtime.value} needs --prompt TEXT (what the agent is asked).")
+        raise InvalidInputError(f"--runtime {runtime.value} needs --prompt TEXT (what the agent is asked).")
     return text
 
 

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from flowledger.flows import health, retry
 from flowledger.flows.documents import flow_document
-from flowledger.tasks.core.errors import FlowNotFound, InvalidInput, TaskNotFound
+from flowledger.tasks.core.errors import FlowNotFoundError, InvalidInputError, TaskNotFoundError
 from flowledger.web import reads
 from flowledger.web.queries import AuditQuery, FlowQuery, TaskQuery, check_known
 from flowledger.web.security import bearer_ok
@@ -102,14 +102,14 @@ async def _reason(request: Request) -> str | None:
     if not body.strip():
         return None
     if len(body) > MAX_BODY:
-        raise InvalidInput(f"Request body larger than {MAX_BODY} bytes.")
+        raise InvalidInputError(f"Request body larger than {MAX_BODY} bytes.")
     try:
         document = json.loads(body)
     except ValueError:
-        raise InvalidInput("Request body must be JSON, for example {\"reason\": \"…\"}.") from None
+        raise InvalidInputError("Request body must be JSON, for example {\"reason\": \"…\"}.") from None
     reason = document.get("reason") if isinstance(document, dict) else None
     if reason is not None and not isinstance(reason, str):
-        raise InvalidInput("\"reason\" must be a string.")
+        raise InvalidInputError("\"reason\" must be a string.")
     return reason
 
 
@@ -120,7 +120,7 @@ async def cancel_task(request: Request) -> Response:
     ledger = ledger_of(request)
     result = await _in_thread(lambda: ledger.tasks.cancel(lookup, reason))
     if not result.found:
-        raise TaskNotFound(lookup)
+        raise TaskNotFoundError(lookup)
     if not result.cancelled or result.task is None:
         return _json({"error": result.reason or f"Could not cancel task: {lookup}"}, 409)
     done = result.task
@@ -134,7 +134,7 @@ async def cancel_flow(request: Request) -> Response:
     ledger = ledger_of(request)
     result = await _in_thread(lambda: ledger.flows.cancel(lookup))
     if not result.found:
-        raise FlowNotFound(lookup)
+        raise FlowNotFoundError(lookup)
     if not result.cancelled or result.flow is None:
         return _json({"error": result.reason or f"Could not cancel flow: {lookup}"}, 409)
     done = result.flow

@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from flowledger.tasks.core.errors import EXIT_STORAGE, EXIT_USAGE, AmbiguousLookup, FlowledgerError
+from flowledger.tasks.core.errors import EXIT_STORAGE, EXIT_USAGE, AmbiguousLookupError, FlowledgerError
 from flowledger.web import api, filters, pages
 from flowledger.web.metrics import CONTENT_TYPE, registry_for, scrape
 from flowledger.web.security import Access, ReadGuard, SecurityHeaders
@@ -58,7 +58,7 @@ async def on_flowledger_error(request: Request, exc: Exception) -> Response:
     status = http_status(exc)
     if status == 503:
         log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-    if isinstance(exc, AmbiguousLookup):  # what the CLI lists on stderr, the API gives as data
+    if isinstance(exc, AmbiguousLookupError):  # what the CLI lists on stderr, the API gives as data
         return error_response(request, status, exc.message, candidates=exc.candidates)
     return error_response(request, status, exc.message)
 

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from flowledger.flows.listing import Paging, parse_since
 from flowledger.flows.models import FlowStatus
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.states import Runtime, TaskStatus, parse_enum
 from flowledger.tasks.health.findings import Severity
 
@@ -21,7 +21,7 @@ DEFAULT_LIMIT = 100  # the CLI's `--limit` default for listings
 def check_known(params: Mapping[str, str], known: tuple[str, ...]) -> None:
     for name in params:
         if name not in known:
-            raise InvalidInput(f"Unknown query parameter {name!r}: expected one of {', '.join(known)}.")
+            raise InvalidInputError(f"Unknown query parameter {name!r}: expected one of {', '.join(known)}.")
 
 
 def _text(params: Mapping[str, str], name: str) -> str | None:
@@ -36,7 +36,7 @@ def count_param(params: Mapping[str, str], name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidInput(f"Invalid value for '--{name}': {raw!r} is not a valid integer.") from None
+        raise InvalidInputError(f"Invalid value for '--{name}': {raw!r} is not a valid integer.") from None
     return value
 
 
@@ -106,6 +106,6 @@ class AuditQuery:
         severity = _text(params, "severity")
         limit = _text(params, "limit")
         if limit is not None and (not limit.isdigit() or int(limit) < 1):
-            raise InvalidInput("--limit must be a positive integer, for example --limit 25.")
+            raise InvalidInputError("--limit must be a positive integer, for example --limit 25.")
         return cls(severity=parse_enum(Severity, severity, "severity").value if severity else None,
                    code=_text(params, "code"), limit=int(limit) if limit else None)

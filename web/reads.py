@@ -16,7 +16,7 @@ from flowledger.flows.models import Flow, FlowStatus
 from flowledger.flows.steps import StepView, step_views, why_not_succeeded
 from flowledger.scheduler import cron
 from flowledger.scheduler.logs import log_paths, tail
-from flowledger.tasks.core.errors import TaskNotFound
+from flowledger.tasks.core.errors import TaskNotFoundError
 from flowledger.tasks.core.models import Task, TaskEvent
 from flowledger.tasks.core.states import FAILURES
 from flowledger.web.queries import FlowQuery, TaskQuery
@@ -61,7 +61,7 @@ def task(ledger: Ledger, lookup: str) -> Task:
     """One task as `tasks show` prints it: the reconciled projection."""
     found = ledger.tasks.get(lookup)
     if found is None:
-        raise TaskNotFound(lookup)
+        raise TaskNotFoundError(lookup)
     return health.project_one(ledger, found)
 
 

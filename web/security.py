@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 
 TOKEN_ENV = "FLOWLEDGER_WEB_TOKEN"
 REALM = 'Basic realm="flowledger", charset="UTF-8"'
@@ -45,11 +45,11 @@ class Access:
 
 
 def decide_access(host: str, env_token: str | None, *, allow_actions: bool) -> Access:
-    """The server's access rules, or InvalidInput (exit 2) for an exposed host without a configured token."""
+    """The server's access rules, or InvalidInputError (exit 2) for an exposed host without a configured token."""
     token = (env_token or "").strip()
     exposed = not is_loopback(host)
     if exposed and not token:
-        raise InvalidInput(f"Refusing to serve on non-loopback host {host!r} without {TOKEN_ENV} set: "
+        raise InvalidInputError(f"Refusing to serve on non-loopback host {host!r} without {TOKEN_ENV} set: "
                            "every request there must carry a token.")
     return Access(token=token or secrets.token_urlsafe(24), token_from_env=bool(token),
                   allow_actions=allow_actions, guard_reads=exposed)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from flowledger.tasks.core.errors import OperationRefused
+from flowledger.tasks.core.errors import OperationRefusedError
 from flowledger.web.app import build_app
 from flowledger.web.security import TOKEN_ENV, decide_access
 from flowledger.web.source import LedgerSource
@@ -52,7 +52,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise OperationRefused(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
+        raise OperationRefusedError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock

@@ -37,7 +37,7 @@ class LedgerSource:
         return cls(opener)
 
     def get(self) -> Ledger:
-        """The open ledger; StorageUnavailable when the database cannot be opened right now."""
+        """The open ledger; StorageUnavailableError when the database cannot be opened right now."""
         with self._lock:
             if self._ledger is None:
                 self._ledger = self._opener()

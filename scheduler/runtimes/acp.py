@@ -28,18 +28,18 @@ from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.acp_client import (
     MESSAGE_MAX,
     AcpClient,
-    AgentFailed,
+    AgentFailedError,
     Conversation,
     StrictTransport,
     converse,
     one_line,
 )
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
-from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, refuse_options
+from flowledger.scheduler.runtimes.launch import LaunchFailedError, check_launchable, refuse_options
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import cancelled_in_db, wait_for_end
 from flowledger.tasks.core.childenv import child_environment
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.service import CANCELLED_BY_OPERATOR
@@ -76,9 +76,9 @@ def reserve_session(ledger: Ledger, task: Task, mode: str) -> None:
     """Record a queued acp task's child session and its mode before any runtime starts it, so the runtime that
     claims it (this process's or a gateway's) runs it in that mode."""
     if mode not in MODES:
-        raise InvalidInput(f"Invalid ACP session mode {mode!r}: expected oneshot or persistent.")
+        raise InvalidInputError(f"Invalid ACP session mode {mode!r}: expected oneshot or persistent.")
     if not task.child_session_key:
-        raise InvalidInput(f"ACP task {task.task_id} needs a child session key.")
+        raise InvalidInputError(f"ACP task {task.task_id} needs a child session key.")
     ledger.runs.update_session(task.child_session_key, agent_id=task.agent_id, kind="acp", mode=mode,
                                spawned_by=task.owner_key,
                                parent_session_key=task.requester_session_key or task.owner_key)
@@ -106,23 +106,24 @@ class AcpRuntime:
             label=label)
         try:
             self.start(created, agent, timeout=timeout, mode=mode)
-        except LaunchFailed as exc:
+        except LaunchFailedError as exc:
             self.ledger.tasks.fail(f"acp:{ident}", error=exc.message, runtime=Runtime.ACP)
         return self.ledger.tasks.require(ident)
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
               cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
               mode: str | None = None, **options: Any) -> None:
-        """Start the agent's turn in a thread and return; LaunchFailed (nothing recorded) when the agent's
+        """Start the agent's turn in a thread and return; LaunchFailedError (nothing recorded) when the agent's
         program or the directory is not there. Without a `mode`, the one `reserve_session` recorded for the task
         (a run handed to a gateway), else `oneshot`."""
         refuse_options("acp", options)
         if mode is None:
             mode = self._reserved_mode(task) or "oneshot"
         if mode not in MODES:
-            raise InvalidInput(f"Invalid ACP session mode {mode!r}: expected oneshot or persistent.")
+            raise InvalidInputError(f"Invalid ACP session mode {mode!r}: expected oneshot or persistent.")
         if not task.child_session_key or not task.run_id or not argv:
-            raise InvalidInput(f"ACP task {task.task_id} needs a child session key, a run id and an agent command.")
+            raise InvalidInputError(
+                f"ACP task {task.task_id} needs a child session key, a run id and an agent command.")
         check_launchable(argv, cwd=cwd, env=env, inherit_env=inherit_env)
         if self._lease is not None and not self._lease_started:
             self._lease.start()
@@ -178,7 +179,7 @@ class AcpRuntime:
                         turn.argv[0], *turn.argv[1:], env=env, cwd=turn.cwd, stderr=err_fh.fileno(),
                         limit=MESSAGE_MAX))
                 except OSError as exc:  # as the cli and subagent runtimes say it
-                    raise AgentFailed(f"cannot start {turn.argv[0]!r}: {exc.strerror or exc}") from None
+                    raise AgentFailedError(f"cannot start {turn.argv[0]!r}: {exc.strerror or exc}") from None
                 transport = StrictTransport(reader, writer)
                 conn = connect_to_agent(handler, transport)
                 state = Conversation(on_session=lambda sid: self._on_session(turn, sid))
@@ -189,10 +190,10 @@ class AcpRuntime:
                         return "cancelled", ""
                     try:
                         return talk.result(), client.reply()
-                    except AgentFailed:
+                    except AgentFailedError:
                         raise
                     except Exception as exc:
-                        raise AgentFailed(await self._why(transport, state, proc, err_path, exc)) from None
+                        raise AgentFailedError(await self._why(transport, state, proc, err_path, exc)) from None
                 finally:
                     await conn.close()
 

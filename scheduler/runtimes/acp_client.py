@@ -1,7 +1,7 @@
 """flowledger's side of one ACP conversation: initialize → session/new → session/prompt (→ session/close).
 
 `converse` speaks to an agent over a transport that refuses anything the protocol does not allow, so a broken
-agent ends the conversation at once with one line (`AgentFailed`) instead of leaving a request unanswered: a line
+agent ends the conversation at once with one line (`AgentFailedError`) instead of leaving a request unanswered: a line
 that is not a JSON object, a protocol version other than ours, the agent's stdout closing mid-conversation.
 `AcpClient` is the client half: it streams the agent's message text to the task's stdout log (what `tasks logs`
 shows), notes tool calls on its stderr log, and denies every permission request by selecting the agent's own
@@ -26,13 +26,13 @@ CLOSE_TIMEOUT_S = 2.0
 _PERMISSION_DENIALS = ("reject_once", "reject_always")
 
 
-class AgentFailed(Exception):
+class AgentFailedError(Exception):
     """The agent broke the protocol or went away; the message is the one line after `ACP agent failed: `."""
 
 
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
-    if isinstance(exc, AgentFailed):
+    if isinstance(exc, AgentFailedError):
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -150,7 +150,7 @@ async def converse(conn: Any, prompt: str, cwd: str | None, mode: str, state: Co
     init = await conn.initialize(protocol_version=PROTOCOL_VERSION, client_capabilities=ClientCapabilities(),
                                  client_info=Implementation(name="flowledger", version=_version()))
     if init.protocol_version != PROTOCOL_VERSION:
-        raise AgentFailed(f"the agent speaks ACP protocol version {init.protocol_version}; "
+        raise AgentFailedError(f"the agent speaks ACP protocol version {init.protocol_version}; "
                           f"flowledger speaks {PROTOCOL_VERSION}")
     state.phase = "session/new"
     # The protocol wants an absolute working directory.

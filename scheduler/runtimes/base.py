@@ -21,7 +21,7 @@ class RuntimeImpl(Protocol):
     stops it on request.
 
     - `start(task, argv, *, shell, timeout, cwd, env, inherit_env, **options)`: begin the work and return at
-      once. Raises `LaunchFailed` (launch.py), having recorded nothing, when it cannot start here (no such
+      once. Raises `LaunchFailedError` (launch.py), having recorded nothing, when it cannot start here (no such
       program or directory); the caller records the failure. `options` carry what one runtime alone takes
       (an acp step's `mode`); a runtime ignores none silently that changes what runs.
     - `cancel(task, reason)`: stop the task's work if this runtime runs it; None when stopped (or nothing ran

@@ -36,7 +36,7 @@ from flowledger.scheduler.runtimes.process import (
     wait_for_end,
 )
 from flowledger.tasks.core.durations import format_duration
-from flowledger.tasks.core.errors import FlowledgerError, InvalidInput, StorageUnavailable
+from flowledger.tasks.core.errors import FlowledgerError, InvalidInputError, StorageUnavailableError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.service import CANCELLED_BY_OPERATOR
 from flowledger.tasks.core.states import Runtime, TaskStatus
@@ -83,17 +83,17 @@ class CliRuntime:
               cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
               claimed: bool = False, **options: Any) -> None:
         """Start argv for `task` and return at once; a thread supervises the child to its end. Raises
-        LaunchFailed, having recorded nothing, when the program or the directory is not there.
+        LaunchFailedError, having recorded nothing, when the program or the directory is not there.
 
         `claimed`: `task` is what this runtime's own queue claim returned (tasks/runs/queue.py): that one
         transaction already made it `running` and registered its run context under this gateway, so the two
         transactions that would do it again are skipped (the pid is still recorded once the child runs)."""
         if not argv:
-            raise InvalidInput(f"Task {task.task_id} has nothing to run.")
+            raise InvalidInputError(f"Task {task.task_id} has nothing to run.")
         refuse_options("cli", options)
         check_launchable(argv, shell=shell, cwd=cwd, env=env, inherit_env=inherit_env)
         if claimed and (task.status != TaskStatus.RUNNING or task.run_id is None):
-            raise InvalidInput(f"Task {task.task_id} is {task.status.value}: not a claimed run.")
+            raise InvalidInputError(f"Task {task.task_id} is {task.status.value}: not a claimed run.")
         run_id = task.run_id or self._assign_run_id(task)
         self.ensure_backing()
         out_fh, err_fh = self._open_logs(task, run_id)
@@ -132,7 +132,7 @@ class CliRuntime:
     def _open_logs(self, task: Task, run_id: str) -> tuple[IO[Any], IO[Any]]:
         try:
             return open_logs_or_fail(self.ledger, task, run_id, Runtime.CLI)
-        except StorageUnavailable:
+        except StorageUnavailableError:
             self._finished.setdefault(task.task_id, threading.Event()).set()
             raise
 
@@ -178,7 +178,7 @@ class CliRuntime:
             self._record_end(run, code, timeout)
         except Exception as exc:  # the record must still end; one line here, the details at debug level
             log.debug("task %s supervision failed", run.task.task_id, exc_info=True)
-            run.failure = exc if isinstance(exc, FlowledgerError) else StorageUnavailable(
+            run.failure = exc if isinstance(exc, FlowledgerError) else StorageUnavailableError(
                 f"Storage unavailable: task {run.task.task_id} could not be recorded: {type(exc).__name__}")
             # A full disk: a checkpoint lets the next write reuse the WAL from its start instead of growing it,
             # so the task can still end `failed` rather than wait for the lost grace.

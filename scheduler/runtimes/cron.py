@@ -22,7 +22,7 @@ from flowledger.scheduler import cron
 from flowledger.scheduler.logs import log_dir, log_paths, open_log, tail
 from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
-from flowledger.scheduler.runtimes.launch import LaunchFailed
+from flowledger.scheduler.runtimes.launch import LaunchFailedError
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import Stopper, exit_text, spawn, start_error, supervise
 from flowledger.tasks.core.clock import to_ms
@@ -234,7 +234,7 @@ class CronRunner:
               cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
               **options: Any) -> None:
         """A cron run starts from its job's schedule (`run_job`), never from a queued task or a flow step."""
-        raise LaunchFailed("cron runs start from their job's schedule (flowledger cron add), not as queued work")
+        raise LaunchFailedError("cron runs start from their job's schedule (flowledger cron add), not as queued work")
 
     def running_count(self) -> int:
         with self._lock:

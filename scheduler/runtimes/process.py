@@ -15,7 +15,7 @@ from typing import IO, Any
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler.logs import log_dir, log_paths, open_log
 from flowledger.tasks.core.childenv import child_environment
-from flowledger.tasks.core.errors import FlowledgerError, StorageUnavailable
+from flowledger.tasks.core.errors import FlowledgerError, StorageUnavailableError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import Runtime
 
@@ -45,7 +45,7 @@ def start_error(argv: Sequence[str], cwd: str | None, exc: OSError) -> str:
 def open_logs_or_fail(ledger: Ledger, task: Task, run_id: str, runtime: Runtime) -> tuple[IO[Any], IO[Any]]:
     """The task's stdout and stderr log files, opened before it is marked running. When they cannot be (the
     logs directory is not writable, the disk is full) the task ends `failed` at once — never left running until
-    the lost grace — and StorageUnavailable says why (exit 3 from the CLI, issue 12 item 6)."""
+    the lost grace — and StorageUnavailableError says why (exit 3 from the CLI, issue 12 item 6)."""
     out_path, err_path = log_paths(ledger.state_dir, task.task_id)
     opened: list[IO[Any]] = []
     try:
@@ -58,7 +58,7 @@ def open_logs_or_fail(ledger: Ledger, task: Task, run_id: str, runtime: Runtime)
         problem = f"cannot write its output in {out_path.parent}: {exc.strerror or exc}"
         with contextlib.suppress(FlowledgerError):
             ledger.tasks.fail(run_id, error=problem, runtime=runtime)
-        raise StorageUnavailable(f"Storage unavailable: task {task.task_id} {problem}") from None
+        raise StorageUnavailableError(f"Storage unavailable: task {task.task_id} {problem}") from None
     return opened[0], opened[1]
 
 

@@ -29,7 +29,7 @@ from flowledger.scheduler.lease import LeaseKeeper, new_gateway_id
 from flowledger.scheduler.logs import log_paths, open_log, tail
 from flowledger.scheduler.runtimes import orphans
 from flowledger.scheduler.runtimes.base import SHUTDOWN_REASON
-from flowledger.scheduler.runtimes.launch import LaunchFailed, check_launchable, refuse_options
+from flowledger.scheduler.runtimes.launch import LaunchFailedError, check_launchable, refuse_options
 from flowledger.scheduler.runtimes.orphans import RUN_MARKER
 from flowledger.scheduler.runtimes.process import (
     Stopper,
@@ -41,7 +41,7 @@ from flowledger.scheduler.runtimes.process import (
     supervise,
     wait_for_end,
 )
-from flowledger.tasks.core.errors import FlowledgerError, InvalidInput, StorageUnavailable
+from flowledger.tasks.core.errors import FlowledgerError, InvalidInputError, StorageUnavailableError
 from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.service import CANCELLED_BY_OPERATOR
@@ -109,7 +109,7 @@ class SubagentRuntime:
               label: str | None = None, timeout: timedelta | None = None) -> Task:
         """Record a subagent task for `requester_session_key` and start its child at once."""
         if not requester_session_key.strip():
-            raise InvalidInput("A subagent task needs the requester's session key.")
+            raise InvalidInputError("A subagent task needs the requester's session key.")
         ident = new_id()
         created = self.ledger.tasks.create(
             runtime=Runtime.SUBAGENT, task=task, task_id=ident, run_id=f"subagent:{ident}", source_id=ident,
@@ -117,16 +117,16 @@ class SubagentRuntime:
             agent_id=agent_id, label=label)
         try:
             self.start(created, target, timeout=timeout)
-        except LaunchFailed as exc:
+        except LaunchFailedError as exc:
             self.ledger.tasks.fail(f"subagent:{ident}", error=exc.message, runtime=Runtime.SUBAGENT)
         return self.ledger.tasks.require(ident)
 
     def start(self, task: Task, argv: list[str], *, shell: bool = False, timeout: timedelta | None = None,
               cwd: str | None = None, env: dict[str, str] | None = None, inherit_env: bool = True,
               **options: Any) -> None:
-        """Start the child and return at once; LaunchFailed (nothing recorded) when it cannot start here."""
+        """Start the child and return at once; LaunchFailedError (nothing recorded) when it cannot start here."""
         if not task.child_session_key or not task.run_id:
-            raise InvalidInput(f"Subagent task {task.task_id} needs a child session key and a run id.")
+            raise InvalidInputError(f"Subagent task {task.task_id} needs a child session key and a run id.")
         refuse_options("subagent", options)
         command = child_argv(argv, task.task)
         check_launchable(command, shell=shell, cwd=cwd, env=env, inherit_env=inherit_env)
@@ -136,7 +136,7 @@ class SubagentRuntime:
         run_id, child_key = task.run_id, task.child_session_key
         try:
             out_fh, err_fh = open_logs_or_fail(self.ledger, task, run_id, Runtime.SUBAGENT)
-        except StorageUnavailable:
+        except StorageUnavailableError:
             self._done.setdefault(task.task_id, threading.Event()).set()
             raise
         out_fh.close()  # stdout is the reply, read from a pipe and appended by `_read`

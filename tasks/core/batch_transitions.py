@@ -22,7 +22,7 @@ from flowledger.tasks.core import limits, rules, store
 from flowledger.tasks.core.clock import coerce_time
 from flowledger.tasks.core.db import serialize_on
 from flowledger.tasks.core.drafts import check_parent_flow, run_scope_key
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.hooks import Change, Changes
 from flowledger.tasks.core.models import Task, collapse_whitespace
 from flowledger.tasks.core.service import TaskService
@@ -136,7 +136,7 @@ def _run_scoped_many(service: TaskService, run_ids: Sequence[str], runtime: Runt
     # Sorted, so two batches lock their rows in the same order (PostgreSQL would otherwise be free to deadlock
     # them); a run id named twice is written once.
     if any(not r or not r.strip() for r in run_ids):
-        raise InvalidInput("run_id is required.")
+        raise InvalidInputError("run_id is required.")
     scoped = sorted({r.strip() for r in run_ids})
 
     def unit(conn: Connection, now: datetime) -> Changes:

@@ -25,7 +25,7 @@ from flowledger.tasks.core import rules, store
 from flowledger.tasks.core.clock import Clock
 from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.drafts import DRAFT_FIELDS, TaskDraft, check_parent_flow, new_record, parse_draft
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.models import Task, TaskEvent
 from flowledger.tasks.core.store import task_values
@@ -43,7 +43,7 @@ def bulk_create(db: Database, clock: Clock, hooks: TaskHooks, records: Iterable[
     clock is read once per batch: its records share their creation time, as they share their transaction.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInput(f"batch_size must be a positive integer, got {batch_size!r}.")
+        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}.")
     written = 0
     for offset, batch in _batches(records, batch_size):
         now = clock.now()
@@ -73,14 +73,14 @@ def _batches(records: Iterable[Mapping[str, Any]], size: int) -> Iterator[tuple[
 
 def _draft(record: Mapping[str, Any], index: int, now: datetime) -> Task:
     if not isinstance(record, Mapping):
-        raise InvalidInput(f"Record {index}: expected a mapping of task fields, got {type(record).__name__}.")
+        raise InvalidInputError(f"Record {index}: expected a mapping of task fields, got {type(record).__name__}.")
     unknown = sorted(str(k) for k in record if k not in DRAFT_FIELDS)
     if unknown:
-        raise InvalidInput(f"Record {index}: unknown task field(s): {', '.join(unknown)}.")
+        raise InvalidInputError(f"Record {index}: unknown task field(s): {', '.join(unknown)}.")
     try:
         return parse_draft(cast(TaskDraft, {"runtime": None, "task": None, **record}), now)
-    except InvalidInput as exc:
-        raise InvalidInput(f"Record {index}: {exc.message}") from None
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"Record {index}: {exc.message}") from None
 
 
 def _write_batch(conn: Connection, *, hooks: TaskHooks, retention: timedelta, drafts: list[Task],
@@ -111,7 +111,8 @@ def _name_repeat(drafts: list[Task], batch: list[Mapping[str, Any]], offset: int
         if not record.get("task_id"):
             continue
         if draft.task_id in seen:
-            raise InvalidInput(f"Record {offset + i}: task id {draft.task_id!r} repeats record {seen[draft.task_id]}.")
+            raise InvalidInputError(
+                f"Record {offset + i}: task id {draft.task_id!r} repeats record {seen[draft.task_id]}.")
         seen[draft.task_id] = offset + i
 
 
@@ -122,4 +123,4 @@ def _refuse_existing_ids(conn: Connection, chosen: dict[str, int]) -> None:
         chunk = ids[start:start + 900]
         clash = conn.execute(select(task_runs.c.task_id).where(task_runs.c.task_id.in_(chunk)).limit(1)).scalar()
         if clash is not None:
-            raise InvalidInput(f"Record {chosen[clash]}: task id {clash!r} already exists.")
+            raise InvalidInputError(f"Record {chosen[clash]}: task id {clash!r} already exists.")

@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 
 
 class Clock(Protocol):
@@ -44,9 +44,9 @@ class FrozenClock:
 def require_aware(value: datetime, what: str = "timestamp") -> datetime:
     """Reject naive datetimes: a time without a zone is a bug waiting for a daylight-saving change."""
     if not isinstance(value, datetime):
-        raise InvalidInput(f"{what} must be a datetime, got {type(value).__name__}.")
+        raise InvalidInputError(f"{what} must be a datetime, got {type(value).__name__}.")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        raise InvalidInput(f"{what} must be timezone-aware (UTC), got a naive datetime.")
+        raise InvalidInputError(f"{what} must be timezone-aware (UTC), got a naive datetime.")
     return value.astimezone(UTC)
 
 
@@ -66,11 +66,11 @@ def coerce_time(value: object, what: str = "timestamp") -> datetime | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise InvalidInput(f"{what} must be a datetime")
+        raise InvalidInputError(f"{what} must be a datetime")
     if isinstance(value, int | float):
         return from_ms(int(value))
     if not isinstance(value, datetime):
-        raise InvalidInput(f"{what} must be a datetime, got {type(value).__name__}.")
+        raise InvalidInputError(f"{what} must be a datetime, got {type(value).__name__}.")
     return truncate_ms(require_aware(value, what))
 
 

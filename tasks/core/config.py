@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.limits import load_toml, read_regular_file
 
 log = logging.getLogger(__name__)
@@ -174,8 +174,8 @@ class _Section:
             raise _bad(self.path, self._name(sorted(self.data)[0]), "is not a known key")
 
 
-def _bad(path: Path, key: str, problem: str) -> InvalidInput:
-    return InvalidInput(f"Invalid config {path}: {key} {problem}.")
+def _bad(path: Path, key: str, problem: str) -> InvalidInputError:
+    return InvalidInputError(f"Invalid config {path}: {key} {problem}.")
 
 
 def _channel(path: Path, name: str, data: Any) -> ChannelConfig:
@@ -221,9 +221,9 @@ def parse_config(text: str, path: Path) -> Config:
         data = load_toml(text)
     except tomllib.TOMLDecodeError as exc:
         # The decoder's message gives a position, never the line's content, so no secret can leak here.
-        raise InvalidInput(f"Invalid config {path}: {exc}.") from None
-    except InvalidInput as exc:
-        raise InvalidInput(f"Invalid config {path}: {exc.message}.") from None
+        raise InvalidInputError(f"Invalid config {path}: {exc}.") from None
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"Invalid config {path}: {exc.message}.") from None
     root = _Section(path, "config", data)
     channels_data = root.data.pop("channels", {})
     if not isinstance(channels_data, dict):
@@ -248,10 +248,10 @@ def load_config(state_dir: Path) -> Config:
         mode = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
         return Config()
-    except InvalidInput as exc:
-        raise InvalidInput(f"Invalid config {path}: {exc.message}.") from None
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"Invalid config {path}: {exc.message}.") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"Invalid config {path}: cannot be read ({type(exc).__name__}).") from None
+        raise InvalidInputError(f"Invalid config {path}: cannot be read ({type(exc).__name__}).") from None
     config = parse_config(text, path)
     if mode & 0o077 and config.secrets() and path not in _WARNED_READABLE:
         _WARNED_READABLE.add(path)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQL
 
 from flowledger.tasks.core import counts, filemodes
 from flowledger.tasks.core.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
-from flowledger.tasks.core.errors import InvalidInput, StorageUnavailable
+from flowledger.tasks.core.errors import InvalidInputError, StorageUnavailableError
 from flowledger.tasks.core.migrations import MIGRATIONS
 from flowledger.tasks.core.tables import (
     METADATA,
@@ -55,7 +55,7 @@ class Database:
 
     @classmethod
     def open(cls, url: str, *, state_dir: Path | None = None, create: bool = True) -> Database:
-        target = parse_database_url(url)  # InvalidInput (exit 2) for a URL we cannot use, never echoing it
+        target = parse_database_url(url)  # InvalidInputError (exit 2) for a URL we cannot use, never echoing it
         sqlite_path = target.sqlite_path
         if state_dir is not None:
             filemodes.make_private_dir(state_dir, required=False)
@@ -101,7 +101,7 @@ class Database:
         if current == SCHEMA_VERSION:
             return
         if current is not None and current > SCHEMA_VERSION:
-            raise StorageUnavailable(
+            raise StorageUnavailableError(
                 f"Storage unavailable: database schema version {current} is newer than this flowledger "
                 f"(supports {SCHEMA_VERSION}); upgrade flowledger."
             )
@@ -139,7 +139,7 @@ class Database:
         try:
             return int(value)
         except ValueError:  # a hand edit or another program: name it, never a ValueError traceback
-            raise StorageUnavailable(
+            raise StorageUnavailableError(
                 f"Storage unavailable: database schema version {str(value)[:40]!r} is not a number.") from None
 
     # --- transactions -------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ class Database:
     @contextlib.contextmanager
     def write_connection(self) -> Iterator[Connection]:
         """A connection for several write transactions in a row (`with conn.begin():` each, BEGIN IMMEDIATE on
-        SQLite); errors surface as StorageUnavailable like `write`'s. No retry: each caller's batch decides."""
+        SQLite); errors surface as StorageUnavailableError like `write`'s. No retry: each caller's batch decides."""
         with self._translate_errors(), self._write_engine.connect() as conn:
             yield conn
 
@@ -185,7 +185,7 @@ class Database:
                     except DBAPIError as exc:
                         lost_before_commit = bool(exc.connection_invalidated)
                         raise
-            except StorageUnavailable as exc:
+            except StorageUnavailableError as exc:
                 if attempt == attempts or not (lost_before_commit or _is_lock_error(exc.__cause__)):
                     raise
                 if not lost_before_commit:
@@ -197,12 +197,12 @@ class Database:
     def _translate_errors(self) -> Iterator[None]:
         try:
             yield
-        except StorageUnavailable:
+        except StorageUnavailableError:
             raise
         except (OperationalError, DBAPIError) as exc:
-            raise StorageUnavailable(f"Storage unavailable: {_one_line(exc)}") from exc
+            raise StorageUnavailableError(f"Storage unavailable: {_one_line(exc)}") from exc
         except SQLAlchemyError as exc:
-            raise StorageUnavailable(f"Storage unavailable: {_one_line(exc)}") from exc
+            raise StorageUnavailableError(f"Storage unavailable: {_one_line(exc)}") from exc
 
     # --- housekeeping -------------------------------------------------------------------------------
 
@@ -350,7 +350,7 @@ def _refuse_nul_text(engine: Engine) -> None:
         else:
             found = set_has_nul(parameters) if isinstance(parameters, dict | list | tuple) else False
         if found:
-            raise InvalidInput(NUL_REFUSED)
+            raise InvalidInputError(NUL_REFUSED)
 
 
 NUL_REFUSED = "Text values may not contain NUL (\\x00) characters."

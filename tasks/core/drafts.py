@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 
 from flowledger.tasks.core import flowlinks, limits, rules, store
 from flowledger.tasks.core.clock import coerce_time
-from flowledger.tasks.core.errors import InvalidInput, OwnerKeyRequired
+from flowledger.tasks.core.errors import InvalidInputError, OwnerKeyRequiredError
 from flowledger.tasks.core.hooks import TaskHooks
 from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.models import DeliveryOrigin, Task, collapse_whitespace, trimmed
@@ -85,7 +85,7 @@ def parse_draft(fields: TaskDraft, now: datetime) -> Task:
     rt = parse_enum(Runtime, fields["runtime"], "runtime")
     text = str(fields["task"] or "").strip()
     if not text:
-        raise InvalidInput("Task text is required.")
+        raise InvalidInputError("Task text is required.")
     explicit_scope = parse_enum(ScopeKind, fields.get("scope_kind"), "scope_kind") if fields.get("scope_kind") else None
     requester = trimmed(fields.get("requester_session_key"))
     if requester is None:
@@ -93,7 +93,7 @@ def parse_draft(fields: TaskDraft, now: datetime) -> Task:
     scope = explicit_scope or (ScopeKind.SESSION if requester else ScopeKind.SYSTEM)
     owner = trimmed(fields.get("owner_key")) or requester
     if not owner and scope != ScopeKind.SYSTEM:
-        raise OwnerKeyRequired()
+        raise OwnerKeyRequiredError()
     child = fields.get("child_session_key")
     agent = (trimmed(fields.get("agent_id")) or parse_agent_id(child) or parse_agent_id(owner)
              or parse_agent_id(requester))
@@ -112,7 +112,7 @@ def parse_draft(fields: TaskDraft, now: datetime) -> Task:
         outcome = parse_enum(TerminalOutcome, fields.get("terminal_outcome"), "terminal_outcome")
     origin = DeliveryOrigin.from_mapping(fields.get("requester_origin"))
     if fields.get("ended_at") is not None and status in ACTIVE:
-        raise InvalidInput(f"ended_at is only accepted for a task created terminal, not {status.value}.")
+        raise InvalidInputError(f"ended_at is only accepted for a task created terminal, not {status.value}.")
     limits.check_text(text, "Task text")
     limits.check_session_key(owner, "Owner key")
     limits.check_session_key(requester, "Requester session key")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 
 # Largest first: the order a combined duration must follow, and the order `format_duration` writes.
 _UNITS: tuple[tuple[str, int], ...] = (
@@ -28,33 +28,33 @@ _MAX_MS = 100 * 365 * 86_400_000
 
 
 def parse_duration(text: str, *, what: str = "duration", allow_zero: bool = False) -> timedelta:
-    """Parse `text` into a timedelta (millisecond precision); raise InvalidInput with one line otherwise.
+    """Parse `text` into a timedelta (millisecond precision); raise InvalidInputError with one line otherwise.
 
     `what` names the value in the message (`timeout`, `--every`…). Zero is refused unless `allow_zero`.
     """
     if not isinstance(text, str):
-        raise InvalidInput(f"Invalid {what} {text!r}: expected a string such as {_EXAMPLES}.")
+        raise InvalidInputError(f"Invalid {what} {text!r}: expected a string such as {_EXAMPLES}.")
     cleaned = text.strip().lower()
     if not cleaned:
-        raise InvalidInput(f"Invalid {what} {text!r}: expected {_EXAMPLES}.")
+        raise InvalidInputError(f"Invalid {what} {text!r}: expected {_EXAMPLES}.")
     total_ms = 0
     last_rank = -1
     pos = 0
     while pos < len(cleaned):
         match = _PART.match(cleaned, pos)
         if match is None:
-            raise InvalidInput(f"Invalid {what} {text!r}: expected {_EXAMPLES}.")
+            raise InvalidInputError(f"Invalid {what} {text!r}: expected {_EXAMPLES}.")
         number, unit = match.groups()
         rank = _UNIT_RANK[unit]
         if rank <= last_rank:
-            raise InvalidInput(f"Invalid {what} {text!r}: write units once each, largest first ({_EXAMPLES}).")
+            raise InvalidInputError(f"Invalid {what} {text!r}: write units once each, largest first ({_EXAMPLES}).")
         last_rank = rank
         total_ms += int(number) * _UNIT_MS[unit]
         pos = match.end()
     if total_ms > _MAX_MS:
-        raise InvalidInput(f"Invalid {what} {text!r}: longer than 100 years.")
+        raise InvalidInputError(f"Invalid {what} {text!r}: longer than 100 years.")
     if total_ms == 0 and not allow_zero:
-        raise InvalidInput(f"Invalid {what} {text!r}: must be longer than zero.")
+        raise InvalidInputError(f"Invalid {what} {text!r}: must be longer than zero.")
     return timedelta(milliseconds=total_ms)
 
 

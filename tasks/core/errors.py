@@ -23,25 +23,25 @@ class FlowledgerError(Exception):
         return []
 
 
-class InvalidInput(FlowledgerError, ValueError):
+class InvalidInputError(FlowledgerError, ValueError):
     """A value given by the caller is not acceptable (bad enum, naive time, bad duration…)."""
 
     exit_code = EXIT_USAGE
 
 
-class TaskNotFound(FlowledgerError, LookupError):
+class TaskNotFoundError(FlowledgerError, LookupError):
     def __init__(self, lookup: str) -> None:
         super().__init__(f"Task not found: {lookup}.")
         self.lookup = lookup
 
 
-class FlowNotFound(FlowledgerError, LookupError):
+class FlowNotFoundError(FlowledgerError, LookupError):
     def __init__(self, lookup: str) -> None:
         super().__init__(f"Flow not found: {lookup}.")
         self.lookup = lookup
 
 
-class AmbiguousLookup(FlowledgerError, LookupError):
+class AmbiguousLookupError(FlowledgerError, LookupError):
     """An id prefix that names several records (CONTRACT §7): a lookup miss, with the first candidates."""
 
     def __init__(self, prefix: str, kind: str, matches: int, candidates: list[str]) -> None:
@@ -57,11 +57,11 @@ class AmbiguousLookup(FlowledgerError, LookupError):
         return [f"  {c}" for c in self.candidates] + ([f"  … and {more} more"] if more > 0 else [])
 
 
-class OperationRefused(FlowledgerError):
+class OperationRefusedError(FlowledgerError):
     """The operation was understood but refused (already terminal, still active, …)."""
 
 
-class OwnerKeyRequired(InvalidInput):
+class OwnerKeyRequiredError(InvalidInputError):
     def __init__(self, message: str = "Task ownerKey is required.") -> None:
         super().__init__(message)
 
@@ -74,16 +74,27 @@ class ParentFlowLinkError(FlowledgerError):
         self.code = code
 
 
-class StorageUnavailable(FlowledgerError):
+class StorageUnavailableError(FlowledgerError):
     """The database cannot be opened, read or written."""
 
     exit_code = EXIT_STORAGE
 
 
-class InvalidPersistedValue(StorageUnavailable):
+class InvalidPersistedValueError(StorageUnavailableError):
     """A row written outside flowledger holds a value we refuse to coerce; named, never guessed."""
 
     def __init__(self, what: str, ident: str, column: str, value: object) -> None:
         super().__init__(f"Invalid persisted {what} {ident}: {column}={value!r}")
         self.column = column
         self.value = value
+
+
+# The names before every exception ended in `Error` (issue 13): kept importable, the very same classes.
+InvalidInput = InvalidInputError
+TaskNotFound = TaskNotFoundError
+FlowNotFound = FlowNotFoundError
+AmbiguousLookup = AmbiguousLookupError
+OperationRefused = OperationRefusedError
+OwnerKeyRequired = OwnerKeyRequiredError
+StorageUnavailable = StorageUnavailableError
+InvalidPersistedValue = InvalidPersistedValueError

@@ -15,7 +15,7 @@ import stat
 import warnings
 from pathlib import Path
 
-from flowledger.tasks.core.errors import StorageUnavailable
+from flowledger.tasks.core.errors import StorageUnavailableError
 
 log = logging.getLogger("flowledger.tasks.core.db")  # the name operators already filter on
 
@@ -35,7 +35,7 @@ def make_private_dir(path: Path, *, required: bool) -> None:
             directory.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         if required:
-            raise StorageUnavailable(f"Storage unavailable: cannot create {path}: {exc.strerror}") from exc
+            raise StorageUnavailableError(f"Storage unavailable: cannot create {path}: {exc.strerror}") from exc
         log.debug("state dir %s not created: %s", path, exc)
 
 

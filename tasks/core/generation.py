@@ -26,7 +26,7 @@ from flowledger.tasks.core import rules, store
 from flowledger.tasks.core.child_sessions import is_active_child_session
 from flowledger.tasks.core.clock import Clock
 from flowledger.tasks.core.db import Database, insert_ignoring_conflict, serialize_on
-from flowledger.tasks.core.errors import InvalidInput, OperationRefused, TaskNotFound
+from flowledger.tasks.core.errors import InvalidInputError, OperationRefusedError, TaskNotFoundError
 from flowledger.tasks.core.generation_kinds import IMAGE, TOOLS, is_generation
 from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.ids import new_id
@@ -52,15 +52,15 @@ class GenerationStart:
 def parse_tool(tool: str | None) -> str:
     name = (tool or "").strip()
     if name not in TOOLS:
-        raise InvalidInput(f"Unknown generation tool {tool!r}: expected one of {'|'.join(TOOLS)}.")
+        raise InvalidInputError(f"Unknown generation tool {tool!r}: expected one of {'|'.join(TOOLS)}.")
     return name
 
 
 def session_key_of(session_key: str | None) -> str:
-    """A canonical session key (`agent:<agent id>:<rest>`), else InvalidInput."""
+    """A canonical session key (`agent:<agent id>:<rest>`), else InvalidInputError."""
     key = required_key(session_key)
     if parse_agent_id(key) is None:
-        raise InvalidInput(f"Not a session key: {key!r} (expected agent:<agent id>:<rest>).")
+        raise InvalidInputError(f"Not a session key: {key!r} (expected agent:<agent id>:<rest>).")
     return key
 
 
@@ -69,11 +69,11 @@ def media_items(media: Sequence[str] | None) -> tuple[str, ...] | None:
     if media is None:
         return None
     if isinstance(media, str | bytes):  # a lone string would be read as its characters
-        raise InvalidInput("media must be a list of paths or URLs, not a single string.")
+        raise InvalidInputError("media must be a list of paths or URLs, not a single string.")
     items: list[str] = []
     for raw in media:
         if not isinstance(raw, str) or not raw.strip():
-            raise InvalidInput(f"Invalid media item {raw!r}: expected a non-empty path or URL.")
+            raise InvalidInputError(f"Invalid media item {raw!r}: expected a non-empty path or URL.")
         item = raw.strip()
         if item not in items:
             items.append(item)
@@ -116,7 +116,7 @@ def start_generation(db: Database, clock: Clock, hooks: TaskHooks, tool: str, se
     key = session_key_of(session_key)
     prompt_text = (prompt or "").strip()
     if not prompt_text:
-        raise InvalidInput("A generation prompt is required.")
+        raise InvalidInputError("A generation prompt is required.")
     origin = DeliveryOrigin.from_mapping(requester_origin)
     origin = origin if origin is not None and (origin.channel or origin.to) else None
     agent = parse_agent_id(key)
@@ -187,17 +187,17 @@ def ack_media(db: Database, clock: Clock, session_key: str, task_id: str, items:
     key = session_key_of(session_key)
     wanted = media_items(list(items))
     if not wanted:
-        raise InvalidInput("Name at least one item to acknowledge.")
+        raise InvalidInputError("Name at least one item to acknowledge.")
     ident = (task_id or "").strip()
 
     def unit(conn: Connection) -> int:
         task = lookup_task(conn, ident)
         if task is None:
-            raise TaskNotFound(ident)
+            raise TaskNotFoundError(ident)
         if not is_generation(task):
-            raise OperationRefused(f"Task {task.task_id} is not a generation job.")
+            raise OperationRefusedError(f"Task {task.task_id} is not a generation job.")
         if task.requester_session_key != key:
-            raise OperationRefused(f"Task {task.task_id} was not started by session {key}.")
+            raise OperationRefusedError(f"Task {task.task_id} was not started by session {key}.")
         now = clock.now()
         acked = 0
         for item in wanted:

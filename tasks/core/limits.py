@@ -1,7 +1,7 @@
 """The limits of CONTRACT §7 "Limits", the same on every engine and checked before the database.
 
 Values a caller chooses (ids, task text, goals, labels, session keys) are refused when they break a limit
-(`InvalidInput`, exit 2): refusing is honest, and a caller can shorten its own input. Text that programs produce
+(`InvalidInputError`, exit 2): refusing is honest, and a caller can shorten its own input. Text that programs produce
 (summaries, errors, progress) is not the caller's to shorten: it is cut, ending `…[truncated]`, and a NUL in it
 is shown as `\\x00` rather than failing the task that printed it.
 """
@@ -14,7 +14,7 @@ import stat
 import tomllib
 from typing import Any
 
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 
 MAX_ID_CHARS = 128
 MAX_TASK_TEXT_BYTES = 64 * 1024  # task text and flow goals
@@ -38,27 +38,27 @@ def is_safe_id(value: str) -> bool:
 
 
 def check_id(value: str | None, what: str) -> str | None:
-    """`value` (already trimmed) when it is a valid id, None when absent; else InvalidInput naming `what`."""
+    """`value` (already trimmed) when it is a valid id, None when absent; else InvalidInputError naming `what`."""
     if value is None:
         return None
     if not is_safe_id(value):
         shown = value if len(value) <= 40 else value[:40] + "…"
-        raise InvalidInput(f"Invalid {what} {shown!r}: use at most {MAX_ID_CHARS} letters, digits and -_.: "
+        raise InvalidInputError(f"Invalid {what} {shown!r}: use at most {MAX_ID_CHARS} letters, digits and -_.: "
                            "(no paths).")
     return value
 
 
 def check_text(value: str | None, what: str, *, max_bytes: int = MAX_TASK_TEXT_BYTES) -> str | None:
-    """Caller text (task text, a goal) within `max_bytes` of UTF-8, else InvalidInput."""
+    """Caller text (task text, a goal) within `max_bytes` of UTF-8, else InvalidInputError."""
     if value is not None and not _fits(value, max_bytes):
-        raise InvalidInput(f"{what} is too long: at most {max_bytes // 1024} KiB.")
+        raise InvalidInputError(f"{what} is too long: at most {max_bytes // 1024} KiB.")
     return value
 
 
 def check_chars(value: str | None, what: str, max_chars: int) -> str | None:
-    """A label, a session key, an owner key: at most `max_chars` characters, else InvalidInput."""
+    """A label, a session key, an owner key: at most `max_chars` characters, else InvalidInputError."""
     if value is not None and len(value) > max_chars:
-        raise InvalidInput(f"{what} is too long: at most {max_chars} characters.")
+        raise InvalidInputError(f"{what} is too long: at most {max_chars} characters.")
     return value
 
 
@@ -114,7 +114,7 @@ def _fits(value: str, max_bytes: int) -> bool:
 
 
 def read_regular_file(path: str | os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of a regular file of at most `max_bytes`; InvalidInput (a short reason) for anything else.
+    """The bytes of a regular file of at most `max_bytes`; InvalidInputError (a short reason) for anything else.
 
     Opened non-blocking and checked on the open descriptor: a FIFO would block the open (and every command with
     it) and `/dev/zero` would be read forever; neither is a file a user meant. OSError passes through.
@@ -123,15 +123,15 @@ def read_regular_file(path: str | os.PathLike[str], *, max_bytes: int = MAX_FILE
     with os.fdopen(fd, "rb") as fh:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise InvalidInput("not a regular file")
+            raise InvalidInputError("not a regular file")
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise InvalidInput(f"larger than {max_bytes // 1024} KiB")
+        raise InvalidInputError(f"larger than {max_bytes // 1024} KiB")
     return data
 
 
 def load_toml(text: str) -> dict[str, Any]:
-    """tomllib.loads, refusing documents nested deeper than MAX_NESTING (InvalidInput, a short reason).
+    """tomllib.loads, refusing documents nested deeper than MAX_NESTING (InvalidInputError, a short reason).
 
     tomllib recurses once per level of inline arrays and tables, so a deep enough document ends in RecursionError;
     dotted table headers nest without recursing. Both are refused with the same reason. TOMLDecodeError passes.
@@ -139,9 +139,9 @@ def load_toml(text: str) -> dict[str, Any]:
     try:
         data = tomllib.loads(text)
     except RecursionError:
-        raise InvalidInput(f"nested deeper than {MAX_NESTING} levels") from None
+        raise InvalidInputError(f"nested deeper than {MAX_NESTING} levels") from None
     if _depth(data) > MAX_NESTING:
-        raise InvalidInput(f"nested deeper than {MAX_NESTING} levels")
+        raise InvalidInputError(f"nested deeper than {MAX_NESTING} levels")
     return data
 
 

@@ -11,7 +11,7 @@ from flowledger.tasks.core.tables import task_runs
 
 def lookup_task(conn: Connection, lookup: str) -> Task | None:
     """Task id, then run id (preferred task), then the newest task of that owner or child session, then a
-    unique task id prefix (CONTRACT §7; AmbiguousLookup when several ids start so)."""
+    unique task id prefix (CONTRACT §7; AmbiguousLookupError when several ids start so)."""
     token = (lookup or "").strip()
     if not token:
         return None

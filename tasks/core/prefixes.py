@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Connection, and_, func, select
 
-from flowledger.tasks.core.errors import AmbiguousLookup
+from flowledger.tasks.core.errors import AmbiguousLookupError
 
 MIN_PREFIX = 6
 CANDIDATES = 10
@@ -45,10 +45,10 @@ def match(conn: Connection, column: Column[Any], prefix: str) -> PrefixMatch:
 
 
 def unique_id(conn: Connection, column: Column[Any], prefix: str, kind: str) -> str | None:
-    """The one id starting with `prefix`, None when none does; AmbiguousLookup when several do."""
+    """The one id starting with `prefix`, None when none does; AmbiguousLookupError when several do."""
     if not usable(prefix):
         return None
     found = match(conn, column, prefix)
     if found.matches > 1:
-        raise AmbiguousLookup(prefix, kind, found.matches, found.ids[:CANDIDATES])
+        raise AmbiguousLookupError(prefix, kind, found.matches, found.ids[:CANDIDATES])
     return found.ids[0] if found.ids else None

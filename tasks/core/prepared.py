@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql import ClauseElement
 
 from flowledger.tasks.core.db import NUL_REFUSED
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 
 
 class Prepared:
@@ -42,7 +42,7 @@ class Prepared:
     def run(self, conn: Connection, params: dict[str, Any]) -> Any:
         sql, order = self._sql(conn.dialect)
         if any(type(v) is str and "\x00" in v for v in params.values()):
-            raise InvalidInput(NUL_REFUSED)
+            raise InvalidInputError(NUL_REFUSED)
         args: Any = params if order is None else tuple(params[k] for k in order)
         driver: Any = conn.connection.driver_connection
         dbapi_error = conn.dialect.loaded_dbapi.Error

@@ -24,7 +24,7 @@ from flowledger.tasks.core.drafts import (
     repeated_run,
     run_scope_key,
 )
-from flowledger.tasks.core.errors import InvalidInput, OperationRefused, TaskNotFound
+from flowledger.tasks.core.errors import InvalidInputError, OperationRefusedError, TaskNotFoundError
 from flowledger.tasks.core.hooks import Change, Changes, CompositeHooks
 from flowledger.tasks.core.lookup import lookup_task
 from flowledger.tasks.core.models import (
@@ -95,7 +95,7 @@ class TaskService:
     def require(self, lookup: str) -> Task:
         task = self.get(lookup)
         if task is None:
-            raise TaskNotFound(lookup)
+            raise TaskNotFoundError(lookup)
         return task
 
     @staticmethod
@@ -126,7 +126,7 @@ class TaskService:
         with self.db.read() as conn:
             task = self.resolve(conn, lookup)
             if task is None:
-                raise TaskNotFound(lookup)
+                raise TaskNotFoundError(lookup)
             return store.events_for(conn, task.task_id)
 
     # --- create -------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ class TaskService:
                 check_parent_flow(conn, self.hooks, merged.parent_flow_id, merged.owner_key, merged.scope_kind)
             change = self._write(conn, existing, merged, now=now, expected={existing.status})
             if change is None:
-                raise OperationRefused(f"Task {existing.task_id} changed while it was being merged.")
+                raise OperationRefusedError(f"Task {existing.task_id} changed while it was being merged.")
             return change.task, change
         created = new_record(conn, draft, now, retention=self.retention, hooks=self.hooks)
         store.insert_task(conn, created)
@@ -251,7 +251,7 @@ class TaskService:
     ) -> Tasks:
         """Apply `build` to every task in the run scope that the no-downgrade rule lets through."""
         if not run_id or not run_id.strip():
-            raise InvalidInput("run_id is required.")
+            raise InvalidInputError("run_id is required.")
 
         def unit(conn: Connection, now: datetime) -> Changes:
             out: Changes = []
@@ -321,7 +321,7 @@ class TaskService:
              runtime: Runtime | str | None = None, summary: str | None = None) -> Tasks:
         target = parse_enum(TaskStatus, status, "status")
         if target not in {TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED}:
-            raise InvalidInput(f"Invalid status {target.value!r}: expected one of failed|timed_out|cancelled.")
+            raise InvalidInputError(f"Invalid status {target.value!r}: expected one of failed|timed_out|cancelled.")
         when = coerce_time(ended_at, "ended_at")
         text = limits.program_text(collapse_whitespace(summary))
 
@@ -408,12 +408,12 @@ class TaskService:
         def unit(conn: Connection, now: datetime) -> Changes:
             current = self.resolve(conn, lookup)
             if current is None:
-                raise TaskNotFound(lookup)
+                raise TaskNotFoundError(lookup)
             current = store.get(conn, current.task_id, for_update=True) or current
             new = current.replace(notify_policy=value, last_event_at=max(now, current.last_event_at or now))
             change = self._write(conn, current, new, now=now, expected={current.status})
             if change is None:
-                raise OperationRefused(f"Task {current.task_id} changed while its notify policy was being set.")
+                raise OperationRefusedError(f"Task {current.task_id} changed while its notify policy was being set.")
             return [change]
 
         return self.run_unit(unit)[0].task

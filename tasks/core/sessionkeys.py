@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.limits import check_session_key
 
 
@@ -17,10 +17,10 @@ class ChatType(StrEnum):
 
 
 def required_key(session_key: str | None) -> str:
-    """The trimmed key, or InvalidInput (exit 2) when it is blank or longer than CONTRACT §7 allows."""
+    """The trimmed key, or InvalidInputError (exit 2) when it is blank or longer than CONTRACT §7 allows."""
     key = (session_key or "").strip()
     if not key:
-        raise InvalidInput("Session key is required.")
+        raise InvalidInputError("Session key is required.")
     check_session_key(key)
     return key
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 
 
 class TaskStatus(StrEnum):
@@ -154,4 +154,4 @@ def parse_enum(kind: type[E], value: object, what: str) -> E:
         return kind(str(value).strip())
     except ValueError:
         choices = "|".join(m.value for m in kind)
-        raise InvalidInput(f"Invalid {what} {value!r}: expected one of {choices}.") from None
+        raise InvalidInputError(f"Invalid {what} {value!r}: expected one of {choices}.") from None

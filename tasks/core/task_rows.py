@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from flowledger.tasks.core.clock import from_ms
-from flowledger.tasks.core.errors import InvalidPersistedValue, StorageUnavailable
+from flowledger.tasks.core.errors import InvalidPersistedValueError, StorageUnavailableError
 from flowledger.tasks.core.models import DeliveryOrigin, Task
 from flowledger.tasks.core.states import (
     DeliveryStatus,
@@ -38,7 +38,7 @@ def stored_time(value: Any) -> datetime | None:
     try:
         return from_ms(int(value))
     except (TypeError, ValueError, OverflowError):  # SQLite keeps whatever a hand edit stored
-        raise StorageUnavailable(f"Invalid persisted timestamp {value!r}: expected epoch milliseconds.") from None
+        raise StorageUnavailableError(f"Invalid persisted timestamp {value!r}: expected epoch milliseconds.") from None
 
 
 def raw_to_task(keys: Sequence[str], row: Sequence[Any]) -> Task:
@@ -55,7 +55,7 @@ def _enum(kind: Any, value: Any, ident: str, column: str, *, optional: bool = Fa
     try:
         return kind(value)
     except ValueError:
-        raise InvalidPersistedValue("task", ident, column, value) from None
+        raise InvalidPersistedValueError("task", ident, column, value) from None
 
 
 def mapping_to_task(m: Any) -> Task:
@@ -115,5 +115,5 @@ def _media(ident: str, text: str | None) -> tuple[str, ...] | None:
     except ValueError:
         items = None
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        raise InvalidPersistedValue("task", ident, "media_json", text)
+        raise InvalidPersistedValueError("task", ident, "media_json", text)
     return tuple(items)

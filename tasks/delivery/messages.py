@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 
 from flowledger.tasks.core.clock import to_ms
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import Runtime, TaskStatus, TerminalOutcome
 
@@ -97,7 +97,7 @@ def terminal_message(task: Task) -> str:
         return f"{_head(LOST, task)} {sanitize(task.error) or sanitize(task.terminal_summary) or LOST_DEFAULT}"
     if status == TaskStatus.FAILED:
         return _with(_head(FAILED, task), task.error or task.terminal_summary)
-    raise InvalidInput(f"Task {task.task_id} is not terminal ({status.value}): it has no end message yet.")
+    raise InvalidInputError(f"Task {task.task_id} is not terminal ({status.value}): it has no end message yet.")
 
 
 def review_message(task: Task) -> str:

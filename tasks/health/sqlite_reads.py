@@ -11,7 +11,7 @@ tests/store/test_sqlite_reads.py checks both doors give identical records, pages
 
 Opening does no schema work: the file is opened read-write but never created (`mode=rw`), one read transaction
 holds every query of a command (one snapshot, always the last commit: nothing is cached across commands), and
-the schema version is read in it. A ledger at any other version raises `Fallback`, as does anything this door
+the schema version is read in it. A ledger at any other version raises `FallbackError`, as does anything this door
 does not answer itself (an ambiguous prefix, a lookup that finds nothing): the caller then takes the full path,
 which migrates, explains or refuses exactly as before.
 """
@@ -55,7 +55,7 @@ _NEWEST = " ORDER BY r.created_at DESC, r.seq DESC"
 _ACTIVE = tuple(s.value for s in ACTIVE)
 
 
-class Fallback(Exception):
+class FallbackError(Exception):
     """This door does not answer the request: take the full path."""
 
 
@@ -75,16 +75,16 @@ class LeanReader:
             self.conn = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_S,
                                         isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise Fallback(f"cannot open: {exc}") from None
+            raise FallbackError(f"cannot open: {exc}") from None
         try:
             self.conn.execute("BEGIN")
             row = self.conn.execute("SELECT value FROM schema_meta WHERE meta_key = 'schema_version'").fetchone()
         except sqlite3.Error as exc:  # no schema yet, a locked or damaged file: the full path explains it
             self.close()
-            raise Fallback(f"cannot read the schema version: {exc}") from None
+            raise FallbackError(f"cannot read the schema version: {exc}") from None
         if row is None or str(row[0]) != str(SCHEMA_VERSION):
             self.close()
-            raise Fallback(f"schema version {row[0] if row else None!r}")
+            raise FallbackError(f"schema version {row[0] if row else None!r}")
 
     def close(self) -> None:
         try:
@@ -107,10 +107,10 @@ class LeanReader:
 
     def resolve_task(self, lookup: str) -> Task:
         """tasks/core/service.py `resolve`: id, run id (preferred task), newest owner/child-session task, unique
-        prefix. Fallback when nothing or several ids match (the full path says so in its own words)."""
+        prefix. FallbackError when nothing or several ids match (the full path says so in its own words)."""
         token = (lookup or "").strip()
         if not token:
-            raise Fallback("empty lookup")
+            raise FallbackError("empty lookup")
         for found in (self._tasks("r.task_id = ?", [token]),
                       [t] if (t := preferred(self._tasks("r.run_id = ?", [token],
                                                          " ORDER BY r.created_at, r.seq"))) else [],
@@ -120,7 +120,7 @@ class LeanReader:
                 return found[0]
         ids = self.prefix_ids("task_runs", "task_id", token)
         if len(ids) != 1:
-            raise Fallback(f"{len(ids)} ids start with the prefix")
+            raise FallbackError(f"{len(ids)} ids start with the prefix")
         return self._tasks("r.task_id = ?", ids)[0]
 
     def prefix_ids(self, table: str, column: str, prefix: str) -> list[str]:

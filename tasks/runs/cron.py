@@ -18,7 +18,7 @@ from sqlalchemy import Connection, and_, delete, insert, select
 from flowledger.tasks.core import store
 from flowledger.tasks.core.clock import Clock, to_ms
 from flowledger.tasks.core.db import Database
-from flowledger.tasks.core.errors import OperationRefused
+from flowledger.tasks.core.errors import OperationRefusedError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import Runtime
 from flowledger.tasks.core.tables import cron_jobs, cron_run_log, task_runs
@@ -77,12 +77,12 @@ class CronRuns:
 
     def add(self, job_id: str, name: str, argv: Sequence[str], *, schedule: str | None, every: timedelta | None,
             tz: str | None, isolated: bool, agent_id: str, timeout: timedelta | None) -> CronJobRecord:
-        """Store a new job (one transaction); OperationRefused when the name is taken."""
+        """Store a new job (one transaction); OperationRefusedError when the name is taken."""
         now = self.clock.now()
 
         def unit(conn: Connection) -> None:
             if conn.execute(select(cron_jobs.c.job_id).where(cron_jobs.c.name == name)).first() is not None:
-                raise OperationRefused(f"Cron job already exists: {name}.")
+                raise OperationRefusedError(f"Cron job already exists: {name}.")
             conn.execute(insert(cron_jobs).values(
                 job_id=job_id, name=name, schedule=schedule, every_ms=_ms(every) if every else None, tz=tz,
                 isolated=isolated, argv_json=json.dumps(list(argv)), agent_id=agent_id, created_at=now,

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, insert, select, update
 
 from flowledger.tasks.core.clock import iso_z
-from flowledger.tasks.core.errors import InvalidInput
+from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.tables import session_resources, sessions
 
@@ -56,16 +56,16 @@ def _resource(row: Any) -> Resource:
 
 def validate_process(pid: object, run_marker: str | None) -> tuple[int, str]:
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 1:
-        raise InvalidInput(f"Invalid pid {pid!r}: expected a process id above 1.")
+        raise InvalidInputError(f"Invalid pid {pid!r}: expected a process id above 1.")
     marker = (run_marker or "").strip()
     if not marker:
-        raise InvalidInput("A tracked process needs the run id its environment carries (FLOWLEDGER_RUN_ID).")
+        raise InvalidInputError("A tracked process needs the run id its environment carries (FLOWLEDGER_RUN_ID).")
     return pid, marker
 
 
 def validate_argv(argv: Sequence[str]) -> tuple[str, ...]:
     if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv) or not argv[0].strip():
-        raise InvalidInput("A cleanup command is a non-empty argv list, e.g. ['close-tab', '17'].")
+        raise InvalidInputError("A cleanup command is a non-empty argv list, e.g. ['close-tab', '17'].")
     return tuple(argv)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, and_, insert, select, update
 from flowledger.tasks.core.child_sessions import is_active_child_session
 from flowledger.tasks.core.clock import Clock
 from flowledger.tasks.core.db import Database
-from flowledger.tasks.core.errors import InvalidInput, OperationRefused
+from flowledger.tasks.core.errors import InvalidInputError, OperationRefusedError
 from flowledger.tasks.core.models import DeliveryOrigin
 from flowledger.tasks.core.sessionkeys import required_key
 from flowledger.tasks.core.tables import sessions
@@ -87,12 +87,12 @@ class Sessions:
         route = DeliveryOrigin.from_mapping({"channel": channel, "to": to, "account_id": account_id,
                                              "thread_id": thread_id})
         if route is None or not route.channel:
-            raise InvalidInput("A route needs a channel.")
+            raise InvalidInputError("A route needs a channel.")
         if not route.to:
-            raise InvalidInput("A route needs a target (to).")
+            raise InvalidInputError("A route needs a target (to).")
         now = self.clock.now()
         if not self.db.transact(lambda conn: record_route(conn, key, route, now)):
-            raise OperationRefused(f"Session {key} is the child session of an active task without a registry row; "
+            raise OperationRefusedError(f"Session {key} is the child session of an active task without a registry row; "
                                    "its route is not stored.")
         return route
 

@@ -27,7 +27,7 @@ from flowledger.tasks.core.clock import SystemClock, to_ms
 from flowledger.tasks.core.tables import SCHEMA_VERSION as TABLES_SCHEMA_VERSION
 from flowledger.tasks.core.tables import UTCMillis, cron_jobs, cron_run_log, flow_runs, task_runs
 from flowledger.tasks.health import listing
-from flowledger.tasks.health.sqlite_reads import SCHEMA_VERSION, TASK_KEYS, Fallback, LeanReader
+from flowledger.tasks.health.sqlite_reads import SCHEMA_VERSION, TASK_KEYS, FallbackError, LeanReader
 from flowledger.tasks.runs import liveness
 
 OWNER = "agent:main:main"
@@ -116,9 +116,9 @@ def test_pages_counts_and_lookups_match_the_orm_store(mixed: Ledger) -> None:
                     assert expected is not None
                     assert reader.project([reader.resolve_task(lookup)])[0] == health.project_one(mixed, expected)
         assert reader.resolve_task(OWNER) == mixed.tasks.get(OWNER)
-        with pytest.raises(Fallback):
+        with pytest.raises(FallbackError):
             reader.resolve_task("no-such-task")
-        with pytest.raises(Fallback):
+        with pytest.raises(FallbackError):
             reader.resolve_task(orm_page[0].task_id[:6])  # every id shares its first characters: ambiguous
 
 
@@ -135,14 +135,14 @@ def test_flow_pages_and_lookups_match_the_orm_store(mixed: Ledger) -> None:
             assert lean_reads.resolve_flow(reader, flow.flow_id) == flow
             assert lean_reads.resolve_flow(reader, flow.flow_id[:14]) == flow
             assert lean_reads.resolve_flow(reader, flow.owner_key) == mixed.flows.get(flow.owner_key)
-        with pytest.raises(Fallback):
+        with pytest.raises(FallbackError):
             lean_reads.resolve_flow(reader, "no-such-flow")
 
 
 def test_a_ledger_at_another_schema_version_is_left_to_the_full_path(mixed: Ledger) -> None:
     with mixed.db.write() as conn:
         conn.exec_driver_sql("UPDATE schema_meta SET value = '5' WHERE meta_key = 'schema_version'")
-    with pytest.raises(Fallback):
+    with pytest.raises(FallbackError):
         _reader(mixed)
     with mixed.db.write() as conn:
         conn.exec_driver_sql(f"UPDATE schema_meta SET value = '{SCHEMA_VERSION}' WHERE meta_key = 'schema_version'")

@@ -39,3 +39,20 @@ def test_the_audit_is_pure_it_imports_no_database_library() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'sqlalchemy', 'sqlmodel'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("old", ["InvalidInput", "TaskNotFound", "FlowNotFound", "OperationRefused",
+                                 "StorageUnavailable"])
+def test_an_exception_name_of_before_the_error_rule_is_the_same_class(old: str) -> None:
+    import flowledger
+    from flowledger.tasks.core import errors
+
+    assert getattr(flowledger, old) is getattr(flowledger, f"{old}Error") is getattr(errors, f"{old}Error")
+
+
+def test_every_exception_class_ends_in_error() -> None:
+    import flowledger
+
+    exported = [getattr(flowledger, name) for name in flowledger.__all__]
+    classes = {c for c in exported if isinstance(c, type) and issubclass(c, BaseException)}
+    assert classes and all(c.__name__.endswith("Error") for c in classes)
