@@ -3,7 +3,7 @@
 A sub-agent or an isolated cron run may leave things behind that outlive its own process: a browser it started
 in a session of its own, a tab it opened in a shared browser. The runtime (or the work itself) registers them
 here against the child session: a process by pid together with the run marker its environment carries (so a
-reused pid is never killed), or a cleanup command (`close-tab 17`). When the run ends, scheduler/runtimes/resources.py
+reused pid is never killed), or a cleanup command (`close-tab 17`). When the run ends, flows/resources.py
 releases each one, best effort, and records how that went; the rows stay for inspection until the session's
 registry row is pruned.
 """

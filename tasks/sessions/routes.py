@@ -111,7 +111,7 @@ class Sessions:
             update(sessions).where(and_(sessions.c.session_key == key, sessions.c.ended_at.is_(None)))
             .values(ended_at=now, updated_at=now)).rowcount))
 
-    # --- resources released when a session's run ends (tasks/sessions/resources.py, scheduler/runtimes/resources.py)
+    # --- resources released when a session's run ends (tasks/sessions/resources.py, flows/resources.py)
 
     def track_process(self, session_key: str, pid: int, run_id: str, *, label: str | None = None) -> Resource:
         """Kill this process (when it still carries FLOWLEDGER_RUN_ID=<run_id>) when the session's run ends."""
