@@ -3,8 +3,9 @@
     python bench/run.py [--quick] [--only NAME] [--postgres URL|none] [--peers-python PY] [--write-docs]
 
 Sections (NAME): write, bulk, sweep, cli, flow, e2e. Every comparison runs in this one invocation and is reported as
-a ratio, because absolute times on shared machines drift. The full mode writes docs/performance.md; --quick
-(small sizes, CI smoke test, < 60 s) writes it only with --write-docs. Peers run in their own interpreter
+a ratio, because absolute times on shared machines drift. The full mode writes bench/results/performance.md (the
+generated tables; docs/performance.md is curated by hand from them and from the round-two runs, so a run never
+overwrites its notes); --quick (small sizes, CI smoke test, < 60 s) writes it only with --write-docs. Peers run in their own interpreter
 (`--peers-python`, $FLOWLEDGER_BENCH_PEERS_PYTHON, else this one) and are n/a when missing or over time.
 """
 
@@ -289,11 +290,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="PostgreSQL server for the PostgreSQL figures ('none' to skip); a database is "
                              "created and dropped")
     parser.add_argument("--peers-python", default=None, metavar="PY", help="interpreter with the peers installed")
-    parser.add_argument("--write-docs", action="store_true", help="write docs/performance.md in --quick mode too")
-    parser.add_argument("--docs", default=os.path.join(REPO, "docs", "performance.md"), help=argparse.SUPPRESS)
+    parser.add_argument("--write-docs", action="store_true", help="write the report in --quick mode too")
+    parser.add_argument("--docs", default=os.path.join(REPO, "bench", "results", "performance.md"), metavar="MD",
+                        help="where the generated report goes (default bench/results/performance.md)")
     parser.add_argument("--save", metavar="JSON", help="also save the raw results here")
     parser.add_argument("--render", metavar="JSON", nargs="+",
-                        help="only re-render docs/performance.md from saved results (several runs merge)")
+                        help="only re-render the report from saved results (several runs merge)")
     args = parser.parse_args(argv)
     if args.render:
         render(args.render, args.docs)
