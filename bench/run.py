@@ -5,7 +5,8 @@
 Sections (NAME): write, bulk, sweep, cli, flow, e2e. Every comparison runs in this one invocation and is reported as
 a ratio, because absolute times on shared machines drift. The full mode writes bench/results/performance.md (the
 generated tables; docs/performance.md is curated by hand from them and from the round-two runs, so a run never
-overwrites its notes); --quick (small sizes, CI smoke test, < 60 s) writes it only with --write-docs. Peers run in their own interpreter
+overwrites its notes); --quick (small sizes, CI smoke test, < 60 s) writes it only with
+--write-docs. Peers run in their own interpreter
 (`--peers-python`, $FLOWLEDGER_BENCH_PEERS_PYTHON, else this one) and are n/a when missing or over time.
 """
 
@@ -263,7 +264,7 @@ def save(path: str, rows: list[Row], machine: dict[str, str], quick: bool, elaps
 
 
 def render(paths: list[str], docs: str) -> None:
-    """Merge saved runs (e.g. one per section, run side by side) into docs/performance.md."""
+    """Merge saved runs (e.g. one per section, run side by side) into one report."""
     rows: list[Row] = []
     machine: dict[str, str] = {}
     sections: list[str] = []
