@@ -26,7 +26,6 @@ from sqlalchemy import select
 from werkzeug import Request, Response
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.core.bulk import bulk_create
 from flowledger.tasks.core.clock import SystemClock
 from flowledger.tasks.core.states import ACTIVE, DeliveryStatus, TaskStatus
 from flowledger.tasks.core.tables import task_runs
@@ -172,8 +171,8 @@ def test_killed_sweeps_racing_writers_never_downgrade_or_lose_records(
     mixed = zygote.storm(KILLS // 3, f"write+sweep:{6 * 60}", seed=17)
     with Ledger.open(state_dir=state_dir, database_url=database_url) as ledger:
         # Enough finished records that a prune pass spans several write batches (maintenance.WRITE_BATCH).
-        bulk_create(ledger.tasks, [{"runtime": "cli", "task": f"old {n}", "owner_key": harness.OWNER,
-                                    "run_id": f"old-{n}", "status": "succeeded"} for n in range(PRUNE_SEED)])
+        ledger.tasks.create_many([{"runtime": "cli", "task": f"old {n}", "owner_key": harness.OWNER,
+                                   "run_id": f"old-{n}", "status": "succeeded"} for n in range(PRUNE_SEED)])
         before = snapshot(ledger)
     # A sweeper 8 days ahead prunes in batches and is killed part-way through; the last round runs to the end.
     pruned = zygote.storm(KILLS // 3, f"sweep:{8 * 86400}", seed=19, max_delay_ms=400.0)
