@@ -13,7 +13,6 @@ transaction each (tasks/core/batch_transitions.py); any other launcher gets one 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from flowledger.tasks.core.errors import (
     StorageUnavailableError,
 )
 from flowledger.tasks.core.ids import new_id
-from flowledger.tasks.core.models import DeliveryOrigin, Task
+from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime
 from flowledger.tasks.core.tables import flow_runs
 
@@ -142,7 +141,7 @@ def create_step_tasks(ledger: Ledger, flow_id: str, steps: Sequence[tuple[StepDe
                                    _flow_status(flow_id, row.status), 0, row.cancel_requested_at)
         if (reason := run_refusal(head)) is not None:
             raise _RefusedError(reason)
-        origin = _origin(row.requester_origin_json)
+        origin = flow_store.stored_origin(row.requester_origin_json)
         # Step tasks stay silent (not_applicable): the flow speaks for them (flows/notices.py).
         return [tasks.draft(runtime=step.runtime, task=step.agent_prompt or step.command, owner_key=head.owner_key,
                             scope_kind="session", parent_flow_id=flow_id, requester_origin=origin,
@@ -163,16 +162,6 @@ def create_step_tasks(ledger: Ledger, flow_id: str, steps: Sequence[tuple[StepDe
 # What a step batch reads of its flow, in the creating transaction (built once: see tasks/core/store.py).
 _OPEN_FLOW = select(flow_runs.c.owner_key, flow_runs.c.sync_mode, flow_runs.c.status, flow_runs.c.cancel_requested_at,
                     flow_runs.c.requester_origin_json).where(flow_runs.c.flow_id == bindparam("b_flow_id"))
-
-
-def _origin(text: str | None) -> DeliveryOrigin | None:
-    """The flow's delivery origin, read as `flows.store.origin_of` reads it (unreadable: none)."""
-    if not text:
-        return None
-    try:
-        return DeliveryOrigin.from_mapping(json.loads(text))
-    except ValueError:
-        return None
 
 
 def _flow_status(flow_id: str, value: str) -> FlowStatus:

@@ -99,6 +99,11 @@ def head(conn: Connection, flow_id: str, *, for_update: bool = False) -> FlowHea
 
 def origin_of(conn: Connection, flow_id: str) -> DeliveryOrigin | None:
     text = conn.execute(select(flow_runs.c.requester_origin_json).where(flow_runs.c.flow_id == flow_id)).scalar()
+    return stored_origin(text)
+
+
+def stored_origin(text: str | None) -> DeliveryOrigin | None:
+    """A flow's stored delivery origin (unreadable: none, never an error)."""
     if not text:
         return None
     try:
