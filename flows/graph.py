@@ -18,6 +18,7 @@ import networkx as nx
 
 from flowledger.flows.errors import (
     FlowCycleError,
+    InvalidSnapshot,
     InvalidSnapshotError,
     StepTransitionError,
     UnknownStepError,
@@ -26,7 +27,7 @@ from flowledger.flows.errors import (
 # The tracker's errors live in flows/errors.py and are exported from here too, where they were defined before.
 __all__ = [
     "FINISHED", "NOT_STARTED_ENDINGS", "RETRYABLE", "SNAPSHOT_VERSION", "STEP_FAILURES", "FlowShape",
-    "InvalidSnapshotError", "Readiness", "StepShape", "StepStatus", "StepTransitionError",
+    "InvalidSnapshot", "InvalidSnapshotError", "Readiness", "StepShape", "StepStatus", "StepTransitionError",
     "build_graph", "find_cycle", "topological_order",
 ]
 
