@@ -21,7 +21,14 @@ from flowledger.tasks.core.states import (
     ScopeKind,
     TaskStatus,
 )
-from flowledger.tasks.core.tables import UTCMillis, task_delivery_state, task_events, task_runs
+from flowledger.tasks.core.tables import (
+    UTCMillis,
+    generation_media,
+    task_delivery_state,
+    task_events,
+    task_payloads,
+    task_runs,
+)
 from flowledger.tasks.core.task_rows import mapping_to_task
 
 log = logging.getLogger(__name__)
@@ -298,13 +305,17 @@ def delivery_row(conn: Connection, task_id: str) -> Any:
     return conn.execute(select(task_delivery_state).where(task_delivery_state.c.task_id == task_id)).first()
 
 
+# Every table that holds rows of one task, keyed by its id: deleted with the task, or left behind as nobody's.
+TASK_CHILD_TABLES = (task_delivery_state, task_events, task_payloads, generation_media)
+
+
 def delete_tasks(conn: Connection, task_ids: Sequence[str]) -> int:
-    """Delete tasks with their delivery rows and events, in the caller's one transaction."""
+    """Delete tasks with their per-task rows (TASK_CHILD_TABLES), in the caller's one transaction."""
     if not task_ids:
         return 0
     ids = list(task_ids)
-    conn.execute(delete(task_delivery_state).where(task_delivery_state.c.task_id.in_(ids)))
-    conn.execute(delete(task_events).where(task_events.c.task_id.in_(ids)))
+    for table in TASK_CHILD_TABLES:
+        conn.execute(delete(table).where(table.c.task_id.in_(ids)))
     return int(conn.execute(delete(task_runs).where(task_runs.c.task_id.in_(ids))).rowcount)
 
 

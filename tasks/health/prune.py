@@ -21,7 +21,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, bindparam, delete, select, tuple_
 
-from flowledger.tasks.core.tables import task_delivery_state, task_events, task_runs
+from flowledger.tasks.core.store import TASK_CHILD_TABLES
+from flowledger.tasks.core.tables import task_runs
 
 # (cleanup_after as epoch ms, seq): a position in the cleanup index.
 Bound = tuple[Any, int]
@@ -53,8 +54,8 @@ def batch_bound(conn: Connection, due: ColumnElement[bool], after: Bound | None,
 
 def delete_due_range(conn: Connection, due: ColumnElement[bool], after: Bound | None, upto: Bound | None,
                      size: int) -> int:
-    """Delete the due task rows in (after, upto] — the next `size` due rows after `after` — with their delivery
-    rows and events; the number of tasks.
+    """Delete the due task rows in (after, upto] — the next `size` due rows after `after` — with their per-task
+    rows (store.TASK_CHILD_TABLES); the number of tasks.
 
     The one place the set-based prune deletes task rows (see the merge note above for the counts hook).
     """
@@ -66,8 +67,8 @@ def delete_due_range(conn: Connection, due: ColumnElement[bool], after: Bound | 
     doomed = (select(_c.seq).where(_range(due, after, None)).order_by(_c.cleanup_after, _c.seq).limit(size)
               .scalar_subquery())
     doomed_ids = select(_c.task_id).where(_c.seq.in_(doomed)).scalar_subquery()
-    conn.execute(delete(task_delivery_state).where(task_delivery_state.c.task_id.in_(doomed_ids)))
-    conn.execute(delete(task_events).where(task_events.c.task_id.in_(doomed_ids)))
+    for table in TASK_CHILD_TABLES:
+        conn.execute(delete(table).where(table.c.task_id.in_(doomed_ids)))
     return int(conn.execute(delete(task_runs).where(_c.seq.in_(doomed))).rowcount)
 
 
@@ -79,8 +80,7 @@ def _pg_delete_locked(conn: Connection, where: ColumnElement[bool]) -> int:
     """
     locked = select(_c.task_id).where(where).with_for_update().cte("doomed")
     ids = select(locked.c.task_id)
-    events = delete(task_events).where(task_events.c.task_id.in_(ids)).cte("gone_events")
-    deliveries = delete(task_delivery_state).where(task_delivery_state.c.task_id.in_(ids)).cte("gone_deliveries")
-    stmt = delete(task_runs).where(_c.task_id.in_(ids)).add_cte(events).add_cte(deliveries)
+    children = [delete(table).where(table.c.task_id.in_(ids)).cte(f"gone_{table.name}") for table in TASK_CHILD_TABLES]
+    stmt = delete(task_runs).where(_c.task_id.in_(ids)).add_cte(*children)
     return int(conn.execute(stmt).rowcount)
 

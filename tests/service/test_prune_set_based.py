@@ -110,3 +110,34 @@ def test_sqlite_pause_ends_when_another_writer_commits(sqlite_ledger: Ledger) ->
         share.pause(60.0)
         writer.join()
         assert time.monotonic() - started < 30.0
+
+
+def test_a_pruned_task_takes_its_payload_and_generation_media_rows_along(ledger: Ledger, clock: FrozenClock) -> None:
+    """A task's per-task rows go with it, by the set-based prune and by the per-task delete alike: a queued
+    task's payload and a generation job's items would otherwise be left behind forever, nobody's rows."""
+    from sqlalchemy import insert
+
+    from flowledger.tasks.core import store
+    from flowledger.tasks.core.tables import generation_media, task_payloads
+
+    due_ids = finished(ledger, 3, "due")
+    kept_ids = finished(ledger, 1, "kept")
+    by_hand = finished(ledger, 1, "by hand")
+    with ledger.db.write() as conn:
+        for task_id in [*due_ids, *kept_ids, *by_hand]:
+            conn.execute(insert(task_payloads).values(task_id=task_id, argv_json='["true"]'))
+            conn.execute(insert(generation_media).values(task_id=task_id, item_key="k", item="https://x/1.png",
+                                                         session_key="agent:main:main"))
+    stamp = clock.now() + RETENTION
+    for task_id in due_ids:
+        set_columns(ledger, task_id, cleanup_after=stamp)
+    for task_id in [*kept_ids, *by_hand]:
+        set_columns(ledger, task_id, cleanup_after=stamp + MS)
+    clock.advance(RETENTION)
+    assert maintenance.prune_due(ledger.tasks, clock.now(), batch=2) == len(due_ids)
+    with ledger.db.write() as conn:
+        assert store.delete_tasks(conn, by_hand) == 1
+    for table in (task_payloads, generation_media):
+        assert count(ledger, table, due_ids) == 0
+        assert count(ledger, table, by_hand) == 0
+        assert count(ledger, table, kept_ids) == 1
