@@ -111,18 +111,14 @@ def register(app: typer.Typer, tasks_app: typer.Typer) -> None:
 
         Example: flowledger status --json
         """
+        from flowledger.cli.status_views import print_status
         from flowledger.flows import health
 
         if session is not None:
             show_status_card(app_context(ctx).ledger(read_only=True), session, json_out=wants_json(ctx, json_out))
             return
 
-        report = health.status(app_context(ctx).ledger(read_only=True))
-        if wants_json(ctx, json_out):
-            emit_json(report.to_json())
-            return
-        for line in status_lines(report):
-            out(line)
+        print_status(health.status(app_context(ctx).ledger(read_only=True)), as_json=wants_json(ctx, json_out))
 
 
 def show_status_card(ledger: Ledger, session: str, *, json_out: bool) -> None:
@@ -217,20 +213,4 @@ def maintenance_lines(report: health.MaintenanceReport) -> list[str]:
         lines.append(f"Tasks health before apply: {_health(report.tasks_before, report.audit_before)}")
     else:
         lines.append("Dry run only. Re-run with `flowledger tasks maintenance --apply` to write changes.")
-    return lines
-
-
-def status_lines(report: health.StatusReport) -> list[str]:
-    summary = report.tasks
-    runtimes = " · ".join(f"{name} {count}" for name, count in summary.by_runtime.items())
-    audit = report.audit
-    lines = [report.line, f"By runtime: {runtimes}",
-             f"Audit: {audit['errors']} errors · {audit['warnings']} warnings" if audit["total"] else "Audit: clean"]
-    if report.retained_lost is not None:
-        lines.append(f"Retained lost tasks: {report.retained_lost.count} retained until "
-                     f"{when(report.retained_lost.next_cleanup_after)}.")
-    if report.flows is not None:
-        flows = report.flows
-        lines.append(f"Flows: {flows['active']} active · {flows['blocked']} blocked · "
-                     f"{flows['cancel_requested']} cancel-requested · {flows['total']} total")
     return lines

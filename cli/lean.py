@@ -1,5 +1,5 @@
 """The lean path of the read commands operators run all day: `tasks [list]`, `tasks show <lookup>`,
-`tasks flow list` and `tasks flow show <lookup>`, each with or without `--json`, on a SQLite ledger.
+`tasks flow list`, `tasks flow show <lookup>` and `status`, each with or without `--json`, on a SQLite ledger.
 
 Profiled (docs/performance.md, "Round two"): on an empty ledger ~70 % of such a command was importing
 SQLAlchemy, sqlmodel/pydantic and building the schema classes, then typer's parameter machinery; the query
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMMANDS = {("tasks",): "tasks list", ("tasks", "list"): "tasks list", ("tasks", "show"): "tasks show",
-            ("tasks", "flow", "list"): "flow list", ("tasks", "flow", "show"): "flow show"}
+            ("tasks", "flow", "list"): "flow list", ("tasks", "flow", "show"): "flow show", ("status",): "status"}
 TAKES_LOOKUP = frozenset({"tasks show", "flow show"})
 GLOBAL_OPTIONS = ("--state-dir", "--database-url")
 # tasks/core/config.py CONFIG_FILE (a test keeps them equal): importing that module builds every channel's config
@@ -149,6 +149,11 @@ def _answer(reader: LeanReader, request: Request, now: datetime, as_json: bool) 
     from flowledger.flows.pages import DEFAULT_LIMIT, FlowPage, Paging, TaskPage
 
     paging = Paging(limit=DEFAULT_LIMIT, offset=0)
+    if request.command == "status":  # flows/health.py `status`, assembled by the same flows/status_report.py
+        from flowledger.cli.status_views import print_status
+
+        report = lean_reads.status(reader)
+        return lambda: print_status(report, as_json=as_json)
     if request.command == "tasks list":
         counts = reader.count_by_status()
         page = TaskPage(reader.newest_tasks(limit=DEFAULT_LIMIT), sum(counts.values()), counts,

@@ -6,18 +6,21 @@ both with one comparator. Nothing here writes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection
-
-from flowledger.flows import store
 from flowledger.flows.models import ABSENT, LINK_TERMINAL, Flow, FlowStatus, SyncMode
 from flowledger.tasks.core.errors import InvalidPersistedValueError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import ACTIVE
 from flowledger.tasks.health.findings import Finding, Severity
+
+if TYPE_CHECKING:  # the rules are shared with the lean SQLite door (flows/lean_status.py), which never loads
+    from sqlalchemy import Connection  # SQLAlchemy; only `audit_flows` reads through the ORM store
+
+# One keyset batch of flows with every flow's linked tasks (stored, not projected), in insertion order.
+FlowBatch = tuple[Sequence[Flow], dict[str, list[Task]]]
 
 STALE_AFTER = timedelta(minutes=30)
 CANCEL_STUCK_AFTER = timedelta(minutes=5)
@@ -81,16 +84,29 @@ def timeline_violation(flow: Flow) -> str | None:
 
 def audit_flows(conn: Connection, now: datetime) -> list[Finding]:
     """Every flow finding, sorted: errors first, then oldest first, then creation order."""
-    out: list[Finding] = []
+    return audit_flow_batches(_batches(conn), now)
+
+
+def _batches(conn: Connection) -> Iterator[FlowBatch]:
+    from flowledger.flows import store
+
     after = 0
+    while True:
+        batch = store.stream(conn, after_seq=after, batch=BATCH)
+        if not batch:
+            return
+        after = batch[-1][0]
+        flows = [flow for _, flow in batch]
+        yield flows, store.linked_for(conn, [flow.flow_id for flow in flows])
+
+
+def audit_flow_batches(batches: Iterable[FlowBatch], now: datetime) -> list[Finding]:
+    """The findings over every flow, read batch by batch by either door; a stored value that cannot be
+    restored is the one `restore_failed` finding."""
+    out: list[Finding] = []
     try:
-        while True:
-            batch = store.stream(conn, after_seq=after, batch=BATCH)
-            if not batch:
-                break
-            after = batch[-1][0]
-            linked = store.linked_for(conn, [flow.flow_id for _, flow in batch])
-            for _, flow in batch:
+        for flows, linked in batches:
+            for flow in flows:
                 out.extend(flow_findings(flow, linked.get(flow.flow_id, []), now))
     except InvalidPersistedValueError as exc:
         return [Finding(kind="task_flow", severity=Severity.ERROR, code="restore_failed",

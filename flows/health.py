@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from flowledger.flows import status_report
 from flowledger.flows import store as flow_store
 from flowledger.flows.audit import audit_flows
 from flowledger.flows.maintenance import apply_flows, plan_flows
 from flowledger.flows.parts import HealthParts
+from flowledger.flows.status_report import StatusReport as StatusReport  # noqa: PLC0414 (re-exported)
+from flowledger.flows.status_report import compose, flow_code_summary, tally
 from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import Runtime, TaskStatus, parse_enum
@@ -124,20 +127,6 @@ class MaintenanceReport:
                 "diagnostics": self.diagnostics}
 
 
-@dataclass
-class StatusReport:
-    line: str
-    tasks: Summary
-    audit: dict[str, int]
-    retained_lost: RetainedLost | None
-    flows: dict[str, Any] | None = None  # flow pressure: active, blocked, cancel_requested, total, by_status
-
-    def to_json(self) -> dict[str, Any]:
-        return {"line": self.line, "tasks": self.tasks.to_json(), "audit": dict(self.audit),
-                "retained_lost": self.retained_lost.to_json() if self.retained_lost else None,
-                "flows": dict(self.flows) if self.flows is not None else None}
-
-
 # --- projection ------------------------------------------------------------------------------------
 
 
@@ -185,21 +174,16 @@ class Inspection:
     flow_findings: list[Finding]
 
     def audit_summary(self) -> AuditSummary:
-        flows = CodeSummary(FLOW_CODES)
-        for finding in self.flow_findings:
-            flows.add(finding)
-        return AuditSummary(self.tasks.summary, flows)
+        return AuditSummary(self.tasks.summary, flow_code_summary(self.flow_findings))
 
 
 def inspect(ledger: HealthParts, now: datetime, *, keep: bool) -> Inspection:
     """Reconciled summary and audit; with keep=False only counts are held, so memory stays flat."""
     with ledger.db.read() as conn:
         summary = count_stored(conn)
-    audit = TaskAudit(now, ledger.tasks.retention, keep=keep)
-    for stored, projected in stream_projected(ledger.db, now, authoritative=ledger.authoritative,
-                                              retention=ledger.tasks.retention):
-        summary.shift(stored, projected)
-        audit.add_tasks([projected])
+    audit = tally(summary, now, ledger.tasks.retention,
+                  stream_projected(ledger.db, now, authoritative=ledger.authoritative,
+                                   retention=ledger.tasks.retention), keep=keep)
     return Inspection(summary, audit, flow_findings(ledger, now))
 
 
@@ -265,22 +249,11 @@ def summarize(ledger: HealthParts) -> Summary:
 def status(ledger: HealthParts) -> StatusReport:
     """Task pressure: failures exclude retained lost tasks; audit counts are the actionable ones."""
     found = inspect(ledger, ledger.clock.now(), keep=False)
-    summary = found.summary
-    retained = found.tasks.retained
-    summary.failures_offset = retained.count
-    flows = found.audit_summary().task_flows
-    actionable = found.tasks.actionable
-    audit = {"total": actionable.total + flows.total, "warnings": actionable.warnings + flows.warnings,
-             "errors": actionable.errors + flows.errors}
-    line = f"Tasks: {summary.queued} queued · {summary.running} running · {summary.failures} issues"
-    return StatusReport(line=line, tasks=summary, audit=audit, retained_lost=retained if retained.count else None,
-                        flows=flow_pressure(ledger))
+    return compose(found.summary, found.tasks, found.flow_findings, flow_pressure(ledger))
 
 
 def flow_pressure(ledger: HealthParts) -> dict[str, Any]:
-    """The `TaskFlow pressure` of `tasks flow list`, over every flow: active (queued or running), blocked,
-    outstanding cancel requests, total, and the count per status."""
+    """The `TaskFlow pressure` of `tasks flow list`, over every flow (status_report.flow_pressure)."""
     with ledger.db.read() as conn:
         by_status, cancelling = flow_store.pressure_counts(conn)
-    return {"active": by_status["queued"] + by_status["running"], "blocked": by_status["blocked"],
-            "cancel_requested": cancelling, "total": sum(by_status.values()), "by_status": by_status}
+    return status_report.flow_pressure(by_status, cancelling)

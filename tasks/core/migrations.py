@@ -8,7 +8,8 @@ from collections.abc import Callable
 from sqlalchemy import Connection
 
 from flowledger.tasks.core import counts
-from flowledger.tasks.core.tables import QUIET_ROW_KINDS, cron_controls, notice_outbox, task_payloads
+from flowledger.tasks.core.quiet_rows import QUIET_ROW_KINDS
+from flowledger.tasks.core.tables import cron_controls, notice_outbox, task_payloads
 
 # Versioned DDL steps: MIGRATIONS[n] brings a database at version n-1 to version n. Version 1 is create_all.
 # A step is SQL text; (dialect, statement) runs on that dialect only; a callable is given the connection where

@@ -16,6 +16,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from flowledger.tasks.core.clock import require_aware, to_ms
+from flowledger.tasks.core.quiet_rows import QUIET_ROW_KINDS
 from flowledger.tasks.core.task_rows import stored_time
 
 # 2: no task_runs.last_event_at index, (cleanup_after, seq) instead of cleanup_after; cron_jobs.timeout_ms;
@@ -28,19 +29,6 @@ from flowledger.tasks.core.task_rows import stored_time
 # 7: task_counts, kept by triggers on task_runs (tasks/core/counts.py), backfilled from the rows already there; three
 #    partial indexes over the rows an audit flags (QUIET_ROW_KINDS), empty on a healthy ledger
 SCHEMA_VERSION = 7
-
-# Rows the audit flags that no other index finds: a failed delivery someone wants to hear of, timestamps out of
-# order, a terminal row without its cleanup stamp. Each is a partial index over `seq`, empty on a healthy ledger,
-# so `status` finds them without reading every row (tasks/health/projection.py). The same SQL text is the index's WHERE
-# and the query's, so both engines see that the index answers it; the active statuses are queued and running.
-# `+cleanup_after` (unary plus, a no-op) keeps SQLite's planner off the cleanup index, whose NULL range holds every
-# active row, so that it takes the partial index, which holds none.
-QUIET_ROW_KINDS = {
-    "idx_task_runs_undelivered": "delivery_status = 'failed' AND notify_policy <> 'silent'",
-    "idx_task_runs_started_early": "started_at < created_at",
-    "idx_task_runs_ended_early": "ended_at < started_at",
-    "idx_task_runs_unstamped": "+cleanup_after IS NULL AND status NOT IN ('queued', 'running')",
-}
 # Task and flow ids are at most this long (flowledger.tasks.core.limits.MAX_ID_CHARS checks it before the database).
 ID_CHARS = 128
 

@@ -125,7 +125,7 @@ def _noteworthy(now: datetime) -> ColumnElement[bool]:
 
 
 # `_noteworthy` as one keyset query per kind of row, each answered by an index: the status index (active, lost)
-# or a partial index that is empty on a healthy ledger (tables.QUIET_ROW_KINDS). One OR over them all was a read of
+# or a partial index that is empty on a healthy ledger (quiet_rows.QUIET_ROW_KINDS). One OR over them all was a read of
 # every row (~0.3 s of `status` at a million records); the union of these is the same set of rows.
 # Built on first use, like the SQL helpers above: the lean read path never needs them.
 @functools.cache
@@ -133,7 +133,8 @@ def _kind_statements() -> tuple[Prepared, Prepared, tuple[Prepared, ...]]:
     from sqlalchemy import and_, bindparam, or_, text
 
     from flowledger.tasks.core import store
-    from flowledger.tasks.core.tables import QUIET_ROW_KINDS, task_runs
+    from flowledger.tasks.core.quiet_rows import QUIET_ROW_KINDS
+    from flowledger.tasks.core.tables import task_runs
 
     active = store.keyset_select(and_(
         task_runs.c.status == bindparam("b_status"),

@@ -18,8 +18,9 @@ which migrates, explains or refuses exactly as before.
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +28,7 @@ from types import TracebackType
 from flowledger.tasks.core import generation_kinds
 from flowledger.tasks.core.clock import from_ms, to_ms
 from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
+from flowledger.tasks.core.quiet_rows import QUIET_ROW_KINDS
 from flowledger.tasks.core.rules import preferred
 from flowledger.tasks.core.states import ACTIVE, Runtime, TaskStatus
 from flowledger.tasks.core.task_rows import raw_to_task
@@ -170,6 +172,50 @@ class LeanReader:
                         counts[status.value] += 1
                 after = rows[-1][0]
         return counts
+
+    # --- status: tasks/core/counts.py `read` and tasks/health/projection.py `stream_projected` --------------
+
+    def stored_counts(self) -> list[tuple[str, str, int]]:
+        """(status, runtime, count) from the counts the writing transactions keep (tasks/core/counts.py)."""
+        return [(str(status), str(runtime), int(n)) for status, runtime, n in self.conn.execute(
+            "SELECT status, runtime, SUM(n) FROM task_counts GROUP BY status, runtime HAVING SUM(n) <> 0 "
+            "ORDER BY status, runtime")]
+
+    def noteworthy(self, batch: int = BATCH) -> Iterator[tuple[Task, Task]]:
+        """(stored, projected) for every noteworthy task in seq order, each once: `stream_projected`'s kinds of row
+        (each answered by the status index or a partial index), merged by seq, projected a batch at a time."""
+        stale_before = to_ms(self.now - LOST_GRACE)
+        kinds: list[tuple[str, tuple[object, ...]]] = [
+            *(("r.status = ? AND (coalesce(r.last_event_at, r.started_at, r.created_at) <= ? OR r.runtime = ? "
+               "OR r.ended_at IS NOT NULL)", (s.value, stale_before, Runtime.CRON.value))
+              for s in (TaskStatus.QUEUED, TaskStatus.RUNNING)),
+            ("r.status = ?", (TaskStatus.LOST.value,)),
+            *((where, ()) for where in QUIET_ROW_KINDS.values())]
+        merged = heapq.merge(*(self._kind_rows(where, params, batch) for where, params in kinds),
+                             key=lambda pair: pair[0])
+        pending: list[Task] = []
+        last = None
+        for seq, task in merged:
+            if seq == last:
+                continue
+            last = seq
+            pending.append(task)
+            if len(pending) >= batch:
+                yield from zip(pending, self.project(pending), strict=True)
+                pending = []
+        if pending:
+            yield from zip(pending, self.project(pending), strict=True)
+
+    def _kind_rows(self, where: str, params: tuple[object, ...], batch: int) -> Iterator[tuple[int, Task]]:
+        seq_at = TASK_KEYS.index("seq")
+        after = 0
+        while True:
+            rows = self.conn.execute(f"{_TASK_SELECT} WHERE {where} AND r.seq > ? ORDER BY r.seq LIMIT ?",
+                                     (*params, after, batch)).fetchall()
+            yield from ((int(row[seq_at]), raw_to_task(TASK_KEYS, row)) for row in rows)
+            if len(rows) < batch:
+                return
+            after = int(rows[-1][seq_at])
 
     # --- backing: tasks/health/backing.py BackingView.load and tasks/runs/liveness.py, as plain SQL ---------------
 

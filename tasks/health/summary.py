@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection
-
-from flowledger.tasks.core import counts
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import ACTIVE, FAILURES, Runtime, TaskStatus
+
+if TYPE_CHECKING:  # Summary is shared with the lean SQLite door (tasks/health/sqlite_reads.py), which never
+    from sqlalchemy import Connection  # loads SQLAlchemy
 
 
 def _zero_status() -> dict[str, int]:
@@ -90,8 +90,15 @@ def summarize_tasks(tasks: Iterable[Task]) -> Summary:
 
 def count_stored(conn: Connection) -> Summary:
     """The stored records' summary from the kept counts (equal to a GROUP BY over every row, see counts.py)."""
+    from flowledger.tasks.core import counts
+
+    return from_counts(counts.read(conn))
+
+
+def from_counts(rows: Iterable[tuple[str, str, int]]) -> Summary:
+    """The summary of (status, runtime, count) rows, as `counts.read` gives them (either door)."""
     summary = Summary()
-    for status, runtime, count in counts.read(conn):
+    for status, runtime, count in rows:
         summary.by_status[status] = summary.by_status.get(status, 0) + count
         summary.by_runtime[runtime] = summary.by_runtime.get(runtime, 0) + count
         summary._count_pair(status, runtime, count)

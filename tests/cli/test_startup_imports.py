@@ -76,7 +76,7 @@ def test_reading_commands_load_no_scheduler_stack(ledger: Ledger, database_url: 
     base = ["--state-dir", str(state_dir), "--database-url", database_url]
     for args in (["tasks", "show", task.task_id], ["status"], ["tasks", "list"]):
         loaded = loaded_after(cli_run(*base, *args) + "import sys\nassert 'sqlite3' in sys.modules\n")
-        lean = database_url.startswith("sqlite") and args[0] == "tasks"  # cli/lean.py answers these
+        lean = database_url.startswith("sqlite")  # cli/lean.py answers these
         # The probe is real: these commands did open the ledger, through the ORM or the lean sqlite3 door.
         assert ("sqlalchemy" not in loaded) if lean else ("sqlalchemy" in loaded), args
         assert loaded.isdisjoint(SCHEDULER_STACK), (args, loaded & set(SCHEDULER_STACK))
@@ -84,7 +84,7 @@ def test_reading_commands_load_no_scheduler_stack(ledger: Ledger, database_url: 
 
 
 @pytest.mark.parametrize("args", [["tasks", "list"], ["tasks", "show", "{task}", "--json"], ["tasks", "flow", "list"],
-                                  ["tasks", "flow", "show", "{flow}", "--json"]])
+                                  ["tasks", "flow", "show", "{flow}", "--json"], ["status"], ["status", "--json"]])
 def test_the_lean_read_commands_load_neither_storage_nor_typer(args: list[str], sqlite_url: str,
                                                                 state_dir: Path) -> None:
     """docs/performance.md "Round two": on SQLite the console script answers these without SQLAlchemy,

@@ -7,6 +7,7 @@ The lean door exists only for SQLite (PostgreSQL keeps the ORM path), so these t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -171,7 +172,8 @@ def test_the_lean_commands_print_what_the_full_path_prints(mixed: Ledger, sqlite
     for args in (["tasks", "list", "--json"], ["tasks", "--json"], ["tasks", "list"], ["tasks", "flow", "list"],
                  ["tasks", "show", task.task_id],
                  ["tasks", "show", task.task_id[:13], "--json"], ["tasks", "flow", "list", "--json"],
-                 ["tasks", "flow", "show", flow.flow_id], ["tasks", "flow", "show", "--json", OWNER]):
+                 ["tasks", "flow", "show", flow.flow_id], ["tasks", "flow", "show", "--json", OWNER],
+                 ["status"], ["status", "--json"]):
         answered, full = _both(args, base, capsys)
         assert answered == full, args
 
@@ -180,7 +182,9 @@ def test_what_the_lean_path_does_not_answer_it_leaves_untouched(mixed: Ledger, s
                                                                 capsys: pytest.CaptureFixture[str],
                                                                 tmp_path: Path) -> None:
     base = ["--state-dir", str(state_dir), "--database-url", sqlite_url]
-    for args in (["tasks", "list", "--status", "lost"], ["tasks", "show", "no-such-task"], ["status"],
+    for args in (["tasks", "list", "--status", "lost"], ["tasks", "show", "no-such-task"],
+                 ["status", "--session", OWNER], ["status", "--json", "--json"], ["--json", "status"],
+                 ["status", "extra"],
                  ["tasks", "flow", "show", "nothing-here"], ["tasks", "list", "--help"], ["tasks", "cancel", "x"],
                  ["tasks", "--json", "list"], ["tasks", "flow", "--json", "list"], ["tasks", "show", "--", "x"]):
         assert lean.run_lean([*base, *args]) is None, args
@@ -212,9 +216,113 @@ def test_parse_accepts_exactly_the_lean_command_lines() -> None:
                          "--json"])
     assert parsed == lean.Request("flow show", "abc", True, "/s", "sqlite:////x")
     assert lean.parse(["tasks"]) == lean.Request("tasks list", None, False, None, None)
+    assert lean.parse(["status", "--json"]) == lean.Request("status", None, True, None, None)
     for argv in (["tasks", "show"], ["tasks", "list", "extra"], ["tasks", "list", "--json", "--json"],
-                 ["--state-dir"], ["--state-dir", "a", "--state-dir", "b", "tasks"], ["status"], ["--json", "tasks"]):
+                 ["--state-dir"], ["--state-dir", "a", "--state-dir", "b", "tasks"], ["status", "--session", "k"],
+                 ["--json", "tasks"]):
         assert lean.parse(argv) is None, argv
     assert lean.sqlite_file("sqlite:////tmp/x.db") == Path("/tmp/x.db")
     for url in ("postgresql+psycopg://h/db", "sqlite:///file:x?mode=memory", "sqlite:///a%20b", "sqlite://"):
         assert lean.sqlite_file(url) is None, url
+
+
+# --- `status`: both doors on ledgers of every shape -------------------------------------------------------
+
+
+def _seed_healthy(ledger: Ledger, clock: FrozenClock) -> None:
+    for i in range(3):
+        ledger.tasks.create(runtime="cli", task=f"done {i}", owner_key=OWNER, status="succeeded", run_id=f"ok-{i}")
+    ledger.tasks.create(runtime="cli", task="broke", owner_key=OWNER, status="failed", error="exit 2")
+    ledger.tasks.create(runtime="acp", task="waiting", owner_key=OWNER, status="queued")
+    ledger.tasks.create(runtime="cli", task="now", owner_key=OWNER, status="running", run_id="r-now",
+                        started_at=clock.now())
+
+
+def _seed_stale(ledger: Ledger, clock: FrozenClock) -> None:
+    """Running and queued tasks past every grace: unbacked ones project lost, backed ones are stale."""
+    _seed_healthy(ledger, clock)
+    for i in range(4):
+        ledger.tasks.create(runtime="cli", task=f"unbacked {i}", owner_key=OWNER, run_id=f"gone-{i}",
+                            status="running", started_at=clock.now())
+    ledger.tasks.create(runtime="cli", task="backed", owner_key=OWNER, run_id="r-live", status="running",
+                        started_at=clock.now())
+    ledger.tasks.create(runtime="cli", task="queued command", owner_key=OWNER, status="queued")
+    clock.advance(timedelta(minutes=45))
+    with ledger.db.write() as conn:
+        liveness.renew_lease(conn, "gw-1", clock.now())
+        liveness.register_run(conn, "r-live", "gw-1", clock.now())
+
+
+def _seed_lost(ledger: Ledger, clock: FrozenClock) -> None:
+    """Tasks a sweep marked lost: some retained, some past their retention."""
+    _seed_stale(ledger, clock)
+    ledger.maintenance(apply=True)
+    clock.advance(timedelta(days=8))
+    ledger.tasks.create(runtime="cli", task="lost later", owner_key=OWNER, run_id="gone-late", status="running",
+                        started_at=clock.now())
+    clock.advance(timedelta(minutes=10))
+    ledger.maintenance(apply=True)
+    clock.advance(timedelta(minutes=1))
+
+
+def _seed_flows(ledger: Ledger, clock: FrozenClock) -> None:
+    now = clock.now()
+    running = ledger.flows.create_managed(OWNER, "ctl", "nightly", status="running")
+    ledger.flows.create_managed("agent:b:main", "ctl", "blocked", status="blocked")
+    ledger.flows.create_managed("agent:c:main", "ctl", "cancelling", status="running", cancel_requested_at=now)
+    ledger.flows.create_managed("agent:d:main", "ctl", "lonely", status="waiting")
+    ledger.flows.create_managed("agent:e:main", "ctl", "done", status="succeeded", ended_at=now,
+                                cancel_requested_at=now)
+    ledger.tasks.create(runtime="cli", task="step", owner_key=OWNER, run_id="step-1", status="running",
+                        started_at=now, parent_flow_id=running.flow_id)
+    ledger.tasks.create(runtime="cli", task="step done", owner_key=OWNER, status="succeeded",
+                        parent_flow_id=running.flow_id)
+    clock.advance(timedelta(hours=1))
+
+
+def _seed_findings(ledger: Ledger, clock: FrozenClock) -> None:
+    """Rows only the partial indexes find: a failed delivery, timestamps out of order, a missing cleanup stamp."""
+    _seed_healthy(ledger, clock)
+    ids = [ledger.tasks.create(runtime="cli", task=f"odd {i}", owner_key=OWNER, status="succeeded").task_id
+           for i in range(4)]
+    with ledger.db.write() as conn:
+        edits = ("delivery_status = 'failed', notify_policy = 'done_only'",
+                 "started_at = created_at - 5000, ended_at = created_at",
+                 "started_at = created_at + 5000, ended_at = created_at + 1000", "cleanup_after = NULL")
+        for task_id, edit in zip(ids, edits, strict=True):
+            conn.exec_driver_sql(f"UPDATE task_runs SET {edit} WHERE task_id = '{task_id}'")
+    clock.advance(timedelta(minutes=5))
+
+
+# What each shape shows, so none of them is a no-op: the audit counts, retained lost tasks, flows.
+SHAPE_HEALTH = {
+    "empty": ({"total": 0, "warnings": 0, "errors": 0}, None, 0),
+    "healthy": ({"total": 0, "warnings": 0, "errors": 0}, None, 1),
+    "stale": ({"total": 3, "warnings": 2, "errors": 1}, 5, 1),
+    "lost": ({"total": 2, "warnings": 2, "errors": 0}, 2, 1),
+    "flows": ({"total": 8, "warnings": 5, "errors": 3}, 1, 5),
+    "findings": ({"total": 4, "warnings": 4, "errors": 0}, 1, 1),
+}
+SHAPES = {"empty": lambda ledger, clock: None, "healthy": _seed_healthy, "stale": _seed_stale, "lost": _seed_lost,
+          "flows": _seed_flows, "findings": _seed_findings}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_status_prints_what_the_full_path_prints(shape: str, sqlite_url: str, state_dir: Path, clock: FrozenClock,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    with Ledger.open(state_dir=state_dir, database_url=sqlite_url, clock=clock) as ledger:
+        SHAPES[shape](ledger, clock)
+        expected = health.status(ledger).to_json()
+        with _reader(ledger) as reader:
+            assert lean_reads.status(reader).to_json() == expected
+    monkeypatch.setattr(SystemClock, "now", lambda self: clock.now())
+    base = ["--state-dir", str(state_dir), "--database-url", sqlite_url]
+    for args in (["status"], ["status", "--json"]):
+        answered, full = _both(args, base, capsys)
+        assert answered == full, args
+    capsys.readouterr()
+    assert lean.run_lean([*base, "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+    retained = expected["retained_lost"]
+    assert (expected["audit"], retained and retained["count"], expected["flows"]["total"]) == SHAPE_HEALTH[shape]
