@@ -294,6 +294,13 @@ def _seed_findings(ledger: Ledger, clock: FrozenClock) -> None:
     clock.advance(timedelta(minutes=5))
 
 
+def _seed_damaged_flow(ledger: Ledger, clock: FrozenClock) -> None:
+    """A flow row a hand edit broke: the flow audit is the one `restore_failed` finding on both doors."""
+    _seed_flows(ledger, clock)
+    with ledger.db.write() as conn:
+        conn.exec_driver_sql("UPDATE flow_runs SET state_json = '{not json' WHERE owner_key = 'agent:b:main'")
+
+
 # What each shape shows, so none of them is a no-op: the audit counts, retained lost tasks, flows.
 SHAPE_HEALTH = {
     "empty": ({"total": 0, "warnings": 0, "errors": 0}, None, 0),
@@ -302,9 +309,10 @@ SHAPE_HEALTH = {
     "lost": ({"total": 2, "warnings": 2, "errors": 0}, 2, 1),
     "flows": ({"total": 8, "warnings": 5, "errors": 3}, 1, 5),
     "findings": ({"total": 4, "warnings": 4, "errors": 0}, 1, 1),
+    "damaged_flow": ({"total": 1, "warnings": 0, "errors": 1}, 1, 5),  # restore_failed replaces the rest
 }
 SHAPES = {"empty": lambda ledger, clock: None, "healthy": _seed_healthy, "stale": _seed_stale, "lost": _seed_lost,
-          "flows": _seed_flows, "findings": _seed_findings}
+          "flows": _seed_flows, "findings": _seed_findings, "damaged_flow": _seed_damaged_flow}
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
