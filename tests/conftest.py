@@ -98,3 +98,18 @@ def ledger(database_url: str, state_dir: Path, clock: FrozenClock) -> Iterator[L
 def sqlite_ledger(sqlite_url: str, state_dir: Path, clock: FrozenClock) -> Iterator[Ledger]:
     with Ledger.open(state_dir=state_dir, database_url=sqlite_url, clock=clock) as opened:
         yield opened
+
+
+@pytest.fixture(autouse=True)
+def _no_notice_sender_outlives_its_test() -> Iterator[None]:
+    """A detached notice sender a test started (tasks/delivery/outbox.py `kick`) ends with that test. On
+    PostgreSQL the next test reuses the database (truncated): a lingering sender, holding the previous test's channel
+    config, would claim the new test's notices and send them to a server that is gone."""
+    yield
+    from flowledger.tasks.delivery import outbox
+
+    for key, sender in list(outbox._SENDERS.items()):
+        if sender.poll() is None:
+            sender.kill()
+            sender.wait(10)
+        outbox._SENDERS.pop(key, None)
