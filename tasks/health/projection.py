@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -175,20 +175,27 @@ def stream_projected(db: Database, now: datetime, *, authoritative: bool,
     A row that matches several kinds is met once per kind with the same seq: the merge puts those side by side
     and the first is kept.
     """
-    merged = heapq.merge(*(_kind_rows(db, kind, params, batch) for kind, params in _noteworthy_kinds(now)),
-                         key=lambda pair: pair[0])
+    streams = [_kind_rows(db, kind, params, batch) for kind, params in _noteworthy_kinds(now)]
+    for stored in once_by_seq(streams, batch):
+        yield from _projected(db, stored, now, authoritative, retention)
+
+
+def once_by_seq(streams: Iterable[Iterator[tuple[int, Task]]], batch: int) -> Iterator[list[Task]]:
+    """Streams of (seq, task), each in seq order, merged into batches of tasks in seq order, each task once (a row
+    that matches several kinds comes once per kind with the same seq: the merge puts those side by side). Shared
+    by both doors' noteworthy reads (here and tasks/health/sqlite_reads.py)."""
     pending: list[Task] = []
     last = None
-    for seq, task in merged:
+    for seq, task in heapq.merge(*streams, key=lambda pair: pair[0]):
         if seq == last:
             continue
         last = seq
         pending.append(task)
         if len(pending) >= batch:
-            yield from _projected(db, pending, now, authoritative, retention)
+            yield pending
             pending = []
     if pending:
-        yield from _projected(db, pending, now, authoritative, retention)
+        yield pending
 
 
 def _projected(db: Database, stored: list[Task], now: datetime, authoritative: bool, retention: timedelta

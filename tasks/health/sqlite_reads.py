@@ -18,7 +18,6 @@ which migrates, explains or refuses exactly as before.
 
 from __future__ import annotations
 
-import heapq
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -35,7 +34,7 @@ from flowledger.tasks.core.task_rows import raw_to_task
 from flowledger.tasks.health import cron_recovery
 from flowledger.tasks.health.backing import LOST_GRACE, BackingView, SessionState
 from flowledger.tasks.health.cron_recovery import JobState, Recovery, RunLogEntry
-from flowledger.tasks.health.projection import project, projected_status
+from flowledger.tasks.health.projection import once_by_seq, project, projected_status
 
 # The schema this door's SELECTs are written for: tasks/core/tables.py SCHEMA_VERSION (a test keeps them equal). A
 # ledger at another version is the full path's to read (it migrates an older one, refuses a newer one).
@@ -191,20 +190,8 @@ class LeanReader:
               for s in (TaskStatus.QUEUED, TaskStatus.RUNNING)),
             ("r.status = ?", (TaskStatus.LOST.value,)),
             *((where, ()) for where in QUIET_ROW_KINDS.values())]
-        merged = heapq.merge(*(self._kind_rows(where, params, batch) for where, params in kinds),
-                             key=lambda pair: pair[0])
-        pending: list[Task] = []
-        last = None
-        for seq, task in merged:
-            if seq == last:
-                continue
-            last = seq
-            pending.append(task)
-            if len(pending) >= batch:
-                yield from zip(pending, self.project(pending), strict=True)
-                pending = []
-        if pending:
-            yield from zip(pending, self.project(pending), strict=True)
+        for stored in once_by_seq([self._kind_rows(where, params, batch) for where, params in kinds], batch):
+            yield from zip(stored, self.project(stored), strict=True)
 
     def _kind_rows(self, where: str, params: tuple[object, ...], batch: int) -> Iterator[tuple[int, Task]]:
         seq_at = TASK_KEYS.index("seq")
