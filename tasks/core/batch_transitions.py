@@ -18,9 +18,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam
 
-from flowledger.tasks.core import limits, rules, store
+from flowledger.tasks.core import limits, rules, store, write_batch
 from flowledger.tasks.core.clock import coerce_time
-from flowledger.tasks.core.db import serialize_on
+from flowledger.tasks.core.db import serialize_on_all
 from flowledger.tasks.core.drafts import check_parent_flow, run_scope_key
 from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.hooks import Change, Changes
@@ -61,11 +61,17 @@ def create_many_in_one(service: TaskService, drafts: Sequence[Task] | Callable[[
 
     def unit(conn: Connection) -> list[Task]:
         changes.clear()  # the database may run this unit again after a lock error
+        with write_batch.opened(conn) as batch:
+            out = batched(conn)
+            store.insert_event_rows(conn, batch.events)
+        return out
+
+    def batched(conn: Connection) -> list[Task]:
         wanted = drafts(conn) if callable(drafts) else drafts
-        # `create_in` serialises on each run id in draft order; taking them all first, sorted, keeps two batches
-        # sharing run ids from deadlocking on PostgreSQL (a session re-takes its own xact lock at once).
-        for run_id in sorted({d.run_id for d in wanted if d.run_id}):
-            serialize_on(conn, run_scope_key(run_id))
+        # `create_in` serialises on each run id in draft order; taking them all first, sorted (one statement),
+        # keeps two batches sharing run ids from deadlocking on PostgreSQL; the batch remembers them, so
+        # `create_in` does not take them again.
+        serialize_on_all(conn, [run_scope_key(d.run_id) for d in wanted if d.run_id])
         now = service.clock.now()
         out: list[Task] = []
         # The parent-flow link check reads the flow row: once per (flow, owner, scope) in the batch, not once
@@ -140,6 +146,12 @@ def _run_scoped_many(service: TaskService, run_ids: Sequence[str], runtime: Runt
     scoped = sorted({r.strip() for r in run_ids})
 
     def unit(conn: Connection, now: datetime) -> Changes:
+        with write_batch.opened(conn) as batch:
+            out = batched(conn, now)
+            store.insert_event_rows(conn, batch.events)
+        return out
+
+    def batched(conn: Connection, now: datetime) -> Changes:
         out: Changes = []
         found = _by_run_ids(conn, scoped)
         for run_id in scoped:
