@@ -182,10 +182,12 @@ def run_scope_key(run_id: str) -> str:
     return f"task-run:{run_id}"
 
 
-def repeated_run(conn: Connection, draft: Task) -> Task | None:
-    """The existing task a create with this draft's run id repeats (same run scope), if any."""
+def repeated_run(conn: Connection, draft: Task, found: list[Task] | None = None) -> Task | None:
+    """The existing task a create with this draft's run id repeats (same run scope), if any. `found`: the
+    tasks of that run id, oldest first, when the caller read them already (under the row locks, as here)."""
     assert draft.run_id is not None
-    found = store.dedupe_candidates(conn, draft.run_id, for_update=True)
+    if found is None:
+        found = store.dedupe_candidates(conn, draft.run_id, for_update=True)
     # A task the flow layer linked to its own one-task flow is still the producer's unlinked task.
     auto: set[str] = set()
     if draft.parent_flow_id is None:

@@ -66,8 +66,6 @@ _P_BY_RUN_ID = Prepared(_BY_RUN_ID)
 _P_BY_RUN_ID_FOR_UPDATE = Prepared(_BY_RUN_ID_FOR_UPDATE)
 _EVENT_KEYS = ["task_id", "at", "kind", "summary", "previous_status"]
 _P_INSERT_EVENT = Prepared(insert(task_events), _EVENT_KEYS)
-_P_INSERT_EVENTS: dict[int, Prepared] = {}  # by number of rows
-_EVENTS_PER_STATEMENT = 100  # 500 bound parameters: well under every engine's limit, and few shapes to compile
 _RAW_KEYS = [c.name for c in _TASK_COLUMNS] + ["seq", _ORIGIN.name]
 _P_LINKED = Prepared(_TASK_SELECT.where(task_runs.c.parent_flow_id == bindparam("b_flow_id")).order_by(*NEWEST_FIRST))
 _P_INSERT_TASK: dict[tuple[str, ...], Prepared] = {}
@@ -276,17 +274,24 @@ def compare_and_set(conn: Connection, task: Task, *, expected: Iterable[TaskStat
     Given the `previous` version the caller started from, only the columns that differ are written, so a
     caller holding a slightly stale copy cannot revert a column another writer changed meanwhile.
     """
-    values = task_values(task)
-    del values["task_id"]
-    if previous is not None:
-        before = task_values(previous)
-        values = {k: v for k, v in values.items() if k == "status" or before[k] != v}
+    values = changed_values(task, previous)
     statuses = sorted({s.value for s in expected})
     prepared = _guarded_update(tuple(values), len(statuses))
     values = driver_values(values)
     values["b_task_id"] = task.task_id
     values.update({f"b_expected_{i}": status for i, status in enumerate(statuses)})
     return bool(prepared.run(conn, values).rowcount)
+
+
+def changed_values(task: Task, previous: Task | None) -> dict[str, Any]:
+    """The columns a guarded write of `task` over `previous` writes: the status always, else only what changed
+    (every column but the id when there is no previous version)."""
+    values = task_values(task)
+    del values["task_id"]
+    if previous is not None:
+        before = task_values(previous)
+        values = {k: v for k, v in values.items() if k == "status" or before[k] != v}
+    return values
 
 
 def append_event(conn: Connection, event: TaskEvent) -> None:
@@ -297,27 +302,6 @@ def append_event(conn: Connection, event: TaskEvent) -> None:
     at = _TIMESTAMP.process_bind_param(event.at, None)  # type: ignore[arg-type]
     _P_INSERT_EVENT.run(conn, {"task_id": event.task_id, "at": at, "kind": event.kind, "summary": event.summary,
                                "previous_status": event.previous_status})
-
-
-def insert_event_rows(conn: Connection, events: Sequence[TaskEvent]) -> None:
-    """A write batch's history rows (core/write_batch.py), in order, in one multi-row INSERT per
-    _EVENTS_PER_STATEMENT: one round trip, where an executemany costs one per row (or, pipelined by psycopg, a
-    wait on the network's delayed acknowledgement)."""
-    for start in range(0, len(events), _EVENTS_PER_STATEMENT):
-        chunk = events[start:start + _EVENTS_PER_STATEMENT]
-        params: dict[str, Any] = {}
-        for i, e in enumerate(chunk):
-            params.update({f"task_id_{i}": e.task_id, f"at_{i}": _TIMESTAMP.process_bind_param(e.at, None),  # type: ignore[arg-type]
-                           f"kind_{i}": e.kind, f"summary_{i}": e.summary, f"previous_status_{i}": e.previous_status})
-        _events_insert(len(chunk)).run(conn, params)
-
-
-def _events_insert(rows: int) -> Prepared:
-    prepared = _P_INSERT_EVENTS.get(rows)
-    if prepared is None:
-        stmt = insert(task_events).values([{k: bindparam(f"{k}_{i}") for k in _EVENT_KEYS} for i in range(rows)])
-        prepared = _P_INSERT_EVENTS[rows] = Prepared(stmt)
-    return prepared
 
 
 def insert_events(conn: Connection, events: Sequence[TaskEvent]) -> None:

@@ -16,6 +16,7 @@ from flowledger.flows.definitions import FlowDefinition, StepDefinition
 from flowledger.flows.models import FlowStatus
 from flowledger.flows.step_launch import create_step_tasks
 from flowledger.tasks.core.batch_transitions import complete_many, create_many_in_one, start_many
+from flowledger.tasks.core.batch_writes import compare_and_set_many
 from flowledger.tasks.core.errors import InvalidInput, ParentFlowLinkError
 from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.states import TaskStatus
@@ -84,28 +85,52 @@ def test_batches_never_downgrade_a_terminal_task(ledger: Ledger) -> None:
     assert _history(ledger, failed.task_id) == [("queued", None), ("failed", "queued")]
 
 
-class CancelsAnotherMidBatch(TaskHooks):
-    """Another writer's change landing between the batch's read of a task and its compare-and-set (simulated in
-    the batch's own transaction, through the in-transaction hook every write runs)."""
+class CancelsOnCreate(TaskHooks):
+    """Another writer's change landing between a task's creation and its start in the same batch (simulated in
+    the batch's own transaction, through the in-transaction hook its create runs)."""
 
     def __init__(self, victim: str) -> None:
         self.victim = victim
-        self.fired = False
 
     def on_written(self, conn: Connection, change: Change, now: object) -> None:
-        if not self.fired:
-            self.fired = True
+        if change.previous is None and change.task.run_id == self.victim:
             conn.execute(update(task_runs).where(task_runs.c.run_id == self.victim).values(status="cancelled"))
 
 
 def test_a_refused_compare_and_set_skips_that_task_only(ledger: Ledger, commits: CommitLog) -> None:
-    run_ids = _queued(ledger, 3)
-    ledger.tasks.hooks.members.insert(0, CancelsAnotherMidBatch(run_ids[2]))
-    moved = start_many(ledger.tasks, run_ids)
-    assert [t.run_id for t in moved] == run_ids[:2]
-    victim = ledger.tasks.require(run_ids[2])
+    drafts = [ledger.tasks.draft(runtime="cli", task=f"job {i}", owner_key=OWNER, run_id=f"run-{i}")
+              for i in range(3)]
+    ledger.tasks.hooks.members.insert(0, CancelsOnCreate("run-1"))
+    made = create_many_in_one(ledger.tasks, drafts, start=True)
+    assert [t.status for t in made] == [TaskStatus.RUNNING, TaskStatus.QUEUED, TaskStatus.RUNNING]
+    victim = ledger.tasks.require("run-1")
     assert victim.status == TaskStatus.CANCELLED
     assert _history(ledger, victim.task_id) == [("queued", None)]  # the refused write appended nothing
+    # Each task's changes reach after_commit in its own order: created, then started.
+    assert [(c.task.run_id, c.task.status) for c in commits.commits[0]] == [
+        ("run-0", TaskStatus.QUEUED), ("run-0", TaskStatus.RUNNING), ("run-1", TaskStatus.QUEUED),
+        ("run-2", TaskStatus.QUEUED), ("run-2", TaskStatus.RUNNING)]
+
+
+def test_compare_and_set_many_guards_each_row_and_writes_only_its_changes(ledger: Ledger) -> None:
+    """The batch statement (one UPDATE … FROM VALUES … RETURNING on PostgreSQL) answers as one compare_and_set
+    per row: a row another writer moved is refused, a column another writer changed is not reverted."""
+    run_ids = _queued(ledger, 4)
+    read = [ledger.tasks.require(r) for r in run_ids]
+    with ledger.db.write() as conn:  # another writer, after our read
+        conn.execute(update(task_runs).where(task_runs.c.run_id == run_ids[1]).values(status="cancelled"))
+        conn.execute(update(task_runs).where(task_runs.c.run_id == run_ids[2]).values(progress_summary="theirs"))
+    writes = [(t.replace(status=TaskStatus.RUNNING, label=f"mine {i}"), {TaskStatus.QUEUED}, t)
+              for i, t in enumerate(read[:3])]
+    writes.append((read[3].replace(status=TaskStatus.RUNNING), {TaskStatus.RUNNING}, read[3]))  # wrong expectation
+    with ledger.db.write() as conn:
+        moved = compare_and_set_many(conn, writes)
+    assert moved == {read[0].task_id, read[2].task_id}
+    now = {r: ledger.tasks.require(r) for r in run_ids}
+    assert [now[r].status for r in run_ids] == [TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.RUNNING,
+                                                TaskStatus.QUEUED]
+    assert (now[run_ids[0]].label, now[run_ids[1]].label, now[run_ids[2]].label) == ("mine 0", None, "mine 2")
+    assert now[run_ids[2]].progress_summary == "theirs"
 
 
 def test_blank_run_ids_are_refused(ledger: Ledger) -> None:
