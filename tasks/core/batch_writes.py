@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, insert, text
+from sqlalchemy import Connection, Table, bindparam, text
 from sqlalchemy.dialects import postgresql
 
 from flowledger.tasks.core import store
@@ -25,13 +25,14 @@ from flowledger.tasks.core.tables import UTCMillis, task_events, task_runs
 
 # One guarded write: the task to write, the statuses its stored row may have, the version the caller read.
 Write = tuple[Task, Iterable[TaskStatus], Task]
-_ROWS_PER_STATEMENT = 100  # a few thousand bound parameters at most, and few statement shapes to compile
-_STATEMENTS: dict[tuple[tuple[str, ...], int], Prepared] = {}
-_INSERTS: dict[tuple[str, tuple[str, ...], int], Prepared] = {}
+_ROWS_PER_STATEMENT = 500  # run ids per lookup: well under every engine's bound-parameter limit
+_UPDATES: dict[tuple[str, ...], Prepared] = {}
+_INSERTS: dict[tuple[str, tuple[str, ...]], Prepared] = {}
 # Built once (an expanding IN): building a Core statement costs more than running it.
 _BY_RUN_IDS_FOR_UPDATE_STMT = (store.task_select().where(task_runs.c.run_id.in_(bindparam("b_run_ids", expanding=True)))
                                   .order_by(task_runs.c.created_at, task_runs.c.seq).with_for_update(of=task_runs))
 _TIMESTAMP = UTCMillis()
+_PG = postgresql.dialect()
 
 
 def by_run_ids(conn: Connection, run_ids: Sequence[str]) -> dict[str, list[Task]]:
@@ -47,7 +48,11 @@ def by_run_ids(conn: Connection, run_ids: Sequence[str]) -> dict[str, list[Task]
 
 
 def insert_tasks(conn: Connection, tasks: Sequence[Task]) -> None:
-    """`store.insert_task` for each new task: their rows in one multi-row INSERT per chunk, then their origins."""
+    """`store.insert_task` for each new task: on PostgreSQL their rows in one INSERT, then their origins."""
+    if conn.dialect.name != "postgresql":
+        for task in tasks:
+            store.insert_task(conn, task)
+        return
     _insert_rows(conn, task_runs, [store.driver_values(store.task_values(t)) for t in tasks])
     for task in tasks:
         if task.requester_origin is not None:
@@ -55,26 +60,15 @@ def insert_tasks(conn: Connection, tasks: Sequence[Task]) -> None:
 
 
 def insert_event_rows(conn: Connection, events: Sequence[TaskEvent]) -> None:
-    """A write batch's history rows (core/write_batch.py), in order, in one multi-row INSERT per chunk: one round
-    trip, where an executemany costs one per row (or, pipelined by psycopg, a wait on the network's delayed
-    acknowledgement)."""
+    """A write batch's history rows (core/write_batch.py), in order: on PostgreSQL in one INSERT (one round trip;
+    an executemany costs one per row or, pipelined by psycopg, a wait on the network's delayed acknowledgement)."""
+    if conn.dialect.name != "postgresql":
+        for event in events:
+            store.insert_event_row(conn, event)
+        return
     _insert_rows(conn, task_events, [{"task_id": e.task_id, "at": _TIMESTAMP.process_bind_param(e.at, None),  # type: ignore[arg-type]
                                       "kind": e.kind, "summary": e.summary, "previous_status": e.previous_status}
                                      for e in events])
-
-
-def _insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows of one shape (driver-ready values), in order, in multi-row INSERTs compiled once per row count."""
-    if not rows:
-        return
-    keys = tuple(rows[0])
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start:start + _ROWS_PER_STATEMENT]
-        prepared = _INSERTS.get((table.name, keys, len(chunk)))
-        if prepared is None:
-            stmt = insert(table).values([{k: bindparam(f"{k}_{i}") for k in keys} for i in range(len(chunk))])
-            prepared = _INSERTS[(table.name, keys, len(chunk))] = Prepared(stmt)
-        prepared.run(conn, {f"{k}_{i}": row[k] for i, row in enumerate(chunk) for k in keys})
 
 
 def compare_and_set_many(conn: Connection, writes: Sequence[Write]) -> set[str]:
@@ -83,36 +77,53 @@ def compare_and_set_many(conn: Connection, writes: Sequence[Write]) -> set[str]:
     if conn.dialect.name != "postgresql":
         return {new.task_id for new, expected, previous in writes
                 if store.compare_and_set(conn, new, expected=expected, previous=previous)}
-    by_columns: dict[tuple[str, ...], list[tuple[str, list[str], dict[str, Any]]]] = {}
+    by_columns: dict[tuple[str, ...], list[tuple[str, str, dict[str, Any]]]] = {}
     for new, expected, previous in writes:
         values = store.changed_values(new, previous)
         by_columns.setdefault(tuple(values), []).append(
-            (new.task_id, sorted({s.value for s in expected}), store.driver_values(values)))
+            (new.task_id, ",".join(sorted({s.value for s in expected})), store.driver_values(values)))
     moved: set[str] = set()
     for columns, rows in by_columns.items():
-        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-            chunk = rows[start:start + _ROWS_PER_STATEMENT]
-            params: dict[str, Any] = {}
-            for i, (task_id, expected, values) in enumerate(chunk):
-                params[f"t{i}"] = task_id
-                params[f"e{i}"] = expected
-                params.update({f"c{j}_{i}": values[c] for j, c in enumerate(columns)})
-            moved.update(row[0] for row in _statement(columns, len(chunk)).run(conn, params).fetchall())
+        params: dict[str, Any] = {"ids": [r[0] for r in rows], "expected": [r[1] for r in rows]}
+        params.update({f"c{j}": [r[2][c] for r in rows] for j, c in enumerate(columns)})
+        moved.update(row[0] for row in _update(columns).run(conn, params).fetchall())
     return moved
 
 
-def _statement(columns: tuple[str, ...], rows: int) -> Prepared:
-    prepared = _STATEMENTS.get((columns, rows))
+# PostgreSQL statements that take a batch as one array per column (unnest): their text does not grow with the
+# batch, so the driver parses it once and the server plans it as one statement, whatever the batch's size.
+
+
+def _array_type(table: Table, column: str) -> str:
+    """The array a column's values travel in: the column's type without a length (a cast to VARCHAR(n) would
+    truncate silently; assigning the longer text to the column refuses it, as a single-row write does)."""
+    return table.c[column].type.compile(dialect=_PG).split("(")[0] + "[]"
+
+
+def _update(columns: tuple[str, ...]) -> Prepared:
+    prepared = _UPDATES.get(columns)
     if prepared is None:
-        dialect = postgresql.dialect()
-        # The VALUES list carries untyped parameters: each column is cast to the table's type where it is used.
-        sets = ", ".join(f"{c} = CAST(v.c{j} AS {task_runs.c[c].type.compile(dialect=dialect)})"
-                         for j, c in enumerate(columns))
-        values = ", ".join("(" + ", ".join([f":t{i}", f":e{i}", *(f":c{j}_{i}" for j in range(len(columns)))]) + ")"
-                           for i in range(rows))
-        names = ", ".join(["task_id", "expected", *(f"c{j}" for j in range(len(columns)))])
-        stmt = text(f"UPDATE task_runs SET {sets} FROM (VALUES {values}) AS v({names}) "
-                    "WHERE task_runs.task_id = CAST(v.task_id AS VARCHAR) "
-                    "AND task_runs.status = ANY(CAST(v.expected AS VARCHAR[])) RETURNING task_runs.task_id")
-        prepared = _STATEMENTS[(columns, rows)] = Prepared(stmt)
+        sets = ", ".join(f"{c} = v.c{j}" for j, c in enumerate(columns))
+        arrays = ", ".join(f"CAST(:c{j} AS {_array_type(task_runs, c)})" for j, c in enumerate(columns))
+        names = ", ".join(f"c{j}" for j in range(len(columns)))
+        prepared = _UPDATES[columns] = Prepared(text(
+            f"UPDATE task_runs SET {sets} FROM unnest(CAST(:ids AS TEXT[]), CAST(:expected AS TEXT[]), {arrays}) "
+            f"AS v(task_id, expected, {names}) WHERE task_runs.task_id = v.task_id "
+            "AND task_runs.status = ANY(string_to_array(v.expected, ',')) RETURNING task_runs.task_id"))
     return prepared
+
+
+def _insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows of one shape (driver-ready values), in order, in one INSERT … SELECT FROM unnest(…)."""
+    if not rows:
+        return
+    keys = tuple(rows[0])
+    prepared = _INSERTS.get((table.name, keys))
+    if prepared is None:
+        arrays = ", ".join(f"CAST(:c{j} AS {_array_type(table, k)})" for j, k in enumerate(keys))
+        names = [f"c{j}" for j in range(len(keys))]
+        # In the batch's order, so each task's history rows keep theirs (ids ascending).
+        prepared = _INSERTS[(table.name, keys)] = Prepared(text(
+            f"INSERT INTO {table.name} ({', '.join(keys)}) SELECT {', '.join(names)} FROM unnest({arrays}) "
+            f"WITH ORDINALITY AS v({', '.join(names)}, n) ORDER BY n"))
+    prepared.run(conn, {f"c{j}": [row[k] for row in rows] for j, k in enumerate(keys)})

@@ -299,6 +299,11 @@ def append_event(conn: Connection, event: TaskEvent) -> None:
     if batch is not None:
         batch.events.append(event)  # inserted with the batch's others just before it commits (core/write_batch.py)
         return
+    insert_event_row(conn, event)
+
+
+def insert_event_row(conn: Connection, event: TaskEvent) -> None:
+    """One history row, now."""
     at = _TIMESTAMP.process_bind_param(event.at, None)  # type: ignore[arg-type]
     _P_INSERT_EVENT.run(conn, {"task_id": event.task_id, "at": at, "kind": event.kind, "summary": event.summary,
                                "previous_status": event.previous_status})
