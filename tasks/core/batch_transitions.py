@@ -92,7 +92,7 @@ def create_many_in_one(service: TaskService, drafts: Sequence[Task] | Callable[[
             seen.add(task.task_id)
         started = service.apply_many(conn, [(out[i], _started(out[i], now, None), _RUNNING_FROM & {out[i].status})
                                             for i in starting], now=now)
-        moved = dict(zip(starting, started, strict=True))
+        moved: dict[int, Change | None] = dict(zip(starting, started, strict=True))
         for i, change in enumerate(created):
             if change is not None:
                 changes.append(change)
@@ -158,7 +158,8 @@ def _run_scoped_many(service: TaskService, run_ids: Sequence[str], runtime: Runt
 
     def batched(conn: Connection, now: datetime) -> Changes:
         found = batch_writes.by_run_ids(conn, scoped)
-        writes = {}  # by task id: a task two run ids' scopes both pick is written once
+        # By task id: a task two run ids' scopes both pick is written once.
+        writes: dict[str, tuple[Task, Task, frozenset[TaskStatus]]] = {}
         for run_id in scoped:
             for current in rules.run_scope(found.get(run_id, []), None, rt):
                 if should_apply(current.status, target):  # no downgrade: a terminal task stays as it is

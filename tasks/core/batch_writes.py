@@ -32,12 +32,14 @@ _INSERTS: dict[tuple[str, tuple[str, ...]], Prepared] = {}
 _BY_RUN_IDS_FOR_UPDATE_STMT = (store.task_select().where(task_runs.c.run_id.in_(bindparam("b_run_ids", expanding=True)))
                                   .order_by(task_runs.c.created_at, task_runs.c.seq).with_for_update(of=task_runs))
 _TIMESTAMP = UTCMillis()
-_PG = postgresql.dialect()
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # only to name the column types
 
 
 def by_run_ids(conn: Connection, run_ids: Sequence[str]) -> dict[str, list[Task]]:
     """`store.by_run_id(…, for_update=True)` for many run ids in one statement per chunk: each run id's tasks
     oldest first, as the run-scope rule and the create dedupe read them."""
+    if len(run_ids) == 1:  # a launcher taking one step at a time: the single-task lookup, compiled once
+        return {run_ids[0]: store.by_run_id(conn, run_ids[0], for_update=True)}
     out: dict[str, list[Task]] = {}
     for start in range(0, len(run_ids), _ROWS_PER_STATEMENT):
         for row in conn.execute(_BY_RUN_IDS_FOR_UPDATE_STMT,

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 CANCELLED_BY_OPERATOR = "Cancelled by operator."
 # The compare-and-set guard of each run-scoped target, computed once rather than on every write.
+# What a batch's creates and guarded writes give back, one entry per draft or write (`list` is a method below).
+Created = list[tuple[Task, Change | None]]
+Applied = list[Change | None]
 _PREDECESSORS = {status: allowed_predecessors(status) for status in TaskStatus}
 
 
@@ -166,7 +169,7 @@ class TaskService:
         return created, self._created(conn, created, now)
 
     def create_many_in(self, conn: Connection, drafts: Sequence[Task],
-                       now: datetime) -> list[tuple[Task, Change | None]]:
+                       now: datetime) -> Created:
         """`create_in(conn, draft, now, parent_checked=True)` for each draft, the reads and inserts shared: one
         dedupe lookup for every run id, the new rows in one multi-row INSERT (core/batch_writes.py), then each
         new task's history row and hooks in order. A batch naming a run id twice creates one draft at a time (the
@@ -276,7 +279,7 @@ class TaskService:
         return self._write(conn, current, new, now=now, expected=expected, summary=summary)
 
     def apply_many(self, conn: Connection, writes: Sequence[tuple[Task, Task, frozenset[TaskStatus]]], *,
-                   now: datetime) -> list[Change | None]:
+                   now: datetime) -> Applied:
         """`apply(conn, current, new, expected=…)` for each (current, new, expected) of distinct tasks, the
         compare-and-sets first, all in one statement where that saves round trips (core/batch_writes.py), then each
         moved task's history row and hooks in order; each write's change, None where its compare-and-set was

@@ -250,3 +250,34 @@ def test_create_and_start_in_one_never_restarts_a_finished_task(ledger: Ledger) 
     assert (again.status, fresh.status) == (TaskStatus.SUCCEEDED, TaskStatus.RUNNING)
     assert _history(ledger, again.task_id) == [("succeeded", None)]
     assert _history(ledger, fresh.task_id) == [("queued", None), ("running", "queued")]
+
+
+def test_a_batch_ending_a_cancelled_flows_last_children_ends_the_flow(ledger: Ledger) -> None:
+    """A batch reads a quiet managed flow once (core/write_batch.py), but never misses a cancel request: the
+    batch that ends the last active children of a flow with a pending cancel ends the flow cancelled, as the
+    single-task writes do."""
+    spec = FlowDefinition("Batch", owner=OWNER, steps=(StepDefinition("a", run=("true",)),
+                                                       StepDefinition("b", run=("true",))))
+    flow = ledger.flows.create_managed(OWNER, "test-controller", "batch", status="running")
+    made = create_step_tasks(ledger, flow.flow_id, [(spec.step("a"), "run-a"), (spec.step("b"), "run-b")],
+                             start=True)
+    assert [t.status for t in made.tasks] == [TaskStatus.RUNNING, TaskStatus.RUNNING]
+    # A quiet flow in an earlier batch is not quiet in the next one.
+    assert complete_many(ledger.tasks, ["run-a"]) and ledger.flows.require(flow.flow_id).status == FlowStatus.RUNNING
+    flow = ledger.flows.require(flow.flow_id)
+    assert ledger.flows.request_cancel(flow.flow_id, flow.revision).applied
+    assert ledger.flows.require(flow.flow_id).status == FlowStatus.RUNNING  # run-b is still active
+    assert [t.run_id for t in complete_many(ledger.tasks, ["run-b"])] == ["run-b"]
+    assert ledger.flows.require(flow.flow_id).status == FlowStatus.CANCELLED
+
+
+def test_batches_refuse_nul_text_as_the_single_task_calls_do(ledger: Ledger) -> None:
+    """PostgreSQL cannot store NUL and SQLite silently can: a batch's rows (one array per column on PostgreSQL)
+    are refused as bad input before they reach either, exactly as a single create is."""
+    drafts = [ledger.tasks.draft(runtime="cli", task=f"job\x00{i}", owner_key=OWNER, run_id=f"nul-{i}")
+              for i in range(2)]
+    with pytest.raises(InvalidInput):
+        ledger.tasks.create(runtime="cli", task="job\x00", owner_key=OWNER, run_id="nul-single")
+    with pytest.raises(InvalidInput):
+        create_many_in_one(ledger.tasks, drafts)
+    assert ledger.tasks.list() == []
