@@ -17,19 +17,30 @@ from flowledger.tasks.core.states import (
 )
 
 
+def normal_times(created_at: datetime, started_at: datetime | None, last_event_at: datetime | None,
+                 ended_at: datetime | None) -> tuple[datetime, datetime | None, datetime | None, datetime | None]:
+    """REFERENCE §2.2 step 10 on the four times: created ≤ started ≤ last_event, ended ≥ start."""
+    present = [t for t in (created_at, started_at, last_event_at, ended_at) if t is not None]
+    created = min(present)
+    started = max(started_at, created) if started_at is not None else None
+    anchor = started or created
+    last_event = max(last_event_at, anchor) if last_event_at is not None else None
+    ended = max(ended_at, anchor) if ended_at is not None else None
+    return created, started, last_event, ended
+
+
+def normal_outcome(status: TaskStatus, outcome: TerminalOutcome | None) -> TerminalOutcome | None:
+    """Only a success carries an outcome, and a success always does."""
+    if status != TaskStatus.SUCCEEDED:
+        return None
+    return TerminalOutcome.SUCCEEDED if outcome is None else outcome
+
+
 def normalize_timestamps(task: Task) -> Task:
     """REFERENCE §2.2 step 10: created ≤ started ≤ last_event, ended ≥ start; applied on every write."""
-    present = [t for t in (task.created_at, task.started_at, task.last_event_at, task.ended_at) if t is not None]
-    created = min(present)
-    started = max(task.started_at, created) if task.started_at is not None else None
-    anchor = started or created
-    last_event = max(task.last_event_at, anchor) if task.last_event_at is not None else None
-    ended = max(task.ended_at, anchor) if task.ended_at is not None else None
-    outcome = task.terminal_outcome
-    if task.status != TaskStatus.SUCCEEDED:
-        outcome = None
-    elif outcome is None:
-        outcome = TerminalOutcome.SUCCEEDED
+    created, started, last_event, ended = normal_times(task.created_at, task.started_at, task.last_event_at,
+                                                       task.ended_at)
+    outcome = normal_outcome(task.status, task.terminal_outcome)
     if (created, started, last_event, ended, outcome) == (
         task.created_at, task.started_at, task.last_event_at, task.ended_at, task.terminal_outcome
     ):
@@ -38,8 +49,12 @@ def normalize_timestamps(task: Task) -> Task:
                         terminal_outcome=outcome)
 
 
+def cleanup_at(terminal_at: datetime, retention: timedelta = DEFAULT_RETENTION) -> datetime:
+    return terminal_at + retention
+
+
 def cleanup_after_for(task: Task, retention: timedelta = DEFAULT_RETENTION) -> datetime:
-    return task.terminal_at + retention
+    return cleanup_at(task.terminal_at, retention)
 
 
 def with_cleanup_stamp(task: Task, retention: timedelta = DEFAULT_RETENTION) -> Task:
