@@ -20,8 +20,12 @@ def time_command(args: list[str], *, state_dir: Path, url: str, repeat: int, tim
                  env: dict[str, str] | None = None) -> tuple[float | None, str, list[float]]:
     """(median seconds, reason when None, samples). Stops repeating once one run takes over `timeout`/3.
     `env` adds to the environment (a `PYTHONPATH` runs a baseline source tree instead of this one)."""
-    # A baseline tree (PYTHONPATH) may predate cli/entry.py: run its cli.main module, as its script would.
-    program = [sys.executable, "-m", "flowledger.cli.main"] if env and "PYTHONPATH" in env else flowledger_argv()
+    # A baseline tree (PYTHONPATH): its console script's module, cli/entry.py (the lean path first), or cli.main in
+    # a tree that predates it, as its script would.
+    program = flowledger_argv()
+    if env and "PYTHONPATH" in env:
+        entry = Path(env["PYTHONPATH"]) / "flowledger" / "cli" / "entry.py"
+        program = [sys.executable, "-m", "flowledger.cli.entry" if entry.exists() else "flowledger.cli.main"]
     argv = [*program, "--state-dir", str(state_dir), "--database-url", url, *args]
     samples: list[float] = []
     for _ in range(repeat):
