@@ -99,10 +99,8 @@ def sqlite_file(url: str) -> Path | None:
 def run_lean(argv: list[str]) -> int | None:
     """Exit code when the lean path answered; None when the caller must run the full path (nothing printed)."""
     request = parse(argv)
-    if request is None:  # perhaps one of the writing commands this door answers (cli/lean_writes.py)
-        from flowledger.cli.lean_writes import run_lean_write
-
-        return run_lean_write(argv)
+    if request is None:
+        return None
     try:
         answer = _read(request)
     except Exception:  # FallbackError, a stored value we cannot read, anything: nothing printed yet, so the full

@@ -24,7 +24,7 @@ raises `FallbackError` *before writing anything* otherwise, for the full path to
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -51,7 +51,7 @@ def _params(values: Iterable[object]) -> tuple[object, ...]:
     return params
 
 
-def _insert(table: str, values: dict[str, object]) -> tuple[str, tuple[object, ...]]:
+def _insert(table: str, values: Mapping[str, object]) -> tuple[str, tuple[object, ...]]:
     return (f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
             _params(values.values()))
 
@@ -135,12 +135,12 @@ class LeanWriter(LeanReader):
 
     # --- run --detach ------------------------------------------------------------------------------------
 
-    def submit(self, draft: Task, payload: dict[str, object]) -> Task:
+    def submit(self, draft: Task, payload: Mapping[str, object]) -> Task:
         """`queue.enqueue` of a `cli` draft (draft_rules.parse_draft) with its payload row (payload_rows), in one
         transaction: the created task."""
         return self._write(lambda: self._submit(draft, payload))
 
-    def _submit(self, draft: Task, payload: dict[str, object]) -> Task:
+    def _submit(self, draft: Task, payload: Mapping[str, object]) -> Task:
         if draft.runtime != Runtime.CLI or draft.parent_flow_id is not None or draft.requester_origin is not None:
             raise FallbackError("not a plain cli task")
         if draft.run_id is None or self.conn.execute("SELECT 1 FROM task_runs WHERE run_id = ?",
