@@ -306,3 +306,17 @@ def test_the_wake_up_names_the_database_as_the_gateway_does(tmp_path: Path) -> N
 
     for url in (f"sqlite:///{tmp_path}/a/../runs.sqlite", "sqlite:///relative/runs.sqlite"):
         assert wakeup.sqlite_identity(url[len("sqlite:///"):]) == wakeup.database_identity(make_url(url))
+
+
+@pytest.mark.parametrize("gateway_id", ["gw-host-1-abc", "run-host-1-abc"])  # a gateway; an in-process `run`
+def test_run_detach_says_the_same_beside_a_running_gateway(two: tuple[str, str], tmp_path: Path, gateway_id: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    full, lean = two
+    for url, where in ((full, "full"), (lean, "lean")):  # the CLI reads the system clock: a lease fresh now
+        with Ledger.open(state_dir=tmp_path / where, database_url=url) as ledger:
+            ledger.runs.renew_lease(gateway_id, host="host", pid=1, ttl=timedelta(minutes=5))
+    answered, taken = _both(full, lean, tmp_path, ["run", "--detach", "--", "true"], capsys)
+    new_lean, new_full = _newest(lean), _newest(full)
+    assert answered[0] == taken[0] == 0
+    assert answered[2].replace(new_lean.task_id, "<id>") == taken[2].replace(new_full.task_id, "<id>")
+    assert ("handed to the gateway" in answered[2]) == gateway_id.startswith("gw-")
