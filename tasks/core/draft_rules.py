@@ -16,7 +16,6 @@ from typing import Any, Required, TypedDict
 from flowledger.tasks.core import limits, rules
 from flowledger.tasks.core.clock import coerce_time
 from flowledger.tasks.core.errors import InvalidInputError, OwnerKeyRequiredError
-from flowledger.tasks.core.ids import new_id
 from flowledger.tasks.core.models import DeliveryOrigin, Task, collapse_whitespace, trimmed
 from flowledger.tasks.core.sessionkeys import parse_agent_id
 from flowledger.tasks.core.states import (
@@ -115,7 +114,7 @@ def parse_draft(fields: TaskDraft, now: datetime) -> Task:
     limits.check_session_key(requester, "Requester session key")
     limits.check_session_key(child if isinstance(child, str) else None, "Child session key")
     return Task(
-        task_id=limits.check_id(trimmed(fields.get("task_id")), "task id") or new_id(),
+        task_id=limits.check_id(trimmed(fields.get("task_id")), "task id") or _new_id(),
         runtime=rt,
         task_kind=trimmed(fields.get("task_kind")),
         source_id=trimmed(fields.get("source_id")),
@@ -152,6 +151,14 @@ def _delivery_status(given: DeliveryStatus | str | None, scope: ScopeKind, owner
     if scope == ScopeKind.SYSTEM:
         return DeliveryStatus.NOT_APPLICABLE
     return DeliveryStatus.PENDING if owner else DeliveryStatus.PARENT_MISSING
+
+
+def _new_id() -> str:
+    # Imported when needed: uuid6 reads its own version from the installed metadata on import (~60 ms), which a
+    # lean cancel (flows/lean_writes.py), importing this module for `stamp_new`, never needs.
+    from flowledger.tasks.core.ids import new_id
+
+    return new_id()
 
 
 def stamp_new(draft: Task, now: datetime, *, retention: timedelta) -> Task:
