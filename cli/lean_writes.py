@@ -104,24 +104,30 @@ def run_lean_write(argv: list[str]) -> int | None:
     request = parse(argv)
     if request is None:
         return None
+    committed: list[object] = []
     try:
-        answer = _write(request)
-    except Exception:  # FallbackError, a refusal, anything: nothing written or printed yet
-        log.debug("lean write path fell back", exc_info=True)
-        return None
+        answer = _write(request, committed)
+    except Exception as exc:
+        if not committed:  # FallbackError, a refusal, anything: nothing written or printed yet
+            log.debug("lean write path fell back", exc_info=True)
+            return None
+        return _failed(exc)  # written: the full path must not run the command a second time
     if answer is None:
         return None
-    from flowledger.cli.render import err, internal_error
-
     try:
         answer()
     except Exception as exc:  # as cli/main.py: one line, exit 1, never a traceback (a closed pipe, say)
-        from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED
-
-        log.debug("unexpected error", exc_info=True)
-        err(internal_error(exc))
-        return EXIT_NOT_FOUND_OR_REFUSED
+        return _failed(exc)
     return 0
+
+
+def _failed(exc: Exception) -> int:
+    from flowledger.cli.render import err, internal_error
+    from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED
+
+    log.debug("unexpected error", exc_info=True)
+    err(internal_error(exc))
+    return EXIT_NOT_FOUND_OR_REFUSED
 
 
 def _ledger_file(request: Request) -> tuple[Path, Path, str] | None:
@@ -136,8 +142,9 @@ def _ledger_file(request: Request) -> tuple[Path, Path, str] | None:
     return state_dir, path, url[len("sqlite:///"):]
 
 
-def _write(request: Request) -> Callable[[], None] | None:
-    """Everything checked and written; what is left prints the answer, or None to fall back."""
+def _write(request: Request, committed: list[object]) -> Callable[[], None] | None:
+    """Everything checked and written; what is left prints the answer, or None to fall back. What it committed
+    goes into `committed` at once: from then on a failure is reported, never handed to the full path."""
     from flowledger.cli.render import emit_json, err, out
     from flowledger.cli.run_result import exit_code_of
     from flowledger.flows.lean_writes import LeanWriter
@@ -158,10 +165,12 @@ def _write(request: Request) -> Callable[[], None] | None:
     with LeanWriter(path, SystemClock().now()) as writer:
         if prepared is None:
             task = writer.cancel(request.args[0], request.options.get("--reason"))
+            committed.append(task)
             filemodes.check_private(state_dir, path)
             return lambda: out(f"Cancelled {task.task_id} ({task.runtime.value}).")
         fields, payload = prepared
         task = writer.submit(parse_draft(fields, writer.now), payload)
+        committed.append(task)
         # Committed: as scheduler/queue.py `enqueue`, wake this host's gateways, then see whether one runs.
         wakeup.wake(wakeup.sqlite_identity(database))
         running = any_gateway(writer.fresh_gateway_ids())

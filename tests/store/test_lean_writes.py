@@ -320,3 +320,21 @@ def test_run_detach_says_the_same_beside_a_running_gateway(two: tuple[str, str],
     assert answered[0] == taken[0] == 0
     assert answered[2].replace(new_lean.task_id, "<id>") == taken[2].replace(new_full.task_id, "<id>")
     assert ("handed to the gateway" in answered[2]) == gateway_id.startswith("gw-")
+
+
+def test_a_failure_after_the_commit_is_reported_never_run_again(two: tuple[str, str], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Once the lean door committed, falling back would queue the command twice: it says what failed instead."""
+    _, lean = two
+    before = len(dump(lean)["task_runs"])
+
+    def unreadable(_self: LeanWriter) -> set[str]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(LeanWriter, "fresh_gateway_ids", unreadable)
+    code = lean_writes.run_lean_write(["--state-dir", str(tmp_path / "lean"), "--database-url", lean,
+                                       "run", "--detach", "--", "true"])
+    assert code == 1
+    assert capsys.readouterr().err == "flowledger: internal error: OperationalError: disk I/O error\n"
+    assert len(dump(lean)["task_runs"]) == before + 1
