@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from flowledger.cli.lean import CONFIG_FILE, GLOBAL_OPTIONS, sqlite_file
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from flowledger.tasks.core.draft_rules import TaskDraft
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # `run`'s options this path takes, each with a value except the flags (cli/gateway_cmd.py `run_cmd`).
 RUN_VALUE_OPTIONS = frozenset({"--label", "--session", "--timeout", "--notify", "--runtime"})
@@ -115,10 +116,14 @@ def run_lean_write(argv: list[str]) -> int | None:
     if answer is None:
         return None
     try:
-        answer()
+        return answer()
     except Exception as exc:  # as cli/main.py: one line, exit 1, never a traceback (a closed pipe, say)
         return _failed(exc)
-    return 0
+
+
+def _said(say: Callable[[T], None], what: T, code: int) -> int:
+    say(what)
+    return code
 
 
 def _failed(exc: Exception) -> int:
@@ -142,16 +147,18 @@ def _ledger_file(request: Request) -> tuple[Path, Path, str] | None:
     return state_dir, path, url[len("sqlite:///"):]
 
 
-def _write(request: Request, committed: list[object]) -> Callable[[], None] | None:
-    """Everything checked and written; what is left prints the answer, or None to fall back. What it committed
+def _write(request: Request, committed: list[object]) -> Callable[[], int] | None:
+    """Everything checked and written; what is left prints the answer and gives the exit code, or None to fall
+    back. What it committed
     goes into `committed` at once: from then on a failure is reported, never handed to the full path."""
     from flowledger.cli.render import emit_json, err, out
     from flowledger.cli.run_result import exit_code_of
-    from flowledger.flows.lean_writes import LeanWriter
+    from flowledger.flows.lean_writes import CancelRefusedError, LeanWriter
     from flowledger.scheduler.submission import any_gateway
     from flowledger.tasks.core import filemodes
     from flowledger.tasks.core.clock import SystemClock
     from flowledger.tasks.core.draft_rules import parse_draft
+    from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED
     from flowledger.tasks.runs import wakeup
 
     prepared = _run_draft(request) if request.command == "run" else None  # usage errors before anything else
@@ -164,10 +171,15 @@ def _write(request: Request, committed: list[object]) -> Callable[[], None] | No
     filemodes.make_private_dir(path.parent, required=True)
     with LeanWriter(path, SystemClock().now()) as writer:
         if prepared is None:
-            task = writer.cancel(request.args[0], request.options.get("--reason"))
+            try:
+                task = writer.cancel(request.args[0], request.options.get("--reason"))
+            except CancelRefusedError as refused:  # cli/tasks_cmd.py `cancel_cmd`: one line, exit 1
+                filemodes.check_private(state_dir, path)
+                reason = refused.reason
+                return lambda: _said(err, reason, EXIT_NOT_FOUND_OR_REFUSED)
             committed.append(task)
             filemodes.check_private(state_dir, path)
-            return lambda: out(f"Cancelled {task.task_id} ({task.runtime.value}).")
+            return lambda: _said(out, f"Cancelled {task.task_id} ({task.runtime.value}).", 0)
         fields, payload = prepared
         task = writer.submit(parse_draft(fields, writer.now), payload)
         committed.append(task)
@@ -176,13 +188,14 @@ def _write(request: Request, committed: list[object]) -> Callable[[], None] | No
         running = any_gateway(writer.fresh_gateway_ids())
     filemodes.check_private(state_dir, path)
     if "--json" in request.options:
-        return lambda: emit_json({**task.to_json(), "exit_code": exit_code_of(task)})
+        return lambda: _said(emit_json, {**task.to_json(), "exit_code": exit_code_of(task)}, 0)
     where_to = "handed to the gateway" if running else \
         "queued; no gateway is running (start one with `flowledger gateway`)"
 
-    def say() -> None:  # cli/gateway_cmd.py `run_cmd`
+    def say() -> int:  # cli/gateway_cmd.py `run_cmd`
         out(task.task_id)  # `id=$(flowledger run --detach -- …)`
         err(f"Task {task.task_id} {where_to}.")
+        return 0
 
     return say
 

@@ -18,7 +18,8 @@ raises `FallbackError` *before writing anything* otherwise, for the full path to
 - a task of another runtime than `cli` (a live agent, a child session, a generation job);
 - a write that leaves a notice due (`due.terminal_eligible`, `due.state_change_due`: the outbox and a sender);
 - a write that records a delivery origin (the requester's route, tasks/delivery/dispatch.py `on_written`);
-- an ambiguous or unknown lookup, a task already ended, a run id already recorded, another schema version.
+- an ambiguous or unknown lookup, a run id already recorded, another schema version.
+A cancel of a task already ended is refused as the full path refuses it (`CancelRefusedError`), nothing written.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ from flowledger.tasks.delivery.due import state_change_due, terminal_eligible
 from flowledger.tasks.health.sqlite_reads import SCHEMA_VERSION, FallbackError, LeanReader
 
 T = TypeVar("T")
+
+
+class CancelRefusedError(Exception):
+    """The full path would refuse this cancel with `reason` (and write nothing): say so as it does."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 _EVENT_KEYS = ("task_id", "at", "kind", "summary", "previous_status")
 
 
@@ -111,9 +120,11 @@ class LeanWriter(LeanReader):
 
     def _cancel(self, lookup: str, reason: str | None) -> Task:
         current = self.resolve_task(lookup)
+        if is_terminal(current.status):  # TaskService.cancel's first refusal, whatever the task: nothing to write
+            raise CancelRefusedError(rules.ALREADY_TERMINAL)
         if current.runtime != Runtime.CLI or current.parent_flow_id is not None:
             raise FallbackError(f"a {current.runtime.value} task, flow {current.parent_flow_id}")
-        if current.status not in ACTIVE:  # the full path words the refusal
+        if current.status not in ACTIVE:
             raise FallbackError(f"task is {current.status.value}")
         new = rules.prepare_write(rules.reopen_delivery_on_override(current, rules.cancelled(current, self.now,
                                                                                               reason)),

@@ -114,6 +114,7 @@ def effective_cleanup_after(task: Task, retention: timedelta = DEFAULT_RETENTION
 
 
 CANCELLED_BY_OPERATOR = "Cancelled by operator."
+ALREADY_TERMINAL = "Task is already terminal."  # the refusal of a cancel that comes too late
 
 
 def cancelled(current: Task, now: datetime, reason: str | None) -> Task:

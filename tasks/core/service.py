@@ -367,7 +367,7 @@ class TaskService:
         if task is None:
             return CancelResult(found=False, cancelled=False, reason="Task not found.")
         if is_terminal(task.status):
-            return CancelResult(found=True, cancelled=False, reason="Task is already terminal.", task=task)
+            return CancelResult(found=True, cancelled=False, reason=rules.ALREADY_TERMINAL, task=task)
         if task.runtime in (Runtime.ACP, Runtime.SUBAGENT) and not task.child_session_key and not _codex_native(task):
             return CancelResult(found=True, cancelled=False, reason="Task has no cancellable child session.",
                                 task=task)
@@ -393,7 +393,7 @@ class TaskService:
         latest = self.get(task.task_id)
         if latest is not None and latest.status == TaskStatus.CANCELLED:
             return CancelResult(found=True, cancelled=True, task=latest)
-        return CancelResult(found=True, cancelled=False, reason="Task is already terminal.", task=latest)
+        return CancelResult(found=True, cancelled=False, reason=rules.ALREADY_TERMINAL, task=latest)
 
     def set_notify_policy(self, lookup: str, policy: NotifyPolicy | str) -> Task:
         value = parse_enum(NotifyPolicy, policy, "notify policy")

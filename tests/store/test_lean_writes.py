@@ -19,14 +19,13 @@ import pytest
 from flowledger import FrozenClock, Ledger
 from flowledger.cli import lean_writes
 from flowledger.cli.main import run
-from flowledger.flows.lean_writes import LeanWriter
+from flowledger.flows.lean_writes import CancelRefusedError, LeanWriter
 from flowledger.scheduler import queue
 from flowledger.scheduler.submission import cli_task_fields
 from flowledger.tasks.core.draft_rules import parse_draft
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import TaskStatus
 from flowledger.tasks.delivery.dispatch import defer_delivery
-from flowledger.tasks.health.sqlite_reads import FallbackError
 from flowledger.tasks.runs import wakeup
 from flowledger.tasks.runs.payload_rows import payload_values
 
@@ -151,15 +150,21 @@ def _both(full: str, lean: str, tmp_path: Path, args: list[str],
     return (code, answered.out, answered.err), (full_code, taken.out, taken.err)
 
 
-@pytest.mark.parametrize("args", [["tasks", "cancel", RUNNING_ID], ["tasks", "cancel", "--reason", "no", QUEUED_ID],
-                                  ["tasks", "cancel", f"cli:{QUEUED_ID}", "--reason=changed my mind"]])
+@pytest.mark.parametrize(("args", "code"), [
+    (["tasks", "cancel", RUNNING_ID], 0), (["tasks", "cancel", "--reason", "no", QUEUED_ID], 0),
+    (["tasks", "cancel", f"cli:{QUEUED_ID}", "--reason=changed my mind"], 0),
+    (["tasks", "cancel", "01a00000-0000-7000-8000-000000000006"], 1),  # already ended: refused, nothing written
+])
 def test_the_cancel_command_prints_and_writes_the_same(two: tuple[str, str], tmp_path: Path, args: list[str],
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+                                                       code: int, capsys: pytest.CaptureFixture[str]) -> None:
     full, lean = two
+    before = dump(lean)
     answered, taken = _both(full, lean, tmp_path, args, capsys)
     assert answered == taken
-    assert answered[0] == 0 and answered[1].startswith("Cancelled ")
+    assert answered[0] == code
+    assert answered[1].startswith("Cancelled ") if code == 0 else answered[2] == "Task is already terminal.\n"
     assert dump(lean, times=False) == dump(full, times=False)
+    assert (dump(lean) == before) == (code != 0)
 
 
 @pytest.mark.parametrize("options", [[], ["--label", "backup", "--timeout", "5m"], ["--json"],
@@ -197,7 +202,6 @@ def _iso(task: Task) -> str:
     ["tasks", "cancel", "01a00000-0000-7000-8000-000000000003"],  # linked to a flow
     ["tasks", "cancel", "01a00000-0000-7000-8000-000000000004"],  # its cancel leaves a notice due
     ["tasks", "cancel", "01a00000-0000-7000-8000-000000000005"],  # a subagent
-    ["tasks", "cancel", "01a00000-0000-7000-8000-000000000006"],  # already ended
     ["tasks", "cancel", "01a00000-0000-7000-8000-0000000000a"],  # ambiguous prefix
     ["tasks", "cancel", "no-such-task"],
     ["tasks", "cancel", RUNNING_ID, "--force"],
@@ -262,7 +266,7 @@ def test_two_lean_cancels_one_wins_the_other_changes_nothing(two: tuple[str, str
             start.wait()
             try:
                 outcomes.append(writer.cancel(RUNNING_ID, reason))
-            except FallbackError as exc:
+            except CancelRefusedError as exc:
                 outcomes.append(exc)
 
     threads = [threading.Thread(target=cancel, args=(r,)) for r in ("first", "second")]
@@ -270,7 +274,7 @@ def test_two_lean_cancels_one_wins_the_other_changes_nothing(two: tuple[str, str
         t.start()
     for t in threads:
         t.join()
-    assert sorted(type(o).__name__ for o in outcomes) == ["FallbackError", "Task"]
+    assert sorted(type(o).__name__ for o in outcomes) == ["CancelRefusedError", "Task"]
     assert _events(lean, RUNNING_ID) == ["running", "cancelled"]
 
 
@@ -289,7 +293,7 @@ def test_a_lean_cancel_racing_a_gateways_complete_never_downgrades(two: tuple[st
                                expected={current.status}, now=clock.now())
         racer.join()
         assert ledger.tasks.require(RUNNING_ID).status.value == "succeeded"
-    assert isinstance(result[0], FallbackError)  # nothing written: the full path says it is already terminal
+    assert isinstance(result[0], CancelRefusedError)  # nothing written: "Task is already terminal.", as the full path
     assert _events(lean, RUNNING_ID) == ["running", "succeeded"]
 
 
@@ -297,7 +301,7 @@ def _try_cancel(url: str, clock: FrozenClock) -> object:
     try:
         with LeanWriter(_path(url), clock.now()) as writer:
             return writer.cancel(RUNNING_ID, None)
-    except FallbackError as exc:
+    except CancelRefusedError as exc:
         return exc
 
 
