@@ -11,7 +11,9 @@ Like cli/lean.py it answers only what it is sure of and otherwise returns None *
 anything*, and the caller runs the full path: another option or a usage error, PostgreSQL, a missing ledger, a
 config.toml in the state dir, another schema version, a lookup that finds nothing or several tasks, a task that is
 not an active unlinked `cli` task, and any write the full path's hooks take part in (flows/lean_writes.py lists
-them).
+them). A cancel of a task already ended is refused in the full path's words (one line, exit 1), nothing written.
+Once something is committed, a failure is reported (one line, exit 1) and never handed to the full path, which
+would run the command a second time.
 """
 
 from __future__ import annotations
