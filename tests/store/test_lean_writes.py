@@ -26,6 +26,7 @@ from flowledger.tasks.core.draft_rules import parse_draft
 from flowledger.tasks.core.models import Task
 from flowledger.tasks.core.states import TaskStatus
 from flowledger.tasks.delivery.dispatch import defer_delivery
+from flowledger.tasks.health.sqlite_reads import SCHEMA_VERSION
 from flowledger.tasks.runs import wakeup
 from flowledger.tasks.runs.payload_rows import payload_values
 
@@ -239,7 +240,7 @@ def test_a_config_file_or_another_schema_version_falls_back(two: tuple[str, str]
     assert lean_writes.run_lean_write([*base, "tasks", "cancel", RUNNING_ID]) is None
     assert capsys.readouterr() == ("", "")
     with sqlite3.connect(_path(lean)) as conn:
-        conn.execute("UPDATE schema_meta SET value = '7' WHERE meta_key = 'schema_version'")
+        conn.execute("UPDATE schema_meta SET value = ? WHERE meta_key = 'schema_version'", (str(SCHEMA_VERSION),))
     assert dump(lean) == before
     assert lean_writes.run_lean_write(["--database-url", "postgresql+psycopg://u@127.0.0.1/x", "tasks", "cancel",
                                        RUNNING_ID]) is None
