@@ -1,11 +1,12 @@
-"""Pure record rules: timestamp normalisation, cleanup stamps, run-scope selection, lookup preference."""
+"""Pure record rules: timestamp normalisation, cleanup stamps, run-scope selection, lookup preference, and the
+record and history row of a write (shared by the ORM service and the lean SQLite door, flows/lean_writes.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
+from flowledger.tasks.core.models import DEFAULT_RETENTION, Task, TaskEvent
 from flowledger.tasks.core.states import (
     DeliveryStatus,
     NotifyPolicy,
@@ -125,3 +126,32 @@ def effective_cleanup_after(task: Task, retention: timedelta = DEFAULT_RETENTION
     if task.status == TaskStatus.LOST:
         return min(task.cleanup_after, computed)
     return task.cleanup_after
+
+
+CANCELLED_BY_OPERATOR = "Cancelled by operator."
+ALREADY_TERMINAL = "Task is already terminal."  # the refusal of a cancel that comes too late
+
+
+def cancelled(current: Task, now: datetime, reason: str | None) -> Task:
+    """An operator's cancel of an active task (REFERENCE §3.6), before `prepare_write`."""
+    return current.replace(status=TaskStatus.CANCELLED, ended_at=now, last_event_at=now,
+                           error=reason or CANCELLED_BY_OPERATOR)
+
+
+def history_event(current: Task, new: Task, now: datetime, *, summary: str | None = None,
+                  progress: bool = False) -> TaskEvent | None:
+    """The `task_events` row a write of `new` over `current` appends: one per status change, or a progress report;
+    None when neither."""
+    if new.status == current.status and not (progress and summary):
+        return None
+    kind = new.status.value if new.status != current.status else "progress"
+    if summary is None and kind != "progress":
+        summary = status_summary(new)
+    return TaskEvent(task_id=new.task_id, at=new.last_event_at or new.ended_at or now, kind=kind,
+                     summary=summary, previous_status=current.status.value)
+
+
+def created_event(created: Task) -> TaskEvent:
+    """The `task_events` row a new task starts its history with."""
+    return TaskEvent(task_id=created.task_id, at=created.created_at, kind=created.status.value,
+                     summary=status_summary(created))
