@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, text
 from sqlalchemy.dialects import postgresql
 
-from flowledger.tasks.core import store
+from flowledger.tasks.core import store, task_rows
 from flowledger.tasks.core.models import Task, TaskEvent
 from flowledger.tasks.core.prepared import Prepared
 from flowledger.tasks.core.states import TaskStatus
@@ -55,7 +55,7 @@ def insert_tasks(conn: Connection, tasks: Sequence[Task]) -> None:
         for task in tasks:
             store.insert_task(conn, task)
         return
-    _insert_rows(conn, task_runs, [store.driver_values(store.task_values(t)) for t in tasks])
+    _insert_rows(conn, task_runs, [task_rows.driver_values(task_rows.task_values(t)) for t in tasks])
     for task in tasks:
         if task.requester_origin is not None:
             store.upsert_origin(conn, task.task_id, task.requester_origin)
@@ -81,9 +81,9 @@ def compare_and_set_many(conn: Connection, writes: Sequence[Write]) -> set[str]:
                 if store.compare_and_set(conn, new, expected=expected, previous=previous)}
     by_columns: dict[tuple[str, ...], list[tuple[str, str, dict[str, Any]]]] = {}
     for new, expected, previous in writes:
-        values = store.changed_values(new, previous)
+        values = task_rows.changed_values(new, previous)
         by_columns.setdefault(tuple(values), []).append(
-            (new.task_id, ",".join(sorted({s.value for s in expected})), store.driver_values(values)))
+            (new.task_id, ",".join(sorted({s.value for s in expected})), task_rows.driver_values(values)))
     moved: set[str] = set()
     for columns, rows in by_columns.items():
         params: dict[str, Any] = {"ids": [r[0] for r in rows], "expected": [r[1] for r in rows]}
