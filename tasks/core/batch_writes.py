@@ -63,7 +63,7 @@ def insert_tasks(conn: Connection, tasks: Sequence[Task]) -> None:
 
 def insert_event_rows(conn: Connection, events: Sequence[TaskEvent]) -> None:
     """A write batch's history rows (core/write_batch.py), in order: on PostgreSQL in one INSERT (one round trip;
-    an executemany costs one per row or, pipelined by psycopg, a wait on the network's delayed acknowledgement)."""
+    psycopg's executemany, which pipelines, measured several times slower here: docs/performance.md, goal 2)."""
     if conn.dialect.name != "postgresql":
         for event in events:
             store.insert_event_row(conn, event)
