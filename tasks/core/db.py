@@ -19,10 +19,12 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, Select, Table, and_, create_engine, event, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from flowledger.tasks.core import counts, filemodes
 from flowledger.tasks.core.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.core.errors import InvalidInputError, StorageUnavailableError
+from flowledger.tasks.core.kept_writes import KeptConnections
 from flowledger.tasks.core.migrations import MIGRATIONS
 from flowledger.tasks.core.tables import (
     METADATA,
@@ -50,6 +52,13 @@ class Database:
         # `execution_options()` call on its connection.
         self._write_engine = engine.execution_options(flowledger_write=True)
         _refuse_nul_text(engine)
+        # SQLite files: write transactions on connections kept open between them (tasks/core/kept_writes.py).
+        self._kept: KeptConnections | None = None
+        if self.is_sqlite and sqlite_path is not None:
+            kept_engine = create_engine(engine.url, poolclass=NullPool, connect_args=_sqlite_connect_args())
+            _install_sqlite_discipline(kept_engine)
+            _refuse_nul_text(kept_engine)
+            self._kept = KeptConnections(kept_engine.execution_options(flowledger_write=True))
 
     # --- opening ------------------------------------------------------------------------------------
 
@@ -61,9 +70,7 @@ class Database:
             filemodes.make_private_dir(state_dir, required=False)
         if sqlite_path is not None:
             filemodes.prepare_sqlite_file(sqlite_path)
-            engine = create_engine(
-                target.url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
-            )
+            engine = create_engine(target.url, connect_args=_sqlite_connect_args())
             _install_sqlite_discipline(engine)
         else:
             engine = create_engine(target.url, connect_args={"connect_timeout": 5})
@@ -147,6 +154,15 @@ class Database:
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """One write transaction: BEGIN IMMEDIATE on SQLite, committed on success, rolled back on error."""
+        if self._kept is not None:
+            with self._translate_errors():
+                conn = self._kept.take()
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    self._kept.give_back(conn)
+            return
         with (
             self._translate_errors(),
             self._write_engine.connect() as conn,
@@ -254,6 +270,8 @@ class Database:
         (another process, a read-only file, a full disk), so it is logged at debug level only: the one error
         line a user sees must stay the only line.
         """
+        if self._kept is not None:
+            self._kept.close()  # first: the checkpoint below truncates only when no other connection is open
         if self.is_sqlite:
             self._checkpoint_without_waiting()
         self.engine.dispose()
@@ -281,6 +299,10 @@ class Database:
                     driver.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except (SQLAlchemyError, sqlite3.Error) as exc:
             log.debug("wal checkpoint at close skipped: %s", _one_line(exc))
+
+
+def _sqlite_connect_args() -> dict[str, Any]:
+    return {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
 
 
 def _install_sqlite_discipline(engine: Engine) -> None:
