@@ -154,13 +154,16 @@ class Database:
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """One write transaction: BEGIN IMMEDIATE on SQLite, committed on success, rolled back on error."""
-        if self._kept is not None:
-            with self._translate_errors():
-                conn = self._kept.take()
+        kept = self._kept
+        if kept is not None:
+            try:
+                conn = kept.take()
                 try:
                     yield from _driver_transaction(conn)
                 finally:
-                    self._kept.give_back(conn)
+                    kept.give_back(conn)
+            except SQLAlchemyError as exc:  # `_translate_errors`, inline: one generator less on every write
+                raise StorageUnavailableError(f"Storage unavailable: {_one_line(exc)}") from exc
             return
         with (
             self._translate_errors(),

@@ -19,6 +19,19 @@ from flowledger.tasks.core.states import (
 
 def normalize_timestamps(task: Task) -> Task:
     """REFERENCE §2.2 step 10: created ≤ started ≤ last_event, ended ≥ start; applied on every write."""
+    fields = _normalized(task)
+    if fields is None:
+        return task
+    created, started, last_event, ended, outcome = fields
+    return task.replace(created_at=created, started_at=started, last_event_at=last_event, ended_at=ended,
+                        terminal_outcome=outcome)
+
+
+_Normalized = tuple[datetime, datetime | None, datetime | None, datetime | None, TerminalOutcome | None]
+
+
+def _normalized(task: Task) -> _Normalized | None:
+    """`normalize_timestamps`'s new (created, started, last_event, ended, outcome), or None when nothing changes."""
     present = [t for t in (task.created_at, task.started_at, task.last_event_at, task.ended_at) if t is not None]
     created = min(present)
     started = max(task.started_at, created) if task.started_at is not None else None
@@ -30,12 +43,10 @@ def normalize_timestamps(task: Task) -> Task:
         outcome = None
     elif outcome is None:
         outcome = TerminalOutcome.SUCCEEDED
-    if (created, started, last_event, ended, outcome) == (
-        task.created_at, task.started_at, task.last_event_at, task.ended_at, task.terminal_outcome
-    ):
-        return task
-    return task.replace(created_at=created, started_at=started, last_event_at=last_event, ended_at=ended,
-                        terminal_outcome=outcome)
+    fields = (created, started, last_event, ended, outcome)
+    if fields == (task.created_at, task.started_at, task.last_event_at, task.ended_at, task.terminal_outcome):
+        return None
+    return fields
 
 
 def cleanup_after_for(task: Task, retention: timedelta = DEFAULT_RETENTION) -> datetime:
@@ -59,7 +70,17 @@ def status_summary(task: Task) -> str | None:
 
 
 def prepare_write(task: Task, retention: timedelta = DEFAULT_RETENTION) -> Task:
-    return with_cleanup_stamp(normalize_timestamps(task), retention)
+    """`with_cleanup_stamp(normalize_timestamps(task))` in at most one copy of the task (a completion needed two:
+    its outcome, then its stamp)."""
+    fields = _normalized(task)
+    if fields is None:
+        return with_cleanup_stamp(task, retention)
+    created, started, last_event, ended, outcome = fields
+    cleanup = task.cleanup_after
+    if cleanup is None and is_terminal(task.status):
+        cleanup = (ended or last_event or created) + retention  # cleanup_after_for: terminal_at + retention
+    return task.replace(created_at=created, started_at=started, last_event_at=last_event, ended_at=ended,
+                        terminal_outcome=outcome, cleanup_after=cleanup)
 
 
 # A success may be overridden by a later failure (states.should_apply); its requester was already told "done".
