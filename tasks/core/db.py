@@ -1,8 +1,9 @@
 """Engines, transactions and dialect differences, all in one place.
 
 SQLite: WAL, `synchronous=NORMAL`, a long `busy_timeout`, `BEGIN IMMEDIATE` for every write transaction
-(so two writers queue instead of deadlocking on a lock upgrade), periodic PASSIVE checkpoints, and on
-close a TRUNCATE checkpoint only when it can be had at once (never waiting on another process).
+(so two writers queue instead of deadlocking on a lock upgrade), write transactions on connections kept open
+between them (tasks/core/kept_writes.py), periodic PASSIVE checkpoints, and on close a TRUNCATE checkpoint only
+when it can be had at once (never waiting on another process).
 PostgreSQL: row locks (`FOR UPDATE`) where the store reads before it writes.
 """
 
