@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool
 from flowledger.tasks.core import counts, filemodes
 from flowledger.tasks.core.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.core.errors import InvalidInputError, StorageUnavailableError
-from flowledger.tasks.core.kept_writes import KeptConnections
+from flowledger.tasks.core.kept_writes import KeptConnections, driver_transaction
 from flowledger.tasks.core.migrations import MIGRATIONS
 from flowledger.tasks.core.tables import (
     METADATA,
@@ -160,7 +160,7 @@ class Database:
             try:
                 conn = kept.take()
                 try:
-                    yield from _driver_transaction(conn)
+                    yield from driver_transaction(conn)
                 finally:
                     kept.give_back(conn)
             except SQLAlchemyError as exc:  # `_translate_errors`, inline: one generator less on every write
@@ -304,44 +304,6 @@ class Database:
             log.debug("wal checkpoint at close skipped: %s", _one_line(exc))
 
 
-def _driver_transaction(conn: Connection) -> Iterator[Connection]:
-    """BEGIN IMMEDIATE … COMMIT straight on the driver (a kept SQLite connection; see `Database.write`).
-
-    SQLAlchemy's `begin()` and `commit()` (a Transaction object, the begin event, the commit path) cost as much
-    again as the driver's own BEGIN and COMMIT on every write. The Core statements some callers run inside still
-    autobegin a SQLAlchemy transaction: the begin event leaves the driver's open one alone (`_on_begin`), and that
-    transaction is committed or rolled back through SQLAlchemy, which ends the driver's. Driver errors surface as
-    SQLAlchemy's OperationalError, as from `conn.begin()`, so `transact` still retries a lock timeout.
-    """
-    driver: Any = conn.connection.driver_connection
-    _driver_execute(driver, "BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        with contextlib.suppress(Exception):  # a connection left dirty is closed, not kept (KeptConnections)
-            if conn.in_transaction():
-                conn.rollback()
-            elif driver.in_transaction:
-                driver.rollback()
-        raise
-    if conn.in_transaction():
-        conn.commit()
-    else:
-        try:
-            _driver_execute(driver, "COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                driver.rollback()
-            raise
-
-
-def _driver_execute(driver: Any, statement: str) -> None:
-    try:
-        driver.execute(statement)
-    except sqlite3.Error as exc:
-        raise OperationalError(statement, None, exc) from exc
-
-
 def _sqlite_connect_args() -> dict[str, Any]:
     return {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
 
@@ -363,7 +325,7 @@ def _install_sqlite_discipline(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         dbapi_conn: Any = conn.connection.dbapi_connection
-        if dbapi_conn.in_transaction:  # begun on the driver by `_driver_transaction`: a Core statement inside it
+        if dbapi_conn.in_transaction:  # begun on the driver (kept_writes.driver_transaction): a Core statement inside
             return
         immediate = conn.get_execution_options().get("flowledger_write", False)
         statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"

@@ -1,12 +1,16 @@
-"""SQLite write connections kept open between write transactions (SQLite files only; see `Database.write`)."""
+"""SQLite write connections kept open between write transactions, and those transactions run on the driver (SQLite
+files only; see `Database.write`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 
 class KeptConnections:
@@ -66,3 +70,41 @@ class KeptConnections:
 
 def _driver(conn: Connection) -> Any:
     return conn.connection.driver_connection
+
+
+def driver_transaction(conn: Connection) -> Iterator[Connection]:
+    """BEGIN IMMEDIATE … COMMIT straight on the driver (a kept SQLite connection; see `Database.write`).
+
+    SQLAlchemy's `begin()` and `commit()` (a Transaction object, the begin event, the commit path) cost as much
+    again as the driver's own BEGIN and COMMIT on every write. The Core statements some callers run inside still
+    autobegin a SQLAlchemy transaction: the begin event leaves the driver's open one alone (`db._on_begin`), and that
+    transaction is committed or rolled back through SQLAlchemy, which ends the driver's. Driver errors surface as
+    SQLAlchemy's OperationalError, as from `conn.begin()`, so `transact` still retries a lock timeout.
+    """
+    driver: Any = conn.connection.driver_connection
+    _driver_execute(driver, "BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        with contextlib.suppress(Exception):  # a connection left dirty is closed, not kept (`give_back`)
+            if conn.in_transaction():
+                conn.rollback()
+            elif driver.in_transaction:
+                driver.rollback()
+        raise
+    if conn.in_transaction():
+        conn.commit()
+    else:
+        try:
+            _driver_execute(driver, "COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                driver.rollback()
+            raise
+
+
+def _driver_execute(driver: Any, statement: str) -> None:
+    try:
+        driver.execute(statement)
+    except sqlite3.Error as exc:
+        raise OperationalError(statement, None, exc) from exc
