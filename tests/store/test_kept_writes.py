@@ -49,7 +49,7 @@ def test_core_statements_inside_a_write_commit_with_it(ledger: Ledger) -> None:
         assert conn.execute(text("SELECT value FROM schema_meta WHERE meta_key = 'kept-test'")).scalar() == "x"
 
 
-def test_sqlite_writes_reuse_one_connection_and_leave_it_outside_a_transaction(sqlite_ledger: Ledger) -> None:
+def test_sqlite_writes_reuse_one_connection_with_the_ledger_pragmas(sqlite_ledger: Ledger) -> None:
     drivers = []
     for i in range(3):
         with sqlite_ledger.db.write() as conn:
@@ -57,6 +57,9 @@ def test_sqlite_writes_reuse_one_connection_and_leave_it_outside_a_transaction(s
             conn.execute(text(f"INSERT INTO schema_meta (meta_key, value) VALUES ('k{i}', 'v')"))
     assert drivers[0] is drivers[1] is drivers[2]
     assert not drivers[0].in_transaction
+    pragmas = {name: drivers[0].execute(f"PRAGMA {name}").fetchone()[0]
+               for name in ("busy_timeout", "journal_mode", "synchronous", "foreign_keys")}
+    assert pragmas == {"busy_timeout": 30_000, "journal_mode": "wal", "synchronous": 1, "foreign_keys": 1}
 
 
 def test_a_failed_commit_surfaces_as_storage_unavailable_and_is_rolled_back(tmp_path: Path) -> None:
