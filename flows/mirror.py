@@ -31,6 +31,7 @@ from flowledger.flows.models import (
     parse_sync_mode,
 )
 from flowledger.tasks.core import store as task_store
+from flowledger.tasks.core import task_rows
 from flowledger.tasks.core.errors import InvalidPersistedValueError
 from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.ids import new_id
@@ -138,7 +139,7 @@ class FlowHooks(TaskHooks):
         if not wants_one_task_flow(task):
             return task
         flow = one_task_flow(task)
-        values = task_store.driver_values(store.flow_values(flow))
+        values = task_rows.driver_values(store.flow_values(flow))
         shape = tuple(values)
         prepared = _INSERT_FLOW.get(shape)
         if prepared is None:
@@ -245,7 +246,7 @@ def _sync_mirrored(conn: Connection, row: Any, status: FlowStatus, previous: Tas
         stmt = update(flow_runs).where(flow_runs.c.flow_id == bindparam("b_flow_id"),
                                        flow_runs.c.revision == bindparam("b_revision"))
         prepared = _FLOW_UPDATE[shape] = Prepared(stmt, [*shape, "revision"])
-    values = task_store.driver_values(values)
+    values = task_rows.driver_values(values)
     values.update(revision=flow.revision + 1, b_flow_id=flow.flow_id, b_revision=row.revision)
     if prepared.run(conn, values).rowcount and new.status != flow.status:
         log.info("flow %s %s -> %s", flow.flow_id, flow.status, new.status)

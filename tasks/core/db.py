@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from flowledger.tasks.core import counts, filemodes
+from flowledger.tasks.core import counts, filemodes, sqlite_discipline
 from flowledger.tasks.core.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.core.errors import InvalidInputError, StorageUnavailableError
 from flowledger.tasks.core.kept_writes import KeptConnections, driver_transaction
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 __all__ = ["DEFAULT_STATE_DIR", "Database", "resolve_database_url", "resolve_state_dir"]
 
-BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_MS = sqlite_discipline.BUSY_TIMEOUT_MS
 # A pooled PostgreSQL connection idle longer than this is pinged before use (see _install_idle_ping).
 PING_AFTER_IDLE_S = 5.0
 class Database:
@@ -289,17 +289,7 @@ class Database:
         try:
             with self.engine.connect() as conn:
                 driver: Any = conn.connection.driver_connection
-                driver.execute("PRAGMA busy_timeout = 0")
-                try:
-                    try:
-                        busy = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-                    except sqlite3.OperationalError as exc:  # locked: someone else holds the file right now
-                        log.debug("wal truncate at close skipped: %s", exc)
-                        busy = (1,)
-                    if busy is not None and busy[0]:
-                        driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                finally:
-                    driver.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                sqlite_discipline.checkpoint_without_waiting(driver)
         except (SQLAlchemyError, sqlite3.Error) as exc:
             log.debug("wal checkpoint at close skipped: %s", _one_line(exc))
 
@@ -313,14 +303,7 @@ def _install_sqlite_discipline(engine: Engine) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Manual transaction control: the driver must not BEGIN on its own, we choose the kind below.
         dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
-            cursor.execute("PRAGMA foreign_keys = ON")
-        finally:
-            cursor.close()
+        sqlite_discipline.configure(dbapi_conn)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:

@@ -49,7 +49,7 @@ from flowledger.tasks.core.states import (
 
 log = logging.getLogger(__name__)
 
-CANCELLED_BY_OPERATOR = "Cancelled by operator."
+CANCELLED_BY_OPERATOR = rules.CANCELLED_BY_OPERATOR  # moved to rules.py (the lean door cancels too)
 # The compare-and-set guard of each run-scoped target, computed once rather than on every write.
 _PREDECESSORS = {status: allowed_predecessors(status) for status in TaskStatus}
 
@@ -171,8 +171,7 @@ class TaskService:
             return change.task, change
         created = new_record(conn, draft, now, retention=self.retention, hooks=self.hooks)
         store.insert_task(conn, created)
-        event = TaskEvent(task_id=created.task_id, at=created.created_at, kind=created.status.value,
-                          summary=rules.status_summary(created))
+        event = rules.created_event(created)
         store.append_event(conn, event)
         change = Change(created, None, event)
         self.hooks.on_written(conn, change, now)
@@ -216,13 +215,8 @@ class TaskService:
             return None
         if new.requester_origin != current.requester_origin:
             store.upsert_origin(conn, new.task_id, new.requester_origin)
-        event = None
-        if new.status != current.status or (progress and summary):
-            kind = new.status.value if new.status != current.status else "progress"
-            if summary is None and kind != "progress":
-                summary = rules.status_summary(new)
-            event = TaskEvent(task_id=new.task_id, at=new.last_event_at or new.ended_at or now, kind=kind,
-                              summary=summary, previous_status=current.status.value)
+        event = rules.history_event(current, new, now, summary=summary, progress=progress)
+        if event is not None:
             store.append_event(conn, event)
             if new.status != current.status:
                 log.info("task %s %s -> %s", new.task_id, current.status, new.status)
@@ -373,7 +367,7 @@ class TaskService:
         if task is None:
             return CancelResult(found=False, cancelled=False, reason="Task not found.")
         if is_terminal(task.status):
-            return CancelResult(found=True, cancelled=False, reason="Task is already terminal.", task=task)
+            return CancelResult(found=True, cancelled=False, reason=rules.ALREADY_TERMINAL, task=task)
         if task.runtime in (Runtime.ACP, Runtime.SUBAGENT) and not task.child_session_key and not _codex_native(task):
             return CancelResult(found=True, cancelled=False, reason="Task has no cancellable child session.",
                                 task=task)
@@ -389,8 +383,7 @@ class TaskService:
             current = store.get(conn, task.task_id, for_update=True)
             if current is None or current.status not in ACTIVE:
                 return []
-            new = current.replace(status=TaskStatus.CANCELLED, ended_at=now, last_event_at=now,
-                                  error=reason or CANCELLED_BY_OPERATOR)
+            new = rules.cancelled(current, now, reason)
             change = self._write(conn, current, new, now=now, expected=ACTIVE, summary=reason)
             return [change] if change else []
 
@@ -400,7 +393,7 @@ class TaskService:
         latest = self.get(task.task_id)
         if latest is not None and latest.status == TaskStatus.CANCELLED:
             return CancelResult(found=True, cancelled=True, task=latest)
-        return CancelResult(found=True, cancelled=False, reason="Task is already terminal.", task=latest)
+        return CancelResult(found=True, cancelled=False, reason=rules.ALREADY_TERMINAL, task=latest)
 
     def set_notify_policy(self, lookup: str, policy: NotifyPolicy | str) -> Task:
         value = parse_enum(NotifyPolicy, policy, "notify policy")

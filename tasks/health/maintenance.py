@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select, update
 
-from flowledger.tasks.core import rules, store
+from flowledger.tasks.core import rules, store, task_rows
 from flowledger.tasks.core.clock import to_ms
 from flowledger.tasks.core.hooks import Change
 from flowledger.tasks.core.models import Task, TaskEvent
@@ -286,7 +286,7 @@ def write_batch(service: TaskService, conn: Connection, pairs: Sequence[tuple[Ta
     news = [(current, rules.prepare_write(new, service.retention)) for current, new in pairs]
     rows = []
     for current, new in news:
-        values = store.task_values(new)
+        values = task_rows.task_values(new)
         values["b_id"] = values.pop("task_id")
         values["b_status"] = current.status.value
         rows.append(values)
