@@ -1,8 +1,9 @@
 """Engines, transactions and dialect differences, all in one place.
 
 SQLite: WAL, `synchronous=NORMAL`, a long `busy_timeout`, `BEGIN IMMEDIATE` for every write transaction
-(so two writers queue instead of deadlocking on a lock upgrade), periodic PASSIVE checkpoints, and on
-close a TRUNCATE checkpoint only when it can be had at once (never waiting on another process).
+(so two writers queue instead of deadlocking on a lock upgrade), write transactions on connections kept open
+between them (tasks/core/kept_writes.py), periodic PASSIVE checkpoints, and on close a TRUNCATE checkpoint only
+when it can be had at once (never waiting on another process).
 PostgreSQL: row locks (`FOR UPDATE`) where the store reads before it writes.
 """
 
@@ -19,10 +20,12 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, Select, Table, and_, create_engine, event, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from flowledger.tasks.core import counts, filemodes, sqlite_discipline, write_batch
 from flowledger.tasks.core.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.core.errors import InvalidInputError, StorageUnavailableError
+from flowledger.tasks.core.kept_writes import KeptConnections, driver_transaction
 from flowledger.tasks.core.migrations import MIGRATIONS
 from flowledger.tasks.core.tables import (
     METADATA,
@@ -50,6 +53,13 @@ class Database:
         # `execution_options()` call on its connection.
         self._write_engine = engine.execution_options(flowledger_write=True)
         _refuse_nul_text(engine)
+        # SQLite files: write transactions on connections kept open between them (tasks/core/kept_writes.py).
+        self._kept: KeptConnections | None = None
+        if self.is_sqlite and sqlite_path is not None:
+            kept_engine = create_engine(engine.url, poolclass=NullPool, connect_args=_sqlite_connect_args())
+            _install_sqlite_discipline(kept_engine)
+            _refuse_nul_text(kept_engine)
+            self._kept = KeptConnections(kept_engine.execution_options(flowledger_write=True))
 
     # --- opening ------------------------------------------------------------------------------------
 
@@ -61,9 +71,7 @@ class Database:
             filemodes.make_private_dir(state_dir, required=False)
         if sqlite_path is not None:
             filemodes.prepare_sqlite_file(sqlite_path)
-            engine = create_engine(
-                target.url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
-            )
+            engine = create_engine(target.url, connect_args=_sqlite_connect_args())
             _install_sqlite_discipline(engine)
         else:
             engine = create_engine(target.url, connect_args={"connect_timeout": 5})
@@ -147,6 +155,17 @@ class Database:
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """One write transaction: BEGIN IMMEDIATE on SQLite, committed on success, rolled back on error."""
+        kept = self._kept
+        if kept is not None:
+            try:
+                conn = kept.take()
+                try:
+                    yield from driver_transaction(conn)
+                finally:
+                    kept.give_back(conn)
+            except SQLAlchemyError as exc:  # `_translate_errors`, inline: one generator less on every write
+                raise StorageUnavailableError(f"Storage unavailable: {_one_line(exc)}") from exc
+            return
         with (
             self._translate_errors(),
             self._write_engine.connect() as conn,
@@ -254,6 +273,8 @@ class Database:
         (another process, a read-only file, a full disk), so it is logged at debug level only: the one error
         line a user sees must stay the only line.
         """
+        if self._kept is not None:
+            self._kept.close()  # first: the checkpoint below truncates only when no other connection is open
         if self.is_sqlite:
             self._checkpoint_without_waiting()
         self.engine.dispose()
@@ -273,6 +294,10 @@ class Database:
             log.debug("wal checkpoint at close skipped: %s", _one_line(exc))
 
 
+def _sqlite_connect_args() -> dict[str, Any]:
+    return {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+
+
 def _install_sqlite_discipline(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -282,13 +307,16 @@ def _install_sqlite_discipline(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
+        dbapi_conn: Any = conn.connection.dbapi_connection
+        if dbapi_conn.in_transaction:  # begun on the driver (kept_writes.driver_transaction): a Core statement inside
+            return
         immediate = conn.get_execution_options().get("flowledger_write", False)
         statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
         # Straight to the driver: the full execute path (events, result wrapping) cost as much as the
         # statement on every transaction. SQLAlchemy does not wrap errors raised in this event, so we do:
         # a lock timeout must still surface as OperationalError for `transact` to retry it.
         try:
-            conn.connection.dbapi_connection.execute(statement)  # type: ignore[union-attr]
+            dbapi_conn.execute(statement)
         except sqlite3.Error as exc:
             raise OperationalError(statement, None, exc) from exc
 

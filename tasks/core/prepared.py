@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
@@ -29,21 +31,27 @@ class Prepared:
     def __init__(self, stmt: ClauseElement, column_keys: list[str] | None = None) -> None:
         self._stmt = stmt
         self._keys = column_keys
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+        self._compiled: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {}
 
-    def _sql(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
+    def _sql(self, dialect: Dialect) -> tuple[str, Callable[[dict[str, Any]], Any]]:
+        """The SQL text, and how a parameter dict becomes the driver's arguments (positional: a tuple in the
+        compiled order, taken by one `itemgetter`; named: the dict itself)."""
         hit = self._compiled.get(dialect.name)
         if hit is None:
             compiled: Any = self._stmt.compile(dialect=dialect, column_keys=self._keys)
-            order = tuple(compiled.positiontup or ()) if compiled.positional else None
-            hit = self._compiled[dialect.name] = (compiled.string, order)
+            args: Callable[[dict[str, Any]], Any] = _same
+            if compiled.positional:
+                order = tuple(compiled.positiontup or ())
+                args = _no_args if not order else _one_arg(order[0]) if len(order) == 1 else itemgetter(*order)
+            hit = self._compiled[dialect.name] = (compiled.string, args)
         return hit
 
     def run(self, conn: Connection, params: dict[str, Any]) -> Any:
-        sql, order = self._sql(conn.dialect)
-        if any((type(v) is str and "\x00" in v) or (type(v) is list and _has_nul(v)) for v in params.values()):
-            raise InvalidInputError(NUL_REFUSED)
-        args: Any = params if order is None else tuple(params[k] for k in order)
+        sql, to_args = self._sql(conn.dialect)
+        for value in params.values():
+            if (type(value) is str and "\x00" in value) or (type(value) is list and _has_nul(value)):
+                raise InvalidInputError(NUL_REFUSED)
+        args = to_args(params)
         driver: Any = conn.connection.driver_connection
         dbapi_error = conn.dialect.loaded_dbapi.Error
         try:
@@ -60,3 +68,15 @@ class Prepared:
 def _has_nul(values: list[Any]) -> bool:
     """A batch's column (core/batch_writes.py) holding text with NUL."""
     return any(type(v) is str and "\x00" in v for v in values)
+
+
+def _same(params: dict[str, Any]) -> Any:
+    return params
+
+
+def _no_args(_params: dict[str, Any]) -> Any:
+    return ()
+
+
+def _one_arg(key: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda params: (params[key],)

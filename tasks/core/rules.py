@@ -39,15 +39,25 @@ def normal_outcome(status: TaskStatus, outcome: TerminalOutcome | None) -> Termi
 
 def normalize_timestamps(task: Task) -> Task:
     """REFERENCE §2.2 step 10: created ≤ started ≤ last_event, ended ≥ start; applied on every write."""
-    created, started, last_event, ended = normal_times(task.created_at, task.started_at, task.last_event_at,
-                                                       task.ended_at)
-    outcome = normal_outcome(task.status, task.terminal_outcome)
-    if (created, started, last_event, ended, outcome) == (
-        task.created_at, task.started_at, task.last_event_at, task.ended_at, task.terminal_outcome
-    ):
+    fields = _normalized(task)
+    if fields is None:
         return task
+    created, started, last_event, ended, outcome = fields
     return task.replace(created_at=created, started_at=started, last_event_at=last_event, ended_at=ended,
                         terminal_outcome=outcome)
+
+
+_Normalized = tuple[datetime, datetime | None, datetime | None, datetime | None, TerminalOutcome | None]
+
+
+def _normalized(task: Task) -> _Normalized | None:
+    """`normalize_timestamps`'s new (created, started, last_event, ended, outcome), or None when nothing changes."""
+    created, started, last_event, ended = normal_times(task.created_at, task.started_at, task.last_event_at,
+                                                       task.ended_at)
+    fields = (created, started, last_event, ended, normal_outcome(task.status, task.terminal_outcome))
+    if fields == (task.created_at, task.started_at, task.last_event_at, task.ended_at, task.terminal_outcome):
+        return None
+    return fields
 
 
 def cleanup_at(terminal_at: datetime, retention: timedelta = DEFAULT_RETENTION) -> datetime:
@@ -75,7 +85,17 @@ def status_summary(task: Task) -> str | None:
 
 
 def prepare_write(task: Task, retention: timedelta = DEFAULT_RETENTION) -> Task:
-    return with_cleanup_stamp(normalize_timestamps(task), retention)
+    """`with_cleanup_stamp(normalize_timestamps(task))` in at most one copy of the task (a completion needed two:
+    its outcome, then its stamp)."""
+    fields = _normalized(task)
+    if fields is None:
+        return with_cleanup_stamp(task, retention)
+    created, started, last_event, ended, outcome = fields
+    cleanup = task.cleanup_after
+    if cleanup is None and is_terminal(task.status):
+        cleanup = cleanup_at(ended or last_event or created, retention)  # cleanup_after_for: terminal_at
+    return task.replace(created_at=created, started_at=started, last_event_at=last_event, ended_at=ended,
+                        terminal_outcome=outcome, cleanup_after=cleanup)
 
 
 # A success may be overridden by a later failure (states.should_apply); its requester was already told "done".

@@ -55,6 +55,9 @@ def v6_shape(ledger: Ledger) -> list[str]:
 
 def _task_run_indexes(ledger: Ledger) -> set[str]:
     with ledger.db.read() as conn:
+        # SQLite's `PRAGMA index_list` answers from the schema its connection has loaded, and with nothing on a
+        # connection that has loaded none yet; writes run on connections of their own (tasks/core/kept_writes.py).
+        conn.execute(text("SELECT 1 FROM task_runs LIMIT 1"))
         return {str(ix["name"]) for ix in inspect(conn).get_indexes("task_runs")}
 
 
