@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
 
+from flowledger.tasks.core import counts as kept_counts
 from flowledger.tasks.core import store
 from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
@@ -130,9 +131,13 @@ def count_by_status(db: Database, query: TaskFilter, projector: Projector) -> di
     where = query.stored_where()
     counts = {s.value: 0 for s in TaskStatus}
     with db.read() as conn:
-        stmt = select(task_runs.c.status, func.count()).where(*where).group_by(task_runs.c.status)
-        for status, count in conn.execute(stmt):
-            counts[str(status)] = counts.get(str(status), 0) + int(count)
+        if where:
+            stmt = select(task_runs.c.status, func.count()).where(*where).group_by(task_runs.c.status)
+            stored: list[tuple[str, int]] = [(str(s), int(n)) for s, n in conn.execute(stmt)]
+        else:  # unfiltered: the counts the writing transactions keep (a few rows, not a scan of every task)
+            stored = [(status, n) for status, _runtime, n in kept_counts.read(conn)]
+        for status, count in stored:
+            counts[status] = counts.get(status, 0) + count
     for active in ACTIVE:
         changing = [*where, task_runs.c.status == active.value, active_may_change(projector.now)]
         after = 0

@@ -153,8 +153,8 @@ class LeanReader:
         status of the active rows whose projection can differ (`projection.active_may_change`; the due rows are
         those and the ended active ones, whose projection is their stored status)."""
         counts = {s.value: 0 for s in TaskStatus}
-        for status, count in self.conn.execute("SELECT status, count(*) FROM task_runs GROUP BY status"):
-            counts[str(status)] = counts.get(str(status), 0) + int(count)
+        for status, _runtime, count in self.stored_counts():  # kept by the writes: a few rows, not a scan
+            counts[status] = counts.get(status, 0) + count
         for batch in _batched(self.due_rows(COUNT_BATCH), COUNT_BATCH):
             view, recoveries = self.backing(batch), self.recoveries(batch)
             for task in batch:
