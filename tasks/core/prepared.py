@@ -44,9 +44,24 @@ class Prepared:
         if any(type(v) is str and "\x00" in v for v in params.values()):
             raise InvalidInputError(NUL_REFUSED)
         args: Any = params if order is None else tuple(params[k] for k in order)
+        return self._on_driver(conn, sql, args, many=False)
+
+    def run_many(self, conn: Connection, rows: list[dict[str, Any]]) -> Any:
+        """The statement once per parameter set, in one driver `executemany` (a batch's guarded writes)."""
+        sql, order = self._sql(conn.dialect)
+        if any(type(v) is str and "\x00" in v for params in rows for v in params.values()):
+            raise InvalidInputError(NUL_REFUSED)
+        args: Any = rows if order is None else [tuple(params[k] for k in order) for params in rows]
+        return self._on_driver(conn, sql, args, many=True)
+
+    def _on_driver(self, conn: Connection, sql: str, args: Any, *, many: bool) -> Any:
         driver: Any = conn.connection.driver_connection
         dbapi_error = conn.dialect.loaded_dbapi.Error
         try:
+            if many:
+                cursor = driver.cursor()
+                cursor.executemany(sql, args)
+                return cursor
             return driver.execute(sql, args)
         except dbapi_error as exc:
             lost = conn.dialect.is_disconnect(exc, driver, None)

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
 from flowledger.tasks.core import rules, store
 from flowledger.tasks.core.clock import to_ms
@@ -268,29 +268,16 @@ def sweep(service: TaskService, now: datetime, *, apply: bool, authoritative: bo
     return result
 
 
-# One statement for every guarded full-row write of a batch: executemany with the same keys hits the compiled
-# cache, where building an UPDATE of just the changed columns per row cost ~1 ms each.
-_GUARDED_UPDATE = update(task_runs).where(task_runs.c.task_id == bindparam("b_id"),
-                                          task_runs.c.status == bindparam("b_status"))
-
-
 def write_batch(service: TaskService, conn: Connection, pairs: Sequence[tuple[Task, Task]],
                 now: datetime) -> list[Change]:
-    """Write (current, new) pairs whose rows the caller locked and re-read unchanged, in one statement each for
-    the rows and their history, then run the in-transaction hooks per change (as `TaskService.apply` does).
-
-    Full rows are safe here, unlike in `store.compare_and_set`: every `current` was just read under the lock.
+    """Write (current, new) pairs whose rows the caller locked and re-read unchanged — their changed columns, one
+    driver executemany per set of columns (store.compare_and_set_many) — and their history in one more, then
+    run the in-transaction hooks per change (as `TaskService.apply` does).
     """
     if not pairs:
         return []
     news = [(current, rules.prepare_write(new, service.retention)) for current, new in pairs]
-    rows = []
-    for current, new in news:
-        values = store.task_values(new)
-        values["b_id"] = values.pop("task_id")
-        values["b_status"] = current.status.value
-        rows.append(values)
-    conn.execute(_GUARDED_UPDATE, rows)
+    store.compare_and_set_many(conn, news)
     changes: list[Change] = []
     for current, new in news:
         event = None
