@@ -137,12 +137,19 @@ def stale_running_entry(task: Task, view: BackingView) -> dict[str, Any] | None:
 
 
 def _per_task_kinds(now: datetime, *, include_due: bool) -> list[ColumnElement[bool]]:
-    """Each kind of row that needs a per-task decision, as one index-friendly filter (status or cleanup index)."""
+    """Each kind of row that needs a per-task decision, as one index-friendly filter (status or cleanup index).
+
+    The terminal kinds come before the active ones: a row this pass marks lost (or recovers) is then not read
+    again as a lost (or terminal) row — nothing would happen to it (it was just stamped, so it is neither due
+    nor unstamped), and at a million records that was 10,000 rows read and decided for nothing.
+    """
     c = task_runs.c
-    kinds: list[ColumnElement[bool]] = [and_(c.status == s.value, active_may_change(now)) for s in _ACTIVE_ORDER]
     lost = c.status == TaskStatus.LOST.value
-    kinds.append(lost if include_due else and_(lost, or_(c.cleanup_after.is_(None), c.cleanup_after > now)))
-    kinds.append(and_(c.cleanup_after.is_(None), c.status.not_in(_ACTIVE_OR_LOST)))
+    kinds: list[ColumnElement[bool]] = [
+        lost if include_due else and_(lost, or_(c.cleanup_after.is_(None), c.cleanup_after > now)),
+        and_(c.cleanup_after.is_(None), c.status.not_in(_ACTIVE_OR_LOST)),
+    ]
+    kinds.extend(and_(c.status == s.value, active_may_change(now)) for s in _ACTIVE_ORDER)
     if include_due:
         kinds.append(due(now))
     return kinds
