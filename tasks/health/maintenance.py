@@ -147,8 +147,8 @@ def _per_task_kinds(now: datetime, *, include_due: bool) -> list[tuple[Prepared,
     nor unstamped), and at a million records that was 10,000 rows read and decided for nothing.
     """
     lost, lost_not_due, unstamped, active, due_rows = _kind_statements()
-    at = {"b_now": to_ms(now), "b_lost": TaskStatus.LOST.value}
-    kinds = [(lost, at) if include_due else (lost_not_due, at),
+    at: dict[str, Any] = {"b_now": to_ms(now), "b_lost": TaskStatus.LOST.value}
+    kinds: list[tuple[Prepared, dict[str, Any]]] = [(lost, at) if include_due else (lost_not_due, at),
              (unstamped, {f"b_not_{i}": s for i, s in enumerate(_ACTIVE_OR_LOST)})]
     kinds.extend((active, {"b_status": s.value, "b_stale_before": to_ms(now - LOST_GRACE),
                            "b_cron": Runtime.CRON.value}) for s in _ACTIVE_ORDER)
