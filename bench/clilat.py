@@ -20,8 +20,12 @@ def time_command(args: list[str], *, state_dir: Path, url: str, repeat: int, tim
                  env: dict[str, str] | None = None) -> tuple[float | None, str, list[float]]:
     """(median seconds, reason when None, samples). Stops repeating once one run takes over `timeout`/3.
     `env` adds to the environment (a `PYTHONPATH` runs a baseline source tree instead of this one)."""
-    # A baseline tree (PYTHONPATH) may predate cli/entry.py: run its cli.main module, as its script would.
-    program = [sys.executable, "-m", "flowledger.cli.main"] if env and "PYTHONPATH" in env else flowledger_argv()
+    # A baseline tree (PYTHONPATH): its console script's module, cli/entry.py (the lean path first), or cli.main in
+    # a tree that predates it, as its script would.
+    program = flowledger_argv()
+    if env and "PYTHONPATH" in env:
+        entry = Path(env["PYTHONPATH"]) / "flowledger" / "cli" / "entry.py"
+        program = [sys.executable, "-m", "flowledger.cli.entry" if entry.exists() else "flowledger.cli.main"]
     argv = [*program, "--state-dir", str(state_dir), "--database-url", url, *args]
     samples: list[float] = []
     for _ in range(repeat):
@@ -55,9 +59,11 @@ def startup(repeat: int = 10, before: Path | None = None) -> None:
 
     `python bench/clilat.py [repeat] [--before SRC]`: a quick check that does not need the full benchmark's
     seeded database. With `--before SRC` (a baseline source tree, SRC/flowledger) each sample of the baseline
-    runs right before the same sample of this tree, and the ratio after/before is printed.
+    runs right before the same sample of this tree, and the ratio after/before is printed; `cpu` is the median
+    user + sys time of the command's process (before/after with a baseline).
     """
     import os
+    import resource
     import tempfile
 
     from flowledger import Ledger
@@ -73,6 +79,11 @@ def startup(repeat: int = 10, before: Path | None = None) -> None:
                                           parent_flow_id=flow.flow_id).task_id
 
         def queued_task() -> list[str]:  # a fresh task each time: a cancelled task cannot be cancelled again
+            with Ledger.open(state_dir=one, database_url=one_url) as opened:  # as `run --detach` records one
+                fresh = opened.tasks.create(runtime="cli", task="to cancel", status="queued", task_kind="command")
+            return ["tasks", "cancel", fresh.task_id]
+
+        def queued_acp_task() -> list[str]:  # linked to its one-task flow, a notice due: the full path's to cancel
             with Ledger.open(state_dir=one, database_url=one_url) as opened:
                 fresh = opened.tasks.create(runtime="acp", task="to cancel", owner_key="agent:main:main",
                                             status="queued", child_session_key="agent:main:acp:clilat")
@@ -86,7 +97,8 @@ def startup(repeat: int = 10, before: Path | None = None) -> None:
             ("tasks flow list", ["tasks", "flow", "list"], one, one_url),
             ("tasks flow show <id>", ["tasks", "flow", "show", flow.flow_id], one, one_url),
             ("status (empty ledger)", ["status"], empty, empty_url),
-            ("tasks cancel <id>", queued_task, one, one_url),
+            ("tasks cancel <cli id>", queued_task, one, one_url),
+            ("tasks cancel <acp id>", queued_acp_task, one, one_url),
             ("run --detach -- true", ["run", "--detach", "--", "true"], one, one_url),
         ]
         floor = []
@@ -98,6 +110,7 @@ def startup(repeat: int = 10, before: Path | None = None) -> None:
         for label, args, state_dir, url in commands:
             now: list[float] = []
             old: list[float] = []
+            cpu: dict[bool, list[float]] = {True: [], False: []}  # user + sys of the command's process
             reason = ""
             trees = [before, None] if before is not None else [None]
             for _ in range(repeat):
@@ -105,8 +118,11 @@ def startup(repeat: int = 10, before: Path | None = None) -> None:
                     argv = args() if callable(args) else args
                     assert isinstance(argv, list)
                     env = {"PYTHONPATH": str(tree)} if tree is not None else None
+                    used = resource.getrusage(resource.RUSAGE_CHILDREN)
                     median, why, _ = time_command(argv, state_dir=state_dir, url=url, repeat=1, timeout=60,
                                                   env=env)
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu[tree is None].append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
                     if median is None:
                         reason = why
                     else:
@@ -115,7 +131,8 @@ def startup(repeat: int = 10, before: Path | None = None) -> None:
             if before is not None and old and now:
                 ratio = statistics.median(now) / statistics.median(old)
                 shown = f"before {statistics.median(old) * 1000:6.0f} ms  after {shown}  after/before {ratio:.2f}"
-            print(f"{label:<24} median {shown}  ({len(now)} runs)", flush=True)
+            cpu_ms = "/".join(f"{statistics.median(cpu[k]) * 1000:.0f}" for k in (False, True) if cpu[k])
+            print(f"{label:<24} median {shown}  cpu {cpu_ms} ms  ({len(now)} runs)", flush=True)
 
 
 if __name__ == "__main__":

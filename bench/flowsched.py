@@ -5,11 +5,12 @@ Before/after in one run (issue 18 goal 2):
 
     python bench/flowsched.py compare [--steps 300] [--rounds 5] [--baseline main] [--postgres URL|none]
 
-drives the same DAG through (1) the controller of git revision `--baseline` (extracted under /tmp, imported
-first through PYTHONPATH) with the per-step instant launcher, (2) this tree's controller with the same launcher
-and (3) this tree's controller with the batch launcher (`BatchInstantLauncher`); each run a fresh process and a
-fresh ledger, the three interleaved round after round (order rotated), on SQLite and PostgreSQL. It prints the
-median ms/step (wall and CPU) per variant with its spread, and each variant's ratio to (1) taken round by round.
+drives the same DAG through the controller of git revision `--baseline` (extracted under /tmp, imported first
+through PYTHONPATH) and this tree's, each with the three instant launchers (per-step; batch, `BatchInstantLauncher`;
+batch started with create, `StartedBatchInstantLauncher`: a baseline without batch transitions fails those); each
+run a fresh process and a fresh ledger, the six interleaved round after round (order rotated), on SQLite and
+PostgreSQL. It prints the median ms/step (wall and CPU) per variant with its spread, and each variant's ratio,
+taken round by round, to the baseline's per-step run and to the baseline with the same launcher.
 """
 
 from __future__ import annotations
@@ -125,8 +126,8 @@ def controller_overhead(steps: int, url: str, state_dir: Path, launcher: str = "
 # --- before/after in one run ------------------------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = (("baseline", "per-step"), ("this tree", "per-step"), ("this tree", "batch"),
-            ("this tree", "batch, started with create"))
+VARIANTS = (("baseline", "per-step"), ("this tree", "per-step"), ("baseline", "batch"), ("this tree", "batch"),
+            ("baseline", "batch, started with create"), ("this tree", "batch, started with create"))
 
 
 def measure_once(steps: int, url: str, state_dir: Path, launcher: str) -> dict[str, float]:
@@ -190,7 +191,11 @@ def compare(steps: int, rounds: int, revision: str, pg_admin: str | None) -> lis
         for index, (tree, launcher) in enumerate(VARIANTS):
             walls = [s["wall_ms"] for s in samples[index]]
             ratios = [s["wall_ms"] / b["wall_ms"] for s, b in zip(samples[index], samples[0], strict=True)]
-            rows.append({"engine": engine, "variant": f"{revision if tree == 'baseline' else tree}, {launcher}",
+            same = samples[VARIANTS.index(("baseline", launcher))]  # the baseline with this launcher, round by round
+            same_ratios = [s["wall_ms"] / b["wall_ms"] for s, b in zip(samples[index], same, strict=True)]
+            rows.append({"same_ratio": statistics.median(same_ratios), "same_min": min(same_ratios),
+                         "same_max": max(same_ratios), "engine": engine,
+                         "variant": f"{revision if tree == 'baseline' else tree}, {launcher}",
                          "wall_ms": statistics.median(walls), "wall_min": min(walls), "wall_max": max(walls),
                          "cpu_ms": statistics.median(s["cpu_ms"] for s in samples[index]),
                          "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
@@ -227,11 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = compare(args.steps, args.rounds, args.baseline, pg)
     print(f"graph controller, instant launcher: random DAG of {args.steps} steps (max_parallel {MAX_PARALLEL}), "
           f"median of {args.rounds} interleaved rounds")
-    print("| engine | variant | wall ms/step (min–max) | CPU ms/step | × baseline wall (min–max) | load |")
-    print("|---|---|---|---|---|---|")
+    print("| engine | variant | wall ms/step (min–max) | CPU ms/step | × baseline per-step wall (min–max) | "
+          "× baseline, same launcher (min–max) | load |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['engine']} | {r['variant']} | {r['wall_ms']:.2f} ({r['wall_min']:.2f}–{r['wall_max']:.2f}) | "
-              f"{r['cpu_ms']:.2f} | {r['ratio']:.2f} ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | {r['load']} |")
+              f"{r['cpu_ms']:.2f} | {r['ratio']:.2f} ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | "
+              f"{r['same_ratio']:.2f} ({r['same_min']:.2f}–{r['same_max']:.2f}) | {r['load']} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return 0

@@ -80,7 +80,7 @@ def ensure_seeded(engine: str, url: str, state_dir: Path, records: int, flows: i
 
 
 def run(engine: str, url: str, state_dir: Path, records: int, flows: int, repeat: int,
-        before: Path | None = None, only: str | None = None) -> None:
+        before: Path | None = None, only: str | None = None, before_data: Path | None = None) -> None:
     ensure_seeded(engine, url, state_dir, records, flows)
     with Ledger.open(state_dir=state_dir, database_url=url) as ledger:
         some = ledger.tasks.list(limit=1)[0].task_id
@@ -109,7 +109,9 @@ def run(engine: str, url: str, state_dir: Path, records: int, flows: int, repeat
             continue
         shown = ""
         if before is not None:  # alternate the two trees command by command: the same load for both
-            old, _, _ = time_command(args, state_dir=state_dir, url=url, repeat=repeat, timeout=300,
+            old_dir = before_data or state_dir  # a copy at the baseline's schema version, when this tree migrated
+            old, _, _ = time_command(args, state_dir=old_dir, url=f"sqlite:///{old_dir / 'runs.sqlite'}"
+                                     if before_data else url, repeat=repeat, timeout=300,
                                      env={"PYTHONPATH": str(before)})
             shown = f"before {old * 1000:7.0f} ms  " if old is not None else "before n/a  "
         median, reason, samples = time_command(args, state_dir=state_dir, url=url, repeat=repeat, timeout=300)
@@ -166,6 +168,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data", type=Path, default=None, help="keep (and reuse) the SQLite data set here")
     parser.add_argument("--before", type=Path, default=None, help="a baseline source tree to time beside")
+    parser.add_argument("--before-data", type=Path, default=None, help="the data set the baseline reads (a copy "
+                        "of --data at the baseline's schema version, when this tree's schema is newer)")
     parser.add_argument("--commands", default=None, help="only the commands whose label starts with one of these "
                         "(comma-separated), e.g. 'tasks show,tasks flow'")
     args = parser.parse_args()
@@ -173,7 +177,7 @@ def main() -> None:
         if args.only in (None, "sqlite"):
             state = args.data or Path(tmp) / "sqlite"
             run("sqlite", f"sqlite:///{state / 'runs.sqlite'}", state, args.records, args.flows, args.repeat,
-                args.before, args.commands)
+                args.before, args.commands, args.before_data)
         if args.only in (None, "postgres") and args.postgres != "none":
             with postgres_database(args.postgres) as url:
                 run("postgres", url, Path(tmp) / "pg", args.records, args.flows, args.repeat)

@@ -142,23 +142,30 @@ def _read(request: Request) -> Callable[[], None] | None:
 
 
 def _answer(reader: LeanReader, request: Request, now: datetime, as_json: bool) -> Callable[[], None]:
-    # Imported once the command line is one of ours: a command this path does not answer pays nothing for it.
-    from flowledger.cli.flow_views import print_flow, print_flow_page
-    from flowledger.cli.task_views import print_task, print_task_page
+    # Imported once the command line is one of ours: a command this path does not answer pays nothing for it,
+    # and `status` nothing for the task and flow views (their tables, documents and step views).
     from flowledger.flows import lean_reads
-    from flowledger.flows.pages import DEFAULT_LIMIT, FlowPage, Paging, TaskPage
 
-    paging = Paging(limit=DEFAULT_LIMIT, offset=0)
     if request.command == "status":  # flows/health.py `status`, assembled by the same flows/status_report.py
         from flowledger.cli.status_views import print_status
 
         report = lean_reads.status(reader)
         return lambda: print_status(report, as_json=as_json)
+    from flowledger.cli.flow_views import print_flow, print_flow_page
+    from flowledger.cli.task_views import print_task, print_task_list_json, print_task_page
+    from flowledger.flows.pages import DEFAULT_LIMIT, FlowPage, Paging, TaskPage
+
+    paging = Paging(limit=DEFAULT_LIMIT, offset=0)
     if request.command == "tasks list":
+        filters = {"runtime": None, "status": None, "owner": None, "flow": None, "since": None,
+                   "limit": DEFAULT_LIMIT, "offset": 0}
+        if as_json:  # the document holds the page and the total; projecting moves a task from one status to
+            # another, never in or out of an unfiltered listing, so the total is the stored count: no other row
+            # is projected (on an unswept ledger those were every stale active row, 100,000 at a million)
+            tasks, total = reader.newest_tasks(limit=DEFAULT_LIMIT), reader.stored_total()
+            return lambda: print_task_list_json(tasks, total, filters)
         counts = reader.count_by_status()
-        page = TaskPage(reader.newest_tasks(limit=DEFAULT_LIMIT), sum(counts.values()), counts,
-                        {"runtime": None, "status": None, "owner": None, "flow": None, "since": None,
-                         "limit": DEFAULT_LIMIT, "offset": 0})
+        page = TaskPage(reader.newest_tasks(limit=DEFAULT_LIMIT), sum(counts.values()), counts, filters)
         return lambda: print_task_page(page, paging, now, as_json=as_json)
     if request.command == "tasks show":
         task = reader.project([reader.resolve_task(request.lookup or "")])[0]

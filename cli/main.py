@@ -11,6 +11,7 @@ import typer
 from flowledger.cli import flow_cmd, gateway_cmd, health_cmd, helpstyle, sessions_cmd, tasks_cmd, web_cmd
 from flowledger.cli.context import AppContext
 from flowledger.cli.lean import run_lean
+from flowledger.cli.lean_writes import run_lean_write
 from flowledger.cli.render import LOG_FORMAT, decodable, err, internal_error, safe, tolerant_output
 from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED, EXIT_USAGE, FlowledgerError
 
@@ -73,7 +74,10 @@ def run(argv: list[str] | None = None, *, lean: bool = True) -> int:
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     tolerant_output()
     if lean:
-        answered = run_lean(decodable(sys.argv[1:] if argv is None else argv))
+        lean_argv = decodable(sys.argv[1:] if argv is None else argv)
+        answered = run_lean(lean_argv)
+        if answered is None:
+            answered = run_lean_write(lean_argv)
         if answered is not None:
             return answered
     command = typer.main.get_command(app)

@@ -4,6 +4,7 @@ path (cli/tasks_cmd.py) and the lean read path (cli/lean.py) print through these
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from flowledger.cli.render import emit_json, out, safe, when
 from flowledger.cli.tables import Col, age, duration, render, short_ids
@@ -16,8 +17,7 @@ from flowledger.tasks.core.states import FAILURES
 def print_task_page(page: TaskPage, paging: Paging, now: datetime, *, as_json: bool) -> None:
     """`tasks list`: the JSON document, or the head lines, the table and the paging hint."""
     if as_json:
-        emit_json(task_list_document(page.tasks, runtime=page.filters["runtime"], status=page.filters["status"],
-                                     total=page.total, filters=page.filters))
+        print_task_list_json(page.tasks, page.total, page.filters)
         return
     for line in list_head(page):
         out(line)
@@ -26,6 +26,12 @@ def print_task_page(page: TaskPage, paging: Paging, now: datetime, *, as_json: b
     more = page_hint(len(page.tasks), page.total, paging)
     if more:
         out(more)
+
+
+def print_task_list_json(tasks: list[Task], total: int, filters: dict[str, Any]) -> None:
+    """`tasks list --json`: the page and the total (the document holds no per-status counts)."""
+    emit_json(task_list_document(tasks, runtime=filters["runtime"], status=filters["status"], total=total,
+                                 filters=filters))
 
 
 def print_task(task: Task, *, as_json: bool) -> None:

@@ -212,13 +212,15 @@ class GraphController(StepOutcomes):
     def turn(self) -> tuple[Flow | None, bool]:
         """One pass of the driving loop on a claimed flow: (the ended flow or None, whether anything changed).
         Tests drive a flow pass by pass with a FrozenClock; `run()` loops over it."""
-        with self.ledger.db.read() as conn:  # the head only: the state document can be large
+        with self.ledger.db.read() as conn:  # the head only (the state document can be large), then the tasks
             head = flow_store.head(conn, self.flow.flow_id)
+            going = head is not None and head.cancel_requested_at is None and not head.is_link_terminal
+            running = self._running_tasks(conn) if going else None
         if head is None:
             raise FlowNotFoundError(self.flow.flow_id)
-        if head.cancel_requested_at is not None or head.is_link_terminal:
+        if running is None:
             return self._stop(), True
-        changed = self._collect()
+        changed = self._collect(running)
         if self.readiness.is_done():
             return self._conclude(), True
         changed = self._start_ready() or changed

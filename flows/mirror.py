@@ -31,6 +31,7 @@ from flowledger.flows.models import (
     parse_sync_mode,
 )
 from flowledger.tasks.core import store as task_store
+from flowledger.tasks.core import task_rows, write_batch
 from flowledger.tasks.core.errors import InvalidPersistedValueError
 from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.ids import new_id
@@ -138,7 +139,7 @@ class FlowHooks(TaskHooks):
         if not wants_one_task_flow(task):
             return task
         flow = one_task_flow(task)
-        values = task_store.driver_values(store.flow_values(flow))
+        values = task_rows.driver_values(store.flow_values(flow))
         shape = tuple(values)
         prepared = _INSERT_FLOW.get(shape)
         if prepared is None:
@@ -191,6 +192,9 @@ _DERIVED: dict[str, tuple[str, Any]] = {
 def sync_flow(conn: Connection, flow_id: str, task: Task | None, now: datetime,
               previous: Task | None = None) -> None:
     """Bring one flow in line with its tasks after `task` was written."""
+    batch = write_batch.current(conn)
+    if batch is not None and flow_id in batch.quiet_flows:
+        return  # this batch read it under its row lock and found no task write can move it (core/write_batch.py)
     raw = _SYNC_HEAD.run(conn, {"b_flow_id": flow_id}).fetchone()
     if raw is None:
         return
@@ -203,7 +207,12 @@ def sync_flow(conn: Connection, flow_id: str, task: Task | None, now: datetime,
         _sync_mirrored(conn, row, status, previous)
         return
     if row.cancel_requested_at is None or status in LINK_TERMINAL:
-        return  # task writes never move a managed flow, except to finish a cancel (checked cheaply first)
+        # Task writes never move a managed flow, except to finish a cancel (checked cheaply first). The row is
+        # locked by this transaction now, and a batch writes no flow row but through this function: for the
+        # rest of an open batch, the answer stays the same.
+        if batch is not None:
+            batch.quiet_flows.add(flow_id)
+        return
     flow = store.get(conn, flow_id)
     if flow is None:
         return
@@ -245,7 +254,7 @@ def _sync_mirrored(conn: Connection, row: Any, status: FlowStatus, previous: Tas
         stmt = update(flow_runs).where(flow_runs.c.flow_id == bindparam("b_flow_id"),
                                        flow_runs.c.revision == bindparam("b_revision"))
         prepared = _FLOW_UPDATE[shape] = Prepared(stmt, [*shape, "revision"])
-    values = task_store.driver_values(values)
+    values = task_rows.driver_values(values)
     values.update(revision=flow.revision + 1, b_flow_id=flow.flow_id, b_revision=row.revision)
     if prepared.run(conn, values).rowcount and new.status != flow.status:
         log.info("flow %s %s -> %s", flow.flow_id, flow.status, new.status)

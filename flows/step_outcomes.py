@@ -124,20 +124,24 @@ class StepOutcomes:
         slots = self.readiness.max_parallel - running
         return [s for s in picked if s not in waiting][:max(0, slots)]
 
-    def _running_tasks(self) -> dict[str, Task]:
-        """The tasks of the running steps, read in one statement (a turn of a wide flow has many)."""
+    def _running_tasks(self, conn: Connection | None = None) -> dict[str, Task]:
+        """The tasks of the running steps, read in one statement (a turn of a wide flow has many); in `conn`'s
+        transaction when given (the turn reads them with the flow's head: one transaction, not two)."""
         wanted = {self.task_ids[step_id]: step_id for step_id in self.readiness.running()}
         if not wanted:
             return {}
-        with self.ledger.db.read() as conn:
-            found = {task.task_id: task for task in _tasks_by_id(conn, list(wanted))}
+        if conn is None:
+            with self.ledger.db.read() as own:
+                return self._running_tasks(own)
+        found = {task.task_id: task for task in _tasks_by_id(conn, list(wanted))}
         return {step_id: found[task_id] for task_id, step_id in wanted.items() if task_id in found}
 
-    def _collect(self) -> bool:
-        """Fold finished step tasks into the readiness tracker; True when anything changed."""
+    def _collect(self, running: dict[str, Task] | None = None) -> bool:
+        """Fold finished step tasks into the readiness tracker; True when anything changed. `running`: the
+        running steps' tasks when the caller just read them (`_running_tasks`)."""
         changed = False
         now = self.ledger.clock.now()
-        for step_id, task in self._running_tasks().items():
+        for step_id, task in (self._running_tasks() if running is None else running).items():
             status = step_status_of(task)
             if status is None:
                 self._enforce_timeout(step_id, task, now)

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from flowledger.flows.ledger import Ledger
 from flowledger.scheduler import knobs
+from flowledger.scheduler.submission import any_gateway
 from flowledger.tasks.core.errors import FlowledgerError
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,6 @@ class LeaseKeeper:
                 log.info("lease %s release failed (it will expire): %s", self.gateway_id, exc.message)
 
 
-GATEWAY_PREFIX = "gw-"
-
-
 def gateway_running(ledger: Ledger) -> bool:
     """Whether some gateway (not an in-process `run`) holds a fresh lease and will claim queued work."""
-    return any(g.startswith(GATEWAY_PREFIX) for g in ledger.runs.fresh_gateways())
+    return any_gateway(ledger.runs.fresh_gateways())

@@ -6,25 +6,19 @@ in one transaction with `SKIP LOCKED` / `BEGIN IMMEDIATE`); this module shapes t
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from flowledger.flows.ledger import Ledger
+from flowledger.scheduler.submission import check_submission, cli_task_fields, describe
 from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.ids import new_id
-from flowledger.tasks.core.limits import check_label, check_session_key, check_text, escape_undecodable
 from flowledger.tasks.core.models import Task
-from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime
+from flowledger.tasks.core.states import NotifyPolicy, Runtime
 from flowledger.tasks.runs.queue import Payload
 
 __all__ = ["Payload", "claim", "describe", "enqueue", "get_payload"]
-
-
-def describe(argv: Sequence[str], shell: bool = False) -> str:
-    """The task text for a command; bytes that were not UTF-8 are shown as `\\xNN` (the argv itself keeps them)."""
-    return escape_undecodable(argv[0] if shell and len(argv) == 1 else shlex.join(argv))
 
 
 def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, session_key: str | None = None,
@@ -47,22 +41,13 @@ def enqueue(ledger: Ledger, argv: Sequence[str], *, label: str | None = None, se
         raise InvalidInputError("Cron runs are started by their job's schedule, not queued.")
     if rt != Runtime.CLI and not session_key:
         raise InvalidInputError(f"A {rt.value} task needs the requester's session key.")
-    # The limits the task's create checks, checked before the payload is written: a refused task must not leave
-    # its payload row behind (the submission is whole or nothing).
-    check_text(task_text or describe(argv, shell), "Task text")
-    check_label(label.strip() if label else None)
-    check_session_key(session_key.strip() if session_key else None)
+    check_submission(argv, label=label, session_key=session_key, task_text=task_text, shell=shell)
     task_id = new_id()
     ledger.runs.queue.add(task_id, argv, shell=shell, timeout=timeout, cwd=cwd)
     if rt == Runtime.CLI:
-        policy = NotifyPolicy(notify_policy) if notify_policy else NotifyPolicy.SILENT
-        task = ledger.tasks.create(
-            runtime=rt, task=task_text or describe(argv, shell), task_id=task_id, run_id=f"cli:{task_id}",
-            source_id=task_id, label=label, owner_key=session_key, requester_session_key=session_key,
-            notify_policy=policy, task_kind="command", requester_origin=requester_origin,
-            delivery_status=DeliveryStatus.NOT_APPLICABLE if policy == NotifyPolicy.SILENT or not session_key
-            else None,
-        )
+        task = ledger.tasks.create(**cli_task_fields(
+            task_id, argv, label=label, session_key=session_key, shell=shell, task_text=task_text,
+            notify_policy=notify_policy, requester_origin=requester_origin))
     else:
         task = ledger.tasks.create(
             runtime=rt, task=task_text or describe(argv, shell), task_id=task_id, run_id=f"{rt.value}:{task_id}",

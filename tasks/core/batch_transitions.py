@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam
+from sqlalchemy import Connection
 
-from flowledger.tasks.core import limits, rules, store
+from flowledger.tasks.core import batch_writes, limits, rules, write_batch
 from flowledger.tasks.core.clock import coerce_time
-from flowledger.tasks.core.db import serialize_on
+from flowledger.tasks.core.db import serialize_on_all
 from flowledger.tasks.core.drafts import check_parent_flow, run_scope_key
 from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.hooks import Change, Changes
@@ -34,14 +34,9 @@ from flowledger.tasks.core.states import (
     parse_enum,
     should_apply,
 )
-from flowledger.tasks.core.tables import task_runs
 
 # How a run-scoped transition turns the stored task into the one to write.
 _Build = Callable[[Task, datetime], Task]
-# Built once (an expanding IN): building a Core statement costs more than running it.
-_BY_RUN_IDS_FOR_UPDATE = (store.task_select().where(task_runs.c.run_id.in_(bindparam("b_run_ids", expanding=True)))
-                          .order_by(task_runs.c.created_at, task_runs.c.seq).with_for_update(of=task_runs))
-_CHUNK = 500  # run ids per lookup statement: well under every engine's bound-parameter limit
 _RUNNING_FROM = allowed_predecessors(TaskStatus.RUNNING)
 _SUCCEEDED_FROM = allowed_predecessors(TaskStatus.SUCCEEDED)
 
@@ -61,13 +56,19 @@ def create_many_in_one(service: TaskService, drafts: Sequence[Task] | Callable[[
 
     def unit(conn: Connection) -> list[Task]:
         changes.clear()  # the database may run this unit again after a lock error
+        with write_batch.opened(conn) as batch:
+            out = batched(conn)
+            batch_writes.insert_event_rows(conn, batch.events)
+        return out
+
+    def batched(conn: Connection) -> list[Task]:
         wanted = drafts(conn) if callable(drafts) else drafts
-        # `create_in` serialises on each run id in draft order; taking them all first, sorted, keeps two batches
-        # sharing run ids from deadlocking on PostgreSQL (a session re-takes its own xact lock at once).
-        for run_id in sorted({d.run_id for d in wanted if d.run_id}):
-            serialize_on(conn, run_scope_key(run_id))
+        # A create serialises on its run id; taking them all first, sorted (one statement), keeps two batches
+        # sharing run ids from deadlocking on PostgreSQL; the batch remembers them, so no create takes one again.
+        serialize_on_all(conn, [run_scope_key(d.run_id) for d in wanted if d.run_id])
         now = service.clock.now()
         out: list[Task] = []
+        created: list[Change | None] = []
         # The parent-flow link check reads the flow row: once per (flow, owner, scope) in the batch, not once
         # per task (the row cannot change under our write transaction's lock on SQLite; on PostgreSQL a single
         # create has the same window between its check and its commit).
@@ -78,23 +79,33 @@ def create_many_in_one(service: TaskService, drafts: Sequence[Task] | Callable[[
                 if link not in checked:
                     check_parent_flow(conn, service.hooks, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
                     checked.add(link)
-            task, change = service.create_in(conn, draft, now, parent_checked=True)
+        for task, change in service.create_many_in(conn, wanted, now):
+            created.append(change)
+            out.append(task)
+        # The starts after every create, their compare-and-sets in one statement (core/batch_writes.py); each
+        # task's changes still reach `after_commit` in its own order: created, then started.
+        starting: list[int] = []
+        seen: set[str] = set()  # a run id named twice in the batch gives its one task twice: started once
+        for i, task in enumerate(out):
+            if start and task.task_id not in seen and should_apply(task.status, TaskStatus.RUNNING):
+                starting.append(i)
+            seen.add(task.task_id)
+        started = service.apply_many(conn, [(out[i], _started(out[i], now, None), _RUNNING_FROM & {out[i].status})
+                                            for i in starting], now=now)
+        moved: dict[int, Change | None] = dict(zip(starting, started, strict=True))
+        for i, change in enumerate(created):
             if change is not None:
                 changes.append(change)
-            if start and should_apply(task.status, TaskStatus.RUNNING):
-                moved = service.apply(conn, task, _started(task, now, None), expected=_RUNNING_FROM & {task.status},
-                                      now=now)
-                if moved is not None:
-                    changes.append(moved)
-                    task = moved.task
-            out.append(task)
+            if (start_change := moved.get(i)) is not None:
+                changes.append(start_change)
+                out[i] = start_change.task
         return out
 
     if not callable(drafts) and not drafts:
         return []
-    created = service.db.transact(unit)
+    result = service.db.transact(unit)
     service.hooks.after_commit(changes)
-    return created
+    return result
 
 
 def start_many(service: TaskService, run_ids: Sequence[str], *, at: datetime | None = None,
@@ -140,29 +151,21 @@ def _run_scoped_many(service: TaskService, run_ids: Sequence[str], runtime: Runt
     scoped = sorted({r.strip() for r in run_ids})
 
     def unit(conn: Connection, now: datetime) -> Changes:
-        out: Changes = []
-        found = _by_run_ids(conn, scoped)
+        with write_batch.opened(conn) as batch:
+            out = batched(conn, now)
+            batch_writes.insert_event_rows(conn, batch.events)
+        return out
+
+    def batched(conn: Connection, now: datetime) -> Changes:
+        found = batch_writes.by_run_ids(conn, scoped)
+        # By task id: a task two run ids' scopes both pick is written once.
+        writes: dict[str, tuple[Task, Task, frozenset[TaskStatus]]] = {}
         for run_id in scoped:
             for current in rules.run_scope(found.get(run_id, []), None, rt):
-                if not should_apply(current.status, target):
-                    continue  # no downgrade: a terminal task stays as it is, as with the single-task call
-                change: Change | None = service.apply(conn, current, build(current, now),
-                                                      expected=predecessors & {current.status}, now=now)
-                if change is not None:
-                    out.append(change)
-        return out
+                if should_apply(current.status, target):  # no downgrade: a terminal task stays as it is
+                    writes.setdefault(current.task_id, (current, build(current, now), predecessors & {current.status}))
+        return [c for c in service.apply_many(conn, list(writes.values()), now=now) if c is not None]
 
     if not scoped:
         return []
     return [c.task for c in service.run_unit(unit)]
-
-
-def _by_run_ids(conn: Connection, run_ids: Sequence[str]) -> dict[str, list[Task]]:
-    """`store.by_run_id(…, for_update=True)` for many run ids in one statement per chunk: each run id's tasks
-    oldest first, as the run-scope rule reads them."""
-    out: dict[str, list[Task]] = {}
-    for start in range(0, len(run_ids), _CHUNK):
-        for row in conn.execute(_BY_RUN_IDS_FOR_UPDATE, {"b_run_ids": list(run_ids[start:start + _CHUNK])}):
-            task = store.row_to_task(row)
-            out.setdefault(task.run_id or "", []).append(task)
-    return out

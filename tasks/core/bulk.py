@@ -28,8 +28,8 @@ from flowledger.tasks.core.drafts import DRAFT_FIELDS, TaskDraft, check_parent_f
 from flowledger.tasks.core.errors import InvalidInputError
 from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.models import Task, TaskEvent
-from flowledger.tasks.core.store import task_values
 from flowledger.tasks.core.tables import task_delivery_state, task_events, task_runs
+from flowledger.tasks.core.task_rows import task_values
 
 DEFAULT_BATCH_SIZE = 5000
 BULK_TABLES = (task_runs.name, task_events.name, task_delivery_state.name)

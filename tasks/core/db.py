@@ -12,7 +12,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, Select, Table, and_, create_engine, e
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 
-from flowledger.tasks.core import counts, filemodes
+from flowledger.tasks.core import counts, filemodes, sqlite_discipline, write_batch
 from flowledger.tasks.core.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.core.errors import InvalidInputError, StorageUnavailableError
 from flowledger.tasks.core.migrations import MIGRATIONS
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 __all__ = ["DEFAULT_STATE_DIR", "Database", "resolve_database_url", "resolve_state_dir"]
 
-BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_MS = sqlite_discipline.BUSY_TIMEOUT_MS
 # A pooled PostgreSQL connection idle longer than this is pinged before use (see _install_idle_ping).
 PING_AFTER_IDLE_S = 5.0
 class Database:
@@ -268,17 +268,7 @@ class Database:
         try:
             with self.engine.connect() as conn:
                 driver: Any = conn.connection.driver_connection
-                driver.execute("PRAGMA busy_timeout = 0")
-                try:
-                    try:
-                        busy = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-                    except sqlite3.OperationalError as exc:  # locked: someone else holds the file right now
-                        log.debug("wal truncate at close skipped: %s", exc)
-                        busy = (1,)
-                    if busy is not None and busy[0]:
-                        driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                finally:
-                    driver.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                sqlite_discipline.checkpoint_without_waiting(driver)
         except (SQLAlchemyError, sqlite3.Error) as exc:
             log.debug("wal checkpoint at close skipped: %s", _one_line(exc))
 
@@ -288,14 +278,7 @@ def _install_sqlite_discipline(engine: Engine) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Manual transaction control: the driver must not BEGIN on its own, we choose the kind below.
         dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
-            cursor.execute("PRAGMA foreign_keys = ON")
-        finally:
-            cursor.close()
+        sqlite_discipline.configure(dbapi_conn)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -379,7 +362,30 @@ def serialize_on(conn: Connection, key: str) -> None:
     serialises every write transaction (BEGIN IMMEDIATE); PostgreSQL needs a transaction-scoped advisory lock,
     else two transactions can both miss each other's row and insert twice."""
     if conn.dialect.name == "postgresql":
+        batch = write_batch.current(conn)
+        if batch is not None:
+            if key in batch.locked:
+                return  # the batch took it already, in its one statement (serialize_on_all)
+            batch.locked.add(key)
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+
+
+# unnest yields the array in order and the locks are taken row by row in that order: sorted keys, so two batches
+# sharing keys take them in one order and cannot deadlock.
+_LOCK_ALL = text("SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM unnest(CAST(:keys AS text[])) AS k")
+
+
+def serialize_on_all(conn: Connection, keys: Iterable[str]) -> None:
+    """`serialize_on` for every key, in sorted order and one statement (one round trip for a whole batch); the
+    open write batch remembers them, so a later `serialize_on` of one of them costs nothing."""
+    if conn.dialect.name != "postgresql":
+        return
+    batch = write_batch.current(conn)
+    wanted = sorted(set(keys) - (batch.locked if batch is not None else set()))
+    if wanted:
+        conn.execute(_LOCK_ALL, {"keys": wanted})
+        if batch is not None:
+            batch.locked.update(wanted)
 
 
 def insert_ignoring_conflict(conn: Connection, table: Table, values: dict[str, Any], keys: list[str]) -> bool:

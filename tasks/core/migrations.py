@@ -8,7 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection
 
 from flowledger.tasks.core import counts
-from flowledger.tasks.core.quiet_rows import QUIET_ROW_KINDS
+from flowledger.tasks.core.quiet_rows import ACTIVE_DUE, ACTIVE_DUE_INDEX, ACTIVE_ROWS, QUIET_ROW_KINDS
 from flowledger.tasks.core.tables import cron_controls, notice_outbox, task_payloads
 
 # Versioned DDL steps: MIGRATIONS[n] brings a database at version n-1 to version n. Version 1 is create_all.
@@ -57,4 +57,6 @@ MIGRATIONS: dict[int, list[Migration]] = {
     # the partial indexes `status` finds the rows an audit flags by.
     7: [counts.install, *[f"CREATE INDEX IF NOT EXISTS {name} ON task_runs (seq) WHERE {where}"
                           for name, where in QUIET_ROW_KINDS.items()]],
+    # 8: the active rows that need a look (stale, cron, ended) as one range of a partial expression index.
+    8: [f"CREATE INDEX IF NOT EXISTS {ACTIVE_DUE_INDEX} ON task_runs (status, ({ACTIVE_DUE})) WHERE {ACTIVE_ROWS}"],
 }

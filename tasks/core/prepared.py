@@ -41,7 +41,7 @@ class Prepared:
 
     def run(self, conn: Connection, params: dict[str, Any]) -> Any:
         sql, order = self._sql(conn.dialect)
-        if any(type(v) is str and "\x00" in v for v in params.values()):
+        if any((type(v) is str and "\x00" in v) or (type(v) is list and _has_nul(v)) for v in params.values()):
             raise InvalidInputError(NUL_REFUSED)
         args: Any = params if order is None else tuple(params[k] for k in order)
         return self._on_driver(conn, sql, args, many=False)
@@ -70,3 +70,8 @@ class Prepared:
                     conn.invalidate(exc)
             raise DBAPIError.instance(sql, args, exc, dbapi_error, connection_invalidated=lost,
                                       dialect=conn.dialect) from exc
+
+
+def _has_nul(values: list[Any]) -> bool:
+    """A batch's column (core/batch_writes.py) holding text with NUL."""
+    return any(type(v) is str and "\x00" in v for v in values)

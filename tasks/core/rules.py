@@ -1,11 +1,12 @@
-"""Pure record rules: timestamp normalisation, cleanup stamps, run-scope selection, lookup preference."""
+"""Pure record rules: timestamp normalisation, cleanup stamps, run-scope selection, lookup preference, and the
+record and history row of a write (shared by the ORM service and the lean SQLite door, flows/lean_writes.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
+from flowledger.tasks.core.models import DEFAULT_RETENTION, Task, TaskEvent
 from flowledger.tasks.core.states import (
     DeliveryStatus,
     NotifyPolicy,
@@ -17,19 +18,30 @@ from flowledger.tasks.core.states import (
 )
 
 
+def normal_times(created_at: datetime, started_at: datetime | None, last_event_at: datetime | None,
+                 ended_at: datetime | None) -> tuple[datetime, datetime | None, datetime | None, datetime | None]:
+    """REFERENCE §2.2 step 10 on the four times: created ≤ started ≤ last_event, ended ≥ start."""
+    present = [t for t in (created_at, started_at, last_event_at, ended_at) if t is not None]
+    created = min(present)
+    started = max(started_at, created) if started_at is not None else None
+    anchor = started or created
+    last_event = max(last_event_at, anchor) if last_event_at is not None else None
+    ended = max(ended_at, anchor) if ended_at is not None else None
+    return created, started, last_event, ended
+
+
+def normal_outcome(status: TaskStatus, outcome: TerminalOutcome | None) -> TerminalOutcome | None:
+    """Only a success carries an outcome, and a success always does."""
+    if status != TaskStatus.SUCCEEDED:
+        return None
+    return TerminalOutcome.SUCCEEDED if outcome is None else outcome
+
+
 def normalize_timestamps(task: Task) -> Task:
     """REFERENCE §2.2 step 10: created ≤ started ≤ last_event, ended ≥ start; applied on every write."""
-    present = [t for t in (task.created_at, task.started_at, task.last_event_at, task.ended_at) if t is not None]
-    created = min(present)
-    started = max(task.started_at, created) if task.started_at is not None else None
-    anchor = started or created
-    last_event = max(task.last_event_at, anchor) if task.last_event_at is not None else None
-    ended = max(task.ended_at, anchor) if task.ended_at is not None else None
-    outcome = task.terminal_outcome
-    if task.status != TaskStatus.SUCCEEDED:
-        outcome = None
-    elif outcome is None:
-        outcome = TerminalOutcome.SUCCEEDED
+    created, started, last_event, ended = normal_times(task.created_at, task.started_at, task.last_event_at,
+                                                       task.ended_at)
+    outcome = normal_outcome(task.status, task.terminal_outcome)
     if (created, started, last_event, ended, outcome) == (
         task.created_at, task.started_at, task.last_event_at, task.ended_at, task.terminal_outcome
     ):
@@ -38,8 +50,12 @@ def normalize_timestamps(task: Task) -> Task:
                         terminal_outcome=outcome)
 
 
+def cleanup_at(terminal_at: datetime, retention: timedelta = DEFAULT_RETENTION) -> datetime:
+    return terminal_at + retention
+
+
 def cleanup_after_for(task: Task, retention: timedelta = DEFAULT_RETENTION) -> datetime:
-    return task.terminal_at + retention
+    return cleanup_at(task.terminal_at, retention)
 
 
 def with_cleanup_stamp(task: Task, retention: timedelta = DEFAULT_RETENTION) -> Task:
@@ -110,3 +126,32 @@ def effective_cleanup_after(task: Task, retention: timedelta = DEFAULT_RETENTION
     if task.status == TaskStatus.LOST:
         return min(task.cleanup_after, computed)
     return task.cleanup_after
+
+
+CANCELLED_BY_OPERATOR = "Cancelled by operator."
+ALREADY_TERMINAL = "Task is already terminal."  # the refusal of a cancel that comes too late
+
+
+def cancelled(current: Task, now: datetime, reason: str | None) -> Task:
+    """An operator's cancel of an active task (REFERENCE §3.6), before `prepare_write`."""
+    return current.replace(status=TaskStatus.CANCELLED, ended_at=now, last_event_at=now,
+                           error=reason or CANCELLED_BY_OPERATOR)
+
+
+def history_event(current: Task, new: Task, now: datetime, *, summary: str | None = None,
+                  progress: bool = False) -> TaskEvent | None:
+    """The `task_events` row a write of `new` over `current` appends: one per status change, or a progress report;
+    None when neither."""
+    if new.status == current.status and not (progress and summary):
+        return None
+    kind = new.status.value if new.status != current.status else "progress"
+    if summary is None and kind != "progress":
+        summary = status_summary(new)
+    return TaskEvent(task_id=new.task_id, at=new.last_event_at or new.ended_at or now, kind=kind,
+                     summary=summary, previous_status=current.status.value)
+
+
+def created_event(created: Task) -> TaskEvent:
+    """The `task_events` row a new task starts its history with."""
+    return TaskEvent(task_id=created.task_id, at=created.created_at, kind=created.status.value,
+                     summary=status_summary(created))

@@ -11,7 +11,7 @@ from typing import Any, Protocol, Unpack
 
 from sqlalchemy import Connection
 
-from flowledger.tasks.core import bulk, generation, limits, rules, store
+from flowledger.tasks.core import batch_writes, bulk, generation, limits, rules, store
 from flowledger.tasks.core.clock import Clock, SystemClock, coerce_time
 from flowledger.tasks.core.db import Database, serialize_on
 from flowledger.tasks.core.drafts import (
@@ -49,8 +49,11 @@ from flowledger.tasks.core.states import (
 
 log = logging.getLogger(__name__)
 
-CANCELLED_BY_OPERATOR = "Cancelled by operator."
+CANCELLED_BY_OPERATOR = rules.CANCELLED_BY_OPERATOR  # moved to rules.py (the lean door cancels too)
 # The compare-and-set guard of each run-scoped target, computed once rather than on every write.
+# What a batch's creates and guarded writes give back, one entry per draft or write (`list` is a method below).
+Created = list[tuple[Task, Change | None]]
+Applied = list[Change | None]
 _PREDECESSORS = {status: allowed_predecessors(status) for status in TaskStatus}
 
 
@@ -160,24 +163,58 @@ class TaskService:
             check_parent_flow(conn, self.hooks, draft.parent_flow_id, draft.owner_key, draft.scope_kind)
         existing = repeated_run(conn, draft) if draft.run_id else None
         if existing is not None:
-            merged = merge_repeat(existing, draft, prefer_metadata=prefer_metadata)
-            if merged == existing:
-                return existing, None
-            if merged.parent_flow_id and merged.parent_flow_id != existing.parent_flow_id:
-                check_parent_flow(conn, self.hooks, merged.parent_flow_id, merged.owner_key, merged.scope_kind)
-            change = self._write(conn, existing, merged, now=now, expected={existing.status})
-            if change is None:
-                raise OperationRefusedError(f"Task {existing.task_id} changed while it was being merged.")
-            return change.task, change
+            return self._merged_in(conn, existing, draft, now, prefer_metadata=prefer_metadata)
         created = new_record(conn, draft, now, retention=self.retention, hooks=self.hooks)
         store.insert_task(conn, created)
-        event = TaskEvent(task_id=created.task_id, at=created.created_at, kind=created.status.value,
-                          summary=rules.status_summary(created))
+        return created, self._created(conn, created, now)
+
+    def create_many_in(self, conn: Connection, drafts: Sequence[Task],
+                       now: datetime) -> Created:
+        """`create_in(conn, draft, now, parent_checked=True)` for each draft, the reads and inserts shared: one
+        dedupe lookup for every run id, the new rows in one multi-row INSERT (core/batch_writes.py), then each
+        new task's history row and hooks in order. A batch naming a run id twice creates one draft at a time (the
+        second must see the first)."""
+        run_ids = [d.run_id for d in drafts if d.run_id]
+        if len(set(run_ids)) != len(run_ids):
+            return [self.create_in(conn, draft, now, parent_checked=True) for draft in drafts]
+        for run_id in run_ids:
+            serialize_on(conn, run_scope_key(run_id))  # a no-op for keys the open write batch holds already
+        found = batch_writes.by_run_ids(conn, run_ids) if run_ids else {}
+        out: list[tuple[Task, Change | None] | None] = []
+        fresh: list[tuple[int, Task]] = []
+        for draft in drafts:
+            existing = repeated_run(conn, draft, found.get(draft.run_id, [])) if draft.run_id else None
+            if existing is not None:
+                out.append(self._merged_in(conn, existing, draft, now, prefer_metadata=False))
+            else:
+                fresh.append((len(out), new_record(conn, draft, now, retention=self.retention, hooks=self.hooks)))
+                out.append(None)
+        batch_writes.insert_tasks(conn, [created for _, created in fresh])
+        for index, created in fresh:
+            out[index] = (created, self._created(conn, created, now))
+        return [item for item in out if item is not None]
+
+    def _created(self, conn: Connection, created: Task, now: datetime) -> Change:
+        """What follows a new task's row: its creation event and the hooks."""
+        event = rules.created_event(created)
         store.append_event(conn, event)
         change = Change(created, None, event)
         self.hooks.on_written(conn, change, now)
         log.info("task %s created (%s, %s)", created.task_id, created.runtime, created.status)
-        return created, change
+        return change
+
+    def _merged_in(self, conn: Connection, existing: Task, draft: Task, now: datetime, *,
+                   prefer_metadata: bool) -> tuple[Task, Change | None]:
+        """A create that repeats `existing`'s run scope: what it adds, written (REFERENCE §2.2)."""
+        merged = merge_repeat(existing, draft, prefer_metadata=prefer_metadata)
+        if merged == existing:
+            return existing, None
+        if merged.parent_flow_id and merged.parent_flow_id != existing.parent_flow_id:
+            check_parent_flow(conn, self.hooks, merged.parent_flow_id, merged.owner_key, merged.scope_kind)
+        change = self._write(conn, existing, merged, now=now, expected={existing.status})
+        if change is None:
+            raise OperationRefusedError(f"Task {existing.task_id} changed while it was being merged.")
+        return change.task, change
 
     def draft(self, **fields: Unpack[TaskDraft]) -> Task:
         """A new task as `create` would validate it from the same keyword arguments, not yet written (for
@@ -214,15 +251,15 @@ class TaskService:
         new = rules.prepare_write(rules.reopen_delivery_on_override(current, new), self.retention)
         if not store.compare_and_set(conn, new, expected=expected, previous=current):
             return None
+        return self._written(conn, current, new, now=now, summary=summary, progress=progress)
+
+    def _written(self, conn: Connection, current: Task, new: Task, *, now: datetime, summary: str | None = None,
+                 progress: bool = False) -> Change:
+        """What follows a guarded write that moved the row: the origin, the history row, the hooks."""
         if new.requester_origin != current.requester_origin:
             store.upsert_origin(conn, new.task_id, new.requester_origin)
-        event = None
-        if new.status != current.status or (progress and summary):
-            kind = new.status.value if new.status != current.status else "progress"
-            if summary is None and kind != "progress":
-                summary = rules.status_summary(new)
-            event = TaskEvent(task_id=new.task_id, at=new.last_event_at or new.ended_at or now, kind=kind,
-                              summary=summary, previous_status=current.status.value)
+        event = rules.history_event(current, new, now, summary=summary, progress=progress)
+        if event is not None:
             store.append_event(conn, event)
             if new.status != current.status:
                 log.info("task %s %s -> %s", new.task_id, current.status, new.status)
@@ -234,6 +271,19 @@ class TaskService:
               now: datetime, summary: str | None = None) -> Change | None:
         """For maintenance and flows inside this package family: one guarded write in the caller's tx."""
         return self._write(conn, current, new, now=now, expected=expected, summary=summary)
+
+    def apply_many(self, conn: Connection, writes: Sequence[tuple[Task, Task, frozenset[TaskStatus]]], *,
+                   now: datetime) -> Applied:
+        """`apply(conn, current, new, expected=…)` for each (current, new, expected) of distinct tasks, the
+        compare-and-sets first, all in one statement where that saves round trips (core/batch_writes.py), then each
+        moved task's history row and hooks in order; each write's change, None where its compare-and-set was
+        refused."""
+        prepared = [(current, rules.prepare_write(rules.reopen_delivery_on_override(current, new), self.retention),
+                     expected) for current, new, expected in writes]
+        moved = batch_writes.compare_and_set_many(conn, [(new, expected, current)
+                                                         for current, new, expected in prepared])
+        return [self._written(conn, current, new, now=now) if new.task_id in moved else None
+                for current, new, _expected in prepared]
 
     def run_unit(self, fn: Callable[[Connection, datetime], Changes]) -> Changes:
         """Run a unit of guarded writes in one transaction, then the after-commit hooks."""
@@ -373,7 +423,7 @@ class TaskService:
         if task is None:
             return CancelResult(found=False, cancelled=False, reason="Task not found.")
         if is_terminal(task.status):
-            return CancelResult(found=True, cancelled=False, reason="Task is already terminal.", task=task)
+            return CancelResult(found=True, cancelled=False, reason=rules.ALREADY_TERMINAL, task=task)
         if task.runtime in (Runtime.ACP, Runtime.SUBAGENT) and not task.child_session_key and not _codex_native(task):
             return CancelResult(found=True, cancelled=False, reason="Task has no cancellable child session.",
                                 task=task)
@@ -389,8 +439,7 @@ class TaskService:
             current = store.get(conn, task.task_id, for_update=True)
             if current is None or current.status not in ACTIVE:
                 return []
-            new = current.replace(status=TaskStatus.CANCELLED, ended_at=now, last_event_at=now,
-                                  error=reason or CANCELLED_BY_OPERATOR)
+            new = rules.cancelled(current, now, reason)
             change = self._write(conn, current, new, now=now, expected=ACTIVE, summary=reason)
             return [change] if change else []
 
@@ -400,7 +449,7 @@ class TaskService:
         latest = self.get(task.task_id)
         if latest is not None and latest.status == TaskStatus.CANCELLED:
             return CancelResult(found=True, cancelled=True, task=latest)
-        return CancelResult(found=True, cancelled=False, reason="Task is already terminal.", task=latest)
+        return CancelResult(found=True, cancelled=False, reason=rules.ALREADY_TERMINAL, task=latest)
 
     def set_notify_policy(self, lookup: str, policy: NotifyPolicy | str) -> Task:
         value = parse_enum(NotifyPolicy, policy, "notify policy")

@@ -12,13 +12,11 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, delete, insert, or_, select, update
 from sqlalchemy.sql import Select
 
-from flowledger.tasks.core import task_rows
-from flowledger.tasks.core.clock import require_aware, to_ms
+from flowledger.tasks.core import task_rows, write_batch
 from flowledger.tasks.core.models import DeliveryOrigin, Task, TaskEvent
 from flowledger.tasks.core.prepared import Prepared
 from flowledger.tasks.core.states import (
     Runtime,
-    ScopeKind,
     TaskStatus,
 )
 from flowledger.tasks.core.tables import (
@@ -29,7 +27,7 @@ from flowledger.tasks.core.tables import (
     task_payloads,
     task_runs,
 )
-from flowledger.tasks.core.task_rows import mapping_to_task
+from flowledger.tasks.core.task_rows import changed_values, driver_values, mapping_to_task, task_values
 
 log = logging.getLogger(__name__)
 _TASK_COLUMNS = [c for c in task_runs.c if c.name != "seq"]
@@ -86,50 +84,12 @@ def _guarded_update(columns: tuple[str, ...], expected: int) -> Prepared:
     return prepared
 
 
-def driver_values(values: dict[str, Any]) -> dict[str, Any]:
-    """Times as the epoch ms `UTCMillis` stores (naive datetimes refused the same way)."""
-    return {k: (to_ms(require_aware(v)) if isinstance(v, datetime) else v) for k, v in values.items()}
-
-
 def _raw_to_task(row: Sequence[Any]) -> Task:
     return task_rows.raw_to_task(_RAW_KEYS, row)
 
 
 def row_to_task(row: Row[Any]) -> Task:
     return mapping_to_task(row._mapping)
-
-
-def task_values(task: Task) -> dict[str, Any]:
-    return {
-        "task_id": task.task_id,
-        "runtime": task.runtime.value,
-        "task_kind": task.task_kind,
-        "source_id": task.source_id,
-        "requester_session_key": "" if task.scope_kind == ScopeKind.SYSTEM else task.requester_session_key,
-        "owner_key": task.owner_key,
-        "scope_kind": task.scope_kind.value,
-        "child_session_key": task.child_session_key,
-        "parent_flow_id": task.parent_flow_id,
-        "parent_task_id": task.parent_task_id,
-        "agent_id": task.agent_id,
-        "requester_agent_id": task.requester_agent_id,
-        "run_id": task.run_id,
-        "label": task.label,
-        "task": task.task,
-        "status": task.status.value,
-        "delivery_status": task.delivery_status.value,
-        "notify_policy": task.notify_policy.value,
-        "created_at": task.created_at,
-        "started_at": task.started_at,
-        "ended_at": task.ended_at,
-        "last_event_at": task.last_event_at,
-        "cleanup_after": task.cleanup_after,
-        "error": task.error,
-        "progress_summary": task.progress_summary,
-        "terminal_summary": task.terminal_summary,
-        "terminal_outcome": task.terminal_outcome.value if task.terminal_outcome else None,
-        "media_json": json.dumps(list(task.media)) if task.media is not None else None,
-    }
 
 
 # --- reads ----------------------------------------------------------------------------------------------
@@ -274,11 +234,7 @@ def compare_and_set(conn: Connection, task: Task, *, expected: Iterable[TaskStat
     Given the `previous` version the caller started from, only the columns that differ are written, so a
     caller holding a slightly stale copy cannot revert a column another writer changed meanwhile.
     """
-    values = task_values(task)
-    del values["task_id"]
-    if previous is not None:
-        before = task_values(previous)
-        values = {k: v for k, v in values.items() if k == "status" or before[k] != v}
+    values = changed_values(task, previous)
     statuses = sorted({s.value for s in expected})
     prepared = _guarded_update(tuple(values), len(statuses))
     values = driver_values(values)
@@ -297,8 +253,7 @@ def compare_and_set_many(conn: Connection, pairs: Sequence[tuple[Task, Task]]) -
     """
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for current, new in pairs:
-        before, values = task_values(current), task_values(new)
-        changed = {k: v for k, v in values.items() if k == "status" or (k != "task_id" and before[k] != v)}
+        changed = changed_values(new, current)
         row = driver_values(changed)
         row["b_task_id"] = new.task_id
         row["b_expected_0"] = current.status.value
@@ -310,6 +265,15 @@ def compare_and_set_many(conn: Connection, pairs: Sequence[tuple[Task, Task]]) -
 
 
 def append_event(conn: Connection, event: TaskEvent) -> None:
+    batch = write_batch.current(conn)
+    if batch is not None:
+        batch.events.append(event)  # inserted with the batch's others just before it commits (core/write_batch.py)
+        return
+    insert_event_row(conn, event)
+
+
+def insert_event_row(conn: Connection, event: TaskEvent) -> None:
+    """One history row, now."""
     at = _TIMESTAMP.process_bind_param(event.at, None)  # type: ignore[arg-type]
     _P_INSERT_EVENT.run(conn, {"task_id": event.task_id, "at": at, "kind": event.kind, "summary": event.summary,
                                "previous_status": event.previous_status})
@@ -318,8 +282,9 @@ def append_event(conn: Connection, event: TaskEvent) -> None:
 def insert_events(conn: Connection, events: Sequence[TaskEvent]) -> None:
     """Many history rows in one executemany (a batch's worth of `append_event`)."""
     if events:
-        _P_INSERT_EVENT.run_many(conn, [{"task_id": e.task_id, "at": to_ms(require_aware(e.at)), "kind": e.kind,
-                                         "summary": e.summary, "previous_status": e.previous_status}
+        at = _TIMESTAMP.process_bind_param
+        _P_INSERT_EVENT.run_many(conn, [{"task_id": e.task_id, "at": at(e.at, None),  # type: ignore[arg-type]
+                                         "kind": e.kind, "summary": e.summary, "previous_status": e.previous_status}
                                         for e in events])
 
 

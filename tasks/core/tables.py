@@ -16,7 +16,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from flowledger.tasks.core.clock import require_aware, to_ms
-from flowledger.tasks.core.quiet_rows import QUIET_ROW_KINDS
+from flowledger.tasks.core.quiet_rows import ACTIVE_DUE, ACTIVE_DUE_INDEX, ACTIVE_ROWS, QUIET_ROW_KINDS
 from flowledger.tasks.core.task_rows import stored_time
 
 # 2: no task_runs.last_event_at index, (cleanup_after, seq) instead of cleanup_after; cron_jobs.timeout_ms;
@@ -28,7 +28,9 @@ from flowledger.tasks.core.task_rows import stored_time
 # 6: cron_controls (cron pause/resume/trigger), created by the migrations, no longer on first use
 # 7: task_counts, kept by triggers on task_runs (tasks/core/counts.py), backfilled from the rows already there; three
 #    partial indexes over the rows an audit flags (QUIET_ROW_KINDS), empty on a healthy ledger
-SCHEMA_VERSION = 7
+# 8: the active rows by the time from which they need a look (quiet_rows.ACTIVE_DUE): the stale, cron and ended
+#    active rows are one index range, not a walk of every active row
+SCHEMA_VERSION = 8
 # Task and flow ids are at most this long (flowledger.tasks.core.limits.MAX_ID_CHARS checks it before the database).
 ID_CHARS = 128
 
@@ -70,6 +72,8 @@ class TaskRow(SQLModel, table=True):
         Index("idx_task_runs_cleanup", "cleanup_after", "seq"),
         *(Index(name, "seq", sqlite_where=text(where), postgresql_where=text(where))
           for name, where in QUIET_ROW_KINDS.items()),
+        Index(ACTIVE_DUE_INDEX, "status", text(f"({ACTIVE_DUE})"), sqlite_where=text(ACTIVE_ROWS),
+              postgresql_where=text(ACTIVE_ROWS)),
     )
 
     # seq orders ties in "newest first" by insertion and lets the sweep stream rows in keyset batches.

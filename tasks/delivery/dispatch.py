@@ -31,6 +31,7 @@ from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, ScopeKind
 from flowledger.tasks.core.tables import task_delivery_state, task_runs
 from flowledger.tasks.delivery import messages, outbox
 from flowledger.tasks.delivery.channels import Channel, Message, SendOutcome, build_channels
+from flowledger.tasks.delivery.due import terminal_eligible
 from flowledger.tasks.delivery.notices import StateChangeNotices
 from flowledger.tasks.delivery.rules import (
     Owner,
@@ -41,7 +42,6 @@ from flowledger.tasks.delivery.rules import (
     resolve_owner,
     review_may_go_direct,
     suppressed_duplicate,
-    terminal_eligible,
 )
 from flowledger.tasks.delivery.sender import send_pending
 from flowledger.tasks.delivery.wakes import fire_heartbeat_wakes

@@ -16,16 +16,16 @@ from sqlalchemy import Connection, and_, insert, or_, update
 from flowledger.tasks.core import store
 from flowledger.tasks.core.models import DeliveryOrigin, Task, TaskEvent
 from flowledger.tasks.core.service import TaskService
-from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, TaskStatus, is_terminal
+from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, is_terminal
 from flowledger.tasks.core.tables import task_delivery_state
 from flowledger.tasks.delivery import messages
 from flowledger.tasks.delivery.channels import Message, SendOutcome
+from flowledger.tasks.delivery.due import state_change_due
 from flowledger.tasks.delivery.rules import Owner, direct_possible, resolve_owner
 from flowledger.tasks.sessions.events import WAKE_REASON, enqueue_system_event, request_heartbeat_wake
 
 log = logging.getLogger(__name__)
 
-STATE_CHANGE_KINDS = frozenset({TaskStatus.RUNNING.value, "progress"})
 
 
 @dataclass
@@ -38,8 +38,7 @@ class StateChangeNotices:
 
     def deliver(self, task: Task, event: TaskEvent) -> bool:
         """Announce `running` and progress reports under `state_changes`; True when sent or queued."""
-        if (task.notify_policy != NotifyPolicy.STATE_CHANGES or task.delivery_status != DeliveryStatus.PENDING
-                or is_terminal(task.status) or event.kind not in STATE_CHANGE_KINDS):
+        if not state_change_due(task, event):
             return False
         claimed = self.service.db.transact(lambda conn: self._claim_event(conn, task.task_id, event))
         if claimed is None:

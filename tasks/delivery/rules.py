@@ -13,7 +13,7 @@ from sqlalchemy import Connection, select
 from flowledger.tasks.core import rules, store
 from flowledger.tasks.core.models import DeliveryOrigin, Task
 from flowledger.tasks.core.sessionkeys import ChatType, chat_type
-from flowledger.tasks.core.states import DeliveryStatus, NotifyPolicy, Runtime, ScopeKind, TaskStatus, is_terminal
+from flowledger.tasks.core.states import Runtime, ScopeKind, TaskStatus
 from flowledger.tasks.core.tables import flow_runs
 from flowledger.tasks.delivery import messages
 from flowledger.tasks.sessions.routes import complete_route, read_route
@@ -24,16 +24,6 @@ class Owner:
     session_key: str
     origin: DeliveryOrigin | None
     flow_id: str | None = None
-
-
-def terminal_eligible(task: Task) -> bool:
-    """REFERENCE §4.2: not silent; subagent only when cancelled; terminal; still pending."""
-    return (
-        task.notify_policy != NotifyPolicy.SILENT
-        and (task.runtime != Runtime.SUBAGENT or task.status == TaskStatus.CANCELLED)
-        and is_terminal(task.status)
-        and task.delivery_status == DeliveryStatus.PENDING
-    )
 
 
 def resolve_owner(conn: Connection, task: Task) -> Owner | None:

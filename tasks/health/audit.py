@@ -34,12 +34,20 @@ def _finding(task: Task, severity: Severity, code: str, detail: str, age: int) -
 
 
 def is_retained_lost(task: Task, now: datetime, retention: timedelta = DEFAULT_RETENTION) -> bool:
-    return (task.status == TaskStatus.LOST and task.cleanup_after is not None
-            and effective_cleanup_after(task, retention) > now)
+    return retained_until(task, now, retention) is not None
 
 
-def task_findings(task: Task, now: datetime, retention: timedelta = DEFAULT_RETENTION) -> list[Finding]:
-    """Every finding one task produces, in code order."""
+def retained_until(task: Task, now: datetime, retention: timedelta = DEFAULT_RETENTION) -> datetime | None:
+    """The cleanup time of a retained lost task (lost, stamped, not yet due); None for any other task."""
+    if task.status != TaskStatus.LOST or task.cleanup_after is None:
+        return None
+    until = effective_cleanup_after(task, retention)
+    return until if until > now else None
+
+
+def task_findings(task: Task, now: datetime, retention: timedelta = DEFAULT_RETENTION, *,
+                  retained: bool | None = None) -> list[Finding]:
+    """Every finding one task produces, in code order (`retained`: `is_retained_lost`, when the caller knows)."""
     age = age_ms(task, now)
     found: list[Finding] = []
     if task.status == TaskStatus.QUEUED and age >= to_ms_delta(STALE_QUEUED):
@@ -47,7 +55,7 @@ def task_findings(task: Task, now: datetime, retention: timedelta = DEFAULT_RETE
     if task.status == TaskStatus.RUNNING and age >= to_ms_delta(STALE_RUNNING):
         found.append(_finding(task, Severity.ERROR, "stale_running", "running task appears stuck", age))
     if task.status == TaskStatus.LOST:
-        if is_retained_lost(task, now, retention):
+        if retained if retained is not None else is_retained_lost(task, now, retention):
             detail = task.error or "task lost its backing session and is retained until cleanupAfter"
             found.append(_finding(task, Severity.WARN, "lost", detail, age))
         else:
@@ -134,10 +142,11 @@ class TaskAudit:
 
     def add_tasks(self, tasks: Iterable[Task]) -> None:
         for task in tasks:
-            retained = is_retained_lost(task, self.now, self.retention)
-            if retained:
-                self.retained.add(effective_cleanup_after(task, self.retention))
-            for finding in task_findings(task, self.now, self.retention):
+            until = retained_until(task, self.now, self.retention)  # once per task: status reads 10,000s
+            retained = until is not None
+            if until is not None:
+                self.retained.add(until)
+            for finding in task_findings(task, self.now, self.retention, retained=retained):
                 self.summary.add(finding)
                 if not (retained and finding.code == "lost"):
                     self.actionable.add(finding)

@@ -38,10 +38,16 @@ def recovered(task: Task, recovery: Recovery, retention: timedelta = DEFAULT_RET
 
 
 def marked_lost(task: Task, verdict: Verdict, now: datetime, retention: timedelta = DEFAULT_RETENTION) -> Task:
-    """The lost record: ended now unless already ended, existing error kept, cleanup stamp if missing."""
-    lost = task.replace(status=TaskStatus.LOST, ended_at=task.ended_at or now, last_event_at=now,
-                        error=task.error or verdict.lost_error)
-    return rules.prepare_write(lost, retention)
+    """The lost record: ended now unless already ended, existing error kept, cleanup stamp if missing — what
+    `rules.prepare_write` makes of those changes, built with one `replace` (the projection of every stale row of
+    `status` and `tasks list` makes one; the changes and then `prepare_write` made two or three)."""
+    created, started, last_event, ended = rules.normal_times(task.created_at, task.started_at, now,
+                                                             task.ended_at or now)
+    ended = ended or now  # never None (an end was given); `terminal_at` of the lost record is its end
+    cleanup = task.cleanup_after if task.cleanup_after is not None else rules.cleanup_at(ended, retention)
+    return task.replace(status=TaskStatus.LOST, created_at=created, started_at=started, last_event_at=last_event,
+                        ended_at=ended, error=task.error or verdict.lost_error, cleanup_after=cleanup,
+                        terminal_outcome=rules.normal_outcome(TaskStatus.LOST, task.terminal_outcome))
 
 
 def project(task: Task, view: BackingView, recovery: Recovery | None,
@@ -129,28 +135,20 @@ def _noteworthy(now: datetime) -> ColumnElement[bool]:
 # every row (~0.3 s of `status` at a million records); the union of these is the same set of rows.
 # Built on first use, like the SQL helpers above: the lean read path never needs them.
 @functools.cache
-def _kind_statements() -> tuple[Prepared, Prepared, tuple[Prepared, ...]]:
-    from sqlalchemy import and_, bindparam, or_, text
+def _kind_statements() -> tuple[Prepared, tuple[Prepared, ...]]:
+    from sqlalchemy import bindparam, text
 
     from flowledger.tasks.core import store
     from flowledger.tasks.core.quiet_rows import QUIET_ROW_KINDS
     from flowledger.tasks.core.tables import task_runs
 
-    active = store.keyset_select(and_(
-        task_runs.c.status == bindparam("b_status"),
-        or_(activity() <= bindparam("b_stale_before"), task_runs.c.runtime == bindparam("b_cron"),
-            task_runs.c.ended_at.is_not(None))))
     by_status = store.keyset_select(task_runs.c.status == bindparam("b_status"))
-    return active, by_status, tuple(store.keyset_select(text(where)) for where in QUIET_ROW_KINDS.values())
+    return by_status, tuple(store.keyset_select(text(where)) for where in QUIET_ROW_KINDS.values())
 
 
-def _noteworthy_kinds(now: datetime) -> list[tuple[Prepared, dict[str, Any]]]:
-    active, by_status, quiet = _kind_statements()
-    stale_before = to_ms(now - LOST_GRACE)  # active_may_change's threshold
-    return [*((active, {"b_status": s.value, "b_stale_before": stale_before, "b_cron": Runtime.CRON.value})
-              for s in (TaskStatus.QUEUED, TaskStatus.RUNNING)),
-            (by_status, {"b_status": TaskStatus.LOST.value}),
-            *((kind, {}) for kind in quiet)]
+def _noteworthy_kinds() -> list[tuple[Prepared, dict[str, Any]]]:
+    by_status, quiet = _kind_statements()
+    return [(by_status, {"b_status": TaskStatus.LOST.value}), *((kind, {}) for kind in quiet)]
 
 
 def _kind_rows(db: Database, kind: Prepared, params: dict[str, Any], batch: int) -> Iterator[tuple[int, Task]]:
@@ -167,6 +165,28 @@ def _kind_rows(db: Database, kind: Prepared, params: dict[str, Any], batch: int)
         after = rows[-1][0]
 
 
+def due_rows(db: Database, now: datetime, batch: int) -> Iterator[tuple[int, Task]]:
+    """(seq, task) of the active rows that need a look — past the lost grace, cron or ended (quiet_rows.ACTIVE_DUE,
+    `active_may_change` and the ended ones) — in seq order: their seqs from one range of the due index, then the
+    rows a batch at a time by primary key, each batch in a short read transaction that tests them again (a row
+    that stopped being due meanwhile is left out, as a keyset read would)."""
+    from sqlalchemy import select, text
+
+    from flowledger.tasks.core import store
+    from flowledger.tasks.core.quiet_rows import ACTIVE_DUE_WHERE
+    from flowledger.tasks.core.tables import task_runs
+
+    due = text(ACTIVE_DUE_WHERE).bindparams(b_stale_before=to_ms(now - LOST_GRACE))
+    with db.read() as conn:
+        seqs = [int(r[0]) for r in conn.execute(select(task_runs.c.seq).where(due).order_by(task_runs.c.seq))]
+    for start in range(0, len(seqs), batch):
+        chunk = seqs[start:start + batch]
+        with db.read() as conn:
+            stmt = store.task_select().where(task_runs.c.seq.in_(chunk), due)
+            yield from ((int(r._mapping["seq"]), store.row_to_task(r))
+                        for r in conn.execute(stmt.order_by(task_runs.c.seq)).all())
+
+
 def stream_projected(db: Database, now: datetime, *, authoritative: bool,
                      retention: timedelta = DEFAULT_RETENTION, batch: int = BATCH
                      ) -> Iterator[tuple[Task, Task]]:
@@ -175,7 +195,7 @@ def stream_projected(db: Database, now: datetime, *, authoritative: bool,
     A row that matches several kinds is met once per kind with the same seq: the merge puts those side by side
     and the first is kept.
     """
-    streams = [_kind_rows(db, kind, params, batch) for kind, params in _noteworthy_kinds(now)]
+    streams = [due_rows(db, now, batch), *(_kind_rows(db, kind, params, batch) for kind, params in _noteworthy_kinds())]
     for stored in once_by_seq(streams, batch):
         yield from _projected(db, stored, now, authoritative, retention)
 

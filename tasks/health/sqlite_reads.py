@@ -27,7 +27,7 @@ from types import TracebackType
 from flowledger.tasks.core import generation_kinds
 from flowledger.tasks.core.clock import from_ms, to_ms
 from flowledger.tasks.core.models import DEFAULT_RETENTION, Task
-from flowledger.tasks.core.quiet_rows import QUIET_ROW_KINDS
+from flowledger.tasks.core.quiet_rows import ACTIVE_DUE_WHERE, QUIET_ROW_KINDS
 from flowledger.tasks.core.rules import preferred
 from flowledger.tasks.core.states import ACTIVE, Runtime, TaskStatus
 from flowledger.tasks.core.task_rows import raw_to_task
@@ -38,7 +38,7 @@ from flowledger.tasks.health.projection import once_by_seq, project, projected_s
 
 # The schema this door's SELECTs are written for: tasks/core/tables.py SCHEMA_VERSION (a test keeps them equal). A
 # ledger at another version is the full path's to read (it migrates an older one, refuses a newer one).
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 BUSY_TIMEOUT_S = 30.0  # as tasks/core/db.py: a reader waits for a writer's checkpoint rather than failing
 BATCH = 500  # projection batch (tasks/health/projection.py BATCH)
 COUNT_BATCH = 2000  # tasks/health/listing.py COUNT_BATCH
@@ -52,8 +52,10 @@ TASK_KEYS = ("task_id", "runtime", "task_kind", "source_id", "requester_session_
              "media_json", "seq", "requester_origin_json")
 _TASK_SELECT = ("SELECT " + ", ".join(f"r.{k}" for k in TASK_KEYS[:-1]) + ", d.requester_origin_json "
                 "FROM task_runs AS r LEFT OUTER JOIN task_delivery_state AS d ON d.task_id = r.task_id")
+_SEQ_AT = TASK_KEYS.index("seq")
 _NEWEST = " ORDER BY r.created_at DESC, r.seq DESC"
 _ACTIVE = tuple(s.value for s in ACTIVE)
+_DUE = ACTIVE_DUE_WHERE.replace(":b_stale_before", "?")  # quiet_rows: the due active rows, one index range
 
 
 class FallbackError(Exception):
@@ -148,29 +150,24 @@ class LeanReader:
 
     def count_by_status(self) -> dict[str, int]:
         """tasks/health/listing.py `count_by_status` without filters: one grouped COUNT, corrected by the projected
-        status of the active rows whose projection can differ (`projection.active_may_change`)."""
+        status of the active rows whose projection can differ (`projection.active_may_change`; the due rows are
+        those and the ended active ones, whose projection is their stored status)."""
         counts = {s.value: 0 for s in TaskStatus}
         for status, count in self.conn.execute("SELECT status, count(*) FROM task_runs GROUP BY status"):
             counts[str(status)] = counts.get(str(status), 0) + int(count)
-        cutoff = to_ms(self.now - LOST_GRACE)
-        for active in ACTIVE:
-            after = 0
-            while True:
-                rows = [(r[TASK_KEYS.index("seq")], r) for r in self.conn.execute(
-                    _TASK_SELECT + " WHERE r.seq > ? AND r.status = ? AND (coalesce(r.last_event_at, "
-                    "r.started_at, r.created_at) <= ? OR r.runtime = ?) ORDER BY r.seq LIMIT ?",
-                    (after, active.value, cutoff, Runtime.CRON.value, COUNT_BATCH))]
-                if not rows:
-                    break
-                stored = [raw_to_task(TASK_KEYS, r) for _, r in rows]
-                view, recoveries = self.backing(stored), self.recoveries(stored)
-                for task in stored:
-                    status = projected_status(task, view, recoveries.get(task.task_id))
-                    if status != active:
-                        counts[active.value] -= 1
-                        counts[status.value] += 1
-                after = rows[-1][0]
+        for batch in _batched(self.due_rows(COUNT_BATCH), COUNT_BATCH):
+            view, recoveries = self.backing(batch), self.recoveries(batch)
+            for task in batch:
+                status = projected_status(task, view, recoveries.get(task.task_id))
+                if status != task.status:
+                    counts[task.status.value] -= 1
+                    counts[status.value] += 1
         return counts
+
+    def stored_total(self) -> int:
+        """Every task row, from the counts the writing transactions keep (tasks/core/counts.py): what
+        `count_by_status` sums to, since projecting moves a task between statuses, never out of the ledger."""
+        return int(self.conn.execute("SELECT coalesce(SUM(n), 0) FROM task_counts").fetchone()[0])
 
     # --- status: tasks/core/counts.py `read` and tasks/health/projection.py `stream_projected` --------------
 
@@ -183,15 +180,23 @@ class LeanReader:
     def noteworthy(self, batch: int = BATCH) -> Iterator[tuple[Task, Task]]:
         """(stored, projected) for every noteworthy task in seq order, each once: `stream_projected`'s kinds of row
         (each answered by the status index or a partial index), merged by seq, projected a batch at a time."""
-        stale_before = to_ms(self.now - LOST_GRACE)
         kinds: list[tuple[str, tuple[object, ...]]] = [
-            *(("r.status = ? AND (coalesce(r.last_event_at, r.started_at, r.created_at) <= ? OR r.runtime = ? "
-               "OR r.ended_at IS NOT NULL)", (s.value, stale_before, Runtime.CRON.value))
-              for s in (TaskStatus.QUEUED, TaskStatus.RUNNING)),
-            ("r.status = ?", (TaskStatus.LOST.value,)),
-            *((where, ()) for where in QUIET_ROW_KINDS.values())]
-        for stored in once_by_seq([self._kind_rows(where, params, batch) for where, params in kinds], batch):
+            ("r.status = ?", (TaskStatus.LOST.value,)), *((where, ()) for where in QUIET_ROW_KINDS.values())]
+        streams = [self.due_rows(batch), *(self._kind_rows(where, params, batch) for where, params in kinds)]
+        for stored in once_by_seq(streams, batch):
             yield from zip(stored, self.project(stored), strict=True)
+
+    def due_rows(self, batch: int = BATCH) -> Iterator[tuple[int, Task]]:
+        """(seq, task) of the active rows that need a look (stale, cron, ended: quiet_rows.ACTIVE_DUE) in seq order:
+        their seqs from one range of the due index, sorted, then the rows a batch at a time by primary key."""
+        stale_before = to_ms(self.now - LOST_GRACE)
+        seqs = [int(r[0]) for r in self.conn.execute(f"SELECT seq FROM task_runs WHERE {_DUE} ORDER BY seq",
+                                                     (stale_before,))]
+        for start in range(0, len(seqs), batch):
+            chunk = seqs[start:start + batch]
+            for row in self.conn.execute(f"{_TASK_SELECT} WHERE r.seq IN ({_marks(chunk)}) ORDER BY r.seq",
+                                         chunk):
+                yield int(row[_SEQ_AT]), raw_to_task(TASK_KEYS, row)
 
     def _kind_rows(self, where: str, params: tuple[object, ...], batch: int) -> Iterator[tuple[int, Task]]:
         seq_at = TASK_KEYS.index("seq")
@@ -287,6 +292,18 @@ class LeanReader:
             if task.parent_flow_id is not None:
                 out.setdefault(task.parent_flow_id, []).append(task)
         return out
+
+
+def _batched(rows: Iterator[tuple[int, Task]], size: int) -> Iterator[list[Task]]:
+    """The tasks of a (seq, task) stream in lists of at most `size`."""
+    batch: list[Task] = []
+    for _, task in rows:
+        batch.append(task)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _chunks(items: Sequence[str]) -> Iterable[list[str]]:

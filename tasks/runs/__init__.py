@@ -12,8 +12,32 @@ Also here: run liveness (liveness.py: gateway leases and the runs they own, whic
 May import: tasks.core and tasks.sessions (a cron run's session sweep).
 """
 
-from flowledger.tasks.runs.cron import CronJobRecord, CronRuns
-from flowledger.tasks.runs.queue import Payload, RunQueue
-from flowledger.tasks.runs.registry import Orphan, RunRegistry
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flowledger.tasks.runs.cron import CronJobRecord, CronRuns
+    from flowledger.tasks.runs.queue import Payload, RunQueue
+    from flowledger.tasks.runs.registry import Orphan, RunRegistry
 
 __all__ = ["CronJobRecord", "CronRuns", "Orphan", "Payload", "RunQueue", "RunRegistry"]
+# Resolved on first use: the lean SQLite door imports wakeup.py and payload_rows.py from this package, and these
+# bring SQLAlchemy and the schema with them.
+_HOME = {"CronJobRecord": "cron", "CronRuns": "cron", "Payload": "queue", "RunQueue": "queue",
+         "Orphan": "registry", "RunRegistry": "registry"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

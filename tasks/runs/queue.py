@@ -27,6 +27,7 @@ from flowledger.tasks.core.service import TaskService
 from flowledger.tasks.core.states import TaskStatus
 from flowledger.tasks.core.tables import task_payloads, task_runs
 from flowledger.tasks.runs import liveness, wakeup
+from flowledger.tasks.runs.payload_rows import payload_values
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +56,8 @@ class RunQueue:
     def add(self, task_id: str, argv: Sequence[str], *, shell: bool = False, timeout: timedelta | None = None,
             cwd: str | None = None) -> None:
         """Record what `task_id` will run (one transaction), before the task itself is created."""
-        timeout_ms = int(timeout.total_seconds() * 1000) if timeout is not None else None
-        self.db.transact(lambda conn: conn.execute(insert(task_payloads).values(
-            task_id=task_id, argv_json=json.dumps(list(argv)), shell=shell, timeout_ms=timeout_ms, cwd=cwd)))
+        values = payload_values(task_id, argv, shell=shell, timeout=timeout, cwd=cwd)
+        self.db.transact(lambda conn: conn.execute(insert(task_payloads).values(**values)))
 
     def wake_gateways(self) -> int:
         """Once a queued task is committed: cut short the poll of every gateway of this database on this host

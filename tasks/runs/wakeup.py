@@ -22,8 +22,10 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import URL
+if TYPE_CHECKING:  # a type only: the lean SQLite door (flows/lean_writes.py) wakes gateways without SQLAlchemy
+    from sqlalchemy.engine import URL
 
 log = logging.getLogger(__name__)
 PREFIX = b"\0flowledger-wake/"
@@ -39,8 +41,13 @@ def database_identity(url: URL) -> str:
     """What names a database the same way in the submitter and the gateway: a SQLite file's real path, else the
     server's host, port and database name (never the password)."""
     if url.get_backend_name() == "sqlite":
-        return "sqlite:" + os.path.realpath(url.database or "")
+        return sqlite_identity(url.database or "")
     return f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
+
+
+def sqlite_identity(database: str) -> str:
+    """`database_identity` of a SQLite URL whose database part is `database` (as the URL spells it)."""
+    return "sqlite:" + os.path.realpath(database)
 
 
 def _address(identity: str, slot: int) -> bytes:

@@ -103,3 +103,30 @@ def test_the_lean_read_commands_load_neither_storage_nor_typer(args: list[str], 
     loaded = loaded_after(code)
     heavy = loaded & {*STORAGE_STACK, "pydantic", "typer", "click", *SCHEDULER_STACK, "httpx"}
     assert not heavy, (args, heavy)
+
+
+@pytest.mark.parametrize("args", [["tasks", "cancel", "{task}"], ["tasks", "cancel", "{task}", "--reason", "wrong"],
+                                  ["run", "--detach", "--", "true"],
+                                  ["run", "--detach", "--label", "backup", "--timeout", "1h", "--json", "--", "tar",
+                                   "czf", "out.tgz", "src"]])
+def test_the_lean_write_commands_load_neither_storage_nor_typer(args: list[str], sqlite_url: str,
+                                                                state_dir: Path) -> None:
+    """docs/performance.md "Round two": on SQLite the console script cancels a `cli` task and queues a detached
+    command without SQLAlchemy, sqlmodel, pydantic or typer (cli/entry.py → cli/lean_writes.py)."""
+    with Ledger.open(state_dir=state_dir, database_url=sqlite_url) as ledger:
+        task = ledger.tasks.create(runtime="cli", task="nightly export", status="running")
+    argv = [a.format(task=task.task_id) for a in args]
+    code = ("import sys\n"
+            f"sys.argv = ['flowledger', '--state-dir', {str(state_dir)!r}, '--database-url', {sqlite_url!r}, "
+            f"*{argv!r}]\n"
+            "from flowledger.cli.entry import main\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+            "assert 'sqlite3' in sys.modules\n")
+    loaded = loaded_after(code)
+    heavy = loaded & {*STORAGE_STACK, "pydantic", "typer", "click", *SCHEDULER_STACK, "httpx"}
+    assert not heavy, (args, heavy)
+    with Ledger.open(state_dir=state_dir, database_url=sqlite_url) as ledger:  # and it did write
+        if args[0] == "tasks":
+            assert ledger.tasks.require(task.task_id).status.value == "cancelled"
+        else:
+            assert len(ledger.tasks.list()) == 2

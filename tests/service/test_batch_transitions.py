@@ -16,6 +16,7 @@ from flowledger.flows.definitions import FlowDefinition, StepDefinition
 from flowledger.flows.models import FlowStatus
 from flowledger.flows.step_launch import create_step_tasks
 from flowledger.tasks.core.batch_transitions import complete_many, create_many_in_one, start_many
+from flowledger.tasks.core.batch_writes import compare_and_set_many
 from flowledger.tasks.core.errors import InvalidInput, ParentFlowLinkError
 from flowledger.tasks.core.hooks import Change, TaskHooks
 from flowledger.tasks.core.states import TaskStatus
@@ -84,28 +85,52 @@ def test_batches_never_downgrade_a_terminal_task(ledger: Ledger) -> None:
     assert _history(ledger, failed.task_id) == [("queued", None), ("failed", "queued")]
 
 
-class CancelsAnotherMidBatch(TaskHooks):
-    """Another writer's change landing between the batch's read of a task and its compare-and-set (simulated in
-    the batch's own transaction, through the in-transaction hook every write runs)."""
+class CancelsOnCreate(TaskHooks):
+    """Another writer's change landing between a task's creation and its start in the same batch (simulated in
+    the batch's own transaction, through the in-transaction hook its create runs)."""
 
     def __init__(self, victim: str) -> None:
         self.victim = victim
-        self.fired = False
 
     def on_written(self, conn: Connection, change: Change, now: object) -> None:
-        if not self.fired:
-            self.fired = True
+        if change.previous is None and change.task.run_id == self.victim:
             conn.execute(update(task_runs).where(task_runs.c.run_id == self.victim).values(status="cancelled"))
 
 
 def test_a_refused_compare_and_set_skips_that_task_only(ledger: Ledger, commits: CommitLog) -> None:
-    run_ids = _queued(ledger, 3)
-    ledger.tasks.hooks.members.insert(0, CancelsAnotherMidBatch(run_ids[2]))
-    moved = start_many(ledger.tasks, run_ids)
-    assert [t.run_id for t in moved] == run_ids[:2]
-    victim = ledger.tasks.require(run_ids[2])
+    drafts = [ledger.tasks.draft(runtime="cli", task=f"job {i}", owner_key=OWNER, run_id=f"run-{i}")
+              for i in range(3)]
+    ledger.tasks.hooks.members.insert(0, CancelsOnCreate("run-1"))
+    made = create_many_in_one(ledger.tasks, drafts, start=True)
+    assert [t.status for t in made] == [TaskStatus.RUNNING, TaskStatus.QUEUED, TaskStatus.RUNNING]
+    victim = ledger.tasks.require("run-1")
     assert victim.status == TaskStatus.CANCELLED
     assert _history(ledger, victim.task_id) == [("queued", None)]  # the refused write appended nothing
+    # Each task's changes reach after_commit in its own order: created, then started.
+    assert [(c.task.run_id, c.task.status) for c in commits.commits[0]] == [
+        ("run-0", TaskStatus.QUEUED), ("run-0", TaskStatus.RUNNING), ("run-1", TaskStatus.QUEUED),
+        ("run-2", TaskStatus.QUEUED), ("run-2", TaskStatus.RUNNING)]
+
+
+def test_compare_and_set_many_guards_each_row_and_writes_only_its_changes(ledger: Ledger) -> None:
+    """The batch statement (one UPDATE … FROM VALUES … RETURNING on PostgreSQL) answers as one compare_and_set
+    per row: a row another writer moved is refused, a column another writer changed is not reverted."""
+    run_ids = _queued(ledger, 4)
+    read = [ledger.tasks.require(r) for r in run_ids]
+    with ledger.db.write() as conn:  # another writer, after our read
+        conn.execute(update(task_runs).where(task_runs.c.run_id == run_ids[1]).values(status="cancelled"))
+        conn.execute(update(task_runs).where(task_runs.c.run_id == run_ids[2]).values(progress_summary="theirs"))
+    writes = [(t.replace(status=TaskStatus.RUNNING, label=f"mine {i}"), {TaskStatus.QUEUED}, t)
+              for i, t in enumerate(read[:3])]
+    writes.append((read[3].replace(status=TaskStatus.RUNNING), {TaskStatus.RUNNING}, read[3]))  # wrong expectation
+    with ledger.db.write() as conn:
+        moved = compare_and_set_many(conn, writes)
+    assert moved == {read[0].task_id, read[2].task_id}
+    now = {r: ledger.tasks.require(r) for r in run_ids}
+    assert [now[r].status for r in run_ids] == [TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.RUNNING,
+                                                TaskStatus.QUEUED]
+    assert (now[run_ids[0]].label, now[run_ids[1]].label, now[run_ids[2]].label) == ("mine 0", None, "mine 2")
+    assert now[run_ids[2]].progress_summary == "theirs"
 
 
 def test_blank_run_ids_are_refused(ledger: Ledger) -> None:
@@ -225,3 +250,34 @@ def test_create_and_start_in_one_never_restarts_a_finished_task(ledger: Ledger) 
     assert (again.status, fresh.status) == (TaskStatus.SUCCEEDED, TaskStatus.RUNNING)
     assert _history(ledger, again.task_id) == [("succeeded", None)]
     assert _history(ledger, fresh.task_id) == [("queued", None), ("running", "queued")]
+
+
+def test_a_batch_ending_a_cancelled_flows_last_children_ends_the_flow(ledger: Ledger) -> None:
+    """A batch reads a quiet managed flow once (core/write_batch.py), but never misses a cancel request: the
+    batch that ends the last active children of a flow with a pending cancel ends the flow cancelled, as the
+    single-task writes do."""
+    spec = FlowDefinition("Batch", owner=OWNER, steps=(StepDefinition("a", run=("true",)),
+                                                       StepDefinition("b", run=("true",))))
+    flow = ledger.flows.create_managed(OWNER, "test-controller", "batch", status="running")
+    made = create_step_tasks(ledger, flow.flow_id, [(spec.step("a"), "run-a"), (spec.step("b"), "run-b")],
+                             start=True)
+    assert [t.status for t in made.tasks] == [TaskStatus.RUNNING, TaskStatus.RUNNING]
+    # A quiet flow in an earlier batch is not quiet in the next one.
+    assert complete_many(ledger.tasks, ["run-a"]) and ledger.flows.require(flow.flow_id).status == FlowStatus.RUNNING
+    flow = ledger.flows.require(flow.flow_id)
+    assert ledger.flows.request_cancel(flow.flow_id, flow.revision).applied
+    assert ledger.flows.require(flow.flow_id).status == FlowStatus.RUNNING  # run-b is still active
+    assert [t.run_id for t in complete_many(ledger.tasks, ["run-b"])] == ["run-b"]
+    assert ledger.flows.require(flow.flow_id).status == FlowStatus.CANCELLED
+
+
+def test_batches_refuse_nul_text_as_the_single_task_calls_do(ledger: Ledger) -> None:
+    """PostgreSQL cannot store NUL and SQLite silently can: a batch's rows (one array per column on PostgreSQL)
+    are refused as bad input before they reach either, exactly as a single create is."""
+    drafts = [ledger.tasks.draft(runtime="cli", task=f"job\x00{i}", owner_key=OWNER, run_id=f"nul-{i}")
+              for i in range(2)]
+    with pytest.raises(InvalidInput):
+        ledger.tasks.create(runtime="cli", task="job\x00", owner_key=OWNER, run_id="nul-single")
+    with pytest.raises(InvalidInput):
+        create_many_in_one(ledger.tasks, drafts)
+    assert ledger.tasks.list() == []

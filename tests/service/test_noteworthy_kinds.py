@@ -42,8 +42,15 @@ def test_kinds_yield_the_noteworthy_rows_once_each_in_order(ledger: Ledger, cloc
     for task_id in (unstamped, many):
         edit(ledger, task_id, "cleanup_after = NULL")
     edit(ledger, many, "delivery_status = 'failed', started_at = created_at - 1000")
-    clock.advance(timedelta(minutes=6))  # the running rows are past the lost grace, the fresh one made later
+    clock.advance(timedelta(minutes=1))
+    at_grace = tasks.create(runtime="cli", task="at the grace", scope_kind="system", status="running").task_id
+    clock.advance(timedelta(milliseconds=1))
+    tasks.create(runtime="cli", task="1 ms inside the grace", scope_kind="system", status="running")
+    clock.advance(timedelta(minutes=5) - timedelta(milliseconds=1))  # the lost grace is ≥ 5 minutes of quiet
+    # the running rows are past the lost grace, the fresh ones made later: one of them already ended (a finding)
     tasks.create(runtime="cli", task="fresh", scope_kind="system", status="running")
+    ended_active = tasks.create(runtime="cli", task="fresh, ended", scope_kind="system", status="running").task_id
+    edit(ledger, ended_active, "ended_at = created_at")
     now = clock.now()
 
     with ledger.db.read() as conn:
@@ -51,5 +58,6 @@ def test_kinds_yield_the_noteworthy_rows_once_each_in_order(ledger: Ledger, cloc
                                      .order_by(task_runs.c.seq)).scalars())
     got = [stored.task_id for stored, _ in projection.stream_projected(ledger.db, now, authoritative=False, batch=2)]
     assert got == expected
-    assert set(got) == {stale, cron, lost, undelivered, early, ended_early, unstamped, many}
+    assert set(got) == {stale, cron, lost, undelivered, early, ended_early, unstamped, many, at_grace,
+                        ended_active}
     assert silenced not in got

@@ -1,7 +1,8 @@
 """Older databases open under the current version on both engines: version 1 → 2 replaced two indexes and added
 columns, 2 → 3 widened the id columns to 128 characters (PostgreSQL) and brought the run queue's payload table
 (with or without the one the queue used to create on its own), 5 added generation media and session resources
-(two columns, two tables), 7 the task counts kept by triggers, backfilled from the rows there; data kept."""
+(two columns, two tables), 7 the task counts kept by triggers, backfilled from the rows there, 8 the index of
+the active rows that need a look; data kept."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from pathlib import Path
 from sqlalchemy import inspect, text
 
 from flowledger import FrozenClock, Ledger
+from flowledger.tasks.core.quiet_rows import ACTIVE_DUE_INDEX, ACTIVE_DUE_WHERE
 from flowledger.tasks.core.tables import SCHEMA_VERSION, schema_meta
+
+# What version 7 had before version 8 added the index of the due active rows.
+V7_SHAPE = [f"DROP INDEX {ACTIVE_DUE_INDEX}"]
 
 # What version 6 had before version 7 added the task counts and their triggers.
 V6_SHAPE_SQLITE = [
@@ -45,7 +50,7 @@ V1_SHAPE = [*V2_SHAPE[:-1],
 
 
 def v6_shape(ledger: Ledger) -> list[str]:
-    return V6_SHAPE_POSTGRES if ledger.db.is_postgres else V6_SHAPE_SQLITE
+    return [*V7_SHAPE, *(V6_SHAPE_POSTGRES if ledger.db.is_postgres else V6_SHAPE_SQLITE)]
 
 
 def _task_run_indexes(ledger: Ledger) -> set[str]:
@@ -53,8 +58,16 @@ def _task_run_indexes(ledger: Ledger) -> set[str]:
         return {str(ix["name"]) for ix in inspect(conn).get_indexes("task_runs")}
 
 
+def _has_due_index(ledger: Ledger) -> bool:
+    """SQLAlchemy does not reflect expression indexes: ask the catalogue."""
+    sql = ("SELECT count(*) FROM pg_indexes WHERE tablename = 'task_runs' AND indexname = :name"
+           if ledger.db.is_postgres else "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = :name")
+    with ledger.db.read() as conn:
+        return bool(conn.execute(text(sql), {"name": ACTIVE_DUE_INDEX}).scalar())
+
+
 def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, clock: FrozenClock) -> None:
-    assert SCHEMA_VERSION == 7
+    assert SCHEMA_VERSION == 8
     state_dir = tmp_path / "state"
     with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
         made = ledger.tasks.create(runtime="cli", task="made under version 1", owner_key="agent:m:main",
@@ -69,6 +82,7 @@ def test_version_1_database_is_upgraded_once(database_url: str, tmp_path: Path, 
             indexes = _task_run_indexes(ledger)
             assert not indexes & {"ix_task_runs_last_event_at", "ix_task_runs_cleanup_after"}
             assert "idx_task_runs_cleanup" in indexes
+            assert _has_due_index(ledger)
             assert {"ix_task_runs_status", "idx_task_runs_runtime_status"} <= indexes
             with ledger.db.read() as conn:
                 version = conn.execute(schema_meta.select()).mappings().one()["value"]
@@ -181,3 +195,25 @@ def test_version_6_database_counts_the_tasks_it_has(database_url: str, tmp_path:
             expected = {("queued", "cli"): 3, ("succeeded", "cli"): 3, ("running", "acp"): 1 + round_}
             assert ledger.summary().by_status_runtime == expected
             ledger.tasks.create(runtime="acp", task=f"new {round_}", owner_key="agent:m:main", status="running")
+
+
+def test_version_7_database_gains_the_index_of_the_due_active_rows(database_url: str, tmp_path: Path,
+                                                                   clock: FrozenClock) -> None:
+    """Migration 8: the stale, cron and ended active rows are one range of a partial expression index, which the
+    due-row query of both doors is written to match (SQLite's plan names it)."""
+    state_dir = tmp_path / "state"
+    with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+        with ledger.db.write() as conn:
+            for statement in [*V7_SHAPE, "UPDATE schema_meta SET value = '7' WHERE meta_key = 'schema_version'"]:
+                conn.execute(text(statement))
+        assert not _has_due_index(ledger)
+    for _ in range(2):
+        with Ledger.open(state_dir=state_dir, database_url=database_url, clock=clock) as ledger:
+            assert _has_due_index(ledger)
+            with ledger.db.read() as conn:
+                assert conn.execute(schema_meta.select()).mappings().one()["value"] == str(SCHEMA_VERSION)
+                if not ledger.db.is_postgres:
+                    plan = " ".join(str(row[-1]) for row in conn.execute(
+                        text(f"EXPLAIN QUERY PLAN SELECT seq FROM task_runs WHERE {ACTIVE_DUE_WHERE} ORDER BY seq"),
+                        {"b_stale_before": 0}))
+                    assert ACTIVE_DUE_INDEX in plan

@@ -211,6 +211,35 @@ def test_every_read_sees_the_last_commit(mixed: Ledger, sqlite_url: str, state_d
     assert '"notify_policy": "silent"' in capsys.readouterr().out
 
 
+def test_tasks_list_beyond_a_page_of_stale_rows_at_the_grace(sqlite_url: str, state_dir: Path, clock: FrozenClock,
+                                                              capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """More unbacked running tasks than a page, half exactly at the lost grace (projected lost), half 1 ms inside
+    it (running): the pressure line counts every projected status, `--json` totals every row without projecting
+    the rows off the page; both doors print the same bytes."""
+    with Ledger.open(state_dir=state_dir, database_url=sqlite_url, clock=clock) as ledger:
+        for i in range(60):
+            ledger.tasks.create(runtime="cli", task=f"at grace {i}", owner_key=OWNER, run_id=f"gone-{i}",
+                                status="running", started_at=clock.now())
+        clock.advance(timedelta(milliseconds=1))
+        for i in range(60):
+            ledger.tasks.create(runtime="cli", task=f"inside {i}", owner_key=OWNER, run_id=f"near-{i}",
+                                status="running", started_at=clock.now())
+        clock.advance(timedelta(minutes=5) - timedelta(milliseconds=1))
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(SystemClock, "now", lambda self: clock.now())
+    base = ["--state-dir", str(state_dir), "--database-url", sqlite_url]
+    answered, full = _both(["tasks", "list"], base, capsys)
+    assert answered == full
+    assert answered.splitlines()[:2] == ["Background tasks: 120", "Task pressure: 0 queued · 60 running · 60 issues"]
+    answered, full = _both(["tasks", "list", "--json"], base, capsys)
+    assert answered == full
+    document = json.loads(answered)
+    assert (document["total"], document["count"]) == (120, DEFAULT_LIMIT)
+    assert {t["status"] for t in document["tasks"][:60]} == {"running"}  # newest first: the ones inside the grace
+    assert {t["status"] for t in document["tasks"][60:]} == {"lost"}
+
+
 def test_parse_accepts_exactly_the_lean_command_lines() -> None:
     parsed = lean.parse(["--state-dir=/s", "--database-url", "sqlite:////x", "tasks", "flow", "show", "abc",
                          "--json"])
@@ -301,6 +330,21 @@ def _seed_damaged_flow(ledger: Ledger, clock: FrozenClock) -> None:
         conn.exec_driver_sql("UPDATE flow_runs SET state_json = '{not json' WHERE owner_key = 'agent:b:main'")
 
 
+def _seed_grace(ledger: Ledger, clock: FrozenClock) -> None:
+    """An unbacked running task exactly at the lost grace (projected lost, retained), one 1 ms inside it, a fresh
+    cron task (due without a grace; backed where cron has no authority) and a fresh one a hand edit ended."""
+    ledger.tasks.create(runtime="cli", task="at grace", owner_key=OWNER, run_id="gone-a", status="running",
+                        started_at=clock.now())
+    clock.advance(timedelta(milliseconds=1))
+    ledger.tasks.create(runtime="cli", task="inside", owner_key=OWNER, run_id="gone-b", status="running",
+                        started_at=clock.now())
+    clock.advance(timedelta(minutes=5) - timedelta(milliseconds=1))
+    ledger.tasks.create(runtime="cron", task="cron", source_id="job", status="queued")
+    ended = ledger.tasks.create(runtime="cli", task="ended", owner_key=OWNER, status="running", started_at=clock.now())
+    with ledger.db.write() as conn:
+        conn.exec_driver_sql(f"UPDATE task_runs SET ended_at = started_at WHERE task_id = '{ended.task_id}'")
+
+
 # What each shape shows, so none of them is a no-op: the audit counts, retained lost tasks, flows.
 SHAPE_HEALTH = {
     "empty": ({"total": 0, "warnings": 0, "errors": 0}, None, 0),
@@ -310,9 +354,11 @@ SHAPE_HEALTH = {
     "flows": ({"total": 8, "warnings": 5, "errors": 3}, 1, 5),
     "findings": ({"total": 4, "warnings": 4, "errors": 0}, 1, 1),
     "damaged_flow": ({"total": 1, "warnings": 0, "errors": 1}, 1, 5),  # restore_failed replaces the rest
+    "grace": ({"total": 1, "warnings": 1, "errors": 0}, 1, 0),  # the ended one's timestamps; one retained lost
 }
 SHAPES = {"empty": lambda ledger, clock: None, "healthy": _seed_healthy, "stale": _seed_stale, "lost": _seed_lost,
-          "flows": _seed_flows, "findings": _seed_findings, "damaged_flow": _seed_damaged_flow}
+          "flows": _seed_flows, "findings": _seed_findings, "damaged_flow": _seed_damaged_flow,
+          "grace": _seed_grace}
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
