@@ -109,7 +109,8 @@ def one_pass(root: Path, variant: str, code: Path | None, engine: str, records: 
         finally:
             _pg_admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}"')
     result, writer = got["sweep"] or {}, got["writer"]
-    return {"engine": engine, "variant": variant, "seconds": result.get("seconds"), "reason": got["reason"],
+    return {"engine": engine, "variant": variant, "seconds": result.get("seconds"), "cpu_s": result.get("cpu_s"),
+            "reason": got["reason"],
             "tasks": result.get("tasks"), "peak_rss_mb": (result.get("peak_rss_kb") or 0) / 1024,
             "writer_max_ms": writer.get("max_wait_s", 0) * 1000, "writer_p99_ms": writer.get("p99_wait_s", 0) * 1000,
             "writer_max_lock_ms": writer.get("max_lock_wait_s", 0) * 1000, "writes": writer.get("writes"),
@@ -131,7 +132,8 @@ def run(root: Path, before: Path, rounds: int, records: int, pg_admin: str | Non
                 got = one_pass(root, variant, codes[variant], engine, records, pg_admin)
                 print(json.dumps(got), flush=True)
                 passes.append(got)
-    print(f"\n{'engine':<8} {'variant':<7} {'pass s (each)':<24} {'writer max ms':<22} {'writer p99 ms':<18} load")
+    print(f"\n{'engine':<8} {'variant':<7} {'pass s (each)':<24} {'cpu s':<20} {'writer max ms':<22} "
+          f"{'writer p99 ms':<18} load")
     for engine in engines:
         for variant in names:
             mine = [p for p in passes if p["engine"] == engine and p["variant"] == variant and p["seconds"]]
@@ -141,7 +143,8 @@ def run(root: Path, before: Path, rounds: int, records: int, pg_admin: str | Non
             worst = ", ".join(f"{p['writer_max_ms']:.0f}" for p in mine)
             p99 = ", ".join(f"{p['writer_p99_ms']:.0f}" for p in mine)
             load = ", ".join(f"{p['load']:.1f}" for p in mine)
-            print(f"{engine:<8} {variant:<7} {secs:<24} {worst:<22} {p99:<18} {load}")
+            cpu = ", ".join(f"{p['cpu_s'] or 0:.1f}" for p in mine)
+            print(f"{engine:<8} {variant:<7} {secs:<24} {cpu:<20} {worst:<22} {p99:<18} {load}")
             print(f"{'':<8} {'':<7} median {statistics.median(p['seconds'] for p in mine):.1f} s; "
                   f"tasks {mine[-1]['tasks']}")
 

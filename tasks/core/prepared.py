@@ -51,10 +51,23 @@ class Prepared:
         for value in params.values():
             if (type(value) is str and "\x00" in value) or (type(value) is list and _has_nul(value)):
                 raise InvalidInputError(NUL_REFUSED)
-        args = to_args(params)
+        return self._on_driver(conn, sql, to_args(params), many=False)
+
+    def run_many(self, conn: Connection, rows: list[dict[str, Any]]) -> Any:
+        """The statement once per parameter set, in one driver `executemany` (a batch's guarded writes)."""
+        sql, to_args = self._sql(conn.dialect)
+        if any(type(v) is str and "\x00" in v for params in rows for v in params.values()):
+            raise InvalidInputError(NUL_REFUSED)
+        return self._on_driver(conn, sql, [to_args(params) for params in rows], many=True)
+
+    def _on_driver(self, conn: Connection, sql: str, args: Any, *, many: bool) -> Any:
         driver: Any = conn.connection.driver_connection
         dbapi_error = conn.dialect.loaded_dbapi.Error
         try:
+            if many:
+                cursor = driver.cursor()
+                cursor.executemany(sql, args)
+                return cursor
             return driver.execute(sql, args)
         except dbapi_error as exc:
             lost = conn.dialect.is_disconnect(exc, driver, None)

@@ -19,7 +19,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, delete, select, tuple_
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    tuple_,
+)
+from sqlalchemy.schema import CreateTable
 
 from flowledger.tasks.core.store import TASK_CHILD_TABLES
 from flowledger.tasks.core.tables import task_runs
@@ -30,6 +45,10 @@ Bound = tuple[Any, int]
 _c = task_runs.c
 _STAMP_TYPE = _c.cleanup_after.type
 _SEQ_TYPE = _c.seq.type
+# SQLite: one batch's rows (seq, task_id), a temporary table of the pruning connection (not in the schema).
+_DOOMED = Table("prune_batch", MetaData(), Column("seq", Integer, primary_key=True),
+                Column("task_id", Text, nullable=False), prefixes=["TEMPORARY"])
+_CREATE_DOOMED = CreateTable(_DOOMED, if_not_exists=True)
 
 
 def _range(due: ColumnElement[bool], after: Bound | None, upto: Bound | None) -> ColumnElement[bool]:
@@ -64,12 +83,18 @@ def delete_due_range(conn: Connection, due: ColumnElement[bool], after: Bound | 
     # SQLite bounds a row-value range on its first column only: with many equal stamps (a bulk load), an upper
     # bound made every batch walk every remaining row of that stamp. The first `size` rows after `after`, in
     # index order, are the same rows (this transaction holds the one write lock) and the walk stops there.
-    doomed = (select(_c.seq).where(_range(due, after, None)).order_by(_c.cleanup_after, _c.seq).limit(size)
-              .scalar_subquery())
-    doomed_ids = select(_c.task_id).where(_c.seq.in_(doomed)).scalar_subquery()
+    # The walk runs once, into a temporary table of this connection: the five deletes read the batch from
+    # there. Walking it in each of them (the due filter looks up every row for its status) cost 17 % more CPU
+    # (plain sqlite3, 300,000 due rows: 6.9–7.0 s against 5.6–6.0 s). The temporary table's rows belong to this
+    # transaction like the rest, and are emptied before the commit.
+    conn.execute(_CREATE_DOOMED)
+    doomed = select(_c.seq, _c.task_id).where(_range(due, after, None)).order_by(_c.cleanup_after, _c.seq).limit(size)
+    conn.execute(insert(_DOOMED).from_select(["seq", "task_id"], doomed))
     for table in TASK_CHILD_TABLES:
-        conn.execute(delete(table).where(table.c.task_id.in_(doomed_ids)))
-    return int(conn.execute(delete(task_runs).where(_c.seq.in_(doomed))).rowcount)
+        conn.execute(delete(table).where(table.c.task_id.in_(select(_DOOMED.c.task_id))))
+    n = int(conn.execute(delete(task_runs).where(_c.seq.in_(select(_DOOMED.c.seq)))).rowcount)
+    conn.execute(delete(_DOOMED))
+    return n
 
 
 def _pg_delete_locked(conn: Connection, where: ColumnElement[bool]) -> int:

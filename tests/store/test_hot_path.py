@@ -41,6 +41,34 @@ def test_guard_refuses_unexpected_status(ledger: Ledger) -> None:
     assert ledger.tasks.require(created.task_id).status == TaskStatus.SUCCEEDED
 
 
+def test_batch_write_sets_changed_columns_under_the_status_guard(ledger: Ledger, clock: FrozenClock) -> None:
+    """The sweep's batch write (store.compare_and_set_many): each row's changed columns, only where the stored
+    status is still the one it was read with; a column it did not change is left as stored."""
+    first = ledger.tasks.create(runtime="cli", task="one", owner_key="agent:main:main", run_id="r-many-1")
+    second = ledger.tasks.create(runtime="cli", task="two", owner_key="agent:main:main", run_id="r-many-2")
+    moved = ledger.tasks.create(runtime="cli", task="three", owner_key="agent:main:main", run_id="r-many-3")
+    clock.advance(timedelta(seconds=1))
+    ledger.tasks.progress("r-many-1", "halfway")  # after `first` was read: not in the batch's copy
+    ledger.tasks.complete("r-many-3")  # its status moved since it was read: the guard refuses it
+    now = clock.now()
+    pairs = [(first, first.replace(status=TaskStatus.LOST, ended_at=now, error="gone")),
+             (second, second.replace(status=TaskStatus.LOST, ended_at=now, error="gone", label="renamed")),
+             (moved, moved.replace(status=TaskStatus.LOST, ended_at=now, error="gone"))]
+    with ledger.tasks.db.write() as conn:
+        assert store.compare_and_set_many(conn, pairs) == 2
+    one, two, three = (ledger.tasks.require(t.task_id) for t in (first, second, moved))
+    assert (one.status, one.error, one.ended_at, one.progress_summary) == (TaskStatus.LOST, "gone", now, "halfway")
+    assert (two.status, two.label) == (TaskStatus.LOST, "renamed")
+    assert three.status == TaskStatus.SUCCEEDED
+
+
+def test_batch_write_refuses_nul(ledger: Ledger) -> None:
+    task = ledger.tasks.create(runtime="cli", task="work", owner_key="agent:main:main", run_id="r-many-nul")
+    with pytest.raises(InvalidInput), ledger.tasks.db.write() as conn:
+        store.compare_and_set_many(conn, [(task, task.replace(label="bad\x00label"))])
+    assert ledger.tasks.require(task.task_id).label is None
+
+
 def test_nul_refused_on_prepared_statements(ledger: Ledger) -> None:
     with pytest.raises(InvalidInput):
         ledger.tasks.create(runtime="cli", task="bad\x00text", owner_key="agent:main:main", run_id="r-nul")
