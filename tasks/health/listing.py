@@ -133,10 +133,10 @@ def count_by_status(db: Database, query: TaskFilter, projector: Projector) -> di
     with db.read() as conn:
         if where:
             stmt = select(task_runs.c.status, func.count()).where(*where).group_by(task_runs.c.status)
-            stored: list[tuple[str, int]] = [(str(s), int(n)) for s, n in conn.execute(stmt)]
+            tallies: list[tuple[str, int]] = [(str(s), int(n)) for s, n in conn.execute(stmt)]
         else:  # unfiltered: the counts the writing transactions keep (a few rows, not a scan of every task)
-            stored = [(status, n) for status, _runtime, n in kept_counts.read(conn)]
-        for status, count in stored:
+            tallies = [(status, n) for status, _runtime, n in kept_counts.read(conn)]
+        for status, count in tallies:
             counts[status] = counts.get(status, 0) + count
     for active in ACTIVE:
         changing = [*where, task_runs.c.status == active.value, active_may_change(projector.now)]
