@@ -64,9 +64,8 @@ def insert_tasks(conn: Connection, tasks: Sequence[Task]) -> None:
 def insert_event_rows(conn: Connection, events: Sequence[TaskEvent]) -> None:
     """A write batch's history rows (core/write_batch.py), in order: on PostgreSQL in one INSERT (one round trip;
     psycopg's executemany, which pipelines, measured several times slower here: docs/performance.md, goal 2)."""
-    if conn.dialect.name != "postgresql":
-        for event in events:
-            store.insert_event_row(conn, event)
+    if conn.dialect.name != "postgresql":  # no round trip to save: one executemany, the least work per row
+        store.insert_events(conn, events)
         return
     _insert_rows(conn, task_events, [{"task_id": e.task_id, "at": _TIMESTAMP.process_bind_param(e.at, None),  # type: ignore[arg-type]
                                       "kind": e.kind, "summary": e.summary, "previous_status": e.previous_status}
@@ -90,6 +89,17 @@ def compare_and_set_many(conn: Connection, writes: Sequence[Write]) -> set[str]:
         params.update({f"c{j}": [r[2][c] for r in rows] for j, c in enumerate(columns)})
         moved.update(row[0] for row in _update(columns).run(conn, params).fetchall())
     return moved
+
+
+def write_locked(conn: Connection, pairs: Sequence[tuple[Task, Task]]) -> None:
+    """Write (current, new) pairs whose rows the caller locked and re-read unchanged (the sweep's batches): every
+    guard holds, so no per-row answer is needed. PostgreSQL: `compare_and_set_many`'s one UPDATE per column set;
+    SQLite: one executemany per column set (store.compare_and_set_many), which reports no rows but is the least
+    work per row there."""
+    if conn.dialect.name != "postgresql":
+        store.compare_and_set_many(conn, pairs)
+        return
+    compare_and_set_many(conn, [(new, (current.status,), current) for current, new in pairs])
 
 
 # PostgreSQL statements that take a batch as one array per column (unnest): their text does not grow with the

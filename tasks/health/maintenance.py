@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select
 
-from flowledger.tasks.core import rules, store
+from flowledger.tasks.core import batch_writes, rules, store
 from flowledger.tasks.core.clock import to_ms
 from flowledger.tasks.core.hooks import Change
 from flowledger.tasks.core.models import Task, TaskEvent
@@ -299,13 +299,13 @@ def sweep(service: TaskService, now: datetime, *, apply: bool, authoritative: bo
 def write_batch(service: TaskService, conn: Connection, pairs: Sequence[tuple[Task, Task]],
                 now: datetime) -> list[Change]:
     """Write (current, new) pairs whose rows the caller locked and re-read unchanged — their changed columns, one
-    driver executemany per set of columns (store.compare_and_set_many) — and their history in one more, then
+    statement per set of columns (batch_writes.write_locked) — and their history in one more, then
     run the in-transaction hooks per change (as `TaskService.apply` does).
     """
     if not pairs:
         return []
     news = [(current, rules.prepare_write(new, service.retention)) for current, new in pairs]
-    store.compare_and_set_many(conn, news)
+    batch_writes.write_locked(conn, news)
     changes: list[Change] = []
     for current, new in news:
         event = None
@@ -315,7 +315,7 @@ def write_batch(service: TaskService, conn: Connection, pairs: Sequence[tuple[Ta
                               previous_status=current.status.value)
             log.info("task %s %s -> %s", new.task_id, current.status, new.status)
         changes.append(Change(new, current, event))
-    store.insert_events(conn, [c.event for c in changes if c.event is not None])
+    batch_writes.insert_event_rows(conn, [c.event for c in changes if c.event is not None])
     for change in changes:
         service.hooks.on_written(conn, change, now)
     return changes
