@@ -48,8 +48,9 @@ class Request:
     database_url: str | None
 
 
-def parse(argv: list[str]) -> Request | None:
-    """The request when `argv` is exactly one of the lean command lines, else None."""
+def global_options(argv: list[str]) -> tuple[dict[str, str], list[str]] | None:
+    """The leading `--state-dir` / `--database-url` (each at most once, `--name value` or `--name=value`) and the
+    words after them; None for a command line the lean paths leave to typer."""
     given: dict[str, str] = {}
     rest = list(argv)
     while rest and rest[0].startswith("--") and rest[0].split("=", 1)[0] in GLOBAL_OPTIONS:
@@ -61,6 +62,15 @@ def parse(argv: list[str]) -> Request | None:
         if name in given:
             return None
         given[name] = value
+    return given, rest
+
+
+def parse(argv: list[str]) -> Request | None:
+    """The request when `argv` is exactly one of the lean command lines, else None."""
+    split = global_options(argv)
+    if split is None:
+        return None
+    given, rest = split
     for size in (3, 2, 1):  # the command words first, exactly; `--json` only after them (`tasks flow --json
         command = COMMANDS.get(tuple(rest[:size])) if len(rest) >= size else None  # list` is a usage error)
         if command is None:

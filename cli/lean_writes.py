@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from flowledger.cli.lean import CONFIG_FILE, GLOBAL_OPTIONS, sqlite_file
+from flowledger.cli.lean import CONFIG_FILE, global_options, sqlite_file
 
 if TYPE_CHECKING:
     from flowledger.tasks.core.draft_rules import TaskDraft
@@ -74,17 +74,10 @@ def _options(words: list[str], valued: frozenset[str],
 
 def parse(argv: list[str]) -> Request | None:
     """The request when `argv` is one of this path's command lines, else None."""
-    given: dict[str, str] = {}
-    rest = list(argv)
-    while rest and rest[0].startswith("--") and rest[0].split("=", 1)[0] in GLOBAL_OPTIONS:
-        name, eq, value = rest.pop(0).partition("=")
-        if not eq:
-            if not rest:
-                return None
-            value = rest.pop(0)
-        if name in given:
-            return None
-        given[name] = value
+    split = global_options(argv)
+    if split is None:
+        return None
+    given, rest = split
     state_dir, url = given.get("--state-dir"), given.get("--database-url")
     if rest[:2] == ["tasks", "cancel"]:
         parsed = _options(rest[2:], frozenset({"--reason"}), frozenset())
