@@ -94,14 +94,7 @@ def test_the_lean_read_commands_load_neither_storage_nor_typer(args: list[str], 
         task = ledger.tasks.create(runtime="cli", task="nightly export", owner_key="agent:main:main",
                                    parent_flow_id=flow.flow_id)
     argv = [a.format(task=task.task_id, flow=flow.flow_id) for a in args]
-    code = ("import sys\n"
-            f"sys.argv = ['flowledger', '--state-dir', {str(state_dir)!r}, '--database-url', {sqlite_url!r}, "
-            f"*{argv!r}]\n"
-            "from flowledger.cli.entry import main\n"
-            "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
-            "assert 'sqlite3' in sys.modules\n")
-    loaded = loaded_after(code)
-    heavy = loaded & {*STORAGE_STACK, "pydantic", "typer", "click", *SCHEDULER_STACK, "httpx"}
+    heavy = heavy_after_console_script(state_dir, sqlite_url, argv)
     assert not heavy, (args, heavy)
 
 
@@ -116,17 +109,21 @@ def test_the_lean_write_commands_load_neither_storage_nor_typer(args: list[str],
     with Ledger.open(state_dir=state_dir, database_url=sqlite_url) as ledger:
         task = ledger.tasks.create(runtime="cli", task="nightly export", status="running")
     argv = [a.format(task=task.task_id) for a in args]
-    code = ("import sys\n"
-            f"sys.argv = ['flowledger', '--state-dir', {str(state_dir)!r}, '--database-url', {sqlite_url!r}, "
-            f"*{argv!r}]\n"
-            "from flowledger.cli.entry import main\n"
-            "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
-            "assert 'sqlite3' in sys.modules\n")
-    loaded = loaded_after(code)
-    heavy = loaded & {*STORAGE_STACK, "pydantic", "typer", "click", *SCHEDULER_STACK, "httpx"}
+    heavy = heavy_after_console_script(state_dir, sqlite_url, argv)
     assert not heavy, (args, heavy)
     with Ledger.open(state_dir=state_dir, database_url=sqlite_url) as ledger:  # and it did write
         if args[0] == "tasks":
             assert ledger.tasks.require(task.task_id).status.value == "cancelled"
         else:
             assert len(ledger.tasks.list()) == 2
+
+
+def heavy_after_console_script(state_dir: Path, sqlite_url: str, argv: list[str]) -> set[str]:
+    """The storage, typer and scheduler modules the console script loaded answering `argv` (exit 0 required)."""
+    code = ("import sys\n"
+            f"sys.argv = ['flowledger', '--state-dir', {str(state_dir)!r}, '--database-url', {sqlite_url!r}, "
+            f"*{argv!r}]\n"
+            "from flowledger.cli.entry import main\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+            "assert 'sqlite3' in sys.modules\n")
+    return set(loaded_after(code) & {*STORAGE_STACK, "pydantic", "typer", "click", *SCHEDULER_STACK, "httpx"})
