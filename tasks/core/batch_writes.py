@@ -91,15 +91,13 @@ def compare_and_set_many(conn: Connection, writes: Sequence[Write]) -> set[str]:
     return moved
 
 
-def write_locked(conn: Connection, pairs: Sequence[tuple[Task, Task]]) -> None:
-    """Write (current, new) pairs whose rows the caller locked and re-read unchanged (the sweep's batches): every
-    guard holds, so no per-row answer is needed. PostgreSQL: `compare_and_set_many`'s one UPDATE per column set;
-    SQLite: one executemany per column set (store.compare_and_set_many), which reports no rows but is the least
-    work per row there."""
+def write_locked(conn: Connection, pairs: Sequence[tuple[Task, Task]]) -> int:
+    """Write (current, new) pairs whose rows the caller locked and re-read (the sweep's batches), each under the
+    status it was read with; the number of rows written. PostgreSQL: `compare_and_set_many`'s one UPDATE per
+    column set; SQLite: one executemany per column set (store.compare_and_set_many), the least work per row there."""
     if conn.dialect.name != "postgresql":
-        store.compare_and_set_many(conn, pairs)
-        return
-    compare_and_set_many(conn, [(new, (current.status,), current) for current, new in pairs])
+        return store.compare_and_set_many(conn, pairs)
+    return len(compare_and_set_many(conn, [(new, (current.status,), current) for current, new in pairs]))
 
 
 # PostgreSQL statements that take a batch as one array per column (unnest): their text does not grow with the

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from flowledger import FrozenClock, Ledger
-from flowledger.tasks.core import store
+from flowledger.tasks.core import batch_writes, store
 from flowledger.tasks.core.errors import InvalidInput
 from flowledger.tasks.core.states import TaskStatus
 
@@ -42,8 +42,9 @@ def test_guard_refuses_unexpected_status(ledger: Ledger) -> None:
 
 
 def test_batch_write_sets_changed_columns_under_the_status_guard(ledger: Ledger, clock: FrozenClock) -> None:
-    """The sweep's batch write (store.compare_and_set_many): each row's changed columns, only where the stored
-    status is still the one it was read with; a column it did not change is left as stored."""
+    """The sweep's batch write (batch_writes.write_locked, the path the sweep takes on each engine): each row's
+    changed columns, only where the stored status is still the one it was read with; a column it did not change
+    is left as stored."""
     first = ledger.tasks.create(runtime="cli", task="one", owner_key="agent:main:main", run_id="r-many-1")
     second = ledger.tasks.create(runtime="cli", task="two", owner_key="agent:main:main", run_id="r-many-2")
     moved = ledger.tasks.create(runtime="cli", task="three", owner_key="agent:main:main", run_id="r-many-3")
@@ -55,7 +56,7 @@ def test_batch_write_sets_changed_columns_under_the_status_guard(ledger: Ledger,
              (second, second.replace(status=TaskStatus.LOST, ended_at=now, error="gone", label="renamed")),
              (moved, moved.replace(status=TaskStatus.LOST, ended_at=now, error="gone"))]
     with ledger.tasks.db.write() as conn:
-        assert store.compare_and_set_many(conn, pairs) == 2
+        assert batch_writes.write_locked(conn, pairs) == 2
     one, two, three = (ledger.tasks.require(t.task_id) for t in (first, second, moved))
     assert (one.status, one.error, one.ended_at, one.progress_summary) == (TaskStatus.LOST, "gone", now, "halfway")
     assert (two.status, two.label) == (TaskStatus.LOST, "renamed")
@@ -65,7 +66,7 @@ def test_batch_write_sets_changed_columns_under_the_status_guard(ledger: Ledger,
 def test_batch_write_refuses_nul(ledger: Ledger) -> None:
     task = ledger.tasks.create(runtime="cli", task="work", owner_key="agent:main:main", run_id="r-many-nul")
     with pytest.raises(InvalidInput), ledger.tasks.db.write() as conn:
-        store.compare_and_set_many(conn, [(task, task.replace(label="bad\x00label"))])
+        batch_writes.write_locked(conn, [(task, task.replace(label="bad\x00label"))])
     assert ledger.tasks.require(task.task_id).label is None
 
 
