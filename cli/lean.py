@@ -121,25 +121,42 @@ def run_lean(argv: list[str]) -> int | None:
     try:
         answer()
     except Exception as exc:  # as cli/main.py: one line, exit 1, never a traceback (a closed pipe, say)
-        from flowledger.cli.render import err, internal_error
-
-        log.debug("unexpected error", exc_info=True)
-        err(internal_error(exc))
-        return EXIT_NOT_FOUND_OR_REFUSED
+        return failed(exc)
     return 0
+
+
+def failed(exc: Exception) -> int:
+    """An error after the lean path took the command: one line, exit 1 (as cli/main.py), never a traceback."""
+    from flowledger.cli.render import err, internal_error
+
+    log.debug("unexpected error", exc_info=True)
+    err(internal_error(exc))
+    return EXIT_NOT_FOUND_OR_REFUSED
+
+
+def ledger_file(state_dir_option: str | None, url_option: str | None) -> tuple[Path, Path, str] | None:
+    """(state dir, SQLite file, the URL's database part) when a lean path may open the ledger: an existing SQLite
+    file and no config.toml (its warnings are the full path's to give); else None."""
+    from flowledger.tasks.core.dburl import resolve_database_url, resolve_state_dir
+
+    state_dir = resolve_state_dir(state_dir_option)
+    url = resolve_database_url(url_option, state_dir)
+    path = sqlite_file(url)
+    if path is None or not path.is_file() or os.path.lexists(state_dir / CONFIG_FILE):
+        return None
+    return state_dir, path, url[len("sqlite:///"):]
 
 
 def _read(request: Request) -> Callable[[], None] | None:
     """Everything read and checked; what is left prints the answer."""
     from flowledger.tasks.core import filemodes
     from flowledger.tasks.core.clock import SystemClock
-    from flowledger.tasks.core.dburl import resolve_database_url, resolve_state_dir
     from flowledger.tasks.health.sqlite_reads import LeanReader
 
-    state_dir = resolve_state_dir(request.state_dir)
-    path = sqlite_file(resolve_database_url(request.database_url, state_dir))
-    if path is None or not path.is_file() or os.path.lexists(state_dir / CONFIG_FILE):
+    where = ledger_file(request.state_dir, request.database_url)
+    if where is None:
         return None
+    state_dir, path, _database = where
     # What Database.open does for the read commands: the directories 0700 (never the file: it exists).
     filemodes.make_private_dir(state_dir, required=False)
     filemodes.make_private_dir(path.parent, required=True)

@@ -19,13 +19,11 @@ would run the command a second time.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from flowledger.cli.lean import CONFIG_FILE, global_options, sqlite_file
+from flowledger.cli.lean import failed, global_options, ledger_file
 
 if TYPE_CHECKING:
     from flowledger.tasks.core.draft_rules import TaskDraft
@@ -107,39 +105,18 @@ def run_lean_write(argv: list[str]) -> int | None:
         if not committed:  # FallbackError, a refusal, anything: nothing written or printed yet
             log.debug("lean write path fell back", exc_info=True)
             return None
-        return _failed(exc)  # written: the full path must not run the command a second time
+        return failed(exc)  # written: the full path must not run the command a second time
     if answer is None:
         return None
     try:
         return answer()
     except Exception as exc:  # as cli/main.py: one line, exit 1, never a traceback (a closed pipe, say)
-        return _failed(exc)
+        return failed(exc)
 
 
 def _said(say: Callable[[T], None], what: T, code: int) -> int:
     say(what)
     return code
-
-
-def _failed(exc: Exception) -> int:
-    from flowledger.cli.render import err, internal_error
-    from flowledger.tasks.core.errors import EXIT_NOT_FOUND_OR_REFUSED
-
-    log.debug("unexpected error", exc_info=True)
-    err(internal_error(exc))
-    return EXIT_NOT_FOUND_OR_REFUSED
-
-
-def _ledger_file(request: Request) -> tuple[Path, Path, str] | None:
-    """(state dir, SQLite file, the URL's database part) when this path may write it."""
-    from flowledger.tasks.core.dburl import resolve_database_url, resolve_state_dir
-
-    state_dir = resolve_state_dir(request.state_dir)
-    url = resolve_database_url(request.database_url, state_dir)
-    path = sqlite_file(url)
-    if path is None or not path.is_file() or os.path.lexists(state_dir / CONFIG_FILE):
-        return None
-    return state_dir, path, url[len("sqlite:///"):]
 
 
 def _write(request: Request, committed: list[object]) -> Callable[[], int] | None:
@@ -157,7 +134,7 @@ def _write(request: Request, committed: list[object]) -> Callable[[], int] | Non
     from flowledger.tasks.runs import wakeup
 
     prepared = _run_draft(request) if request.command == "run" else None  # usage errors before anything else
-    where = _ledger_file(request)
+    where = ledger_file(request.state_dir, request.database_url)
     if where is None:
         return None
     state_dir, path, database = where
