@@ -28,6 +28,16 @@ if TYPE_CHECKING:
 
 LOST_GRACE = timedelta(minutes=5)
 CODEX_NATIVE_GRACE = timedelta(minutes=30)
+GRACES = (LOST_GRACE, CODEX_NATIVE_GRACE)  # every grace `grace_for` gives (a count by class buckets by each)
+
+# What the rules below — `should_mark_lost` (with `grace_for` and `judge`) and cron_recovery.parse_run, which
+# answers None for every runtime but cron — read of a task that is not cron, besides the view. Rows that agree on
+# all of these (and on the view's answers about their ids) get the same projected status, so a count of projected
+# statuses may judge one task of each such class and weigh it by the class's size (tasks/health/sqlite_reads.py
+# `count_by_status`). tests/store/test_verdict_classes.py records what the rules read and keeps this list exact:
+# a rule that starts reading another field must be named here, and the class key grows with it.
+JUDGED_FIELDS = frozenset({"status", "runtime", "task_kind", "scope_kind", "requester_session_key",
+                           "child_session_key", "run_id", "source_id", "task_id", "last_activity_at"})
 
 LOST_REASON = "backing session missing"
 CODEX_NATIVE_REASON = "Codex native subagent stopped reporting progress"

@@ -32,7 +32,7 @@ from flowledger.tasks.core.rules import preferred
 from flowledger.tasks.core.states import ACTIVE, Runtime, TaskStatus
 from flowledger.tasks.core.task_rows import raw_to_task
 from flowledger.tasks.health import cron_recovery
-from flowledger.tasks.health.backing import LOST_GRACE, BackingView, SessionState
+from flowledger.tasks.health.backing import GRACES, LOST_GRACE, BackingView, SessionState
 from flowledger.tasks.health.cron_recovery import JobState, Recovery, RunLogEntry
 from flowledger.tasks.health.projection import once_by_seq, project, projected_status
 
@@ -56,6 +56,45 @@ _SEQ_AT = TASK_KEYS.index("seq")
 _NEWEST = " ORDER BY r.created_at DESC, r.seq DESC"
 _ACTIVE = tuple(s.value for s in ACTIVE)
 _DUE = ACTIVE_DUE_WHERE.replace(":b_stale_before", "?")  # quiet_rows: the due active rows, one index range
+_LIVE_RUNS = ("SELECT c.run_id FROM run_contexts AS c JOIN gateway_leases AS g ON g.gateway_id = c.gateway_id "
+              "WHERE g.expires_at > :b_now")  # `backing`'s live runs, as a subquery
+_WAITING = "SELECT task_id FROM task_payloads WHERE claimed_by IS NULL"  # `backing`'s waiting_for_gateway
+_ACTIVITY = "coalesce(last_event_at, started_at, created_at)"  # Task.last_activity_at
+
+
+def _id_class(column: str) -> tuple[str, ...]:
+    """What the rules can tell of a non-cron row's run or source id without the row: whether a live run bears it
+    (NULL when there is no id), whether it is empty, its prefix up to the first ':' (`codex-thread:`)."""
+    return f"{column} IN ({_LIVE_RUNS})", f"{column} = ''", f"substr({column}, 1, instr({column}, ':'))"
+
+
+# A class of due rows: rows agreeing on everything the rules read of them (backing.JUDGED_FIELDS, field by field)
+# and on what the view answers about their ids, so one of them judged stands for all (`count_by_status`). The
+# grace buckets: `now - activity < grace` is `activity > to_ms(now - grace)` for a stored (millisecond) time.
+VERDICT_CLASS: dict[str, tuple[str, ...]] = {
+    "status": ("status",),
+    "runtime": ("runtime",),
+    "task_kind": ("task_kind",),
+    "scope_kind": ("scope_kind",),
+    # a session task's requester is its owner when the column is empty (task_rows.mapping_to_task)
+    "requester_session_key": ("requester_session_key", "owner_key"),
+    "child_session_key": ("child_session_key",),
+    "run_id": _id_class("run_id"),
+    "source_id": _id_class("source_id"),
+    "task_id": (f"task_id IN ({_WAITING})",),
+    "last_activity_at": tuple(f"{_ACTIVITY} <= :b_before_{i}" for i in range(len(GRACES))),
+}
+
+
+def _classes_sql(*, live_runs: bool, waiting: bool) -> str:
+    """(seq of one row, rows) per class of due rows. Cron rows one by one: a cron run id names its job and run,
+    which the run log and the job row answer. A membership test of an empty set answers false for every row, even
+    one without the id (SQLite: `x IN (empty)` is false, NULL too), so it tells no rows apart and is left out: each
+    column costs every due row some work, and a ledger nobody serves has no live runs."""
+    kept = [sql for parts in VERDICT_CLASS.values() for sql in parts
+            if (live_runs or _LIVE_RUNS not in sql) and (waiting or _WAITING not in sql)]
+    return (f"SELECT min(seq), count(*) FROM task_runs WHERE {ACTIVE_DUE_WHERE} GROUP BY "
+            + ", ".join(("CASE WHEN runtime = 'cron' THEN seq END", *kept)))
 
 
 class FallbackError(Exception):
@@ -149,19 +188,29 @@ class LeanReader:
         return self.project(self._tasks("", (limit, offset), _NEWEST + " LIMIT ? OFFSET ?"))
 
     def count_by_status(self) -> dict[str, int]:
-        """tasks/health/listing.py `count_by_status` without filters: one grouped COUNT, corrected by the projected
-        status of the active rows whose projection can differ (`projection.active_may_change`; the due rows are
-        those and the ended active ones, whose projection is their stored status)."""
+        """tasks/health/listing.py `count_by_status` without filters: the counts the writes keep, corrected by the
+        projected status of the active rows whose projection can differ (`projection.active_may_change`; the due
+        rows are those and the ended active ones, whose projection is their stored status). The due rows are
+        counted by class (`VERDICT_CLASS`): one row of each is read and judged by the shared rules, and its
+        projected status counts for the whole class — 100,000 stale rows of one kind are one judgement, not
+        100,000 records built (docs/performance.md, "Round two")."""
         counts = {s.value: 0 for s in TaskStatus}
         for status, _runtime, count in self.stored_counts():  # kept by the writes: a few rows, not a scan
             counts[status] = counts.get(status, 0) + count
-        for batch in _batched(self.due_rows(COUNT_BATCH), COUNT_BATCH):
-            view, recoveries = self.backing(batch), self.recoveries(batch)
-            for task in batch:
+        params = {"b_stale_before": to_ms(self.now - LOST_GRACE), "b_now": to_ms(self.now),
+                  **{f"b_before_{i}": to_ms(self.now - grace) for i, grace in enumerate(GRACES)}}
+        live_runs = self.conn.execute(f"SELECT EXISTS ({_LIVE_RUNS})", params).fetchone()[0]
+        waiting = self.conn.execute(f"SELECT EXISTS ({_WAITING})").fetchone()[0]
+        sizes = {int(seq): int(n) for seq, n in self.conn.execute(
+            _classes_sql(live_runs=bool(live_runs), waiting=bool(waiting)), params)}
+        for batch in _batched(self._rows_by_seq(sorted(sizes), COUNT_BATCH), COUNT_BATCH):
+            tasks = [task for _, task in batch]
+            view, recoveries = self.backing(tasks), self.recoveries(tasks)
+            for seq, task in batch:
                 status = projected_status(task, view, recoveries.get(task.task_id))
                 if status != task.status:
-                    counts[task.status.value] -= 1
-                    counts[status.value] += 1
+                    counts[task.status.value] -= sizes[seq]
+                    counts[status.value] += sizes[seq]
         return counts
 
     def stored_total(self) -> int:
@@ -192,6 +241,10 @@ class LeanReader:
         stale_before = to_ms(self.now - LOST_GRACE)
         seqs = [int(r[0]) for r in self.conn.execute(f"SELECT seq FROM task_runs WHERE {_DUE} ORDER BY seq",
                                                      (stale_before,))]
+        return self._rows_by_seq(seqs, batch)
+
+    def _rows_by_seq(self, seqs: Sequence[int], batch: int) -> Iterator[tuple[int, Task]]:
+        """(seq, task) of the rows with these seqs (in seq order), a batch at a time by primary key."""
         for start in range(0, len(seqs), batch):
             chunk = seqs[start:start + batch]
             for row in self.conn.execute(f"{_TASK_SELECT} WHERE r.seq IN ({_marks(chunk)}) ORDER BY r.seq",
@@ -294,11 +347,11 @@ class LeanReader:
         return out
 
 
-def _batched(rows: Iterator[tuple[int, Task]], size: int) -> Iterator[list[Task]]:
-    """The tasks of a (seq, task) stream in lists of at most `size`."""
-    batch: list[Task] = []
-    for _, task in rows:
-        batch.append(task)
+def _batched(rows: Iterator[tuple[int, Task]], size: int) -> Iterator[list[tuple[int, Task]]]:
+    """A (seq, task) stream in lists of at most `size`."""
+    batch: list[tuple[int, Task]] = []
+    for pair in rows:
+        batch.append(pair)
         if len(batch) >= size:
             yield batch
             batch = []
