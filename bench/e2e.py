@@ -2,7 +2,7 @@
 and Celery's worker doing the same on this machine.
 
     python bench/e2e.py [--n 1000] [--cli-submits 20] [--postgres URL|none] [--peers-python PY] [--quick]
-                        [--variant NAME=DIR]...
+                        [--variant NAME=DIR]... [--rounds R]
 
 For flowledger on SQLite and on PostgreSQL, two phases against a real `flowledger gateway` process (8 parallel
 runs, each task a real child process started and recorded by the cli runtime):
@@ -170,38 +170,58 @@ def peers_available(python: str, peer: str) -> str:
 
 
 def run_all(n: int, cli_submits: int, pg_admin: str | None, peers_python: str | None,
-            tmp: Path, variants: list[tuple[str, str]] | None = None) -> list[tuple[str, float | None, str, str]]:
-    """Every system in one run: rows of (measure, value, unit, note)."""
-    rows: list[tuple[str, float | None, str, str]] = []
+            tmp: Path, variants: list[tuple[str, str]] | None = None, rounds: int = 1
+            ) -> list[tuple[str, float | None, str, str]]:
+    """Every system in one run, `rounds` times over (trees alternated within each engine, then the peers):
+    rows of (measure, median value, unit, note: the range over the rounds, or why there is no value)."""
+    samples: dict[str, list[float]] = {}
+    units: dict[str, str] = {}
+    reasons: dict[str, str] = {}
 
     def add(system: str, got: dict[str, Any] | None, reason: str = "") -> None:
         for key, label, unit in (("e2e_per_s", "end to end, submit → succeeded", "tasks/s"),
                                  ("drain_per_s", "drain of a full queue", "tasks/s"),
                                  ("submit_per_s", "submit, in-process", "tasks/s")):
+            name = f"{system}: {label} ({n:,})"
             value = None if got is None else got.get(key)
-            rows.append((f"{system}: {label} ({n:,})", value, unit, reason if value is None else ""))
+            units[name] = unit
+            samples.setdefault(name, [])
+            if value is None:
+                reasons[name] = reason
+            else:
+                samples[name].append(value)
         if got is not None and "cli_submit_s" in got:
-            rows.append((f"{system}: `run --detach -- true` as a process (median)", got["cli_submit_s"] * 1000,
-                         "ms", ""))
+            name = f"{system}: `run --detach -- true` as a process (median)"
+            units[name] = "ms"
+            samples.setdefault(name, []).append(got["cli_submit_s"] * 1000)
 
     # Baseline and this tree back to back on each engine, so both see the same machine load.
     trees: list[tuple[str, str | None]] = [*(variants or []), ("", None)]
-    for tag, source in trees:
-        sqlite_state = tmp / f"e2e-sqlite{tag}" / "state"
-        add(f"flowledger SQLite{f' ({tag})' if tag else ''}",
-            flowledger_child(f"sqlite:///{sqlite_state / 'tasks' / 'runs.sqlite'}", sqlite_state, n, cli_submits,
-                             source))
-    for tag, source in trees if pg_admin else []:
-        with postgres_database(pg_admin) as pg:  # type: ignore[arg-type]
-            add(f"flowledger PostgreSQL{f' ({tag})' if tag else ''}",
-                flowledger_child(pg, tmp / f"e2e-pg{tag}" / "state", n, cli_submits, source))
-    for peer in PEERS:
-        if peers_python is None:
-            add(peer, None, "skipped in --quick (peers are not installed in CI)")
+    for round_no in range(rounds):
+        for tag, source in trees:
+            sqlite_state = tmp / f"e2e-sqlite{tag}-{round_no}" / "state"
+            add(f"flowledger SQLite{f' ({tag})' if tag else ''}",
+                flowledger_child(f"sqlite:///{sqlite_state / 'tasks' / 'runs.sqlite'}", sqlite_state, n,
+                                 cli_submits, source))
+        for tag, source in trees if pg_admin else []:
+            with postgres_database(pg_admin) as pg:  # type: ignore[arg-type]
+                add(f"flowledger PostgreSQL{f' ({tag})' if tag else ''}",
+                    flowledger_child(pg, tmp / f"e2e-pg{tag}-{round_no}" / "state", n, cli_submits, source))
+        for peer in PEERS:
+            if peers_python is None:
+                add(peer, None, "skipped in --quick (peers are not installed in CI)")
+                continue
+            why = peers_available(peers_python, peer)
+            got, reason = (None, why) if why else peer_phases(peers_python, peer, n, timeout=600)
+            add(f"{peer} {got['version']}" if got else peer, got, reason)
+        print(f"round {round_no + 1}/{rounds} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+    rows: list[tuple[str, float | None, str, str]] = []
+    for name, values in samples.items():
+        if not values:
+            rows.append((name, None, units[name], reasons.get(name, "")))
             continue
-        why = peers_available(peers_python, peer)
-        got, reason = (None, why) if why else peer_phases(peers_python, peer, n, timeout=600)
-        add(f"{peer} {got['version']}" if got else peer, got, reason)
+        spread = f"{min(values):,.1f}–{max(values):,.1f} over {len(values)}" if len(values) > 1 else ""
+        rows.append((name, statistics.median(values), units[name], spread))
     return rows
 
 
@@ -217,18 +237,21 @@ def main() -> None:
     parser.add_argument("--peers-python", default=os.environ.get("FLOWLEDGER_BENCH_PEERS_PYTHON", sys.executable))
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
                         help="also measure the flowledger/ tree under DIR, labelled NAME (repeatable)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat everything, alternating; medians and ranges")
     parser.add_argument("--quick", action="store_true", help="20 tasks, flowledger only (the CI smoke test)")
     args = parser.parse_args()
     if args.quick:
-        args.n, args.cli_submits, args.peers_python = 20, 1, None
+        args.n, args.cli_submits, args.peers_python, args.rounds = 20, 1, None, 1
         print("e2e --quick: huey and Celery are skipped (their servers and packages are not part of CI)")
     pg = None if args.postgres.lower() == "none" else args.postgres
     with tempfile.TemporaryDirectory(prefix="flb-e2e-") as tmp:
         variants = [tuple(v.split("=", 1)) for v in args.variant]
-        rows = run_all(args.n, args.cli_submits, pg, args.peers_python, Path(tmp), variants)  # type: ignore[arg-type]
+        rows = run_all(args.n, args.cli_submits, pg, args.peers_python, Path(tmp), variants,  # type: ignore[arg-type]
+                       args.rounds)
     for name, value, unit, note in rows:
         shown = f"{value:,.1f}" if value is not None else f"n/a ({note})"
-        print(f"  {name:<62} {shown:>12} {unit}")
+        extra = f"  ({note})" if value is not None and note else ""
+        print(f"  {name:<62} {shown:>12} {unit}{extra}")
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 

@@ -71,6 +71,9 @@ class CliRuntime:
         self.gateway_id = gateway_id or new_gateway_id("run")
         self._own_lease = gateway_id is None
         self._runs: dict[str, _Run] = {}
+        self._launching: dict[str, threading.Event] = {}  # claimed runs whose child is being started
+        self._stopping = False
+        self._stopping_reason = SHUTDOWN_REASON
         self._finished: dict[str, threading.Event] = {}
         self._failures: dict[str, FlowledgerError] = {}
         self._lock = threading.Lock()
@@ -87,7 +90,9 @@ class CliRuntime:
 
         `claimed`: `task` is what this runtime's own queue claim returned (tasks/runs/queue.py): that one
         transaction already made it `running` and registered its run context under this gateway, so the two
-        transactions that would do it again are skipped (the pid is still recorded once the child runs)."""
+        transactions that would do it again are skipped (the pid is still recorded once the child runs). Its
+        log files are opened and its child started on the run's own thread after this returns: a failure there
+        is recorded on the task (`failed`, as on the caller's thread before) and its run context released."""
         if not argv:
             raise InvalidInputError(f"Task {task.task_id} has nothing to run.")
         refuse_options("cli", options)
@@ -96,15 +101,67 @@ class CliRuntime:
             raise InvalidInputError(f"Task {task.task_id} is {task.status.value}: not a claimed run.")
         run_id = task.run_id or self._assign_run_id(task)
         self.ensure_backing()
+        if claimed:
+            self._launch_claimed(task, run_id, argv, shell=shell, timeout=timeout, cwd=cwd, env=env,
+                                 inherit_env=inherit_env)
+            return
         out_fh, err_fh = self._open_logs(task, run_id)
-        if not claimed:
-            try:
-                self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id)
-                self.ledger.tasks.start(run_id, runtime=Runtime.CLI)
-            except BaseException:
-                out_fh.close()
-                err_fh.close()
-                raise
+        try:
+            self.ledger.runs.register_run(run_id, self.gateway_id, task_id=task.task_id)
+            self.ledger.tasks.start(run_id, runtime=Runtime.CLI)
+        except BaseException:
+            out_fh.close()
+            err_fh.close()
+            raise
+        run = self._spawn(task, run_id, argv, shell=shell, timeout=timeout, cwd=cwd, env=env,
+                          inherit_env=inherit_env, files=(out_fh, err_fh))
+        if run is None:
+            self._finished.setdefault(task.task_id, threading.Event()).set()
+            return
+        self._record_pid(run)
+        threading.Thread(target=self._supervise, args=(run, timeout, False), name=f"cli-{task.task_id[:8]}",
+                         daemon=True).start()
+
+    def _launch_claimed(self, task: Task, run_id: str, argv: list[str], **how: Any) -> None:
+        """A claimed run is launched on its own thread: the gateway's single queue loop only claims and hands
+        over, so it claims the next free slot's task while this one's log files are opened and its child is
+        forked (both were on the queue loop's serial path: half its profile samples with instant commands). The run
+        counts as running from here (`running_count`), so the queue loop never claims past its limit; a
+        shutdown that begins meanwhile stops the child as soon as it is started (`_spawn`)."""
+        done = threading.Event()
+        with self._lock:
+            self._launching[task.task_id] = done
+            self._finished[task.task_id] = done
+        threading.Thread(target=self._run_claimed, args=(task, run_id, argv, how, done),
+                         name=f"cli-{task.task_id[:8]}", daemon=True).start()
+
+    def _run_claimed(self, task: Task, run_id: str, argv: list[str], how: dict[str, Any],
+                     done: threading.Event) -> None:
+        run: _Run | None = None
+        try:
+            files = open_logs_or_fail(self.ledger, task, run_id, Runtime.CLI)  # failing, it records the failure
+            run = self._spawn(task, run_id, argv, files=files, done=done, **how)
+        except FlowledgerError as exc:  # what the queue loop did when this ran on it (Gateway._launch)
+            log.warning("task %s could not start: %s", task.task_id, exc.message)
+            self._release(run_id)  # the claim registered the run; nothing runs it
+            with contextlib.suppress(FlowledgerError):
+                self.ledger.tasks.fail(run_id, error=exc.message, runtime=Runtime.CLI)
+        finally:
+            if run is None:  # never started: the slot is free again (before `wait` returns)
+                with self._lock:
+                    self._launching.pop(task.task_id, None)
+                done.set()
+                if self.on_finish is not None:
+                    self.on_finish()
+        if run is not None:
+            self._supervise(run, how["timeout"], True)
+
+    def _spawn(self, task: Task, run_id: str, argv: list[str], *, shell: bool, timeout: timedelta | None,
+               cwd: str | None, env: dict[str, str] | None, inherit_env: bool, files: tuple[IO[Any], IO[Any]],
+               done: threading.Event | None = None) -> _Run | None:
+        """Start the child of a run recorded running and register it here; None (its failure recorded, its run
+        context released) when it could not start."""
+        out_fh, err_fh = files
         extra = {"FLOWLEDGER_TASK_ID": task.task_id, RUN_MARKER: run_id, **(env or {})}
         try:
             proc = spawn(argv, shell=shell, cwd=cwd, env=extra, stdout=out_fh, stderr=err_fh,
@@ -115,19 +172,19 @@ class CliRuntime:
             log.info("task %s could not start %r: %s", task.task_id, argv[0], exc)
             self.ledger.tasks.fail(run_id, error=start_error(argv, cwd, exc), runtime=Runtime.CLI)
             self._release(run_id)
-            self._finished.setdefault(task.task_id, threading.Event()).set()
-            return
+            return None
         deadline = time.monotonic() + timeout.total_seconds() if timeout is not None else None
         run = _Run(task=task, run_id=run_id, proc=proc, stopper=Stopper(proc, self.kill_grace.total_seconds()),
-                   deadline=deadline, files=[out_fh, err_fh])
+                   deadline=deadline, files=[out_fh, err_fh], done=done or threading.Event())
         with self._lock:
+            self._launching.pop(task.task_id, None)
             self._runs[task.task_id] = run
             self._finished[task.task_id] = run.done
-        if not claimed:  # a claimed run's pid is recorded by its own thread (_supervise), off the queue loop
-            self._record_pid(run)
+            stopping = self._stopping
+        if stopping:  # the gateway began to shut down while this child was being started
+            self._stop(task.task_id, "shutdown", self._stopping_reason)
         log.info("task %s started pid %s run %s", task.task_id, proc.pid, run_id)
-        threading.Thread(target=self._supervise, args=(run, timeout, claimed), name=f"cli-{task.task_id[:8]}",
-                         daemon=True).start()
+        return run
 
     def _open_logs(self, task: Task, run_id: str) -> tuple[IO[Any], IO[Any]]:
         try:
@@ -265,7 +322,7 @@ class CliRuntime:
 
     def running_count(self) -> int:
         with self._lock:
-            return len(self._runs)
+            return len(self._runs) + len(self._launching)
 
     def wait(self, task_id: str, timeout: float | None = None) -> Task | None:
         return wait_for_end(self.ledger, self._lock, self._finished, task_id, timeout)
@@ -278,12 +335,14 @@ class CliRuntime:
     def shutdown(self, reason: str = SHUTDOWN_REASON, *, wait_s: float | None = None) -> None:
         """Stop every child (SIGTERM, SIGKILL after the grace), record them cancelled, drop the lease."""
         with self._lock:
+            self._stopping, self._stopping_reason = True, reason
             runs = list(self._runs.values())
+            launching = list(self._launching.values())
         for run in runs:
             self._stop(run.task.task_id, "shutdown", reason)
         limit = wait_s if wait_s is not None else self.kill_grace.total_seconds() + 5
-        for run in runs:
-            run.done.wait(limit)
+        for done in [run.done for run in runs] + launching:
+            done.wait(limit)
         self._closed.set()
         if self._lease is not None:
             self._lease.stop(release=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,31 +27,64 @@ class KeptConnections:
 
     Fork: a child process never uses its parent's connections (SQLite forbids carrying one across `fork`); it
     drops them unclosed (closing could run a checkpoint on the parent's behalf) and opens its own.
+
+    Turns: the writers of one process take the write lock in turn on a lock of their own (`take` to
+    `give_back`), not only on SQLite's. SQLite's busy handler makes a writer that finds the file locked sleep
+    1, 2, 5, 10, 15… ms between tries, whatever the holder's transaction takes (well under a millisecond for a
+    task write); a gateway's threads (the queue's claims, each run's end, the lease) write at once all the time
+    and lost whole milliseconds that way (goal 5, docs/performance.md). Another process's writers still queue on
+    SQLite's lock, as before. A turn not given within the busy timeout is not waited for any longer: the writer
+    goes on to SQLite's own wait, so no wait is longer than it was without turns (and none is forever).
     """
 
-    __slots__ = ("_closed", "_engine", "_idle", "_keep", "_orphans", "_pid")
+    __slots__ = ("_closed", "_engine", "_idle", "_keep", "_orphans", "_pid", "_turn", "_turn_holders", "_turn_wait_s")
 
-    def __init__(self, engine: Engine, *, keep: int = 4) -> None:
+    def __init__(self, engine: Engine, *, keep: int = 4, turn_wait_s: float = 30.0) -> None:
         self._engine = engine
         self._keep = keep
         self._idle: list[Connection] = []
         self._orphans: list[Connection] = []  # a parent's connections, held so they are never closed in a child
         self._pid = os.getpid()
         self._closed = False
+        # Re-entrant: a write inside a write on one thread keeps the old behaviour (SQLite decides).
+        self._turn = threading.RLock()
+        self._turn_holders: set[int] = set()  # id() of the connections taken with the turn held
+        self._turn_wait_s = turn_wait_s
 
     def take(self) -> Connection:
+        """An idle connection (or a new one) for one write transaction, once it is this writer's turn; every
+        `take` that returns is followed by one `give_back` on the same thread (Database.write)."""
         if self._pid != os.getpid():
             self._orphans.extend(self._idle)
             self._idle = []
             self._pid = os.getpid()
+            self._turn = threading.RLock()  # a parent's thread may have held it at the fork: never given back here
+            self._turn_holders = set()
+        turn = self._turn.acquire(timeout=self._turn_wait_s)
         try:
-            return self._idle.pop()
-        except IndexError:
-            return self._engine.connect()
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                conn = self._engine.connect()
+        except BaseException:
+            if turn:
+                self._turn.release()
+            raise
+        if turn:
+            self._turn_holders.add(id(conn))
+        return conn
 
     def give_back(self, conn: Connection) -> None:
         """Keep `conn` for the next writer if it is clean: open, valid, outside any transaction (a rollback that
-        failed leaves one open); else close it."""
+        failed leaves one open); else close it. Ends the writer's turn either way."""
+        try:
+            self._keep_or_close(conn)
+        finally:
+            if id(conn) in self._turn_holders:
+                self._turn_holders.discard(id(conn))
+                self._turn.release()
+
+    def _keep_or_close(self, conn: Connection) -> None:
         clean = not (conn.closed or conn.invalidated or conn.in_transaction()
                      or _driver(conn).in_transaction)
         if clean and not self._closed and self._pid == os.getpid() and len(self._idle) < self._keep:

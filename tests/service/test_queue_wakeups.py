@@ -139,3 +139,27 @@ def test_a_claimed_runs_pid_is_recorded_while_it_runs(ledger: Ledger) -> None:
     finally:
         runtime.shutdown()
     assert ledger.tasks.require(task.task_id).status == TaskStatus.CANCELLED
+
+
+def test_a_claimed_run_that_cannot_open_its_logs_ends_failed_on_its_own_thread(ledger: Ledger) -> None:
+    """A claimed run is launched on its own thread (the queue loop only claims): when its log files cannot be
+    opened there, the task still ends `failed` at once, its run context goes and its slot is free again."""
+    logs = ledger.state_dir / "logs"
+    if logs.is_dir():
+        logs.rmdir()
+    logs.write_text("not a directory")
+    runtime = CliRuntime(ledger, gateway_id=_gateway_id())
+    task = queue.enqueue(ledger, [sys.executable, "-c", "pass"])
+    [(claimed, payload)] = queue.claim(ledger, runtime.gateway_id, 1)
+    try:
+        runtime.start(claimed, payload.argv, claimed=True)  # returns: the launch is the run's thread's
+        done = runtime.wait(task.task_id, timeout=30)
+        assert runtime.running_count() == 0
+    finally:
+        runtime.shutdown()
+    assert done is not None and done.status == TaskStatus.FAILED
+    assert done.error is not None and "cannot write its output" in done.error
+    with ledger.db.read() as conn:
+        left = conn.execute(select(func.count()).select_from(run_contexts)
+                            .where(run_contexts.c.run_id == task.run_id)).scalar_one()
+    assert left == 0

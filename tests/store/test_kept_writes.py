@@ -1,7 +1,7 @@
 """Write transactions on SQLite run on connections kept open between them, BEGIN IMMEDIATE and COMMIT sent straight
 to the driver (tasks/core/kept_writes.py, `Database.write`): each is still one transaction, committed whole or
 rolled back whole, the connection left clean for the next writer; a forked child and concurrent threads get
-connections of their own; close still truncates the WAL."""
+connections of their own; close still truncates the WAL; one process's writers take the write lock in turn."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.pool import NullPool
 
 from flowledger import Ledger
 from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.errors import StorageUnavailableError
+from flowledger.tasks.core.kept_writes import KeptConnections
 
 
 class BoomError(Exception):
@@ -130,3 +132,78 @@ def test_close_closes_the_kept_connections_and_truncates_the_wal(tmp_path: Path)
         kept.execute("SELECT 1")
     wal = Path(f"{path}-wal")
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+def _kept(tmp_path: Path, **options: float) -> KeptConnections:
+    engine = create_engine(f"sqlite:///{tmp_path / 'turns.sqlite'}", poolclass=NullPool,
+                           connect_args={"check_same_thread": False})
+    return KeptConnections(engine, **options)  # type: ignore[arg-type]
+
+
+class _Writer:
+    """A writer on a thread of its own: takes a connection, then gives it back when told (same thread, as
+    `Database.write` does)."""
+
+    def __init__(self, kept: KeptConnections) -> None:
+        self.kept = kept
+        self.taken: list[Connection] = []
+        self.has_it = threading.Event()
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        conn = self.kept.take()
+        self.taken.append(conn)
+        self.has_it.set()
+        self.release.wait(30)
+        self.kept.give_back(conn)
+
+    def finish(self) -> None:
+        self.release.set()
+        self.thread.join(30)
+
+
+def test_a_process_writers_take_the_write_lock_in_turn(tmp_path: Path) -> None:
+    """A second writer of the process waits for the first one's `give_back`, not on SQLite's busy handler (which
+    sleeps between tries); the turn passes on at once, the next writer gets the connection given back."""
+    kept = _kept(tmp_path)
+    first = kept.take()
+    second = _Writer(kept)
+    assert not second.has_it.wait(0.2)  # still waiting for its turn
+    kept.give_back(first)
+    assert second.has_it.wait(30) and second.taken == [first]
+    second.finish()
+    again = kept.take()  # every turn was given back
+    kept.give_back(again)
+    kept.close()
+
+
+def test_a_turn_not_given_in_time_leaves_the_wait_to_sqlite(tmp_path: Path) -> None:
+    """No writer waits on the turn forever: past `turn_wait_s` it goes on to SQLite's own wait, as without turns."""
+    kept = _kept(tmp_path, turn_wait_s=0.05)
+    held = kept.take()  # not given back until the end, but it holds no SQLite lock
+    second = _Writer(kept)
+    assert second.has_it.wait(30) and second.taken[0] is not held
+    second.finish()
+    kept.give_back(held)
+    kept.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_does_not_inherit_a_held_turn(tmp_path: Path) -> None:
+    kept = _kept(tmp_path)
+    held = kept.take()  # the parent's writer is mid-transaction when it forks
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            conn = kept.take()
+            kept.give_back(conn)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    kept.give_back(held)
+    kept.close()
