@@ -90,9 +90,7 @@ def send(conn: Connection, queue: Pending, sql: str | None = None, args: Any = N
     driver: Any = conn.connection.driver_connection
     message = _message(conn, driver, queue, sql, args)
     try:
-        # No parameters: the simple query protocol, several statements allowed. Never prepared: the text carries
-        # its values, so it never repeats, and psycopg's bookkeeping of repeated texts cost more than the send.
-        cursor = driver.execute(message, prepare=False)
+        cursor = driver.execute(message)  # no parameters: the simple query protocol, several statements allowed
         _to_last_result(cursor)
     except conn.dialect.loaded_dbapi.Error as exc:
         lost = conn.dialect.is_disconnect(exc, driver, None)
