@@ -136,6 +136,4 @@ def _insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]])
         prepared = _INSERTS[(table.name, keys)] = Prepared(text(
             f"INSERT INTO {table.name} ({', '.join(keys)}) SELECT {', '.join(names)} FROM unnest({arrays}) "
             f"WITH ORDINALITY AS v({', '.join(names)}, n) ORDER BY n"))
-    # Nobody reads its answer: in a PostgreSQL write transaction it goes out with the next statement that needs
-    # one, or with the COMMIT (core/pg_deferred.py).
-    prepared.defer(conn, {f"c{j}": [row[k] for row in rows] for j, k in enumerate(keys)})
+    prepared.run(conn, {f"c{j}": [row[k] for row in rows] for j, k in enumerate(keys)})

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from flowledger.tasks.core import counts, filemodes, pg_deferred, sqlite_discipline, write_batch
+from flowledger.tasks.core import counts, filemodes, sqlite_discipline, write_batch
 from flowledger.tasks.core.dburl import DEFAULT_STATE_DIR, parse_database_url, resolve_database_url, resolve_state_dir
 from flowledger.tasks.core.errors import InvalidInputError, StorageUnavailableError
 from flowledger.tasks.core.kept_writes import KeptConnections, driver_transaction
@@ -53,8 +53,6 @@ class Database:
         # `execution_options()` call on its connection.
         self._write_engine = engine.execution_options(flowledger_write=True)
         _refuse_nul_text(engine)
-        if self.is_postgres:
-            pg_deferred.install(engine)
         # SQLite files: write transactions on connections kept open between them (tasks/core/kept_writes.py).
         self._kept: KeptConnections | None = None
         if self.is_sqlite and sqlite_path is not None:
@@ -168,12 +166,10 @@ class Database:
             except SQLAlchemyError as exc:  # `_translate_errors`, inline: one generator less on every write
                 raise StorageUnavailableError(f"Storage unavailable: {_one_line(exc)}") from exc
             return
-        # PostgreSQL: BEGIN and the result-less statements ride with the next statement that needs an answer
-        # (tasks/core/pg_deferred.py); elsewhere SQLAlchemy's transaction.
         with (
             self._translate_errors(),
             self._write_engine.connect() as conn,
-            pg_deferred.transaction(conn) if self.is_postgres else conn.begin(),
+            conn.begin(),
         ):
             yield conn
 
@@ -186,11 +182,7 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        with (
-            self._translate_errors(),
-            self.engine.connect() as conn,
-            pg_deferred.transaction(conn) if self.is_postgres else conn.begin(),  # BEGIN with the first statement
-        ):
+        with self._translate_errors(), self.engine.connect() as conn, conn.begin():
             yield conn
 
     def transact(self, fn: Callable[[Connection], T], *, attempts: int = 5) -> T:
@@ -403,20 +395,12 @@ def serialize_on(conn: Connection, key: str) -> None:
             if key in batch.locked:
                 return  # the batch took it already, in its one statement (serialize_on_all)
             batch.locked.add(key)
-        if (queue := pg_deferred.pending(conn)) is not None:
-            # Nothing reads its answer: it travels with the statement that follows it (the check it guards), in
-            # order, so the lock is held before that statement runs (core/pg_deferred.py).
-            queue.append((_LOCK_ONE_SQL, (key,)))
-            return
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
 
 
 # unnest yields the array in order and the locks are taken row by row in that order: sorted keys, so two batches
 # sharing keys take them in one order and cannot deadlock.
 _LOCK_ALL = text("SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM unnest(CAST(:keys AS text[])) AS k")
-# The same two statements as psycopg text, for a pipelined transaction's queue.
-_LOCK_ONE_SQL = "SELECT pg_advisory_xact_lock(hashtext(%s))"
-_LOCK_ALL_SQL = "SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM unnest(CAST(%s AS text[])) AS k"
 
 
 def serialize_on_all(conn: Connection, keys: Iterable[str]) -> None:
@@ -427,10 +411,7 @@ def serialize_on_all(conn: Connection, keys: Iterable[str]) -> None:
     batch = write_batch.current(conn)
     wanted = sorted(set(keys) - (batch.locked if batch is not None else set()))
     if wanted:
-        if (queue := pg_deferred.pending(conn)) is not None:
-            queue.append((_LOCK_ALL_SQL, (wanted,)))  # sent with the next statement, as in `serialize_on`
-        else:
-            conn.execute(_LOCK_ALL, {"keys": wanted})
+        conn.execute(_LOCK_ALL, {"keys": wanted})
         if batch is not None:
             batch.locked.update(wanted)
 

@@ -12,7 +12,6 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql import ClauseElement
 
-from flowledger.tasks.core import pg_deferred
 from flowledger.tasks.core.db import NUL_REFUSED
 from flowledger.tasks.core.errors import InvalidInputError
 
@@ -49,31 +48,16 @@ class Prepared:
 
     def run(self, conn: Connection, params: dict[str, Any]) -> Any:
         sql, to_args = self._sql(conn.dialect)
-        _refuse_nul(params)
-        queue = pg_deferred.pending(conn)
-        if queue:  # a PostgreSQL write transaction's BEGIN and deferred statements go out in front of this one
-            return pg_deferred.send(conn, queue, sql, to_args(params))
+        for value in params.values():
+            if (type(value) is str and "\x00" in value) or (type(value) is list and _has_nul(value)):
+                raise InvalidInputError(NUL_REFUSED)
         return self._on_driver(conn, sql, to_args(params), many=False)
-
-    def defer(self, conn: Connection, params: dict[str, Any]) -> None:
-        """`run`, for a statement whose result nobody reads: in a PostgreSQL write transaction it is queued and
-        sent with the next statement that needs an answer, or with the COMMIT (core/pg_deferred.py); an error it
-        meets aborts the transaction there. Elsewhere it runs now."""
-        sql, to_args = self._sql(conn.dialect)
-        _refuse_nul(params)
-        queue = pg_deferred.pending(conn)
-        if queue is not None:
-            queue.append((sql, to_args(params)))
-            return
-        self._on_driver(conn, sql, to_args(params), many=False)
 
     def run_many(self, conn: Connection, rows: list[dict[str, Any]]) -> Any:
         """The statement once per parameter set, in one driver `executemany` (a batch's guarded writes)."""
         sql, to_args = self._sql(conn.dialect)
         if any(type(v) is str and "\x00" in v for params in rows for v in params.values()):
             raise InvalidInputError(NUL_REFUSED)
-        if queue := pg_deferred.pending(conn):  # the transaction's BEGIN and deferred statements first
-            pg_deferred.send(conn, queue)
         return self._on_driver(conn, sql, [to_args(params) for params in rows], many=True)
 
     def _on_driver(self, conn: Connection, sql: str, args: Any, *, many: bool) -> Any:
@@ -92,12 +76,6 @@ class Prepared:
                     conn.invalidate(exc)
             raise DBAPIError.instance(sql, args, exc, dbapi_error, connection_invalidated=lost,
                                       dialect=conn.dialect) from exc
-
-
-def _refuse_nul(params: dict[str, Any]) -> None:
-    for value in params.values():
-        if (type(value) is str and "\x00" in value) or (type(value) is list and _has_nul(value)):
-            raise InvalidInputError(NUL_REFUSED)
 
 
 def _has_nul(values: list[Any]) -> bool:

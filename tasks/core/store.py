@@ -212,7 +212,7 @@ def insert_task(conn: Connection, task: Task) -> None:
     prepared = _P_INSERT_TASK.get(keys)
     if prepared is None:
         prepared = _P_INSERT_TASK[keys] = Prepared(insert(task_runs), list(keys))
-    prepared.defer(conn, values)  # sent with the next statement that needs an answer (core/pg_deferred.py)
+    prepared.run(conn, values)
     if task.requester_origin is not None:
         upsert_origin(conn, task.task_id, task.requester_origin)
 
@@ -273,12 +273,10 @@ def append_event(conn: Connection, event: TaskEvent) -> None:
 
 
 def insert_event_row(conn: Connection, event: TaskEvent) -> None:
-    """One history row, in order with the transaction's other statements: nothing reads its answer, so in a
-    PostgreSQL write transaction it travels with the next statement that needs one, or with the COMMIT
-    (core/pg_deferred.py)."""
+    """One history row, now."""
     at = _TIMESTAMP.process_bind_param(event.at, None)  # type: ignore[arg-type]
-    _P_INSERT_EVENT.defer(conn, {"task_id": event.task_id, "at": at, "kind": event.kind, "summary": event.summary,
-                                 "previous_status": event.previous_status})
+    _P_INSERT_EVENT.run(conn, {"task_id": event.task_id, "at": at, "kind": event.kind, "summary": event.summary,
+                               "previous_status": event.previous_status})
 
 
 def insert_events(conn: Connection, events: Sequence[TaskEvent]) -> None:

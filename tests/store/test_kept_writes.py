@@ -15,7 +15,6 @@ from sqlalchemy import text
 from flowledger import Ledger
 from flowledger.tasks.core.db import Database
 from flowledger.tasks.core.errors import StorageUnavailableError
-from flowledger.tasks.core.prepared import Prepared
 
 
 class BoomError(Exception):
@@ -27,16 +26,13 @@ def _tasks(ledger: Ledger) -> int:
         return int(conn.execute(text("SELECT count(*) FROM task_runs")).scalar_one())
 
 
-_LABEL_DRIVER = Prepared(text("UPDATE task_runs SET label = 'driver' WHERE run_id = 'r-1'"))
-
-
 def test_a_failed_unit_leaves_nothing_and_the_next_write_works(ledger: Ledger) -> None:
-    """Both kinds of statement a unit runs: the driver's (`Prepared`: on PostgreSQL sent with the queued BEGIN,
-    tasks/core/pg_deferred.py) and SQLAlchemy's (autobegun inside)."""
+    """Both kinds of statement a unit runs: the driver's (`Prepared`) and SQLAlchemy's (autobegun inside)."""
     ledger.tasks.create(runtime="cli", task="kept", owner_key="agent:main:main", run_id="r-1")
     for core_statement in (False, True):
         with pytest.raises(BoomError), ledger.db.write() as conn:
-            _LABEL_DRIVER.run(conn, {})
+            conn.connection.driver_connection.execute(
+                "UPDATE task_runs SET label = 'driver' WHERE run_id = 'r-1'")
             if core_statement:
                 conn.execute(text("UPDATE task_runs SET task = 'core' WHERE run_id = 'r-1'"))
             raise BoomError
