@@ -56,7 +56,8 @@ class Zygote:
                 if child["killed"]:
                     tally["killed"] += 1
                 else:  # a writer only stops on its own when an operation failed; 5 = no maintenance yet
-                    assert child["exit"] == 5, f"writer died on its own: {child}"
+                    assert child["exit"] == 5, (f"a {modes} child died on its own (exit {child['exit']}):\n"
+                                                f"{child.get('stderr', '(no stderr)')}")
                     tally["exited"] += 1
         return tally
 
@@ -81,6 +82,17 @@ def spawn_zygote(database_url: str, state_dir: Path, tmp_path: Path) -> Iterator
     finally:
         _, errs = proc.communicate(timeout=60)  # closing stdin ends the zygote's loop
         assert "Traceback" not in errs, errs
+
+
+def test_a_child_that_stops_on_its_own_reports_its_traceback(zygote: Zygote) -> None:
+    """A crash child that exits with an unexpected error (exit 4) brings its stderr along, traceback included:
+    a failure of a long storm can then be explained after the fact."""
+    with pytest.raises(AssertionError) as failed:
+        zygote.storm(1, "raise", seed=3)
+    message = str(failed.value)
+    assert "died on its own (exit 4)" in message
+    assert "Traceback (most recent call last)" in message
+    assert "RuntimeError: an unexpected error in a crash child" in message
 
 
 def snapshot(ledger: Ledger) -> dict[str, tuple[str, object]]:
