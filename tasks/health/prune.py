@@ -56,6 +56,14 @@ _DOOMED = Table("prune_batch", MetaData(), Column("seq", Integer, primary_key=Tr
                 prefixes=["TEMPORARY"])
 _CREATE_DOOMED = CreateTable(_DOOMED, if_not_exists=True)
 _d = _DOOMED.c
+# The statements that do not depend on the batch's position, built once: building a Core statement (and its
+# cache key) every batch cost more than running it.
+_HAS_ROWS = [(select(exists().select_from(table)),
+              delete(table).where(table.c.task_id.in_(select(_d.task_id)))) for table in TASK_CHILD_TABLES]
+_GROUPS = select(_d.status, _d.runtime, func.count()).group_by(_d.status, _d.runtime)
+_DELETE_TASKS = delete(task_runs).where(_c.seq.in_(select(_d.seq)))
+_LAST = select(_d.cleanup_after, _d.seq).order_by(_d.cleanup_after.desc(), _d.seq.desc()).limit(1)
+_EMPTY_DOOMED = delete(_DOOMED)
 
 
 def _range(due: ColumnElement[bool], after: Bound | None, upto: Bound | None) -> ColumnElement[bool]:
@@ -113,15 +121,13 @@ def _sqlite_delete_next(conn: Connection, due: ColumnElement[bool], after: Bound
                                                          doomed)).rowcount)
     if taken == 0:
         return 0, None
-    for table in TASK_CHILD_TABLES:
-        if conn.execute(select(exists().select_from(table))).scalar():
-            conn.execute(delete(table).where(table.c.task_id.in_(select(_d.task_id))))
-    groups = [(str(status), str(runtime), int(n)) for status, runtime, n in conn.execute(
-        select(_d.status, _d.runtime, func.count()).group_by(_d.status, _d.runtime))]
-    n = counts.sqlite_bulk_delete(conn, delete(task_runs).where(_c.seq.in_(select(_d.seq))), groups)
-    last = conn.execute(select(_d.cleanup_after, _d.seq).order_by(_d.cleanup_after.desc(), _d.seq.desc())
-                        .limit(1)).one()
-    conn.execute(delete(_DOOMED))
+    for has_rows, delete_children in _HAS_ROWS:
+        if conn.execute(has_rows).scalar():
+            conn.execute(delete_children)
+    groups = [(str(status), str(runtime), int(n)) for status, runtime, n in conn.execute(_GROUPS)]
+    n = counts.sqlite_bulk_delete(conn, _DELETE_TASKS, groups)
+    last = conn.execute(_LAST).one()
+    conn.execute(_EMPTY_DOOMED)
     return n, (None if taken < size else (last[0], int(last[1])))
 
 
