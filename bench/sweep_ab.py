@@ -59,7 +59,7 @@ def _in_child(code: Path | None, *args: str) -> None:
     subprocess.run([sys.executable, os.path.abspath(__file__), *args], check=True, env=env)
 
 
-def prepare(root: Path, before: Path, records: int, pg_admin: str | None) -> None:
+def prepare(root: Path, before: Path, records: int, pg_admin: str | None, pg_prefix: str = "perfsweep") -> None:
     sqlite_dir = root / "sqlite"
     before_db, after_db = sqlite_dir / "before.db", sqlite_dir / "after.db"
     if not before_db.exists():
@@ -68,7 +68,7 @@ def prepare(root: Path, before: Path, records: int, pg_admin: str | None) -> Non
         sweep.copy_sqlite(before_db, after_db)
         _in_child(None, "open", f"sqlite:///{after_db}", str(sqlite_dir / "state-after"))
     if pg_admin:
-        tpl_before, tpl_after = f"perfsweep_before_{records}", f"perfsweep_after_{records}"
+        tpl_before, tpl_after = f"{pg_prefix}_before_{records}", f"{pg_prefix}_after_{records}"
         if not _pg_exists(pg_admin, tpl_before):
             _pg_admin_exec(pg_admin, f'CREATE DATABASE "{tpl_before}"')
             _in_child(before, "seed", _pg_url(pg_admin, tpl_before), str(root / "pg-state-before"), str(records))
@@ -88,7 +88,7 @@ def _pg_exists(admin: str, name: str) -> bool:
 
 
 def one_pass(root: Path, variant: str, code: Path | None, engine: str, records: int,
-             pg_admin: str | None) -> dict[str, Any]:
+             pg_admin: str | None, pg_prefix: str = "perfsweep") -> dict[str, Any]:
     data = "before" if variant == "before" else "after"  # every other variant runs on the migrated schema
     if engine == "sqlite":
         work = root / "work"
@@ -100,9 +100,9 @@ def one_pass(root: Path, variant: str, code: Path | None, engine: str, records: 
         shutil.rmtree(work, ignore_errors=True)
     else:
         assert pg_admin is not None
-        name = f"perfsweep_run_{os.getpid()}"
+        name = f"{pg_prefix}_run_{os.getpid()}"
         _pg_admin_exec(pg_admin, f'DROP DATABASE IF EXISTS "{name}"',
-                       f'CREATE DATABASE "{name}" TEMPLATE "perfsweep_{data}_{records}"')
+                       f'CREATE DATABASE "{name}" TEMPLATE "{pg_prefix}_{data}_{records}"')
         try:
             got = sweep.sweep_with_writer(_pg_url(pg_admin, name), root / f"pg-state-{data}", NOW,
                                           timeout=1800, env=_env(code))
@@ -118,7 +118,7 @@ def one_pass(root: Path, variant: str, code: Path | None, engine: str, records: 
 
 
 def run(root: Path, before: Path, rounds: int, records: int, pg_admin: str | None, engines: list[str],
-        variants: list[str]) -> None:
+        variants: list[str], pg_prefix: str = "perfsweep") -> None:
     passes: list[dict[str, Any]] = []
     codes: dict[str, Path | None] = {"before": before, "after": None}
     for spec in variants:
@@ -129,7 +129,7 @@ def run(root: Path, before: Path, rounds: int, records: int, pg_admin: str | Non
     for engine in engines:
         for _ in range(rounds):
             for variant in names:
-                got = one_pass(root, variant, codes[variant], engine, records, pg_admin)
+                got = one_pass(root, variant, codes[variant], engine, records, pg_admin, pg_prefix)
                 print(json.dumps(got), flush=True)
                 passes.append(got)
     print(f"\n{'engine':<8} {'variant':<7} {'pass s (each)':<24} {'cpu s':<20} {'writer max ms':<22} "
@@ -158,6 +158,8 @@ def main() -> None:
         cmd.add_argument("--before", type=Path, required=True)
         cmd.add_argument("--records", type=int, default=1_000_000)
         cmd.add_argument("--postgres", default=None, help=f"admin URL, e.g. {PG_DEFAULT}")
+        cmd.add_argument("--pg-prefix", default="perfsweep",
+                         help="name prefix of the PostgreSQL templates and pass databases (one per engineer)")
         if name == "run":
             cmd.add_argument("--rounds", type=int, default=2)
             cmd.add_argument("--engine", action="append", choices=["sqlite", "postgres"])
@@ -181,11 +183,11 @@ def main() -> None:
         with Ledger.open(state_dir=Path(args.state), database_url=args.url, clock=FrozenClock(NOW)):
             pass
     elif args.command == "prepare":
-        prepare(args.dir, args.before, args.records, args.postgres)
+        prepare(args.dir, args.before, args.records, args.postgres, args.pg_prefix)
     else:
         engines = args.engine or (["sqlite", "postgres"] if args.postgres else ["sqlite"])
         run(args.dir, args.before, args.rounds, args.records, args.postgres, engines,
-            args.variant or ["before", "after"])
+            args.variant or ["before", "after"], args.pg_prefix)
 
 
 if __name__ == "__main__":

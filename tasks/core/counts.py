@@ -17,6 +17,9 @@ statement (transition tables), not once per row. SQLite has one writer at a time
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from sqlalchemy import Connection, text
 
 from flowledger.tasks.core.tables import task_counts
@@ -111,3 +114,30 @@ _READ = text("SELECT status, runtime, SUM(n) FROM task_counts GROUP BY status, r
 def read(conn: Connection) -> list[tuple[str, str, int]]:
     """(status, runtime, count) for every pair with tasks, as of this transaction's snapshot."""
     return [(str(status), str(runtime), int(n)) for status, runtime, n in conn.execute(_READ)]
+
+
+_SQLITE_DELETE_TRIGGER = text("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'task_counts_delete'")
+_SQLITE_COUNT_OUT = "UPDATE task_counts SET n = n - ? WHERE status = ? AND runtime = ? AND shard = 0"
+
+
+def sqlite_bulk_delete(conn: Connection, delete: Any, groups: Sequence[tuple[str, str, int]]) -> int:
+    """SQLite: run `delete`, a bulk delete of task rows that are exactly `groups` ((status, runtime, count), read
+    in this write transaction), and count them out once per group instead of once per row; the rows deleted.
+
+    The row trigger's program ran once per deleted row: a quarter to a third of a prune's delete (300,000 rows:
+    1.7 s CPU). Here the trigger is dropped, the rows deleted, the counts moved by the same rule (one UPDATE per
+    (status, runtime)) and the trigger created again from its own stored text, all in the caller's one
+    transaction: no other connection ever sees the schema without it, and a rollback or a crash brings it back
+    with the rows. A count that does not match the rows deleted rolls the whole batch back.
+    """
+    trigger = conn.execute(_SQLITE_DELETE_TRIGGER).scalar()
+    if trigger is None:  # a schema without the trigger counts nothing out: neither does this
+        return int(conn.execute(delete).rowcount)
+    conn.exec_driver_sql("DROP TRIGGER task_counts_delete")
+    deleted = int(conn.execute(delete).rowcount)
+    if deleted != sum(n for _, _, n in groups):
+        raise RuntimeError(f"bulk delete counted {sum(n for _, _, n in groups)} task rows but deleted {deleted}")
+    if groups:
+        conn.exec_driver_sql(_SQLITE_COUNT_OUT, [(n, status, runtime) for status, runtime, n in groups])
+    conn.exec_driver_sql(str(trigger))
+    return deleted

@@ -251,8 +251,7 @@ def prune_due(service: TaskService, now: datetime, *, batch: int = PRUNE_BATCH) 
             started = time.monotonic()
             size = pacer.size
             with conn.begin():
-                upto = prune.batch_bound(conn, where, after, size)
-                n = prune.delete_due_range(conn, where, after, upto, size)
+                n, upto = prune.delete_next_batch(conn, where, after, size)
             pruned += n
             if upto is None:
                 return pruned

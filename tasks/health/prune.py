@@ -5,14 +5,14 @@ past the last bound, and the rows in the range are deleted with their events and
 that carry the range, not a list of ids. Building and binding `IN (…500 ids…)` lists was most of the CPU of
 the old prune, and all of it ran while the write lock was held.
 
-On SQLite three statements in one transaction name the next `size` due rows after the last bound; the
-transaction holds the one write lock (BEGIN IMMEDIATE), so they mean the same rows in all three. On PostgreSQL
-the rows of the range are locked first (`FOR UPDATE`, which re-checks the due filter on rows changed meanwhile)
-and one statement deletes exactly the locked rows; see `_pg_delete_locked`.
+On SQLite the next `size` due rows after the last bound are walked once, into a temporary table, and the
+deletes read them from there; the transaction holds the one write lock (BEGIN IMMEDIATE), so every statement
+means the same rows. On PostgreSQL the batch's upper bound is found first (`batch_bound`), the rows of the
+range are locked (`FOR UPDATE`, which re-checks the due filter on rows changed meanwhile) and one statement
+deletes exactly the locked rows; see `_pg_delete_locked`.
 
-Merge note (kept status counts): every deleted task row goes through `delete_due_range` (and the per-task
-path, `store.delete_tasks`). A counts hook belongs in `delete_due_range`, right before the task_runs delete,
-fed by `SELECT status, count(*) … GROUP BY status` over the same range (`_range` / the locked ids).
+Kept status counts (tasks/core/counts.py): on PostgreSQL the statement-level delete trigger counts a batch out
+once; on SQLite `counts.sqlite_bulk_delete` does, by the batch's (status, runtime) groups.
 """
 
 from __future__ import annotations
@@ -30,12 +30,15 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    exists,
+    func,
     insert,
     select,
     tuple_,
 )
 from sqlalchemy.schema import CreateTable
 
+from flowledger.tasks.core import counts
 from flowledger.tasks.core.store import TASK_CHILD_TABLES
 from flowledger.tasks.core.tables import task_runs
 
@@ -45,10 +48,22 @@ Bound = tuple[Any, int]
 _c = task_runs.c
 _STAMP_TYPE = _c.cleanup_after.type
 _SEQ_TYPE = _c.seq.type
-# SQLite: one batch's rows (seq, task_id), a temporary table of the pruning connection (not in the schema).
+# SQLite: one batch's rows, a temporary table of the pruning connection (not in the schema): what the deletes
+# name (seq, task_id), where the next batch starts (cleanup_after, seq) and what the counts lose (status, runtime).
 _DOOMED = Table("prune_batch", MetaData(), Column("seq", Integer, primary_key=True),
-                Column("task_id", Text, nullable=False), prefixes=["TEMPORARY"])
+                Column("task_id", Text, nullable=False), Column("cleanup_after", _STAMP_TYPE),
+                Column("status", Text, nullable=False), Column("runtime", Text, nullable=False),
+                prefixes=["TEMPORARY"])
 _CREATE_DOOMED = CreateTable(_DOOMED, if_not_exists=True)
+_d = _DOOMED.c
+# The statements that do not depend on the batch's position, built once: building a Core statement (and its
+# cache key) every batch cost more than running it.
+_HAS_ROWS = [(select(exists().select_from(table)),
+              delete(table).where(table.c.task_id.in_(select(_d.task_id)))) for table in TASK_CHILD_TABLES]
+_GROUPS = select(_d.status, _d.runtime, func.count()).group_by(_d.status, _d.runtime)
+_DELETE_TASKS = delete(task_runs).where(_c.seq.in_(select(_d.seq)))
+_LAST = select(_d.cleanup_after, _d.seq).order_by(_d.cleanup_after.desc(), _d.seq.desc()).limit(1)
+_EMPTY_DOOMED = delete(_DOOMED)
 
 
 def _range(due: ColumnElement[bool], after: Bound | None, upto: Bound | None) -> ColumnElement[bool]:
@@ -71,30 +86,49 @@ def batch_bound(conn: Connection, due: ColumnElement[bool], after: Bound | None,
     return None if row is None else (row[0], int(row[1]))
 
 
-def delete_due_range(conn: Connection, due: ColumnElement[bool], after: Bound | None, upto: Bound | None,
-                     size: int) -> int:
-    """Delete the due task rows in (after, upto] — the next `size` due rows after `after` — with their per-task
-    rows (store.TASK_CHILD_TABLES); the number of tasks.
+def delete_next_batch(conn: Connection, due: ColumnElement[bool], after: Bound | None, size: int
+                      ) -> tuple[int, Bound | None]:
+    """Delete the next `size` due task rows after `after`, with their per-task rows (store.TASK_CHILD_TABLES),
+    in the caller's write transaction; the number of tasks, and where the next batch starts (None: this was
+    the last one).
 
-    The one place the set-based prune deletes task rows (see the merge note above for the counts hook).
+    The one place the set-based prune deletes task rows.
     """
     if conn.dialect.name == "postgresql":
-        return _pg_delete_locked(conn, _range(due, after, upto))
-    # SQLite bounds a row-value range on its first column only: with many equal stamps (a bulk load), an upper
-    # bound made every batch walk every remaining row of that stamp. The first `size` rows after `after`, in
-    # index order, are the same rows (this transaction holds the one write lock) and the walk stops there.
-    # The walk runs once, into a temporary table of this connection: the five deletes read the batch from
-    # there. Walking it in each of them (the due filter looks up every row for its status) cost 17 % more CPU
-    # (plain sqlite3, 300,000 due rows: 6.9–7.0 s against 5.6–6.0 s). The temporary table's rows belong to this
-    # transaction like the rest, and are emptied before the commit.
+        upto = batch_bound(conn, due, after, size)
+        return _pg_delete_locked(conn, _range(due, after, upto)), upto
+    return _sqlite_delete_next(conn, due, after, size)
+
+
+def _sqlite_delete_next(conn: Connection, due: ColumnElement[bool], after: Bound | None, size: int
+                        ) -> tuple[int, Bound | None]:
+    """SQLite bounds a row-value range on its first column only: with many equal stamps (a bulk load), an upper
+    bound made every batch walk every remaining row of that stamp. The first `size` rows after `after`, in index
+    order, are the batch (this transaction holds the one write lock) and the walk stops there.
+
+    The walk runs once, into a temporary table of this connection, which then says everything else: the deletes
+    read the batch from there (walking it in each of them cost 17 % more CPU: 300,000 due rows, 6.9–7.0 s
+    against 5.6–6.0 s), its last row is where the next batch starts (a separate walk to find that bound was
+    another 4 %), and its (status, runtime) groups are what the kept counts lose (counts.sqlite_bulk_delete,
+    which spares the delete trigger's per-row program). A per-task table with no rows at all (most ledgers
+    have no generation items) is not probed 1,000 times a batch for nothing. The temporary table's rows belong
+    to this transaction like the rest, and are emptied before the commit.
+    """
     conn.execute(_CREATE_DOOMED)
-    doomed = select(_c.seq, _c.task_id).where(_range(due, after, None)).order_by(_c.cleanup_after, _c.seq).limit(size)
-    conn.execute(insert(_DOOMED).from_select(["seq", "task_id"], doomed))
-    for table in TASK_CHILD_TABLES:
-        conn.execute(delete(table).where(table.c.task_id.in_(select(_DOOMED.c.task_id))))
-    n = int(conn.execute(delete(task_runs).where(_c.seq.in_(select(_DOOMED.c.seq)))).rowcount)
-    conn.execute(delete(_DOOMED))
-    return n
+    doomed = (select(_c.seq, _c.task_id, _c.cleanup_after, _c.status, _c.runtime).where(_range(due, after, None))
+              .order_by(_c.cleanup_after, _c.seq).limit(size))
+    taken = int(conn.execute(insert(_DOOMED).from_select(["seq", "task_id", "cleanup_after", "status", "runtime"],
+                                                         doomed)).rowcount)
+    if taken == 0:
+        return 0, None
+    for has_rows, delete_children in _HAS_ROWS:
+        if conn.execute(has_rows).scalar():
+            conn.execute(delete_children)
+    groups = [(str(status), str(runtime), int(n)) for status, runtime, n in conn.execute(_GROUPS)]
+    n = counts.sqlite_bulk_delete(conn, _DELETE_TASKS, groups)
+    last = conn.execute(_LAST).one()
+    conn.execute(_EMPTY_DOOMED)
+    return n, (None if taken < size else (last[0], int(last[1])))
 
 
 def _pg_delete_locked(conn: Connection, where: ColumnElement[bool]) -> int:

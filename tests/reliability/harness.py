@@ -25,6 +25,7 @@ import random
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,6 +42,7 @@ from flowledger.tasks.core.states import ACTIVE, TaskStatus, should_apply
 from flowledger.tasks.core.tables import task_events, task_runs
 
 OWNER = "agent:main:main"
+STDERR_KEPT = 8000  # the tail of a crash child's stderr the zygote reports when the child stops on its own
 STATUS_KINDS = {s.value for s in TaskStatus}
 FAIL_STATUSES = ("failed", "timed_out", "cancelled")
 POLICIES = ("done_only", "state_changes", "silent")
@@ -211,6 +213,8 @@ def _writer_child(args: argparse.Namespace, seed: int, ready_fd: int, mode: str)
         if mode == "deliver":
             _deliver_one(ledger, f"dl-{os.getpid()}-{stats.ops}")
             stats.ops += 1
+        elif mode == "raise":  # a deliberate unexpected error: the harness's own test of what a failure keeps
+            raise RuntimeError("an unexpected error in a crash child")
         elif sweeping:
             try:
                 ledger.maintenance(apply=True)
@@ -236,9 +240,22 @@ def _deliver_one(ledger: Ledger, run_id: str) -> None:
     ledger.tasks.complete(run_id, summary="done")
 
 
+def _child_stderr(args: argparse.Namespace, pid: int) -> Path:
+    return Path(args.events_dir) / f"child-{pid}.err"
+
+
+def _stderr_to(path: Path) -> None:
+    """Point this (forked) process's stderr at a file of its own, so the zygote can report it if it exits."""
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def run_zygote(args: argparse.Namespace) -> int:
     """Reads `<seed> <delay_ms> <mode>[+<mode>…]` lines; forks one child per mode, lets them work for the delay,
-    SIGKILLs and reaps them. Answers one JSON line per command with each child's fate."""
+    SIGKILLs and reaps them. Answers one JSON line per command with each child's fate; a child that stopped on its
+    own also brings the tail of its stderr (each child writes its own file), its traceback included."""
     with Ledger.open(state_dir=Path(args.state_dir), database_url=args.url) as ledger:  # schema before forks
         ledger.tasks.get("warm-up")  # pay one-off import/compile costs once, not in every child
         ledger.tasks.list(limit=1)
@@ -255,9 +272,13 @@ def run_zygote(args: argparse.Namespace) -> int:
             pid = os.fork()
             if pid == 0:  # child: never returns into the zygote's loop
                 os.close(read_fd)
+                _stderr_to(_child_stderr(args, os.getpid()))
                 try:
                     _writer_child(args, seed * 31 + index, write_fd, mode)
+                except BaseException:  # kept in the child's stderr file: exit 4 alone says nothing about why
+                    traceback.print_exc()
                 finally:
+                    sys.stderr.flush()
                     os._exit(4)
             os.close(write_fd)
             children.append((pid, read_fd))
@@ -271,7 +292,12 @@ def run_zygote(args: argparse.Namespace) -> int:
             if done == 0:
                 os.kill(pid, signal.SIGKILL)
                 _, status = os.waitpid(pid, 0)
-            fates.append({"pid": pid, "killed": done == 0, "exit": os.waitstatus_to_exitcode(status)})
+            fate: dict[str, Any] = {"pid": pid, "killed": done == 0, "exit": os.waitstatus_to_exitcode(status)}
+            errors = _child_stderr(args, pid)
+            if not fate["killed"] and errors.exists():  # it stopped on its own: say why (its message, traceback)
+                fate["stderr"] = errors.read_text(encoding="utf-8", errors="replace")[-STDERR_KEPT:]
+            errors.unlink(missing_ok=True)
+            fates.append(fate)
         sys.stdout.write(json.dumps({"ready": all(ready), "children": fates}) + "\n")
         sys.stdout.flush()
     return 0

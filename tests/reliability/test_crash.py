@@ -42,13 +42,14 @@ class Zygote:
     proc: subprocess.Popen[str]
     events_dir: Path
 
-    def storm(self, kills: int, modes: str, *, seed: int, max_delay_ms: float = 150.0) -> dict[str, int]:
+    def storm(self, kills: int, modes: str, *, seed: int, max_delay_ms: float = 150.0,
+              min_delay_ms: float = 0.0) -> dict[str, int]:
         """`kills` rounds of fork → work for a random moment → SIGKILL. Returns how the children ended."""
         rng = random.Random(seed)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         tally = {"killed": 0, "exited": 0}
         for n in range(kills):
-            self.proc.stdin.write(f"{seed * 1000 + n} {rng.uniform(0, max_delay_ms):.1f} {modes}\n")
+            self.proc.stdin.write(f"{seed * 1000 + n} {rng.uniform(min_delay_ms, max_delay_ms):.1f} {modes}\n")
             self.proc.stdin.flush()
             answer = json.loads(self.proc.stdout.readline())
             assert answer["ready"], answer
@@ -56,7 +57,8 @@ class Zygote:
                 if child["killed"]:
                     tally["killed"] += 1
                 else:  # a writer only stops on its own when an operation failed; 5 = no maintenance yet
-                    assert child["exit"] == 5, f"writer died on its own: {child}"
+                    assert child["exit"] == 5, (f"a {modes} child died on its own (exit {child['exit']}):\n"
+                                                f"{child.get('stderr', '(no stderr)')}")
                     tally["exited"] += 1
         return tally
 
@@ -81,6 +83,17 @@ def spawn_zygote(database_url: str, state_dir: Path, tmp_path: Path) -> Iterator
     finally:
         _, errs = proc.communicate(timeout=60)  # closing stdin ends the zygote's loop
         assert "Traceback" not in errs, errs
+
+
+def test_a_child_that_stops_on_its_own_reports_its_traceback(zygote: Zygote) -> None:
+    """A crash child that exits with an unexpected error (exit 4) brings its stderr along, traceback included:
+    a failure of a long storm can then be explained after the fact."""
+    with pytest.raises(AssertionError) as failed:
+        zygote.storm(1, "raise", seed=3, min_delay_ms=3000.0, max_delay_ms=3000.0)  # time to fail on a loaded machine
+    message = str(failed.value)
+    assert "died on its own (exit 4)" in message
+    assert "Traceback (most recent call last)" in message
+    assert "RuntimeError: an unexpected error in a crash child" in message
 
 
 def snapshot(ledger: Ledger) -> dict[str, tuple[str, object]]:

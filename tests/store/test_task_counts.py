@@ -173,3 +173,35 @@ def test_counts_follow_a_truncate_on_postgres(ledger: Ledger) -> None:
         with ledger.db.write() as conn:
             conn.execute(text("DELETE FROM task_runs"))
     assert kept(ledger) == [] == grouped(ledger)
+
+
+def delete_trigger_text(ledger: Ledger) -> str | None:
+    if not ledger.db.is_sqlite:
+        return None
+    with ledger.db.read() as conn:
+        found = conn.execute(text("SELECT sql FROM sqlite_master WHERE type = 'trigger' "
+                                  "AND name = 'task_counts_delete'")).scalar()
+        return None if found is None else str(found)
+
+
+def test_a_batched_prune_counts_out_exactly_what_it_deleted_and_keeps_the_trigger(
+        ledger: Ledger, clock: FrozenClock) -> None:
+    """The prune counts each batch out by its (status, runtime) groups (on SQLite instead of the row trigger,
+    which it drops and creates again inside the batch's transaction): the counts stay exact over batches that
+    mix statuses and runtimes, the trigger is there afterwards with its own text, and counts a later delete out."""
+    from flowledger.tasks.health import maintenance
+
+    trigger = delete_trigger_text(ledger)
+    statuses = ["succeeded", "failed", "cancelled", "timed_out"]
+    for i in range(23):
+        ledger.tasks.create(runtime=RUNTIMES[i % len(RUNTIMES)], task=f"old {i}", owner_key=OWNER,
+                            run_id=f"old-{i}", status=statuses[i % len(statuses)])
+    clock.advance(timedelta(days=8))
+    ledger.tasks.create(runtime="cli", task="recent", owner_key=OWNER, run_id="recent", status="failed")
+    ledger.tasks.create(runtime="acp", task="active", owner_key=OWNER, run_id="active", status="queued")
+    assert maintenance.prune_due(ledger.tasks, clock.now(), batch=4) == 23
+    assert kept(ledger) == grouped(ledger) == [("failed", "cli", 1), ("queued", "acp", 1)]
+    assert delete_trigger_text(ledger) == trigger
+    with ledger.db.write() as conn:
+        store.delete_tasks(conn, [t.task_id for t in store.by_run_id(conn, "recent")])
+    assert kept(ledger) == grouped(ledger) == [("queued", "acp", 1)]
