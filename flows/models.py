@@ -8,7 +8,7 @@ second and SQL NULL for the first, so the distinction survives a round trip on e
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -126,6 +126,23 @@ class Flow:
             "updated_at": iso_z(self.updated_at),
             "ended_at": iso_z(self.ended_at),
         }
+
+
+FLOW_FIELDS = tuple(f.name for f in dataclasses.fields(Flow))
+# Each field's slot, set directly (as tasks/core/models.py `task_from_values` does for a Task): the frozen
+# `__setattr__` stands between callers and a built Flow, not between this module and a Flow it is building.
+_FLOW_SLOT_SETTERS: tuple[Callable[[Flow, Any], None], ...] = tuple(getattr(Flow, name).__set__
+                                                                   for name in FLOW_FIELDS)
+
+
+def flow_from_values(values: Iterable[Any]) -> Flow:
+    """A Flow from every field's value in declaration order (`FLOW_FIELDS`), as `Flow(*values)` would build it,
+    without the frozen dataclass `__init__` (18 keyword arguments, one `object.__setattr__` each): `status` maps
+    every flow of the ledger for its audit. No defaults: all 18 values, always."""
+    new = object.__new__(Flow)
+    for setter, value in zip(_FLOW_SLOT_SETTERS, values, strict=True):
+        setter(new, value)
+    return new
 
 
 class UpdateReason(StrEnum):
