@@ -75,8 +75,8 @@ class KeptConnections:
         return conn
 
     def give_back(self, conn: Connection) -> None:
-        """Keep `conn` for the next writer if it is clean: open, valid, outside any transaction (a rollback that
-        failed leaves one open); else close it. Ends the writer's turn either way."""
+        """Keep `conn` for the next writer if it is clean: open, valid, outside any transaction, even an inactive
+        one (a rollback that failed leaves one open); else close it. Ends the writer's turn either way."""
         try:
             self._keep_or_close(conn)
         finally:
@@ -85,7 +85,7 @@ class KeptConnections:
                 self._turn.release()
 
     def _keep_or_close(self, conn: Connection) -> None:
-        clean = not (conn.closed or conn.invalidated or conn.in_transaction()
+        clean = not (conn.closed or conn.invalidated or conn.get_transaction() is not None
                      or _driver(conn).in_transaction)
         if clean and not self._closed and self._pid == os.getpid() and len(self._idle) < self._keep:
             self._idle.append(conn)
@@ -120,14 +120,16 @@ def driver_transaction(conn: Connection) -> Iterator[Connection]:
     try:
         yield conn
     except BaseException:
-        with contextlib.suppress(Exception):  # a connection left dirty is closed, not kept (`give_back`)
-            if conn.in_transaction():
-                conn.rollback()
-            elif driver.in_transaction:
-                driver.rollback()
+        _roll_back(conn, driver)
         raise
     if conn.in_transaction():
-        conn.commit()
+        try:
+            conn.commit()
+        except BaseException:
+            # A refused COMMIT (a full disk: SQLite has rolled back already) leaves SQLAlchemy's transaction on
+            # the connection, inactive, until a rollback; kept so, every later write on it would fail.
+            _roll_back(conn, driver)
+            raise
     else:
         try:
             _driver_execute(driver, "COMMIT")
@@ -135,6 +137,17 @@ def driver_transaction(conn: Connection) -> Iterator[Connection]:
             with contextlib.suppress(Exception):
                 driver.rollback()
             raise
+
+
+def _roll_back(conn: Connection, driver: Any) -> None:
+    """End whatever a failed unit left open: SQLAlchemy's transaction, active or not (`get_transaction`: a failed
+    COMMIT leaves an inactive one that only a rollback clears), else the driver's. A connection still dirty after
+    this is closed, not kept (`give_back`)."""
+    with contextlib.suppress(Exception):
+        if conn.get_transaction() is not None:
+            conn.rollback()
+        elif driver.in_transaction:
+            driver.rollback()
 
 
 def _driver_execute(driver: Any, statement: str) -> None:

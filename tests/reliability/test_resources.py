@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import harness
@@ -129,6 +130,25 @@ def test_long_lived_writer_survives_a_full_disk_and_recovers(small_disk: Path) -
     assert tasks == {"before": TaskStatus.SUCCEEDED, "after": TaskStatus.SUCCEEDED}
     assert verdict.ok, verdict.violations
     assert integrity == "ok"
+
+
+def test_a_core_write_refused_at_commit_by_a_full_disk_leaves_the_writer_usable(small_disk: Path) -> None:
+    """A lease renewal writes through SQLAlchemy Core; a full disk refuses its COMMIT and SQLite rolls the
+    transaction back. SQLAlchemy keeps its own transaction on the connection, inactive, until a rollback: a
+    write connection kept so answered every later write "Can't reconnect until invalid transaction is rolled
+    back", and a gateway whose disk filled up never came back once space returned."""
+    state_dir = small_disk / "state"
+    with Ledger.open(state_dir=state_dir) as ledger:
+        ledger.runs.renew_lease("gw-disk", host="h", pid=1, ttl=timedelta(minutes=1))
+        filler = fill(small_disk)
+        for _ in range(3):
+            with pytest.raises(StorageUnavailable, match="disk is full"):
+                ledger.runs.renew_lease("gw-disk", host="h", pid=1, ttl=timedelta(minutes=1))
+        filler.unlink()
+        ledger.runs.renew_lease("gw-disk", host="h", pid=1, ttl=timedelta(minutes=1))
+        ledger.tasks.create(runtime="cli", task="after", owner_key="agent:main:main", run_id="r-after")
+        assert "gw-disk" in ledger.runs.fresh_gateways()
+        assert ledger.tasks.require("r-after").task == "after"
 
 
 def test_read_only_database_exits_3_with_one_line(small_disk: Path) -> None:
