@@ -19,7 +19,7 @@ from flowledger.flows.models import (
 from flowledger.tasks.core.errors import InvalidPersistedValueError
 from flowledger.tasks.core.models import DeliveryOrigin
 from flowledger.tasks.core.states import NotifyPolicy
-from flowledger.tasks.core.task_rows import stored_time
+from flowledger.tasks.core.task_rows import stored_enum, stored_time
 
 # The UTCMillis columns of flow_runs (tasks/core/tables.py; tests/store/test_sqlite_reads.py checks the list).
 TIME_KEYS = ("cancel_requested_at", "created_at", "updated_at", "ended_at")
@@ -42,18 +42,6 @@ def load_json(text: str | None, ident: str, column: str) -> Any:
         raise InvalidPersistedValueError("flow", ident, column, text[:40]) from None
 
 
-def _enum(kind: Any, value: Any, ident: str, column: str) -> Any:
-    # The member by its value straight from the enum's own table (what `kind(value)` looks up first, at a fraction
-    # of the cost, as tasks/core/task_rows.py does); anything else takes the full call, which names a bad value.
-    member = kind._value2member_map_.get(value) if isinstance(value, str) else None
-    if member is not None:
-        return member
-    try:
-        return kind(value)
-    except ValueError:
-        raise InvalidPersistedValueError("flow", ident, column, value) from None
-
-
 def mapping_to_flow(m: Any) -> Flow:
     """A `flow_runs` row as a mapping (times already datetimes) -> the Flow."""
     ident = m["flow_id"]
@@ -61,8 +49,8 @@ def mapping_to_flow(m: Any) -> Flow:
     controller = m["controller_id"]
     if mode == SyncMode.MANAGED and not (controller or "").strip():
         controller = LEGACY_CONTROLLER
-    status = _enum(FlowStatus, m["status"], ident, "status")
-    policy = _enum(NotifyPolicy, m["notify_policy"], ident, "notify_policy")
+    status = stored_enum(FlowStatus, m["status"], ident, "status", record="flow")
+    policy = stored_enum(NotifyPolicy, m["notify_policy"], ident, "notify_policy", record="flow")
     origin = None
     if m["requester_origin_json"]:
         try:

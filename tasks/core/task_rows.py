@@ -52,7 +52,10 @@ def raw_to_task(keys: Sequence[str], row: Sequence[Any]) -> Task:
     return mapping_to_task(m)
 
 
-def _enum(kind: Any, value: Any, ident: str, column: str, *, optional: bool = False) -> Any:
+def stored_enum(kind: Any, value: Any, ident: str, column: str, *, optional: bool = False, record: str = "task"
+                ) -> Any:
+    """The `kind` member a stored `column` of the `record` row `ident` holds (flows/flow_rows.py reads flows'
+    with it too); InvalidPersistedValueError naming a value that is none."""
     # The member by its value straight from the enum's own table (what `kind(value)` looks up first, at a seventh
     # of the cost: six per row read); anything else takes the full call, which also names a bad stored value.
     member = kind._value2member_map_.get(value) if isinstance(value, str) else None
@@ -63,12 +66,12 @@ def _enum(kind: Any, value: Any, ident: str, column: str, *, optional: bool = Fa
     try:
         return kind(value)
     except ValueError:
-        raise InvalidPersistedValueError("task", ident, column, value) from None
+        raise InvalidPersistedValueError(record, ident, column, value) from None
 
 
 def mapping_to_task(m: Any) -> Task:
     ident = m["task_id"]
-    scope = _enum(ScopeKind, m["scope_kind"], ident, "scope_kind")
+    scope = stored_enum(ScopeKind, m["scope_kind"], ident, "scope_kind")
     requester = m["requester_session_key"] or ""
     if not requester and scope == ScopeKind.SESSION:
         requester = m["owner_key"]
@@ -86,14 +89,14 @@ def mapping_to_task(m: Any) -> Task:
     # against the keyword constructor): `task_from_values` skips the frozen `__init__`, a third of a row's cost.
     return task_from_values((
         ident,
-        _enum(Runtime, m["runtime"], ident, "runtime"),
+        stored_enum(Runtime, m["runtime"], ident, "runtime"),
         requester,
         m["owner_key"],
         scope,
         m["task"],
-        _enum(TaskStatus, m["status"], ident, "status"),
-        _enum(DeliveryStatus, m["delivery_status"], ident, "delivery_status"),
-        _enum(NotifyPolicy, m["notify_policy"], ident, "notify_policy"),
+        stored_enum(TaskStatus, m["status"], ident, "status"),
+        stored_enum(DeliveryStatus, m["delivery_status"], ident, "delivery_status"),
+        stored_enum(NotifyPolicy, m["notify_policy"], ident, "notify_policy"),
         m["created_at"],
         m["task_kind"],
         m["source_id"],
@@ -111,7 +114,7 @@ def mapping_to_task(m: Any) -> Task:
         m["error"],
         m["progress_summary"],
         m["terminal_summary"],
-        _enum(TerminalOutcome, m["terminal_outcome"], ident, "terminal_outcome", optional=True),
+        stored_enum(TerminalOutcome, m["terminal_outcome"], ident, "terminal_outcome", optional=True),
         origin,
         _media(ident, m["media_json"]),
     ))
